@@ -1,0 +1,40 @@
+"""The one error type users see.
+
+Every failure a user can cause or fix (a bad image, a bad model folder, a bad config, a folder
+layout that does not match grand-challenge's) is raised as a ``PantherError`` whose message is a
+single line: what was expected, what was found, and where. The command line prints that line as
+the last line of stderr and exits non-zero; anything else is a bug and keeps its traceback.
+"""
+
+
+class PantherError(Exception):
+    """A problem with the user's input, models or configuration. The message is one line."""
+
+    exit_code = 1
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+class InputError(PantherError):
+    """The image or the grand-challenge input layout cannot be used."""
+
+    exit_code = 2
+
+
+class ModelError(PantherError):
+    """An ensemble member (folder, plans, dataset.json or checkpoint) cannot be used."""
+
+    exit_code = 3
+
+
+class ConfigError(PantherError):
+    """ensemble_config.json is malformed or names something that does not exist."""
+
+    exit_code = 4
+
+
+class ResourceError(PantherError):
+    """The case cannot be processed within the memory or time available."""
+
+    exit_code = 5
