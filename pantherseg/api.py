@@ -1,0 +1,176 @@
+"""The one function behind every entry point: ``segment``.
+
+``inference.py`` (grand-challenge) and ``pantherseg predict`` (local folders) both turn their
+arguments into one call of :func:`segment`, which loads and validates the ensemble once and then
+writes one mask per input image.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pantherseg.config import EnsembleConfig, load_config
+from pantherseg.deadline import Deadline
+from pantherseg.engine import Ensemble, ProgressListener, outcomes_as_dicts
+from pantherseg.errors import InputError, PantherError
+from pantherseg.image_io import image_stem, is_image_file, mask_image, read_volume, write_image_atomically
+from pantherseg.paths import default_config, default_weights
+from pantherseg.report import build_report, write_report
+
+log = logging.getLogger(__name__)
+
+__all__ = ["segment", "Ensemble", "CaseResult", "collect_inputs"]
+
+
+@dataclass
+class CaseResult:
+    input: Path
+    output: Path | None
+    report: dict | None
+    report_path: Path | None = None
+    preview_path: Path | None = None
+    error: str | None = None
+
+
+def collect_inputs(inputs: Path | str | Sequence[Path | str]) -> list[Path]:
+    """A file, a folder of image files, or a list of files -> image paths, sorted, stems unique."""
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if is_image_file(p))
+            if not found:
+                raise InputError(f"No images in {item}: expected .mha, .nii.gz, .nii, .mhd or .nrrd files.")
+            paths.extend(found)
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise InputError(f"Input not found: {item} is neither an image file nor a folder.")
+    stems = [image_stem(p) for p in paths]
+    clashes = sorted({s for s in stems if stems.count(s) > 1})
+    if clashes:
+        raise InputError(f"Several inputs would write the same mask name {clashes}; rename them.")
+    return paths
+
+
+def segment(
+    inputs: Path | str | Sequence[Path | str],
+    *,
+    output_dir: Path | str,
+    task: str = "t1",
+    config: Path | str | EnsembleConfig | None = None,
+    weights: Path | str | None = None,
+    device: str = "auto",
+    report_dir: Path | str | None = None,
+    member_outputs_dir: Path | str | None = None,
+    preview_dir: Path | str | None = None,
+    time_budget_s: float | None = None,
+    tile_batch_size: int = 1,
+    stop_on_error: bool = True,
+    progress: ProgressListener | None = None,
+    clock=time.monotonic,
+) -> list[CaseResult]:
+    """Segment the tumour in each input image and write ``<output_dir>/<image stem>.mha``.
+
+    Args:
+        inputs: an image file, a folder of images, or a list of image files.
+        output_dir: where the uint8 {0,1} masks go, one per input, with the input's geometry.
+        task: a task name of the config ("t1", "t2").
+        config: an ``ensemble_config.json`` path or a parsed config (default: the shipped one).
+        weights: the weights root the config's member folders are relative to (default: ``weights/``).
+        device: "auto" (CUDA if available), "cpu" or "cuda[:N]".
+        report_dir: where ``<stem>.report.json`` run reports go; None writes none.
+        member_outputs_dir: if set, each member's tumour probability map (float32) is written to
+            ``<dir>/<member name>/<stem>.mha``, the input ``pantherseg select`` needs.
+        preview_dir: if set, also write ``<dir>/<stem>.preview.png`` (three orthogonal slices through the
+            tumour, or the image centre, with the mask overlaid).
+        time_budget_s: seconds per case (the first case counts from process start); default from the
+            config; ``float('inf')`` disables the deadline.
+        tile_batch_size: tiles per network pass.
+        stop_on_error: raise at the first bad case; False logs it, goes on, and returns it with ``error`` set.
+        progress: progress listener (see pantherseg.progress).
+        clock: monotonic clock in seconds (injectable for tests).
+
+    Every model is validated before the first image is read; errors are PantherError subclasses.
+    """
+    paths = collect_inputs(inputs)
+    output_dir = Path(output_dir)
+    config = config if isinstance(config, EnsembleConfig) else load_config(config or default_config())
+    weights = Path(weights) if weights is not None else default_weights()
+    ensemble = Ensemble.load(config=config, task=task, weights=weights, device=device,
+                             tile_batch_size=tile_batch_size)
+    budget = config.time_budget_s if time_budget_s is None else time_budget_s
+
+    results = []
+    for index, path in enumerate(paths):
+        # The first case shares the process's budget (grand-challenge counts from container start).
+        deadline = Deadline(budget_s=budget, reserve_s=min(config.export_reserve_s, budget / 2), clock=clock,
+                            started_at=None if index == 0 else clock())
+        try:
+            results.append(_segment_one(ensemble, path, output_dir, deadline=deadline, report_dir=report_dir,
+                                        member_outputs_dir=member_outputs_dir, preview_dir=preview_dir, progress=progress,
+                                        weights=weights, config=config))
+        except PantherError as error:
+            if stop_on_error:
+                raise
+            log.error("%s: %s", path.name, error)
+            results.append(CaseResult(input=path, output=None, report=None, error=str(error)))
+    return results
+
+
+def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, deadline: Deadline, report_dir,
+                 member_outputs_dir, preview_dir, progress, weights: Path, config: EnsembleConfig) -> CaseResult:
+    started = time.perf_counter()
+    volume = read_volume(path)
+    read_s = time.perf_counter() - started
+    output_path = output_dir / f"{image_stem(path)}.mha"
+    if output_path.resolve() == path.resolve():
+        raise InputError(f"The mask would overwrite its input {path}; choose another output folder.")
+
+    prediction = ensemble.predict(volume, deadline=deadline, progress=progress,
+                                  keep_member_probabilities=member_outputs_dir is not None)
+
+    started = time.perf_counter()
+    mask = mask_image(prediction.mask, volume.reference)
+    write_image_atomically(mask, output_path)
+    write_s = time.perf_counter() - started
+    if member_outputs_dir is not None:
+        _write_member_probabilities(prediction, volume, Path(member_outputs_dir), image_stem(path), ensemble)
+
+    timings = {"load": ensemble.load_s, "read": read_s, **prediction.timings_s, "write": write_s}
+    voxel_volume = float(np.prod(volume.spacing_zyx))
+    tumor_voxels = int(prediction.mask.sum())
+    report = build_report(
+        task=ensemble.task.name, input_path=str(path), output_path=str(output_path), device=str(ensemble.device),
+        geometry=volume.geometry(), outcomes=outcomes_as_dicts(prediction.outcomes), timings_s=timings,
+        notes=prediction.notes, weights=str(weights), config=str(config.source or "<in memory>"),
+        tumor_voxels=tumor_voxels, tumor_volume_mm3=tumor_voxels * voxel_volume,
+    )
+    log.info("%s -> %s: %d tumour voxels (%.1f ml); members used %s", path.name, output_path, tumor_voxels,
+             tumor_voxels * voxel_volume / 1000, report["members_used"])
+    result = CaseResult(input=path, output=output_path, report=report)
+    if report_dir is not None:
+        result.report_path = write_report(report, Path(report_dir) / f"{image_stem(path)}.report.json")
+    if preview_dir is not None:
+        from pantherseg.preview import write_preview
+
+        result.preview_path = write_preview(volume, prediction.mask,
+                                            Path(preview_dir) / f"{image_stem(path)}.preview.png")
+    return result
+
+
+def _write_member_probabilities(prediction, volume, folder: Path, stem: str, ensemble: Ensemble) -> None:
+    import SimpleITK as sitk
+
+    tumor = ensemble.task.tumor_label
+    for name, probabilities in prediction.member_probabilities.items():
+        image = sitk.GetImageFromArray(np.ascontiguousarray(probabilities[tumor], dtype=np.float32))
+        image.CopyInformation(volume.reference)
+        write_image_atomically(image, folder / name / f"{stem}.mha")

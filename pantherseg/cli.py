@@ -1,0 +1,158 @@
+"""``pantherseg`` command line: flags in, one API call, errors out as one line and an exit code.
+
+Nothing heavy is imported at module level, so ``pantherseg --help`` answers at once.
+
+Exit codes: 0 success; 1 other PantherError; 2 bad input image or layout (also argparse usage
+errors); 3 bad model; 4 bad config; 5 out of memory or time; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from pantherseg import __version__
+
+log = logging.getLogger("pantherseg")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``pantherseg predict`` and ``inference.py``."""
+    parser.add_argument("--config", type=Path, default=None,
+                        help="ensemble_config.json (default: the one shipped next to the package)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA if available, else CPU), cpu, or cuda[:N] (default: auto)")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                        help="seconds per case before members are skipped (default: the config's "
+                             "time_budget_s, 300; 0 disables the deadline)")
+    parser.add_argument("--tile-batch-size", type=int, default=1, metavar="N",
+                        help="tiles per network pass (default: 1)")
+    parser.add_argument("--preview", action="store_true",
+                        help="also write <case>.preview.png: three slices with the mask overlaid")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def budget_from_flag(value: float | None) -> float | None:
+    if value is None:
+        return None
+    return float("inf") if value == 0 else value
+
+
+def configure_logging(quiet: bool = False, verbose: bool = False) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr, force=True)
+    if not verbose:
+        # nnU-Net and friends are chatty at INFO; their warnings still show.
+        for name in ("nnunetv2", "matplotlib", "PIL"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_guarded(function, *args, **kwargs) -> int:
+    """Call ``function``; turn PantherError/SIGTERM/Ctrl-C into one stderr line and an exit code."""
+    from pantherseg.errors import PantherError
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt("terminated")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        result = function(*args, **kwargs)
+    except PantherError as error:
+        print(f"pantherseg error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("pantherseg error: interrupted before the mask was complete; no mask was written.", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("pantherseg error: out of memory; try a machine with more RAM or a smaller image.", file=sys.stderr)
+        return 5
+    return int(result or 0)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from pantherseg.api import segment
+    from pantherseg.progress import make_progress
+
+    results = segment(
+        args.input, output_dir=args.output, task=args.task, config=args.config, weights=args.weights,
+        device=args.device, report_dir=None if args.no_report else args.output,
+        member_outputs_dir=args.member_outputs, preview_dir=args.output if args.preview else None,
+        time_budget_s=budget_from_flag(args.time_budget), tile_batch_size=args.tile_batch_size,
+        stop_on_error=False, progress=make_progress(args.quiet),
+    )
+    failed = [r for r in results if r.error]
+    for result in results:
+        if result.output is not None:
+            print(result.output)
+    if failed:
+        print(f"pantherseg error: {len(failed)} of {len(results)} case(s) failed: "
+              + "; ".join(f"{r.input.name}: {r.error}" for r in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pantherseg.evaluation import evaluate, format_table
+
+    result = evaluate(args.pred, args.gt, xyz_spacing_order=args.xyz_spacing, json_path=args.json,
+                      csv_path=args.csv)
+    print(format_table(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pantherseg",
+        description="PANTHER pancreatic tumour segmentation with a heterogeneous nnU-Net v2 ensemble.",
+    )
+    parser.add_argument("--version", action="version", version=f"pantherseg {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    predict = commands.add_parser(
+        "predict", help="segment a file or a folder of .mha/.nii.gz cases (one model load for all)",
+        description="Write one uint8 tumour mask <case>.mha per input image, plus <case>.report.json.",
+    )
+    predict.add_argument("-i", "--input", type=Path, nargs="+", required=True,
+                         help="image file(s) or folder(s) of images (.mha, .nii.gz, .nii, .mhd, .nrrd)")
+    predict.add_argument("-o", "--output", type=Path, required=True, help="output folder for the masks")
+    predict.add_argument("--task", default="t1", help="task of the config: t1 (T1 diagnostic MRI) or t2 "
+                                                      "(T2 MR-Linac) (default: t1)")
+    predict.add_argument("--weights", type=Path, default=None,
+                         help="weights root the config's model folders are relative to (default: weights/)")
+    predict.add_argument("--member-outputs", type=Path, default=None, metavar="DIR",
+                         help="also write each member's tumour probability map to DIR/<member>/<case>.mha "
+                              "(input for 'pantherseg select')")
+    predict.add_argument("--no-report", action="store_true", help="do not write <case>.report.json")
+    add_run_options(predict)
+    predict.set_defaults(handler=_predict)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="challenge metrics (Dice, surface Dice@5mm, HD95, MASD, volume RMSE) of masks vs truth",
+        description="Compare prediction folder(s) with a ground-truth folder using the PANTHER challenge metrics.",
+    )
+    evaluate.add_argument("--pred", type=Path, nargs="+", required=True,
+                          help="prediction folder(s); several give a leaderboard")
+    evaluate.add_argument("--gt", type=Path, required=True, help="ground-truth folder")
+    evaluate.add_argument("--json", type=Path, default=None, help="write all figures to this JSON file")
+    evaluate.add_argument("--csv", type=Path, default=None, help="write per-case figures to this CSV file")
+    evaluate.add_argument("--xyz-spacing", action="store_true",
+                          help="reproduce the public script's defect: pass SimpleITK (x,y,z) spacing "
+                               "against (z,y,x) arrays, to compare with published numbers")
+    evaluate.set_defaults(handler=_evaluate, quiet=False, verbose=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
+    return run_guarded(args.handler, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

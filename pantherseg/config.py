@@ -1,0 +1,247 @@
+"""ensemble_config.json: which nnU-Net folds make up each task's ensemble, and how they run.
+
+The file is the product's public interface, so it is read strictly: unknown keys, wrong types and
+impossible values are refused with a ConfigError that names the key path, what was expected and
+what was found, before any model is touched.
+
+    {
+      "version": 1,
+      "tile_step_size": 0.5,          # sliding-window step as a fraction of the patch (nnU-Net's)
+      "use_mirroring": false,         # test-time augmentation by flipping; off in the winning method
+      "time_budget_s": 300,           # grand-challenge's limit per case, counted from process start
+      "tasks": {
+        "t1": {
+          "input_slug": "abdominal-t1-mri",
+          "output_slug": "pancreatic-tumor-segmentation",
+          "tumor_label": 1,           # the label (in every member's dataset.json) written as 1
+          "members": [                # priority order: under time pressure the tail is skipped
+            {"name": "allrounder-f0", "role": "all-rounder",
+             "model": "Dataset.../Trainer__Plans__3d_fullres",   # relative to the weights root
+             "fold": 0, "checkpoint": "checkpoint_best.pth", "weight": 1.0}
+          ]
+        }
+      }
+    }
+
+Optional per member: "configuration" (default: the part after the last "__" of the model folder
+name, as nnU-Net names result folders, else "3d_fullres").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pantherseg.errors import ConfigError
+
+SUPPORTED_VERSIONS = (1,)
+KNOWN_ROLES = ("all-rounder", "volume", "boundary")
+
+_TOP_KEYS = {"version", "tile_step_size", "use_mirroring", "time_budget_s", "export_reserve_s", "tasks"}
+_TASK_KEYS = {"input_slug", "output_slug", "tumor_label", "members"}
+_MEMBER_KEYS = {"name", "role", "model", "fold", "checkpoint", "weight", "configuration"}
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One ensemble member: one fold of one nnU-Net model folder."""
+
+    name: str
+    role: str
+    model: str
+    fold: int | str
+    checkpoint: str
+    weight: float
+    configuration: str
+
+    def describe(self) -> str:
+        return f"member '{self.name}' ({self.model}, fold {self.fold}, {self.checkpoint})"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    input_slug: str
+    output_slug: str
+    tumor_label: int
+    members: tuple[MemberSpec, ...]
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    tasks: dict[str, TaskSpec]
+    tile_step_size: float = 0.5
+    use_mirroring: bool = False
+    time_budget_s: float = 300.0
+    # Seconds kept free at the end of the budget for ensembling, export and writing the mask.
+    export_reserve_s: float = 20.0
+    version: int = 1
+    source: Path | None = field(default=None, compare=False)
+
+    def task(self, name: str) -> TaskSpec:
+        if name not in self.tasks:
+            raise ConfigError(
+                f"Task '{name}' is not in the ensemble config{_where(self.source)}; "
+                f"it defines {sorted(self.tasks)}."
+            )
+        return self.tasks[name]
+
+    def task_for_slug(self, slug: str) -> TaskSpec:
+        for task in self.tasks.values():
+            if task.input_slug == slug:
+                return task
+        known = sorted(t.input_slug for t in self.tasks.values())
+        raise ConfigError(
+            f"No task takes the input interface '{slug}'{_where(self.source)}; known input slugs: {known}."
+        )
+
+
+def _where(source: Path | None) -> str:
+    return f" ({source})" if source else ""
+
+
+def load_config(path: Path | str) -> EnsembleConfig:
+    """Read and validate an ensemble_config.json file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"Ensemble config not found: expected a JSON file at {path}.") from None
+    except OSError as error:
+        raise ConfigError(f"Ensemble config {path} cannot be read: {error.strerror}.") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"Ensemble config {path} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}."
+        ) from None
+    return parse_config(raw, source=path)
+
+
+def parse_config(raw: object, *, source: Path | None = None) -> EnsembleConfig:
+    """Validate a decoded config; every error names the key path, the rule and the value found."""
+    where = f"{source}: " if source else ""
+
+    def fail(key: str, expected: str, found: object) -> ConfigError:
+        return ConfigError(f"{where}'{key}' must be {expected}, found {found!r}.")
+
+    if not isinstance(raw, dict):
+        raise fail("<top level>", "a JSON object", type(raw).__name__)
+    _reject_unknown(raw, _TOP_KEYS, "<top level>", where)
+
+    version = raw.get("version", 1)
+    if version not in SUPPORTED_VERSIONS:
+        raise fail("version", f"one of {list(SUPPORTED_VERSIONS)}", version)
+    step = _number(raw.get("tile_step_size", 0.5), "tile_step_size", fail)
+    if not 0 < step <= 1:
+        raise fail("tile_step_size", "a number in (0, 1]", step)
+    mirroring = raw.get("use_mirroring", False)
+    if not isinstance(mirroring, bool):
+        raise fail("use_mirroring", "true or false", mirroring)
+    budget = _number(raw.get("time_budget_s", 300), "time_budget_s", fail)
+    if budget <= 0:
+        raise fail("time_budget_s", "a positive number of seconds", budget)
+    reserve = _number(raw.get("export_reserve_s", 20), "export_reserve_s", fail)
+    if not 0 <= reserve < budget:
+        raise fail("export_reserve_s", f"a number of seconds in [0, time_budget_s={budget})", reserve)
+
+    tasks_raw = raw.get("tasks")
+    if not isinstance(tasks_raw, dict) or not tasks_raw:
+        raise fail("tasks", "a non-empty object of task name -> task", tasks_raw)
+    tasks = {name: _parse_task(name, task, fail, where) for name, task in tasks_raw.items()}
+    slugs = [t.input_slug for t in tasks.values()]
+    duplicated = sorted({s for s in slugs if slugs.count(s) > 1})
+    if duplicated:
+        raise ConfigError(f"{where}input slug(s) {duplicated} are used by more than one task; each must be unique.")
+    return EnsembleConfig(
+        tasks=tasks,
+        tile_step_size=step,
+        use_mirroring=mirroring,
+        time_budget_s=budget,
+        export_reserve_s=reserve,
+        version=version,
+        source=source,
+    )
+
+
+def _parse_task(name: str, raw: object, fail, where: str) -> TaskSpec:
+    key = f"tasks.{name}"
+    if not isinstance(raw, dict):
+        raise fail(key, "an object", type(raw).__name__)
+    _reject_unknown(raw, _TASK_KEYS, key, where)
+    for text_key in ("input_slug", "output_slug"):
+        if not isinstance(raw.get(text_key), str) or not raw[text_key]:
+            raise fail(f"{key}.{text_key}", "a non-empty string", raw.get(text_key))
+    tumor_label = raw.get("tumor_label", 1)
+    if isinstance(tumor_label, bool) or not isinstance(tumor_label, int) or tumor_label <= 0:
+        raise fail(f"{key}.tumor_label", "a positive integer label", tumor_label)
+    members_raw = raw.get("members")
+    if not isinstance(members_raw, list) or not members_raw:
+        raise fail(f"{key}.members", "a non-empty list of members", members_raw)
+    members = tuple(_parse_member(f"{key}.members[{i}]", m, fail, where) for i, m in enumerate(members_raw))
+    names = [m.name for m in members]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ConfigError(f"{where}{key}: member names {duplicated} are used twice; names must be unique.")
+    return TaskSpec(
+        name=name,
+        input_slug=raw["input_slug"],
+        output_slug=raw["output_slug"],
+        tumor_label=tumor_label,
+        members=members,
+    )
+
+
+def _parse_member(key: str, raw: object, fail, where: str) -> MemberSpec:
+    if not isinstance(raw, dict):
+        raise fail(key, "an object", raw)
+    _reject_unknown(raw, _MEMBER_KEYS, key, where)
+    for text_key in ("name", "model", "checkpoint"):
+        if not isinstance(raw.get(text_key), str) or not raw[text_key]:
+            raise fail(f"{key}.{text_key}", "a non-empty string", raw.get(text_key))
+    model = raw["model"]
+    if Path(model).is_absolute() or ".." in Path(model).parts:
+        raise fail(f"{key}.model", "a folder path relative to the weights root, without '..'", model)
+    role = raw.get("role", "all-rounder")
+    if role not in KNOWN_ROLES:
+        raise fail(f"{key}.role", f"one of {list(KNOWN_ROLES)}", role)
+    fold = raw.get("fold")
+    if not (fold == "all" or (isinstance(fold, int) and not isinstance(fold, bool) and fold >= 0)):
+        raise fail(f"{key}.fold", "a non-negative integer or \"all\"", fold)
+    if not raw["checkpoint"].endswith(".pth") or "/" in raw["checkpoint"]:
+        raise fail(f"{key}.checkpoint", "a checkpoint file name such as checkpoint_best.pth", raw["checkpoint"])
+    weight = _number(raw.get("weight", 1.0), f"{key}.weight", fail)
+    if weight <= 0:
+        raise fail(f"{key}.weight", "a positive number", weight)
+    configuration = raw.get("configuration") or _configuration_from_folder(model)
+    if not isinstance(configuration, str):
+        raise fail(f"{key}.configuration", "a configuration name such as 3d_fullres", configuration)
+    return MemberSpec(
+        name=raw["name"],
+        role=role,
+        model=model,
+        fold=fold,
+        checkpoint=raw["checkpoint"],
+        weight=weight,
+        configuration=configuration,
+    )
+
+
+def _configuration_from_folder(model: str) -> str:
+    """nnU-Net names result folders Trainer__Plans__Configuration."""
+    parts = Path(model).name.split("__")
+    return parts[-1] if len(parts) >= 3 else "3d_fullres"
+
+
+def _number(value: object, key: str, fail) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise fail(key, "a finite number", value)
+    return float(value)
+
+
+def _reject_unknown(raw: dict, allowed: set[str], key: str, where: str) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}{key} has unknown key(s) {unknown}; allowed: {sorted(allowed)}.")

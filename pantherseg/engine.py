@@ -1,0 +1,307 @@
+"""The ensemble engine: one image in, one tumour mask out.
+
+Data flow for one case::
+
+    Volume (1, z, y, x) --preprocess once per preprocessing group--> network input
+      --sliding window, member by member in priority order--> logits (preprocessed space)
+      --export (resample, softmax, uncrop, untranspose)--> probabilities (image space)
+      --weighted mean over members--> argmax == tumour label --> uint8 mask (z, y, x)
+
+This is ``nnUNetPredictor`` per member followed by ``nnUNetv2_ensemble``, with per-member weights,
+without writing probabilities to disk, and with a deadline that skips members which cannot finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pantherseg.config import EnsembleConfig, TaskSpec
+from pantherseg.deadline import Deadline, TileCostModel
+from pantherseg.errors import PantherError, ResourceError
+from pantherseg.image_io import Volume
+from pantherseg.members import Member, build_network, load_members
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MemberOutcome:
+    """What happened to one member in one prediction."""
+
+    name: str
+    role: str
+    weight: float
+    status: str = "pending"  # ran | partial | skipped | stopped
+    reason: str = ""
+    tiles_done: int = 0
+    tiles_total: int = 0
+    network_s: float = 0.0
+
+
+@dataclass
+class Prediction:
+    mask: np.ndarray  # (z, y, x) uint8 in {0, 1}: 1 where the ensemble's argmax is the tumour label
+    probabilities: np.ndarray | None  # (classes, z, y, x) float32 weighted mean, None if nothing ran
+    member_probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    outcomes: list[MemberOutcome] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def members_used(self) -> list[str]:
+        return [o.name for o in self.outcomes if o.status in ("ran", "partial")]
+
+
+class ProgressListener:
+    """Receives progress events; the default does nothing (see pantherseg.progress)."""
+
+    def member_started(self, name: str, tiles_total: int) -> None:
+        pass
+
+    def tiles_done(self, name: str, done: int, total: int) -> None:
+        pass
+
+    def member_finished(self, outcome: MemberOutcome) -> None:
+        pass
+
+
+def resolve_device(name: str = "auto"):
+    """'auto' picks CUDA when torch sees a GPU, else the CPU; 'cuda' without a GPU is an error."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ResourceError(f"Device '{name}' was requested but PyTorch sees no CUDA GPU; use --device cpu or auto.")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise PantherError(f"Device must be auto, cpu or cuda[:N], found '{name}'.")
+    if name == "cpu":
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    return torch.device(name)
+
+
+class Ensemble:
+    """A validated, loaded ensemble for one task. Load once, predict many cases."""
+
+    def __init__(self, *, config: EnsembleConfig, task: TaskSpec, members: list[Member], device,
+                 tile_batch_size: int = 1, load_s: float = 0.0):
+        self.config = config
+        self.task = task
+        self.members = members
+        self.device = device
+        self.tile_batch_size = tile_batch_size
+        self.load_s = load_s
+
+    @classmethod
+    def load(cls, *, config: EnsembleConfig, task: str, weights: Path, device: str = "auto",
+             tile_batch_size: int = 1) -> "Ensemble":
+        """Validate every member (files, label maps, checkpoint vs plans), then build the networks."""
+        started = time.perf_counter()
+        task_spec = config.task(task)
+        members = load_members(task_spec, Path(weights))
+        torch_device = resolve_device(device)
+        for member in members:
+            build_network(member, torch_device)
+        load_s = time.perf_counter() - started
+        log.info("Loaded %d members for task %s on %s in %.1f s", len(members), task_spec.name, torch_device, load_s)
+        return cls(config=config, task=task_spec, members=members, device=torch_device,
+                   tile_batch_size=tile_batch_size, load_s=load_s)
+
+    @property
+    def num_classes(self) -> int:
+        return self.members[0].label_manager.num_segmentation_heads
+
+    def predict(self, volume: Volume, *, deadline: Deadline | None = None,
+                keep_member_probabilities: bool = False,
+                progress: ProgressListener | None = None) -> Prediction:
+        """Segment one volume; the mask is (z, y, x) uint8 like ``volume.data[0]``."""
+        from pantherseg.export import logits_to_probabilities
+        from pantherseg.preprocessing import preprocess
+
+        progress = progress or ProgressListener()
+        deadline = deadline or Deadline.unlimited()
+        timings: dict[str, float] = defaultdict(float)
+        outcomes = [MemberOutcome(m.name, m.spec.role, m.spec.weight) for m in self.members]
+        prediction = Prediction(mask=np.zeros(volume.shape_zyx, dtype=np.uint8), probabilities=None,
+                                outcomes=outcomes, timings_s=timings, notes=list(volume.notes))
+
+        data = volume.data
+        if float(data.min()) == float(data.max()):
+            # No structure to find: nnU-Net would normalise to zeros and predict from bias alone.
+            note = f"constant image (every voxel {float(data.min())}): empty mask, networks not run"
+            log.warning("%s: %s", volume.source, note)
+            prediction.notes.append(note)
+            for outcome in outcomes:
+                outcome.status, outcome.reason = "skipped", "constant image"
+            return prediction
+
+        cost_model = TileCostModel()
+        preprocessed = {}
+        remaining_uses = defaultdict(int)
+        for member in self.members:
+            remaining_uses[member.preprocessing_key] += 1
+        accumulated: np.ndarray | None = None
+        weight_sum = 0.0
+        export_estimate = 0.0
+
+        for member, outcome in zip(self.members, outcomes):
+            key = member.preprocessing_key
+            if key not in preprocessed:
+                started = time.perf_counter()
+                preprocessed[key] = preprocess(volume, member)
+                timings["preprocess"] += time.perf_counter() - started
+            case = preprocessed[key]
+            remaining_uses[key] -= 1
+
+            outcome.tiles_total = _count_tiles(case.data.shape[1:], member.patch_size, self.config.tile_step_size)
+            cost_key = _cost_key(member)
+            patch_voxels = int(np.prod(member.patch_size))
+            per_tile = cost_model.estimate(cost_key, patch_voxels)
+            if per_tile is not None and weight_sum > 0:
+                projected = per_tile * outcome.tiles_total + export_estimate
+                if projected > deadline.remaining_for_members():
+                    outcome.status = "skipped"
+                    outcome.reason = (f"projected {projected:.0f} s ({outcome.tiles_total} tiles) but only "
+                                      f"{max(0.0, deadline.remaining_for_members()):.0f} s of the budget left")
+                    log.warning("Skipping %s: %s", member.name, outcome.reason)
+                    progress.member_finished(outcome)
+                    self._release(preprocessed, remaining_uses, key)
+                    continue
+
+            logits, completed = self._run_member(member, case.data, outcome, deadline, export_estimate,
+                                                 may_stop=True, progress=progress)
+            cost_model.record(cost_key, patch_voxels, outcome.tiles_done, outcome.network_s)
+            timings["network"] += outcome.network_s
+            if not completed and weight_sum > 0:
+                outcome.status = "stopped"
+                outcome.reason = (f"stopped after {outcome.tiles_done}/{outcome.tiles_total} tiles: "
+                                  f"it would not finish within the budget")
+                log.warning("%s %s", member.name, outcome.reason)
+                progress.member_finished(outcome)
+                self._release(preprocessed, remaining_uses, key)
+                continue
+            if not completed:
+                outcome.status = "partial"
+                outcome.reason = (f"only {outcome.tiles_done}/{outcome.tiles_total} tiles fit the budget; "
+                                  f"kept because no other member had finished (unvisited voxels = background)")
+                log.warning("%s: %s", member.name, outcome.reason)
+            else:
+                outcome.status = "ran"
+
+            started = time.perf_counter()
+            probabilities = logits_to_probabilities(logits, member, case.properties)
+            del logits
+            export_s = time.perf_counter() - started
+            timings["export"] += export_s
+            export_estimate = max(export_estimate, export_s)
+
+            started = time.perf_counter()
+            weight = member.spec.weight
+            if accumulated is None:
+                accumulated = probabilities * weight
+            else:
+                accumulated += probabilities * weight
+            weight_sum += weight
+            if keep_member_probabilities:
+                prediction.member_probabilities[member.name] = probabilities
+            del probabilities
+            timings["ensemble"] += time.perf_counter() - started
+            progress.member_finished(outcome)
+            self._release(preprocessed, remaining_uses, key)
+
+        started = time.perf_counter()
+        accumulated /= weight_sum
+        prediction.probabilities = accumulated
+        prediction.mask = (accumulated.argmax(0) == self.task.tumor_label).astype(np.uint8)
+        timings["ensemble"] += time.perf_counter() - started
+        return prediction
+
+    def _run_member(self, member: Member, data, outcome: MemberOutcome, deadline: Deadline,
+                    export_estimate: float, *, may_stop: bool, progress: ProgressListener):
+        """Sliding window for one member; returns (logits, completed)."""
+        state = {"completed": True}
+        started = deadline.clock()
+        progress.member_started(member.name, outcome.tiles_total)
+
+        def on_batch(done: int, total: int) -> bool:
+            outcome.tiles_done = done
+            progress.tiles_done(member.name, done, total)
+            if not may_stop or done >= total:
+                return True
+            spent = deadline.clock() - started
+            projected_rest = spent / done * (total - done) + export_estimate
+            if projected_rest > deadline.remaining_for_members():
+                state["completed"] = False
+                return False
+            return True
+
+        wall = time.perf_counter()
+        logits = _predict_with_memory_fallback(
+            member, data, self.device, self.num_classes, self.config, self.tile_batch_size, on_batch
+        )
+        outcome.network_s = time.perf_counter() - wall
+        return logits, state["completed"]
+
+    @staticmethod
+    def _release(preprocessed: dict, remaining_uses: dict, key: str) -> None:
+        if remaining_uses[key] == 0:
+            preprocessed.pop(key, None)
+
+
+def _count_tiles(shape, patch_size, step_size) -> int:
+    from pantherseg.sliding_window import count_tiles
+
+    return count_tiles(shape, patch_size, step_size)
+
+
+def _cost_key(member: Member) -> str:
+    cm = member.configuration_manager
+    return f"{cm.network_arch_class_name}|{cm.network_arch_init_kwargs}|{list(cm.patch_size)}"
+
+
+def _predict_with_memory_fallback(member, data, device, num_classes, config, tile_batch_size,
+                                  on_batch: Callable[[int, int], bool]):
+    """Run the sliding window; on CUDA out-of-memory, retry with sums on the CPU, then smaller batches."""
+    import torch
+
+    from pantherseg.sliding_window import predict_logits
+
+    mirror_axes = None
+    if config.use_mirroring:
+        mirror_axes = member.checkpoint.mirroring_axes or (0, 1, 2)
+    attempts = [(True, tile_batch_size)]
+    if device.type == "cuda":
+        attempts.append((False, tile_batch_size))
+        batch = tile_batch_size
+        while batch > 1:
+            batch //= 2
+            attempts.append((False, batch))
+    for index, (on_device, batch) in enumerate(attempts):
+        try:
+            return predict_logits(
+                member.network, data, patch_size=member.patch_size, num_classes=num_classes,
+                step_size=config.tile_step_size, device=device, accumulate_on_device=on_device,
+                tile_batch_size=batch, mirror_axes=mirror_axes, on_batch=on_batch,
+            )
+        except torch.cuda.OutOfMemoryError:
+            if index == len(attempts) - 1:
+                raise ResourceError(
+                    f"{member.describe()}: the GPU ran out of memory even with results on the CPU and one tile "
+                    f"per batch (patch {list(member.patch_size)}); use a GPU with more memory or --device cpu."
+                ) from None
+            next_on_device, next_batch = attempts[index + 1]
+            log.warning("%s: CUDA out of memory; retrying with sums on %s and %d tile(s) per batch",
+                        member.name, "the GPU" if next_on_device else "the CPU", next_batch)
+            torch.cuda.empty_cache()
+    raise AssertionError("unreachable")
+
+
+def outcomes_as_dicts(outcomes: list[MemberOutcome]) -> list[dict]:
+    return [asdict(o) for o in outcomes]

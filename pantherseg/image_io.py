@@ -1,0 +1,186 @@
+"""Reading MRI volumes, checking they can be segmented, and writing masks atomically.
+
+Axis orders: SimpleITK speaks (x, y, z) for size, spacing and origin; numpy arrays from
+``GetArrayFromImage`` are (z, y, x). nnU-Net works on the numpy order and wants spacing reversed
+to (z, y, x), exactly as its own ``SimpleITKIO`` reader gives it; the direction matrix is carried
+through untouched and copied onto the mask, like nnU-Net does.
+
+Decisions on unusual input (documented in the README):
+- 2D, 4D and multi-component (vector) images, axes shorter than ``MIN_VOXELS_PER_AXIS`` and
+  non-positive spacing are refused.
+- Integer and float64 images are converted to float32 (nnU-Net does the same).
+- NaN/Inf voxels are set to 0 with a warning; an image without any finite voxel is refused.
+- Oblique and left-handed direction matrices are fine: the mask gets the same matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pantherseg.errors import InputError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
+MIN_VOXELS_PER_AXIS = 4
+
+
+@dataclass
+class Volume:
+    """An image as nnU-Net wants it, plus the SimpleITK header to give the mask back."""
+
+    data: np.ndarray  # (1, z, y, x) float32
+    spacing_zyx: tuple[float, float, float]
+    reference: object = field(repr=False)  # the SimpleITK image: size, spacing, origin, direction
+    source: str = "<memory>"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def shape_zyx(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.data.shape[1:])
+
+    def nnunet_properties(self) -> dict:
+        """The property dict nnU-Net's SimpleITKIO reader would return for this image."""
+        ref = self.reference
+        return {
+            "sitk_stuff": {
+                "spacing": ref.GetSpacing(),
+                "origin": ref.GetOrigin(),
+                "direction": ref.GetDirection(),
+            },
+            "spacing": list(self.spacing_zyx),
+        }
+
+    def geometry(self) -> dict:
+        ref = self.reference
+        return {
+            "size_xyz": list(ref.GetSize()),
+            "spacing_xyz": list(ref.GetSpacing()),
+            "origin_xyz": list(ref.GetOrigin()),
+            "direction": list(ref.GetDirection()),
+            "pixel_type": ref.GetPixelIDTypeAsString(),
+        }
+
+
+def image_stem(path: Path | str) -> str:
+    """The file name without its image suffix (``case.nii.gz`` -> ``case``)."""
+    name = Path(path).name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.startswith(".")
+
+
+def read_volume(path: Path | str) -> Volume:
+    """Read an image file and check it is a 3D scalar volume nnU-Net can segment."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Input image not found: expected a file at {path}.")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        reason = _first_itk_line(str(error))
+        raise InputError(
+            f"{path.name} cannot be read as a medical image (corrupt, truncated or not an image?): {reason}"
+        ) from None
+    return volume_from_image(image, source=path.name)
+
+
+def volume_from_image(image, *, source: str = "<memory>") -> Volume:
+    """Check a SimpleITK image and convert it to nnU-Net's array layout."""
+    import SimpleITK as sitk
+
+    dimension = image.GetDimension()
+    if dimension != 3:
+        raise InputError(
+            f"{source}: expected a 3D volume, found a {dimension}D image of size {list(image.GetSize())}."
+        )
+    components = image.GetNumberOfComponentsPerPixel()
+    if components != 1:
+        raise InputError(
+            f"{source}: expected one intensity per voxel, found {components} components per voxel "
+            f"({image.GetPixelIDTypeAsString()}); convert it to a scalar image."
+        )
+    size = list(image.GetSize())
+    if min(size) < MIN_VOXELS_PER_AXIS:
+        raise InputError(
+            f"{source}: expected at least {MIN_VOXELS_PER_AXIS} voxels on every axis, found size {size} (x,y,z)."
+        )
+    spacing = list(image.GetSpacing())
+    if not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise InputError(f"{source}: voxel spacing must be positive, found {spacing} mm (x,y,z) in the header.")
+
+    array = sitk.GetArrayFromImage(image)  # (z, y, x)
+    data = array.astype(np.float32, copy=False)[None]
+    notes = []
+    finite = np.isfinite(data)
+    if not finite.all():
+        count = int(data.size - np.count_nonzero(finite))
+        if count == data.size:
+            raise InputError(f"{source}: every voxel is NaN or infinite; there is nothing to segment.")
+        data[~finite] = 0  # GetArrayFromImage returned our own copy, so this touches nothing else
+        notes.append(f"{count} NaN/Inf voxels set to 0")
+        log.warning("%s: %d NaN/Inf voxels set to 0 before segmentation", source, count)
+    return Volume(
+        data=np.ascontiguousarray(data),
+        spacing_zyx=tuple(float(s) for s in reversed(spacing)),
+        reference=image,
+        source=source,
+        notes=notes,
+    )
+
+
+def _first_itk_line(message: str) -> str:
+    """ITK errors are multi-line with file/line noise; keep the human part."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "ITK ERROR" in line or "Could not create IO object" in line or "Description" in line:
+            return line.split(":", 1)[-1].strip() if line.startswith("Description") else line
+    return lines[-1] if lines else "unknown error"
+
+
+def mask_image(mask_zyx: np.ndarray, reference) -> object:
+    """A uint8 SimpleITK image of ``mask_zyx`` with the reference's size, spacing, origin and direction."""
+    import SimpleITK as sitk
+
+    expected = tuple(reversed(reference.GetSize()))
+    if mask_zyx.shape != expected:
+        raise ValueError(f"mask shape {mask_zyx.shape} (z,y,x) does not match the image {expected}")
+    mask = sitk.GetImageFromArray(np.ascontiguousarray(mask_zyx, dtype=np.uint8))
+    mask.CopyInformation(reference)
+    return mask
+
+
+def write_image_atomically(image, path: Path | str) -> Path:
+    """Write ``image`` (compressed) so that ``path`` either does not exist or holds the whole file.
+
+    The data goes to a hidden temporary file in the same folder, which is renamed over ``path``
+    only when complete; on any error (or SIGTERM turned into an exception) the temporary file is
+    removed. The suffix of the temporary name is ``path``'s, so SimpleITK picks the same writer.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}{suffix}")
+    try:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

@@ -1,0 +1,123 @@
+"""Sliding-window prediction of one network over one preprocessed volume.
+
+nnU-Net's tiling (``compute_steps_for_sliding_window``), Gaussian importance map
+(``compute_gaussian``, sigma = patch/8) and zero padding (``pad_nd_image``) are used as they are, so
+tiles and weights match nnU-Net's own predictor. What differs, and why:
+- logits are accumulated in float32 (nnU-Net sums in float16, which loses precision where many
+  tiles overlap and is slow on CPUs);
+- several tiles can go through the network in one batch (``tile_batch_size``), which keeps a GPU busy;
+- a callback after every batch lets the caller report progress and watch the deadline.
+
+Array layout: ``data`` is (channels, z, y, x) in nnU-Net's transposed axis order; the result is
+(classes, z, y, x) logits on the CPU, float32.
+"""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import nullcontext
+from typing import Callable, Sequence
+
+import torch
+
+TileCallback = Callable[[int, int], "bool | None"]
+
+
+def tile_origins(image_shape: Sequence[int], patch_size: Sequence[int], step_size: float) -> list[tuple[int, ...]]:
+    """Corner of every tile nnU-Net would use for an image of ``image_shape`` (already padded)."""
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+
+    steps = compute_steps_for_sliding_window(tuple(image_shape), tuple(patch_size), step_size)
+    return list(itertools.product(*steps))
+
+
+def count_tiles(image_shape: Sequence[int], patch_size: Sequence[int], step_size: float) -> int:
+    padded = [max(s, p) for s, p in zip(image_shape, patch_size)]
+    return len(tile_origins(padded, patch_size, step_size))
+
+
+@torch.inference_mode()
+def predict_logits(
+    network: torch.nn.Module,
+    data: torch.Tensor,
+    *,
+    patch_size: Sequence[int],
+    num_classes: int,
+    step_size: float = 0.5,
+    device: torch.device = torch.device("cpu"),
+    accumulate_on_device: bool = True,
+    tile_batch_size: int = 1,
+    mirror_axes: Sequence[int] | None = None,
+    on_batch: TileCallback | None = None,
+) -> torch.Tensor:
+    """Gaussian-weighted sliding-window logits of ``network`` over ``data``.
+
+    Args:
+        network: in eval mode, already on ``device``; maps (B, C, *patch) to (B, num_classes, *patch).
+        data: (C, z, y, x) float32 preprocessed image (any device; tiles are copied to ``device``).
+        patch_size: network input size (z, y, x); smaller images are zero-padded to it.
+        step_size: tile step as a fraction of the patch (0.5 = 50% overlap), as in nnU-Net.
+        accumulate_on_device: keep the (classes, z, y, x) sums on ``device``; False keeps them on the
+            CPU (slower, but uses no device memory beyond the network and one tile batch).
+        tile_batch_size: tiles per forward pass.
+        mirror_axes: spatial axes (0=z, 1=y, 2=x) for flip test-time augmentation; None disables it.
+        on_batch: called as ``on_batch(tiles_done, tiles_total)`` after each forward pass; returning
+            False stops the prediction there (voxels no tile reached get background logits).
+
+    Mixed precision (autocast) is used on CUDA; on the CPU the network runs in float32.
+    """
+    from acvl_utils.cropping_and_padding.padding import pad_nd_image
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+
+    if data.ndim != 4:
+        raise ValueError(f"data must be (C, z, y, x), got shape {tuple(data.shape)}")
+    if tile_batch_size < 1:
+        raise ValueError(f"tile_batch_size must be >= 1, got {tile_batch_size}")
+    patch_size = tuple(int(p) for p in patch_size)
+    padded, revert_padding = pad_nd_image(data, patch_size, "constant", {"value": 0}, True, None)
+    origins = tile_origins(padded.shape[1:], patch_size, step_size)
+
+    results_device = device if accumulate_on_device else torch.device("cpu")
+    logits = torch.zeros((num_classes, *padded.shape[1:]), dtype=torch.float32, device=results_device)
+    weights = torch.zeros(padded.shape[1:], dtype=torch.float32, device=results_device)
+    gaussian = compute_gaussian(patch_size, sigma_scale=1.0 / 8, value_scaling_factor=10, dtype=torch.float32,
+                                device=results_device)
+    autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
+    flips = _flip_combinations(mirror_axes)
+
+    done = 0
+    for start in range(0, len(origins), tile_batch_size):
+        batch_origins = origins[start:start + tile_batch_size]
+        slicers = [tuple(slice(o, o + p) for o, p in zip(origin, patch_size)) for origin in batch_origins]
+        tiles = torch.stack([padded[(slice(None), *s)] for s in slicers]).to(device, non_blocking=True)
+        with autocast:
+            prediction = network(tiles)
+            for axes in flips:
+                prediction = prediction + torch.flip(network(torch.flip(tiles, axes)), axes)
+        prediction = prediction.float()
+        if flips:
+            prediction /= len(flips) + 1
+        prediction = prediction.to(results_device)
+        for tile_logits, s in zip(prediction, slicers):
+            logits[(slice(None), *s)] += tile_logits * gaussian
+            weights[s] += gaussian
+        done += len(batch_origins)
+        if on_batch is not None and on_batch(done, len(origins)) is False:
+            break
+
+    if done < len(origins):
+        # Stopped early (deadline): voxels no tile reached become confident background.
+        uncovered = weights == 0
+        logits[:, uncovered] = 0
+        logits[0, uncovered] = 1
+        weights[uncovered] = 1
+    logits /= weights
+    return logits[(slice(None), *revert_padding[1:])].cpu()
+
+
+def _flip_combinations(mirror_axes: Sequence[int] | None) -> list[tuple[int, ...]]:
+    """All non-empty subsets of the mirror axes, as tensor dims of a (B, C, z, y, x) batch."""
+    if not mirror_axes:
+        return []
+    dims = [int(a) + 2 for a in mirror_axes]
+    return [c for i in range(len(dims)) for c in itertools.combinations(dims, i + 1)]
