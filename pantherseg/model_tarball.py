@@ -64,8 +64,8 @@ def scan_weights(weights_dir: Path | str) -> list[str]:
     root = Path(weights_dir)
     if not root.exists():
         raise ModelError(f"weights folder {root} does not exist: pass the folder that holds the ensemble members")
-    if root.is_symlink() or not root.is_dir():
-        raise ModelError(f"weights folder {root} must be a real folder, not a file or a symlink")
+    if not root.is_dir():
+        raise ModelError(f"weights folder {root} is a file, not a folder: pass the folder that holds the ensemble members")
     real_root = root.resolve()
     names: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, onerror=_raise_walk_error, followlinks=False):

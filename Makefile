@@ -1,0 +1,35 @@
+# Two commands do all set-up on a fresh machine (Python 3.10+ with venv and pip):
+#   make demo   create .venv, install, run the container's entry point on the bundled sample
+#   make test   create .venv, install, run the test suite (slow suites: make test-all)
+# The venv takes the CPU build of torch 2.13 (constraints-cpu.txt); the container uses the CUDA
+# build of the same version (requirements.txt, Dockerfile).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SAMPLE ?= test/samples/t1-phantom/input
+OUTPUT ?= output
+
+.PHONY: demo test test-all setup clean
+
+$(BIN)/.installed: requirements-cpu.txt constraints-cpu.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints-cpu.txt -r requirements-cpu.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/python inference.py --input $(SAMPLE) --output $(OUTPUT) --device auto
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-all: setup
+	$(BIN)/python -m pytest -q --runslow
+
+clean:
+	rm -rf $(VENV) $(OUTPUT) .pytest_cache
