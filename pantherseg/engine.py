@@ -242,11 +242,11 @@ class Ensemble:
                 return False
             return True
 
-        wall = time.perf_counter()
         logits = _predict_with_memory_fallback(
             member, data, self.device, self.num_classes, self.config, self.tile_batch_size, on_batch
         )
-        outcome.network_s = time.perf_counter() - wall
+        # Measured on the deadline's clock, so the cost model and the budget speak the same time.
+        outcome.network_s = deadline.clock() - started
         return logits, state["completed"]
 
     @staticmethod
