@@ -1,0 +1,74 @@
+"""ensemble_config.json parsing: every mistake is refused with the key path and the value found."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from model_factory import config_dict, member
+from pantherseg.config import load_config, parse_config
+from pantherseg.errors import ConfigError
+
+BASE = config_dict([member("a", "D/T__P__3d_fullres"), member("b", "D/T__P__3d_lowres", fold="all", weight=0.5)])
+
+
+def test_valid_config_is_read_with_defaults(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(BASE))
+    config = load_config(path)
+    task = config.task("t1")
+    assert config.tile_step_size == 0.5 and config.use_mirroring is False and config.time_budget_s == 300
+    assert [m.name for m in task.members] == ["a", "b"]
+    assert task.members[0].configuration == "3d_fullres"  # from the folder name Trainer__Plans__Config
+    assert task.members[1].configuration == "3d_lowres" and task.members[1].fold == "all"
+    assert config.task_for_slug("abdominal-t1-mri") is task
+
+
+def _mutated(change):
+    raw = copy.deepcopy(BASE)
+    change(raw)
+    return raw
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda c: c.update(version=2), "'version' must be one of [1], found 2"),
+    (lambda c: c.update(tile_step_size=0), "'tile_step_size' must be a number in (0, 1]"),
+    (lambda c: c.update(use_mirroring="no"), "'use_mirroring' must be true or false"),
+    (lambda c: c.update(time_budget_s=-1), "'time_budget_s' must be a positive number"),
+    (lambda c: c.update(extra=1), "unknown key(s) ['extra']"),
+    (lambda c: c["tasks"]["t1"]["members"][0].update(weight=0), "'tasks.t1.members[0].weight' must be a positive"),
+    (lambda c: c["tasks"]["t1"]["members"][0].update(weight=-2), "must be a positive number, found -2"),
+    (lambda c: c["tasks"]["t1"]["members"][0].update(fold=-1), "'tasks.t1.members[0].fold' must be"),
+    (lambda c: c["tasks"]["t1"]["members"][0].update(role="magic"), "'tasks.t1.members[0].role' must be one of"),
+    (lambda c: c["tasks"]["t1"]["members"][0].update(model="/abs/path"), "relative to the weights root"),
+    (lambda c: c["tasks"]["t1"]["members"][0].update(model="../outside"), "relative to the weights root"),
+    (lambda c: c["tasks"]["t1"]["members"][0].update(checkpoint="model.ckpt"), "checkpoint file name"),
+    (lambda c: c["tasks"]["t1"]["members"][1].update(name="a"), "member names ['a'] are used twice"),
+    (lambda c: c["tasks"]["t1"].update(members=[]), "'tasks.t1.members' must be a non-empty list"),
+    (lambda c: c["tasks"]["t1"].update(tumor_label=0), "'tasks.t1.tumor_label' must be a positive integer"),
+    (lambda c: c.update(tasks={}), "'tasks' must be a non-empty object"),
+])
+def test_mistakes_are_named(change, message):
+    with pytest.raises(ConfigError) as error:
+        parse_config(_mutated(change))
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_task_and_slug_are_named(tmp_path):
+    config = parse_config(BASE)
+    with pytest.raises(ConfigError, match=r"Task 't3' is not in the ensemble config.*\['t1'\]"):
+        config.task("t3")
+    with pytest.raises(ConfigError, match="No task takes the input interface 'ct-scan'"):
+        config.task_for_slug("ct-scan")
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ nope")
+    with pytest.raises(ConfigError, match="not valid JSON.*line 1"):
+        load_config(bad)
