@@ -106,6 +106,41 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _select(args: argparse.Namespace) -> int:
+    import json
+
+    from pantherseg.config import load_config
+    from pantherseg.errors import InputError
+    from pantherseg.paths import default_config
+    from pantherseg.select_files import (costs_from_json, costs_from_reports, load_validation_cases,
+                                         selected_config)
+    from pantherseg.selection import format_comparison, ranking_objective, select_ensemble, weighted_objective
+
+    config_path = args.config or default_config()
+    base = load_config(config_path)
+    members = [m.name for m in base.task(args.task).members]
+    cases = load_validation_cases(args.member_outputs, args.gt, members)
+    if args.costs is not None:
+        costs = costs_from_json(args.costs, members)
+    else:
+        costs = costs_from_reports(args.reports or args.member_outputs, members)
+    budget = args.budget if args.budget is not None else base.time_budget_s - base.export_reserve_s
+    objective = ranking_objective
+    if args.objective:
+        try:
+            weights = {k: float(v) for k, v in (item.split("=") for item in args.objective.split(","))}
+        except ValueError:
+            raise InputError(f"--objective must look like dice=1,hd95=0.5, found '{args.objective}'.") from None
+        objective = weighted_objective(weights)
+    result = select_ensemble(cases, costs, budget, objective=objective, max_steps=args.max_steps)
+    raw = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    args.out.write_text(json.dumps(selected_config(base, raw, args.task, result), indent=2) + "\n")
+    print(f"{len(cases)} validation case(s), budget {budget:.1f} s per case")
+    print(format_comparison(result))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pantherseg",
@@ -145,6 +180,34 @@ def build_parser() -> argparse.ArgumentParser:
                           help="reproduce the public script's defect: pass SimpleITK (x,y,z) spacing "
                                "against (z,y,x) arrays, to compare with published numbers")
     evaluate.set_defaults(handler=_evaluate, quiet=False, verbose=False)
+
+    select = commands.add_parser(
+        "select", help="choose members and weights on labelled cases within a time budget; writes a config",
+        description="Greedy forward ensemble selection with replacement (Caruana et al. 2004) on per-member "
+                    "probability maps from 'pantherseg predict --member-outputs', scored with the challenge "
+                    "metrics; writes an ensemble_config.json and prints the chosen ensemble against every "
+                    "single member and against all members.",
+    )
+    select.add_argument("--member-outputs", type=Path, required=True, metavar="DIR",
+                        help="DIR/<member>/<case>.mha tumour probability maps")
+    select.add_argument("--gt", type=Path, required=True, help="ground-truth tumour masks, <case>.mha")
+    select.add_argument("--out", type=Path, required=True, help="where to write the new ensemble_config.json")
+    select.add_argument("--task", default="t1", help="task whose members are chosen from (default: t1)")
+    select.add_argument("--config", type=Path, default=None,
+                        help="base config: its members are the candidates (default: the shipped one)")
+    select.add_argument("--reports", type=Path, default=None, metavar="DIR",
+                        help="run reports (<case>.report.json) giving each member's seconds per case "
+                             "(default: look in --member-outputs)")
+    select.add_argument("--costs", type=Path, default=None, metavar="JSON",
+                        help="member -> seconds per case, e.g. measured on the target GPU (overrides --reports)")
+    select.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help="seconds per case for all chosen members together (default: the config's "
+                             "time_budget_s minus export_reserve_s)")
+    select.add_argument("--objective", default=None, metavar="METRIC=W,...",
+                        help="weighted objective instead of the challenge ranking, e.g. dice=1,hd95=0.5 "
+                             "(metrics: dice, surface_dice, hd95, masd, volume_rmse)")
+    select.add_argument("--max-steps", type=int, default=10, help="members added at most (default: 10)")
+    select.set_defaults(handler=_select, quiet=False, verbose=False)
     return parser
 
 

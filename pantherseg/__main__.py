@@ -1,0 +1,3 @@
+from pantherseg.cli import main
+
+raise SystemExit(main())
