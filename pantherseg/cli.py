@@ -30,6 +30,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                              "time_budget_s, 300; 0 disables the deadline)")
     parser.add_argument("--tile-batch-size", type=int, default=1, metavar="N",
                         help="tiles per network pass (default: 1)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
+                        help="network arithmetic (default: the config's, auto = fp16 autocast on CUDA, "
+                             "fp32 on the CPU; bf16 is about 3x faster on CPUs with AMX)")
     parser.add_argument("--preview", action="store_true",
                         help="also write <case>.preview.png: three slices with the mask overlaid")
     verbosity = parser.add_mutually_exclusive_group()
@@ -84,7 +87,7 @@ def _predict(args: argparse.Namespace) -> int:
         device=args.device, report_dir=None if args.no_report else args.output,
         member_outputs_dir=args.member_outputs, preview_dir=args.output if args.preview else None,
         time_budget_s=budget_from_flag(args.time_budget), tile_batch_size=args.tile_batch_size,
-        stop_on_error=False, progress=make_progress(args.quiet),
+        precision=args.precision, stop_on_error=False, progress=make_progress(args.quiet),
     )
     failed = [r for r in results if r.error]
     for result in results:

@@ -9,6 +9,8 @@ what was found, before any model is touched.
       "tile_step_size": 0.5,          # sliding-window step as a fraction of the patch (nnU-Net's)
       "use_mirroring": false,         # test-time augmentation by flipping; off in the winning method
       "time_budget_s": 300,           # grand-challenge's limit per case, counted from process start
+      "precision": "auto",            # network arithmetic: auto = fp16 autocast on CUDA (as nnU-Net),
+                                      # fp32 on CPU; bf16 = bfloat16 autocast (fast on AMX CPUs)
       "tasks": {
         "t1": {
           "input_slug": "abdominal-t1-mri",
@@ -39,7 +41,8 @@ from pantherseg.errors import ConfigError
 SUPPORTED_VERSIONS = (1,)
 KNOWN_ROLES = ("all-rounder", "volume", "boundary")
 
-_TOP_KEYS = {"version", "tile_step_size", "use_mirroring", "time_budget_s", "export_reserve_s", "tasks"}
+_TOP_KEYS = {"version", "tile_step_size", "use_mirroring", "time_budget_s", "export_reserve_s", "precision", "tasks"}
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _TASK_KEYS = {"input_slug", "output_slug", "tumor_label", "members"}
 _MEMBER_KEYS = {"name", "role", "model", "fold", "checkpoint", "weight", "configuration"}
 
@@ -77,6 +80,7 @@ class EnsembleConfig:
     time_budget_s: float = 300.0
     # Seconds kept free at the end of the budget for ensembling, export and writing the mask.
     export_reserve_s: float = 20.0
+    precision: str = "auto"
     version: int = 1
     source: Path | None = field(default=None, compare=False)
 
@@ -147,6 +151,10 @@ def parse_config(raw: object, *, source: Path | None = None) -> EnsembleConfig:
     if not 0 <= reserve < budget:
         raise fail("export_reserve_s", f"a number of seconds in [0, time_budget_s={budget})", reserve)
 
+    precision = raw.get("precision", "auto")
+    if precision not in PRECISIONS:
+        raise fail("precision", f"one of {list(PRECISIONS)}", precision)
+
     tasks_raw = raw.get("tasks")
     if not isinstance(tasks_raw, dict) or not tasks_raw:
         raise fail("tasks", "a non-empty object of task name -> task", tasks_raw)
@@ -161,6 +169,7 @@ def parse_config(raw: object, *, source: Path | None = None) -> EnsembleConfig:
         use_mirroring=mirroring,
         time_budget_s=budget,
         export_reserve_s=reserve,
+        precision=precision,
         version=version,
         source=source,
     )

@@ -87,32 +87,48 @@ def resolve_device(name: str = "auto"):
     return torch.device(name)
 
 
+def resolve_precision(name: str, device):
+    """The autocast dtype for ``name`` on ``device``; None means plain float32."""
+    import torch
+
+    if name == "auto":
+        name = "fp16" if device.type == "cuda" else "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise PantherError("Precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU.")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
 class Ensemble:
     """A validated, loaded ensemble for one task. Load once, predict many cases."""
 
     def __init__(self, *, config: EnsembleConfig, task: TaskSpec, members: list[Member], device,
-                 tile_batch_size: int = 1, load_s: float = 0.0):
+                 tile_batch_size: int = 1, load_s: float = 0.0, autocast_dtype=None):
         self.config = config
         self.task = task
         self.members = members
         self.device = device
         self.tile_batch_size = tile_batch_size
         self.load_s = load_s
+        self.autocast_dtype = autocast_dtype
 
     @classmethod
     def load(cls, *, config: EnsembleConfig, task: str, weights: Path, device: str = "auto",
-             tile_batch_size: int = 1) -> "Ensemble":
-        """Validate every member (files, label maps, checkpoint vs plans), then build the networks."""
+             tile_batch_size: int = 1, precision: str | None = None) -> "Ensemble":
+        """Validate every member (files, label maps, checkpoint vs plans), then build the networks.
+
+        ``precision`` overrides the config's ("auto", "fp32", "bf16", "fp16")."""
         started = time.perf_counter()
         task_spec = config.task(task)
         members = load_members(task_spec, Path(weights))
         torch_device = resolve_device(device)
+        autocast_dtype = resolve_precision(precision or config.precision, torch_device)
         for member in members:
             build_network(member, torch_device)
         load_s = time.perf_counter() - started
-        log.info("Loaded %d members for task %s on %s in %.1f s", len(members), task_spec.name, torch_device, load_s)
+        log.info("Loaded %d members for task %s on %s (%s) in %.1f s", len(members), task_spec.name, torch_device,
+                 autocast_dtype or "float32", load_s)
         return cls(config=config, task=task_spec, members=members, device=torch_device,
-                   tile_batch_size=tile_batch_size, load_s=load_s)
+                   tile_batch_size=tile_batch_size, load_s=load_s, autocast_dtype=autocast_dtype)
 
     @property
     def num_classes(self) -> int:
@@ -243,7 +259,8 @@ class Ensemble:
             return True
 
         logits = _predict_with_memory_fallback(
-            member, data, self.device, self.num_classes, self.config, self.tile_batch_size, on_batch
+            member, data, self.device, self.num_classes, self.config, self.tile_batch_size, on_batch,
+            self.autocast_dtype,
         )
         # Measured on the deadline's clock, so the cost model and the budget speak the same time.
         outcome.network_s = deadline.clock() - started
@@ -267,7 +284,7 @@ def _cost_key(member: Member) -> str:
 
 
 def _predict_with_memory_fallback(member, data, device, num_classes, config, tile_batch_size,
-                                  on_batch: Callable[[int, int], bool]):
+                                  on_batch: Callable[[int, int], bool], autocast_dtype=None):
     """Run the sliding window; on CUDA out-of-memory, retry with sums on the CPU, then smaller batches."""
     import torch
 
@@ -288,7 +305,7 @@ def _predict_with_memory_fallback(member, data, device, num_classes, config, til
             return predict_logits(
                 member.network, data, patch_size=member.patch_size, num_classes=num_classes,
                 step_size=config.tile_step_size, device=device, accumulate_on_device=on_device,
-                tile_batch_size=batch, mirror_axes=mirror_axes, on_batch=on_batch,
+                tile_batch_size=batch, mirror_axes=mirror_axes, autocast_dtype=autocast_dtype, on_batch=on_batch,
             )
         except torch.cuda.OutOfMemoryError:
             if index == len(attempts) - 1:

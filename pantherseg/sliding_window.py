@@ -9,7 +9,7 @@ tiles and weights match nnU-Net's own predictor. What differs, and why:
 - a callback after every batch lets the caller report progress and watch the deadline.
 
 Array layout: ``data`` is (channels, z, y, x) in nnU-Net's transposed axis order; the result is
-(classes, z, y, x) logits on the CPU, float32.
+(classes, z, y, x) float32 logits.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def predict_logits(
     accumulate_on_device: bool = True,
     tile_batch_size: int = 1,
     mirror_axes: Sequence[int] | None = None,
+    autocast_dtype: torch.dtype | None = None,
     on_batch: TileCallback | None = None,
 ) -> torch.Tensor:
     """Gaussian-weighted sliding-window logits of ``network`` over ``data``.
@@ -61,10 +62,12 @@ def predict_logits(
             CPU (slower, but uses no device memory beyond the network and one tile batch).
         tile_batch_size: tiles per forward pass.
         mirror_axes: spatial axes (0=z, 1=y, 2=x) for flip test-time augmentation; None disables it.
+        autocast_dtype: run the network under autocast in this dtype (torch.float16 on CUDA as nnU-Net
+            does, torch.bfloat16 on CPUs with AMX/AVX512-BF16); None runs it in float32. Sums stay float32.
         on_batch: called as ``on_batch(tiles_done, tiles_total)`` after each forward pass; returning
             False stops the prediction there (voxels no tile reached get background logits).
 
-    Mixed precision (autocast) is used on CUDA; on the CPU the network runs in float32.
+    Returns the logits on the device the sums were kept on (``device`` or the CPU).
     """
     from acvl_utils.cropping_and_padding.padding import pad_nd_image
     from nnunetv2.inference.sliding_window_prediction import compute_gaussian
@@ -82,7 +85,7 @@ def predict_logits(
     weights = torch.zeros(padded.shape[1:], dtype=torch.float32, device=results_device)
     gaussian = compute_gaussian(patch_size, sigma_scale=1.0 / 8, value_scaling_factor=10, dtype=torch.float32,
                                 device=results_device)
-    autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
+    autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
     flips = _flip_combinations(mirror_axes)
 
     done = 0
@@ -112,7 +115,7 @@ def predict_logits(
         logits[0, uncovered] = 1
         weights[uncovered] = 1
     logits /= weights
-    return logits[(slice(None), *revert_padding[1:])].cpu()
+    return logits[(slice(None), *revert_padding[1:])]
 
 
 def _flip_combinations(mirror_axes: Sequence[int] | None) -> list[tuple[int, ...]]:
