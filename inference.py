@@ -72,7 +72,7 @@ def run_case(args: argparse.Namespace) -> int:
         case.image, output_dir=output_path.parent, task=case.task.name, config=config, weights=weights,
         device=args.device, report_dir=report_dir, preview_dir=report_dir if args.preview else None,
         time_budget_s=budget_from_flag(args.time_budget), tile_batch_size=args.tile_batch_size,
-        precision=args.precision, progress=make_progress(args.quiet),
+        precision=args.precision, backend=args.backend, progress=make_progress(args.quiet),
     )
     if report_dir is not None and results[0].report_path is not None:
         results[0].report_path.replace(report_path)

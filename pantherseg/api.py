@@ -74,6 +74,7 @@ def segment(
     time_budget_s: float | None = None,
     tile_batch_size: int = 1,
     precision: str | None = None,
+    backend: str | None = None,
     stop_on_error: bool = True,
     progress: ProgressListener | None = None,
     clock=time.monotonic,
@@ -97,6 +98,7 @@ def segment(
         tile_batch_size: tiles per network pass.
         precision: "auto", "fp32", "bf16" or "fp16" (default: the config's, normally auto = fp16 on
             CUDA, fp32 on the CPU).
+        backend: "auto", "torch" or "onnxruntime" (default: the config's).
         stop_on_error: raise at the first bad case; False logs it, goes on, and returns it with ``error`` set.
         progress: progress listener (see pantherseg.progress).
         clock: monotonic clock in seconds (injectable for tests).
@@ -108,7 +110,7 @@ def segment(
     config = config if isinstance(config, EnsembleConfig) else load_config(config or default_config())
     weights = Path(weights) if weights is not None else default_weights()
     ensemble = Ensemble.load(config=config, task=task, weights=weights, device=device,
-                             tile_batch_size=tile_batch_size, precision=precision)
+                             tile_batch_size=tile_batch_size, precision=precision, backend=backend)
     budget = config.time_budget_s if time_budget_s is None else time_budget_s
 
     results = []
@@ -155,7 +157,7 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, deadline: 
     tumor_voxels = int(prediction.mask.sum())
     report = build_report(
         task=ensemble.task.name, input_path=str(path), output_path=str(output_path),
-        device=f"{ensemble.device} ({ensemble.autocast_dtype or 'float32'})",
+        device=f"{ensemble.device} ({ensemble.backend}, {ensemble.autocast_dtype or 'float32'})",
         geometry=volume.geometry(), outcomes=outcomes_as_dicts(prediction.outcomes), timings_s=timings,
         notes=prediction.notes, weights=str(weights), config=str(config.source or "<in memory>"),
         tumor_voxels=tumor_voxels, tumor_volume_mm3=tumor_voxels * voxel_volume,

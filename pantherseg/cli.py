@@ -33,6 +33,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
                         help="network arithmetic (default: the config's, auto = fp16 autocast on CUDA, "
                              "fp32 on the CPU; bf16 is about 3x faster on CPUs with AMX)")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default=None,
+                        help="run the networks with PyTorch or ONNX Runtime (default: the config's, auto = "
+                             "the faster one for the device)")
     parser.add_argument("--preview", action="store_true",
                         help="also write <case>.preview.png: three slices with the mask overlaid")
     verbosity = parser.add_mutually_exclusive_group()
@@ -87,7 +90,7 @@ def _predict(args: argparse.Namespace) -> int:
         device=args.device, report_dir=None if args.no_report else args.output,
         member_outputs_dir=args.member_outputs, preview_dir=args.output if args.preview else None,
         time_budget_s=budget_from_flag(args.time_budget), tile_batch_size=args.tile_batch_size,
-        precision=args.precision, stop_on_error=False, progress=make_progress(args.quiet),
+        precision=args.precision, backend=args.backend, stop_on_error=False, progress=make_progress(args.quiet),
     )
     failed = [r for r in results if r.error]
     for result in results:
@@ -141,6 +144,23 @@ def _select(args: argparse.Namespace) -> int:
     print(f"{len(cases)} validation case(s), budget {budget:.1f} s per case")
     print(format_comparison(result))
     print(f"wrote {args.out}")
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from pantherseg.config import load_config
+    from pantherseg.members import build_network, load_members
+    from pantherseg.onnx_backend import export_member, onnx_path
+    from pantherseg.paths import default_config, default_weights
+
+    import torch
+
+    config = load_config(args.config or default_config())
+    tasks = [args.task] if args.task else list(config.tasks)
+    for task in tasks:
+        for member in load_members(config.task(task), args.weights or default_weights()):
+            build_network(member, torch.device("cpu"))
+            print(export_member(member, onnx_path(member)))
     return 0
 
 
@@ -211,6 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "(metrics: dice, surface_dice, hd95, masd, volume_rmse)")
     select.add_argument("--max-steps", type=int, default=10, help="members added at most (default: 10)")
     select.set_defaults(handler=_select, quiet=False, verbose=False)
+
+    export_onnx = commands.add_parser(
+        "export-onnx", help="export every member's network to ONNX next to its checkpoint (for --backend onnxruntime)",
+        description="Writes fold_N/<checkpoint>.onnx (patch-size input, dynamic batch, the checkpoint's SHA-256 in "
+                    "its metadata) for each member, so the model tarball can carry them.",
+    )
+    export_onnx.add_argument("--task", default=None, help="only this task (default: all tasks of the config)")
+    export_onnx.add_argument("--config", type=Path, default=None, help="ensemble_config.json (default: shipped)")
+    export_onnx.add_argument("--weights", type=Path, default=None, help="weights root (default: weights/)")
+    export_onnx.set_defaults(handler=_export_onnx, quiet=False, verbose=False)
     return parser
 
 

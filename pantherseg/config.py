@@ -11,6 +11,7 @@ what was found, before any model is touched.
       "time_budget_s": 300,           # grand-challenge's limit per case, counted from process start
       "precision": "auto",            # network arithmetic: auto = fp16 autocast on CUDA (as nnU-Net),
                                       # fp32 on CPU; bf16 = bfloat16 autocast (fast on AMX CPUs)
+      "backend": "auto",              # torch or onnxruntime; auto = the faster one per device
       "tasks": {
         "t1": {
           "input_slug": "abdominal-t1-mri",
@@ -41,8 +42,10 @@ from pantherseg.errors import ConfigError
 SUPPORTED_VERSIONS = (1,)
 KNOWN_ROLES = ("all-rounder", "volume", "boundary")
 
-_TOP_KEYS = {"version", "tile_step_size", "use_mirroring", "time_budget_s", "export_reserve_s", "precision", "tasks"}
+_TOP_KEYS = {"version", "tile_step_size", "use_mirroring", "time_budget_s", "export_reserve_s", "precision", "backend",
+             "tasks"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BACKENDS = ("auto", "torch", "onnxruntime")
 _TASK_KEYS = {"input_slug", "output_slug", "tumor_label", "members"}
 _MEMBER_KEYS = {"name", "role", "model", "fold", "checkpoint", "weight", "configuration"}
 
@@ -81,6 +84,7 @@ class EnsembleConfig:
     # Seconds kept free at the end of the budget for ensembling, export and writing the mask.
     export_reserve_s: float = 20.0
     precision: str = "auto"
+    backend: str = "auto"
     version: int = 1
     source: Path | None = field(default=None, compare=False)
 
@@ -154,6 +158,9 @@ def parse_config(raw: object, *, source: Path | None = None) -> EnsembleConfig:
     precision = raw.get("precision", "auto")
     if precision not in PRECISIONS:
         raise fail("precision", f"one of {list(PRECISIONS)}", precision)
+    backend = raw.get("backend", "auto")
+    if backend not in BACKENDS:
+        raise fail("backend", f"one of {list(BACKENDS)}", backend)
 
     tasks_raw = raw.get("tasks")
     if not isinstance(tasks_raw, dict) or not tasks_raw:
@@ -170,6 +177,7 @@ def parse_config(raw: object, *, source: Path | None = None) -> EnsembleConfig:
         time_budget_s=budget,
         export_reserve_s=reserve,
         precision=precision,
+        backend=backend,
         version=version,
         source=source,
     )

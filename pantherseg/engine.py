@@ -98,11 +98,22 @@ def resolve_precision(name: str, device):
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
+def resolve_backend(name: str, device) -> str:
+    """'auto' picks the backend the benchmark found faster on this kind of device."""
+    if name == "auto":
+        return DEFAULT_BACKEND[device.type]
+    return name
+
+
+# Chosen on the evidence of benchmarks/bench_ensemble.py (see README, Speed).
+DEFAULT_BACKEND = {"cpu": "torch", "cuda": "torch"}
+
+
 class Ensemble:
     """A validated, loaded ensemble for one task. Load once, predict many cases."""
 
     def __init__(self, *, config: EnsembleConfig, task: TaskSpec, members: list[Member], device,
-                 tile_batch_size: int = 1, load_s: float = 0.0, autocast_dtype=None):
+                 tile_batch_size: int = 1, load_s: float = 0.0, autocast_dtype=None, backend: str = "torch"):
         self.config = config
         self.task = task
         self.members = members
@@ -110,25 +121,37 @@ class Ensemble:
         self.tile_batch_size = tile_batch_size
         self.load_s = load_s
         self.autocast_dtype = autocast_dtype
+        self.backend = backend
 
     @classmethod
     def load(cls, *, config: EnsembleConfig, task: str, weights: Path, device: str = "auto",
-             tile_batch_size: int = 1, precision: str | None = None) -> "Ensemble":
+             tile_batch_size: int = 1, precision: str | None = None,
+             backend: str | None = None) -> "Ensemble":
         """Validate every member (files, label maps, checkpoint vs plans), then build the networks.
 
-        ``precision`` overrides the config's ("auto", "fp32", "bf16", "fp16")."""
+        ``precision`` ("auto", "fp32", "bf16", "fp16") and ``backend`` ("auto", "torch",
+        "onnxruntime") override the config's."""
         started = time.perf_counter()
         task_spec = config.task(task)
         members = load_members(task_spec, Path(weights))
         torch_device = resolve_device(device)
         autocast_dtype = resolve_precision(precision or config.precision, torch_device)
+        backend = resolve_backend(backend or config.backend, torch_device)
         for member in members:
             build_network(member, torch_device)
+        if backend == "onnxruntime":
+            from pantherseg.onnx_backend import load_onnx_networks
+
+            if autocast_dtype is not None:
+                log.info("ONNX Runtime runs the exported float32 graphs; precision %s applies to torch only",
+                         autocast_dtype)
+                autocast_dtype = None
+            load_onnx_networks(members, torch_device)
         load_s = time.perf_counter() - started
-        log.info("Loaded %d members for task %s on %s (%s) in %.1f s", len(members), task_spec.name, torch_device,
-                 autocast_dtype or "float32", load_s)
+        log.info("Loaded %d members for task %s on %s (%s, %s) in %.1f s", len(members), task_spec.name,
+                 torch_device, backend, autocast_dtype or "float32", load_s)
         return cls(config=config, task=task_spec, members=members, device=torch_device,
-                   tile_batch_size=tile_batch_size, load_s=load_s, autocast_dtype=autocast_dtype)
+                   tile_batch_size=tile_batch_size, load_s=load_s, autocast_dtype=autocast_dtype, backend=backend)
 
     @property
     def num_classes(self) -> int:

@@ -9,7 +9,10 @@ Decisions on unusual input (documented in the README):
 - 2D, 4D and multi-component (vector) images, axes shorter than ``MIN_VOXELS_PER_AXIS`` and
   non-positive spacing are refused.
 - Integer and float64 images are converted to float32 (nnU-Net does the same).
-- NaN/Inf voxels are set to 0 with a warning; an image without any finite voxel is refused.
+- NaN/Inf voxels are set to 0 with a warning; an image without any finite voxel is refused, and so
+  is one with intensities beyond ``MAX_ABS_INTENSITY`` (float32 normalisation would overflow) or
+  complex voxels.
+- The header is checked (and the memory needed to read the voxels estimated) before any voxel is read.
 - Oblique and left-handed direction matrices are fine: the mask gets the same matrix.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
 MIN_VOXELS_PER_AXIS = 4
+# Z-score normalisation squares deviations in float32 (max 3.4e38): beyond ~1.8e19 it overflows.
+MAX_ABS_INTENSITY = 1e18
 
 
 @dataclass
@@ -84,11 +90,21 @@ def read_volume(path: Path | str) -> Volume:
     """Read an image file and check it is a 3D scalar volume nnU-Net can segment."""
     import SimpleITK as sitk
 
+    from pantherseg.memory import check_image_fits
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Input image not found: expected a file at {path}.")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        image = sitk.ReadImage(str(path))
+        # The header first: a bad or huge image is refused before any voxel is read.
+        reader.ReadImageInformation()
+        _check_header(reader.GetDimension(), reader.GetNumberOfComponents(), list(reader.GetSize()),
+                      list(reader.GetSpacing()), sitk.GetPixelIDValueAsString(reader.GetPixelID()), path.name)
+        voxel_bytes = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID()).GetSizeOfPixelComponent()
+        check_image_fits(reader.GetSize(), voxel_bytes, source=path.name)
+        image = reader.Execute()
     except RuntimeError as error:
         reason = _first_itk_line(str(error))
         raise InputError(
@@ -97,41 +113,52 @@ def read_volume(path: Path | str) -> Volume:
     return volume_from_image(image, source=path.name)
 
 
-def volume_from_image(image, *, source: str = "<memory>") -> Volume:
-    """Check a SimpleITK image and convert it to nnU-Net's array layout."""
-    import SimpleITK as sitk
-
-    dimension = image.GetDimension()
+def _check_header(dimension: int, components: int, size: list, spacing: list, pixel_type: str, source: str) -> None:
+    """The checks that need only the header: 3D, one component, big enough, positive finite spacing."""
     if dimension != 3:
-        raise InputError(
-            f"{source}: expected a 3D volume, found a {dimension}D image of size {list(image.GetSize())}."
-        )
-    components = image.GetNumberOfComponentsPerPixel()
+        raise InputError(f"{source}: expected a 3D volume, found a {dimension}D image of size {size}.")
+    if "complex" in pixel_type.lower():
+        raise InputError(f"{source}: expected real intensities, found complex voxels ({pixel_type}); save the magnitude image.")
     if components != 1:
         raise InputError(
             f"{source}: expected one intensity per voxel, found {components} components per voxel "
-            f"({image.GetPixelIDTypeAsString()}); convert it to a scalar image."
+            f"({pixel_type}); convert it to a scalar image."
         )
-    size = list(image.GetSize())
     if min(size) < MIN_VOXELS_PER_AXIS:
         raise InputError(
             f"{source}: expected at least {MIN_VOXELS_PER_AXIS} voxels on every axis, found size {size} (x,y,z)."
         )
-    spacing = list(image.GetSpacing())
     if not all(np.isfinite(s) and s > 0 for s in spacing):
         raise InputError(f"{source}: voxel spacing must be positive, found {spacing} mm (x,y,z) in the header.")
 
-    array = sitk.GetArrayFromImage(image)  # (z, y, x)
-    data = array.astype(np.float32, copy=False)[None]
+
+def volume_from_image(image, *, source: str = "<memory>") -> Volume:
+    """Check a SimpleITK image and convert it to nnU-Net's array layout."""
+    import SimpleITK as sitk
+
+    spacing = list(image.GetSpacing())
+    _check_header(image.GetDimension(), image.GetNumberOfComponentsPerPixel(), list(image.GetSize()), spacing,
+                  image.GetPixelIDTypeAsString(), source)
+
+    array = sitk.GetArrayFromImage(image)  # (z, y, x), our own copy: changing it touches nothing else
     notes = []
-    finite = np.isfinite(data)
-    if not finite.all():
-        count = int(data.size - np.count_nonzero(finite))
-        if count == data.size:
+    if array.dtype.kind == "f":  # checked before the float32 cast, which would turn huge float64 values into Inf
+        finite = np.isfinite(array)
+        count = int(array.size - np.count_nonzero(finite))
+        if count == array.size:
             raise InputError(f"{source}: every voxel is NaN or infinite; there is nothing to segment.")
-        data[~finite] = 0  # GetArrayFromImage returned our own copy, so this touches nothing else
-        notes.append(f"{count} NaN/Inf voxels set to 0")
-        log.warning("%s: %d NaN/Inf voxels set to 0 before segmentation", source, count)
+        if count:
+            array[~finite] = 0
+            notes.append(f"{count} NaN/Inf voxels set to 0")
+            log.warning("%s: %d NaN/Inf voxels set to 0 before segmentation", source, count)
+        del finite
+    peak = max(float(array.max()), -float(array.min()))
+    if peak > MAX_ABS_INTENSITY:
+        raise InputError(
+            f"{source}: intensities reach {peak:.3g}; above {MAX_ABS_INTENSITY:.0e} nnU-Net's float32 "
+            f"normalisation overflows. Rescale the image (MRI intensities are arbitrary units)."
+        )
+    data = array.astype(np.float32, copy=False)[None]
     return Volume(
         data=np.ascontiguousarray(data),
         spacing_zyx=tuple(float(s) for s in reversed(spacing)),
@@ -143,6 +170,7 @@ def volume_from_image(image, *, source: str = "<memory>") -> Volume:
 
 def _first_itk_line(message: str) -> str:
     """ITK errors are multi-line with file/line noise; keep the human part."""
+    message = re.sub(r"\(0x[0-9a-fA-F]+\)", "", message)  # ITK object addresses mean nothing to a user
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     for line in reversed(lines):
         if "ITK ERROR" in line or "Could not create IO object" in line or "Description" in line:

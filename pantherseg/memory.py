@@ -1,0 +1,273 @@
+"""Will this case fit in memory? Checked before the big arrays are allocated.
+
+A process that runs out of memory on grand-challenge is killed (exit 137, "out of memory") and leaves
+no mask and no readable reason. So the peak host memory of a prediction is estimated from the
+image's header and the members' plans, compared with the memory this process may still use, and a
+case that cannot fit is refused with a ResourceError giving both figures.
+
+Two checks:
+- :func:`check_image_fits` from the file header alone (``image_io.read_volume`` calls it before
+  reading any voxel), so a 2000^3 image is refused without being read;
+- :func:`check_prediction_fits` once the ensemble is known (``api._segment_one`` calls it after
+  reading and before predicting).
+
+The estimate is an upper bound of the arrays the engine holds at its peak (see
+:func:`estimate_prediction`), in bytes, for the engine's data flow: the image (as read and as
+float32), each preprocessing group's resampled input, the image-space probability accumulator, and
+the largest member's own peak: either its sliding window (padded input, float32 logits and tile
+weights; plus the network's activations for one tile batch when running on the CPU) or its export
+(a float64 copy of the logits that nnU-Net's resampling makes, the resampled, softmaxed, uncropped
+and transposed probabilities in image space). Network weights are not counted: they are loaded
+before the check runs, so the memory they take is already gone from what is available.
+Memory on the GPU is not estimated here; the engine retries with smaller batches on CUDA out-of-memory.
+
+Sizes are numbers of voxels; axis orders do not matter for them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from pantherseg.errors import InputError, ResourceError
+
+if TYPE_CHECKING:
+    from pantherseg.engine import Ensemble
+    from pantherseg.image_io import Volume
+
+GB = 1024**3
+FLOAT32 = 4
+FLOAT64 = 8
+# Only this fraction of the available memory is planned for: allocator overhead, Python objects,
+# libraries' own scratch buffers and estimation error need the rest.
+USABLE_FRACTION = 0.9
+
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+_MEMINFO = Path("/proc/meminfo")
+_PROC_CGROUP = Path("/proc/self/cgroup")
+_UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a number close to 2^63
+
+
+@dataclass
+class MemoryEstimate:
+    """Peak bytes of one prediction, with the parts that make it up (for the error message and tests)."""
+
+    parts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.parts.values()))
+
+    def describe(self) -> str:
+        largest = sorted(self.parts.items(), key=lambda item: -item[1])[:3]
+        return ", ".join(f"{name} {gb(value)}" for name, value in largest)
+
+
+def gb(value: float) -> str:
+    return f"{value / GB:.1f} GB"
+
+
+# --- what is available ---------------------------------------------------------------------------
+
+def available_bytes() -> int | None:
+    """Bytes this process can still allocate: the smaller of the cgroup's headroom (v2 memory.max,
+    v1 memory.limit_in_bytes, minus current usage) and /proc/meminfo's MemAvailable; None if unknown."""
+    candidates = [value for value in (_cgroup_headroom(), _meminfo_available()) if value is not None]
+    return min(candidates) if candidates else None
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in _MEMINFO.read_text(encoding="ascii").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cgroup_headroom() -> int | None:
+    """The tightest limit minus usage over this process's cgroup and its ancestors, v2 or v1."""
+    headrooms = []
+    for folder, limit_name, usage_name in _cgroup_folders():
+        limit = _read_int(folder / limit_name)
+        if limit is None or limit >= _UNLIMITED:
+            continue
+        # Page cache counts as usage but is given back under pressure, as docker and the kubelet reckon it.
+        usage = (_read_int(folder / usage_name) or 0) - _inactive_file(folder)
+        headrooms.append(max(0, limit - max(0, usage)))
+    return min(headrooms) if headrooms else None
+
+
+def _cgroup_folders():
+    """(folder, limit file, usage file) for the process's own cgroup and its ancestors, then the mount root."""
+    try:
+        lines = _PROC_CGROUP.read_text(encoding="ascii").splitlines()
+    except OSError:
+        lines = []
+    found = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, relative = parts
+        if hierarchy == "0" and controllers == "":
+            base, limit, usage = _CGROUP_ROOT, "memory.max", "memory.current"  # v2 (unified)
+            if not (base / limit).exists() and (base / "unified").is_dir():
+                base = base / "unified"
+        elif "memory" in controllers.split(","):
+            base, limit, usage = _CGROUP_ROOT / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"
+        else:
+            continue
+        path = Path(relative.lstrip("/"))
+        for ancestor in [path, *path.parents]:
+            found.append((base / ancestor, limit, usage))
+    if not found:
+        found = [(_CGROUP_ROOT, "memory.max", "memory.current"),
+                 (_CGROUP_ROOT / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes")]
+    return found
+
+
+def _inactive_file(folder: Path) -> int:
+    try:
+        for line in (folder / "memory.stat").read_text(encoding="ascii").splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("total_inactive_file", "inactive_file"):
+                return int(value)
+    except (OSError, ValueError):
+        return 0
+    return 0
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except OSError:
+        return None
+    if text == "max":
+        return _UNLIMITED
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+# --- what is needed ------------------------------------------------------------------------------
+
+def image_read_bytes(voxels: int, bytes_per_voxel: int) -> int:
+    """Reading an image: SimpleITK's copy in its pixel type, the float32 copy for nnU-Net, a finite mask."""
+    return voxels * (bytes_per_voxel + FLOAT32 + 1)
+
+
+def check_image_fits(size: Sequence[int], bytes_per_voxel: int, *, source: str) -> None:
+    """Refuse, from the header alone, an image whose voxels cannot even be read into memory."""
+    available = available_bytes()
+    if available is None:
+        return
+    needed = image_read_bytes(math.prod(int(s) for s in size), bytes_per_voxel)
+    if needed > available * USABLE_FRACTION:
+        raise ResourceError(
+            f"{source}: the image is too large for this machine: its size {list(size)} (x,y,z) needs about "
+            f"{gb(needed)} just to be read, but only {gb(available)} of memory is available; "
+            f"crop or downsample it, or use a machine with more RAM."
+        )
+
+
+def resampled_shape(shape_zyx: Sequence[int], spacing_zyx: Sequence[float],
+                    target_spacing_zyx: Sequence[float]) -> tuple[int, ...]:
+    """The shape nnU-Net resamples to (``compute_new_shape``): round(shape * spacing / target)."""
+    return tuple(int(round(s * sp / t)) for s, sp, t in zip(shape_zyx, spacing_zyx, target_spacing_zyx))
+
+
+def activation_bytes(arch_kwargs: dict, patch_size: Sequence[int], tile_batch_size: int) -> int:
+    """Feature maps of one tile batch in a U-Net forward pass: every stage's skip tensor kept for the
+    decoder, plus four full-resolution first-stage maps as working buffers (conv output, concatenation)."""
+    features = list(arch_kwargs.get("features_per_stage") or [32])
+    strides = list(arch_kwargs.get("strides") or [[1] * len(patch_size)] * len(features))
+    voxels = math.prod(int(p) for p in patch_size)
+    total = 0
+    first = None
+    for stage_features, stride in zip(features, strides):
+        stride = [stride] * len(patch_size) if isinstance(stride, int) else list(stride)
+        voxels = max(1, voxels // max(1, math.prod(int(s) for s in stride)))
+        first = first if first is not None else int(stage_features) * voxels
+        total += int(stage_features) * voxels
+    return tile_batch_size * FLOAT32 * (total + 4 * (first or 0))
+
+
+def estimate_prediction(*, shape_zyx: Sequence[int], spacing_zyx: Sequence[float], source_bytes_per_voxel: int,
+                        members: Sequence, num_classes: int, device_type: str = "cpu",
+                        tile_batch_size: int = 1) -> MemoryEstimate:
+    """Peak host memory of ``Ensemble.predict`` on an image of ``shape_zyx`` voxels at ``spacing_zyx`` mm.
+
+    ``members`` are :class:`pantherseg.members.Member` objects (their plans give the target spacing,
+    patch size and network). Cropping to the non-zero region is ignored (an upper bound).
+    """
+    image_voxels = math.prod(int(s) for s in shape_zyx)
+    parts = {"image": image_read_bytes(image_voxels, source_bytes_per_voxel) - image_voxels,  # finite mask is freed
+             "probability accumulator": num_classes * image_voxels * FLOAT32}
+    groups: dict[str, int] = {}
+    member_peak = 0
+    for member in members:
+        cm = member.configuration_manager
+        target = list(cm.spacing)
+        if len(target) != len(shape_zyx):  # 2D-style spacing: keep the image's own first axis
+            target = [spacing_zyx[0], *target]
+        preprocessed = resampled_shape(shape_zyx, spacing_zyx, target)
+        preprocessed_voxels = math.prod(max(1, s) for s in preprocessed)
+        padded_voxels = math.prod(max(max(1, s), int(p)) for s, p in zip(preprocessed, member.patch_size))
+        groups[member.preprocessing_key] = preprocessed_voxels * FLOAT32
+        network = (num_classes + 2) * padded_voxels * FLOAT32
+        if device_type == "cpu":
+            network += activation_bytes(cm.network_arch_init_kwargs or {}, member.patch_size, tile_batch_size)
+        export = (num_classes * preprocessed_voxels * (FLOAT32 + FLOAT64)
+                  + num_classes * image_voxels * 3 * FLOAT32 + image_voxels * FLOAT64)
+        member_peak = max(member_peak, network, export)
+    parts["preprocessed input"] = sum(groups.values())
+    parts["largest member (sliding window or export)"] = member_peak
+    return MemoryEstimate(parts)
+
+
+def check_prediction_fits(volume: "Volume", ensemble: "Ensemble") -> MemoryEstimate:
+    """Raise ResourceError if predicting ``volume`` with ``ensemble`` would not fit in the available memory."""
+    estimate = estimate_prediction(
+        shape_zyx=volume.shape_zyx, spacing_zyx=volume.spacing_zyx,
+        source_bytes_per_voxel=_bytes_per_voxel(volume.reference), members=ensemble.members,
+        num_classes=ensemble.num_classes, device_type=getattr(ensemble.device, "type", "cpu"),
+        tile_batch_size=ensemble.tile_batch_size,
+    )
+    _check_resampled_shapes(volume, ensemble)
+    available = available_bytes()
+    if available is not None and estimate.total > available * USABLE_FRACTION:
+        raise ResourceError(
+            f"{volume.source}: not enough memory to segment this image: it needs about {gb(estimate.total)} "
+            f"({estimate.describe()}) for size {list(reversed(volume.shape_zyx))} (x,y,z) at "
+            f"{[round(s, 3) for s in reversed(volume.spacing_zyx)]} mm, but only {gb(available)} is available; "
+            f"crop the image or use a machine with more RAM."
+        )
+    return estimate
+
+
+def _check_resampled_shapes(volume: "Volume", ensemble: "Ensemble") -> None:
+    """An image thinner than half a voxel of a member's target spacing would be resampled to nothing."""
+    for member in ensemble.members:
+        target = list(member.configuration_manager.spacing)
+        if len(target) != 3:
+            continue
+        shape = resampled_shape(volume.shape_zyx, volume.spacing_zyx, target)
+        if min(shape) < 1:
+            extent = [round(s * sp, 3) for s, sp in zip(volume.shape_zyx, volume.spacing_zyx)]
+            raise InputError(
+                f"{volume.source}: the image is only {list(reversed(extent))} mm across (x,y,z); at "
+                f"{member.describe()}'s spacing {list(reversed(target))} mm that is less than one voxel on some "
+                f"axis. Check the spacing in the header."
+            )
+
+
+def _bytes_per_voxel(image) -> int:
+    try:
+        return int(image.GetSizeOfPixelComponent()) * int(image.GetNumberOfComponentsPerPixel())
+    except AttributeError:
+        return FLOAT32
