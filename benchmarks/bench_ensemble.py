@@ -6,14 +6,16 @@ volume at 3.0 x 1.1875 x 1.1875 mm (the median Task 1 case).
 
 - reference: per member ``nnUNetPredictor`` without mirroring, probabilities saved to .npz, then
   ``nnunetv2.ensembling.ensemble.ensemble_folders`` (what ``nnUNetv2_ensemble`` runs);
-- engine: one ``pantherseg.segment`` call, at each requested precision.
+- engine: one ``pantherseg.segment`` call per route: torch fp32, torch bf16 autocast, ONNX Runtime
+  (its export, done once per model and shipped with it, is outside the timed call: the ONNX files
+  are written before the run).
 
 Each route runs in its own process, so the peak RSS figures are that process's (plus, for the
 reference, nnU-Net's worker processes, reported separately). Prints a markdown table and writes
 JSON next to it.
 
     python benchmarks/bench_ensemble.py                       # everything, about 15 min on 2 cores
-    python benchmarks/bench_ensemble.py --members 2 --precisions fp32
+    python benchmarks/bench_ensemble.py --members 2 --routes torch-fp32
 """
 
 from __future__ import annotations
@@ -76,12 +78,16 @@ def run_reference(weights: Path, members: int, image: Path, work: Path) -> dict:
     return {"wall_s": time.perf_counter() - started, "timings_s": timings, "mask": str(mask)}
 
 
-def run_engine(weights: Path, config: Path, image: Path, work: Path, precision: str) -> dict:
+ENGINE_ROUTES = {"torch-fp32": ("torch", "fp32"), "torch-bf16": ("torch", "bf16"), "onnxruntime": ("onnxruntime", "fp32")}
+
+
+def run_engine(weights: Path, config: Path, image: Path, work: Path, route: str) -> dict:
     from pantherseg.api import segment
 
+    backend, precision = ENGINE_ROUTES[route]
     started = time.perf_counter()
     [result] = segment(image, output_dir=work, config=config, weights=weights, device="cpu", precision=precision,
-                       time_budget_s=float("inf"))
+                       backend=backend, time_budget_s=float("inf"))
     return {"wall_s": time.perf_counter() - started, "timings_s": result.report["timings_s"],
             "mask": str(result.output)}
 
@@ -91,6 +97,12 @@ def child(args) -> None:
     work = Path(args.work)
     weights, config, image = work / "weights", work / "ensemble_config.json", work / "case.mha"
     out = work / f"out-{args.child}"
+    if args.child == "export-onnx":
+        from pantherseg.cli import main as cli_main
+
+        cli_main(["export-onnx", "--config", str(config), "--weights", str(weights)])
+        print("RESULT {}")
+        return
     if args.child == "reference":
         figures = run_reference(weights, args.members, image, out)
     else:
@@ -112,7 +124,8 @@ def agreement(mask_a: str, mask_b: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=6)
-    parser.add_argument("--precisions", default="fp32,bf16", help="engine precisions to run (comma-separated)")
+    parser.add_argument("--routes", default="torch-fp32,torch-bf16,onnxruntime",
+                        help=f"engine routes to run, comma-separated, of {list(ENGINE_ROUTES)}")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "bench_ensemble_cpu.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -125,7 +138,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         build_workload(work, args.members)
-        routes = ([] if args.skip_reference else ["reference"]) + args.precisions.split(",")
+        routes = ([] if args.skip_reference else ["reference"]) + args.routes.split(",")
+        if "onnxruntime" in routes:
+            subprocess.run([sys.executable, __file__, "--child", "export-onnx", "--work", str(work),
+                            "--members", str(args.members)], check=True, capture_output=True)
         results = {}
         for route in routes:
             command = [sys.executable, __file__, "--child", route, "--work", str(work), "--members", str(args.members)]
@@ -154,8 +170,8 @@ def main() -> None:
             name = "nnU-Net 2.8 (predictor per member + ensemble_folders)" if route == "reference" else f"pantherseg ({route})"
             lines.append(f"| {name} | {figures['wall_s']:.1f} | {speed:.2f}x | {rss:.0f} | {rss / base_rss:.2f} | "
                          f"{agree * 100:.3f}% | {split} |")
-        if "fp32" in results:
-            t = results["fp32"]["timings_s"]
+        if "torch-fp32" in results:
+            t = results["torch-fp32"]["timings_s"]
             overhead = sum(v for k, v in t.items() if k not in ("network", "load")) / max(t["network"], 1e-9)
             lines.append("")
             lines.append(f"Engine fp32 overhead (preprocess, export, ensemble, read/write) = {overhead * 100:.1f}% "

@@ -111,6 +111,7 @@ def segment(
     weights = Path(weights) if weights is not None else default_weights()
     ensemble = Ensemble.load(config=config, task=task, weights=weights, device=device,
                              tile_batch_size=tile_batch_size, precision=precision, backend=backend)
+    ensemble.keep_networks = len(paths) > 1
     budget = config.time_budget_s if time_budget_s is None else time_budget_s
 
     results = []

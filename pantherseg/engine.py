@@ -122,6 +122,9 @@ class Ensemble:
         self.load_s = load_s
         self.autocast_dtype = autocast_dtype
         self.backend = backend
+        # Torch networks are built when a member runs; for a single case they are dropped right
+        # after, so only one member's weights are in memory at a time (6 ResEnc-L = 2.4 GB).
+        self.keep_networks = True
 
     @classmethod
     def load(cls, *, config: EnsembleConfig, task: str, weights: Path, device: str = "auto",
@@ -137,8 +140,6 @@ class Ensemble:
         torch_device = resolve_device(device)
         autocast_dtype = resolve_precision(precision or config.precision, torch_device)
         backend = resolve_backend(backend or config.backend, torch_device)
-        for member in members:
-            build_network(member, torch_device)
         if backend == "onnxruntime":
             from pantherseg.onnx_backend import load_onnx_networks
 
@@ -152,6 +153,12 @@ class Ensemble:
                  torch_device, backend, autocast_dtype or "float32", load_s)
         return cls(config=config, task=task_spec, members=members, device=torch_device,
                    tile_batch_size=tile_batch_size, load_s=load_s, autocast_dtype=autocast_dtype, backend=backend)
+
+    def network(self, member: Member):
+        """The member's network, built from its plans and checkpoint if it is not in memory."""
+        if member.network is None:
+            build_network(member, self.device)
+        return member.network
 
     @property
     def num_classes(self) -> int:
@@ -281,12 +288,15 @@ class Ensemble:
                 return False
             return True
 
+        network = self.network(member)
         logits = _predict_with_memory_fallback(
-            member, data, self.device, self.num_classes, self.config, self.tile_batch_size, on_batch,
+            member, network, data, self.device, self.num_classes, self.config, self.tile_batch_size, on_batch,
             self.autocast_dtype,
         )
         # Measured on the deadline's clock, so the cost model and the budget speak the same time.
         outcome.network_s = deadline.clock() - started
+        if not self.keep_networks and self.backend == "torch":
+            member.network = None
         return logits, state["completed"]
 
     @staticmethod
@@ -306,7 +316,7 @@ def _cost_key(member: Member) -> str:
     return f"{cm.network_arch_class_name}|{cm.network_arch_init_kwargs}|{list(cm.patch_size)}"
 
 
-def _predict_with_memory_fallback(member, data, device, num_classes, config, tile_batch_size,
+def _predict_with_memory_fallback(member, network, data, device, num_classes, config, tile_batch_size,
                                   on_batch: Callable[[int, int], bool], autocast_dtype=None):
     """Run the sliding window; on CUDA out-of-memory, retry with sums on the CPU, then smaller batches."""
     import torch
@@ -326,7 +336,7 @@ def _predict_with_memory_fallback(member, data, device, num_classes, config, til
     for index, (on_device, batch) in enumerate(attempts):
         try:
             return predict_logits(
-                member.network, data, patch_size=member.patch_size, num_classes=num_classes,
+                network, data, patch_size=member.patch_size, num_classes=num_classes,
                 step_size=config.tile_step_size, device=device, accumulate_on_device=on_device,
                 tile_batch_size=batch, mirror_axes=mirror_axes, autocast_dtype=autocast_dtype, on_batch=on_batch,
             )

@@ -26,7 +26,7 @@ def test_onnx_logits_and_masks_match_torch(tiny_weights, tiny_config, tmp_path):
 
     tiles = torch.randn((2, 1, *torch_ensemble.members[0].patch_size))
     with torch.inference_mode():
-        expected = torch_ensemble.members[0].network(tiles)
+        expected = torch_ensemble.network(torch_ensemble.members[0])(tiles)
     torch.testing.assert_close(ort_ensemble.members[0].network(tiles), expected, atol=2e-3, rtol=1e-3)
 
     volume = volume_from_image(synthetic_image(shape_zyx=(24, 70, 80), seed=4))
