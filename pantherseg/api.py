@@ -90,7 +90,8 @@ def segment(
         device: "auto" (CUDA if available), "cpu" or "cuda[:N]".
         report_dir: where ``<stem>.report.json`` run reports go; None writes none.
         member_outputs_dir: if set, each member's tumour probability map (float32) is written to
-            ``<dir>/<member name>/<stem>.mha``, the input ``pantherseg select`` needs.
+            ``<dir>/<member name>/<stem>.mha`` (the input ``pantherseg select`` needs) and the
+            member's own mask (its argmax) to ``<dir>/<member name>/masks/<stem>.mha``.
         preview_dir: if set, also write ``<dir>/<stem>.preview.png`` (three orthogonal slices through the
             tumour, or the image centre, with the mask overlaid).
         time_budget_s: seconds per case (the first case counts from process start); default from the
@@ -177,6 +178,7 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, deadline: 
 
 
 def _write_member_probabilities(prediction, volume, folder: Path, stem: str, ensemble: Ensemble) -> None:
+    """Each member's tumour probability (float32) and its own tumour mask (argmax, uint8)."""
     import SimpleITK as sitk
 
     tumor = ensemble.task.tumor_label
@@ -184,3 +186,5 @@ def _write_member_probabilities(prediction, volume, folder: Path, stem: str, ens
         image = sitk.GetImageFromArray(np.ascontiguousarray(probabilities[tumor], dtype=np.float32))
         image.CopyInformation(volume.reference)
         write_image_atomically(image, folder / name / f"{stem}.mha")
+        own_mask = (probabilities.argmax(0) == tumor).astype(np.uint8)
+        write_image_atomically(mask_image(own_mask, volume.reference), folder / name / "masks" / f"{stem}.mha")
