@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_case(args: argparse.Namespace) -> int:
     from pantherseg.api import segment
     from pantherseg.config import load_config
+    from pantherseg.errors import ModelError
     from pantherseg.grand_challenge import check_single_output, locate_case
     from pantherseg.paths import default_config, default_weights, has_content
     from pantherseg.progress import make_progress
@@ -59,6 +60,9 @@ def run_case(args: argparse.Namespace) -> int:
     case = locate_case(args.input, config, task=args.task)
     weights = args.weights if has_content(args.weights) else default_weights()
     if weights != args.weights:
+        if not has_content(weights):
+            raise ModelError(f"No model: {args.weights} is absent or empty and there are no bundled weights at "
+                             f"{weights}; on grand-challenge, upload model.tar.gz under the algorithm's Models.")
         log.info("%s is absent or empty; using the bundled weights in %s", args.weights, weights)
     output_path = case.output_path(args.output)
     local_mode = args.output.resolve() != GRAND_CHALLENGE_OUTPUT

@@ -166,6 +166,7 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, deadline: 
     )
     log.info("%s -> %s: %d tumour voxels (%.1f ml); members used %s", path.name, output_path, tumor_voxels,
              tumor_voxels * voxel_volume / 1000, report["members_used"])
+    log.info("time per stage (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     result = CaseResult(input=path, output=output_path, report=report)
     if report_dir is not None:
         result.report_path = write_report(report, Path(report_dir) / f"{image_stem(path)}.report.json")

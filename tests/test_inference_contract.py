@@ -112,3 +112,15 @@ def test_broken_input_fails_with_one_line_and_no_mask(layout, tiny_weights, tiny
     assert line.startswith("pantherseg error:") and "abdominal-t1-mri" in line, line
     assert ("expected exactly one" in line) if layout == "two images" else ("No image" in line)
     assert all_files(output_dir) == []
+
+
+@requires_sandbox
+def test_empty_model_folder_without_bundled_weights_names_the_fix(tiny_config, tmp_path, monkeypatch):
+    input_dir = write_gc_input(tmp_path / "in", synthetic_image(shape_zyx=(16, 48, 48)))
+    empty_model = tmp_path / "model"
+    empty_model.mkdir()
+    monkeypatch.setenv("PANTHERSEG_WEIGHTS", str(tmp_path / "no-bundled-weights"))
+    process, output_dir, _ = run_like_grand_challenge(tmp_path, input_dir, empty_model, tiny_config)
+    assert process.returncode == 3
+    assert "upload model.tar.gz under the algorithm's Models" in last_stderr_line(process)
+    assert all_files(output_dir) == []

@@ -1,0 +1,71 @@
+"""The shipped demo zoo through the shipped config: right masks, not only well-formed ones.
+
+The bundled phantom samples have ground truth; the real AMOS MRI has none (no tumour label
+exists), so for it only the container contract is checked. The 10-phantom quality bar of the
+README (Dice >= 0.70 on Task 1, >= 0.60 on Task 2) is the slow test at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import ROOT, SAMPLES
+from test_inference_contract import requires_sandbox, run_like_grand_challenge
+from pantherseg.evaluation import evaluate
+from pantherseg.paths import default_config, default_weights
+
+pytestmark = pytest.mark.skipif(not (default_weights() / "README.md").exists() or not default_config().exists(),
+                                reason="the demo zoo (weights/, ensemble_config.json) is not in this checkout")
+
+
+@requires_sandbox
+@pytest.mark.parametrize("sample,task,min_dice", [("t1-phantom", "t1", 0.6), ("t2-phantom", "t2", 0.5)])
+def test_sample_phantom_is_segmented_like_its_truth(sample, task, min_dice, tmp_path):
+    input_dir = SAMPLES / sample / "input"
+    process, output_dir, tmp_dir = run_like_grand_challenge(tmp_path, input_dir, default_weights(), default_config())
+    assert process.returncode == 0, process.stderr[-2000:]
+    [mask] = sorted((output_dir / "images" / "pancreatic-tumor-segmentation").iterdir())
+    report = json.loads((tmp_dir / "run_report.json").read_text())
+    assert report["task"] == task
+    assert len(report["members_used"]) == len(json.loads(default_config().read_text())["tasks"][task]["members"])
+    predictions = tmp_path / "pred"
+    predictions.mkdir()
+    truth = next((SAMPLES / sample / "ground-truth").glob("*.mha"))
+    (predictions / truth.name).write_bytes(mask.read_bytes())
+    [case] = evaluate(predictions, truth.parent).folders[0].cases
+    assert case.metrics.dice >= min_dice, case.metrics
+
+
+@requires_sandbox
+def test_real_scanner_mri_gives_a_well_formed_mask(tmp_path):
+    input_dir = SAMPLES / "t1-amos_0540" / "input"
+    process, output_dir, tmp_dir = run_like_grand_challenge(tmp_path, input_dir, default_weights(), default_config())
+    assert process.returncode == 0, process.stderr[-2000:]
+    [mask_path] = sorted((output_dir / "images" / "pancreatic-tumor-segmentation").iterdir())
+    image = sitk.ReadImage(str(next((input_dir / "images" / "abdominal-t1-mri").glob("*.mha"))))
+    mask = sitk.ReadImage(str(mask_path))
+    assert mask.GetSize() == image.GetSize() and mask.GetPixelID() == sitk.sitkUInt8
+    assert np.allclose(mask.GetDirection(), image.GetDirection()) and np.allclose(mask.GetOrigin(), image.GetOrigin())
+    assert set(np.unique(sitk.GetArrayFromImage(mask))) <= {0, 1}
+    report = json.loads((tmp_dir / "run_report.json").read_text())
+    assert sum(report["timings_s"].values()) < 300
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,min_dice", [("t1", 0.70), ("t2", 0.60)])
+def test_held_out_phantoms_reach_the_quality_bar(task, min_dice, tmp_path):
+    sys.path.insert(0, str(ROOT / "resources"))
+    import phantoms
+    from evaluate_zoo import run_ensemble, write_cases
+
+    images, truth = write_cases(task, phantoms.TEST_SEEDS[task], tmp_path / "cases")
+    masks, members = run_ensemble(task, images, tmp_path / "run", default_config(), None)
+    result = evaluate([masks], truth)
+    assert len(result.folders[0].cases) == 10
+    assert result.folders[0].aggregate.dice >= min_dice
