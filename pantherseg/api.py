@@ -173,8 +173,12 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, deadline: 
     if preview_dir is not None:
         from pantherseg.preview import write_preview
 
-        result.preview_path = write_preview(volume, prediction.mask,
-                                            Path(preview_dir) / f"{image_stem(path)}.preview.png")
+        try:
+            result.preview_path = write_preview(volume, prediction.mask,
+                                                Path(preview_dir) / f"{image_stem(path)}.preview.png")
+        except (OSError, ImportError, RuntimeError) as error:
+            # The mask is written and correct; a missing picture must not fail the case.
+            log.warning("%s: preview not written: %s", path.name, error)
     return result
 
 

@@ -118,7 +118,9 @@ def _check_header(dimension: int, components: int, size: list, spacing: list, pi
     if dimension != 3:
         raise InputError(f"{source}: expected a 3D volume, found a {dimension}D image of size {size}.")
     if "complex" in pixel_type.lower():
-        raise InputError(f"{source}: expected real intensities, found complex voxels ({pixel_type}); save the magnitude image.")
+        raise InputError(
+            f"{source}: expected real intensities, found complex voxels ({pixel_type}); save the magnitude image."
+        )
     if components != 1:
         raise InputError(
             f"{source}: expected one intensity per voxel, found {components} components per voxel "

@@ -9,16 +9,18 @@ Two checks:
 - :func:`check_image_fits` from the file header alone (``image_io.read_volume`` calls it before
   reading any voxel), so a 2000^3 image is refused without being read;
 - :func:`check_prediction_fits` once the ensemble is known (``api._segment_one`` calls it after
-  reading and before predicting).
+  reading and before predicting). It also refuses, as an InputError, an image whose non-zero part
+  is thinner than half a voxel at some member's spacing: nnU-Net would resample it to nothing.
 
 The estimate is an upper bound of the arrays the engine holds at its peak (see
 :func:`estimate_prediction`), in bytes, for the engine's data flow: the image (as read and as
 float32), each preprocessing group's resampled input, the image-space probability accumulator, and
 the largest member's own peak: either its sliding window (padded input, float32 logits and tile
 weights; plus the network's activations for one tile batch when running on the CPU) or its export
-(a float64 copy of the logits that nnU-Net's resampling makes, the resampled, softmaxed, uncropped
-and transposed probabilities in image space). Network weights are not counted: they are loaded
-before the check runs, so the memory they take is already gone from what is available.
+(the logits, a float64 copy of them should nnU-Net's own resampling run instead of the torch one,
+and the resampled, softmaxed, uncropped and transposed probabilities in image space). Network
+weights are not counted: the checkpoints are memory-mapped when the ensemble is loaded, before the
+check, and a network built on the CPU adopts those tensors rather than copying them.
 Memory on the GPU is not estimated here; the engine retries with smaller batches on CUDA out-of-memory.
 
 Sizes are numbers of voxels; axis orders do not matter for them.
@@ -30,6 +32,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
 
 from pantherseg.errors import InputError, ResourceError
 
@@ -175,10 +179,12 @@ def check_image_fits(size: Sequence[int], bytes_per_voxel: int, *, source: str) 
         )
 
 
-def resampled_shape(shape_zyx: Sequence[int], spacing_zyx: Sequence[float],
-                    target_spacing_zyx: Sequence[float]) -> tuple[int, ...]:
-    """The shape nnU-Net resamples to (``compute_new_shape``): round(shape * spacing / target)."""
-    return tuple(int(round(s * sp / t)) for s, sp, t in zip(shape_zyx, spacing_zyx, target_spacing_zyx))
+def resampled_shape(shape_zyx: Sequence[int], spacing_zyx: Sequence[float], member) -> tuple[int, ...]:
+    """The shape ``member``'s preprocessing resamples an array of ``shape_zyx`` to, in the plans' transposed
+    axis order (nnU-Net's ``compute_new_shape``: round(spacing / target * shape))."""
+    order = list(member.plans_manager.transpose_forward)
+    target = list(member.configuration_manager.spacing)
+    return tuple(int(round(spacing_zyx[axis] / t * shape_zyx[axis])) for axis, t in zip(order, target))
 
 
 def activation_bytes(arch_kwargs: dict, patch_size: Sequence[int], tile_batch_size: int) -> int:
@@ -212,10 +218,7 @@ def estimate_prediction(*, shape_zyx: Sequence[int], spacing_zyx: Sequence[float
     member_peak = 0
     for member in members:
         cm = member.configuration_manager
-        target = list(cm.spacing)
-        if len(target) != len(shape_zyx):  # 2D-style spacing: keep the image's own first axis
-            target = [spacing_zyx[0], *target]
-        preprocessed = resampled_shape(shape_zyx, spacing_zyx, target)
+        preprocessed = resampled_shape(shape_zyx, spacing_zyx, member)
         preprocessed_voxels = math.prod(max(1, s) for s in preprocessed)
         padded_voxels = math.prod(max(max(1, s), int(p)) for s, p in zip(preprocessed, member.patch_size))
         groups[member.preprocessing_key] = preprocessed_voxels * FLOAT32
@@ -231,14 +234,15 @@ def estimate_prediction(*, shape_zyx: Sequence[int], spacing_zyx: Sequence[float
 
 
 def check_prediction_fits(volume: "Volume", ensemble: "Ensemble") -> MemoryEstimate:
-    """Raise ResourceError if predicting ``volume`` with ``ensemble`` would not fit in the available memory."""
+    """Raise ResourceError if predicting ``volume`` with ``ensemble`` would not fit in the available memory,
+    or InputError if the image would not fit the members' voxel grid (thinner than half a target voxel)."""
+    _check_resampled_shapes(volume, ensemble)
     estimate = estimate_prediction(
         shape_zyx=volume.shape_zyx, spacing_zyx=volume.spacing_zyx,
         source_bytes_per_voxel=_bytes_per_voxel(volume.reference), members=ensemble.members,
         num_classes=ensemble.num_classes, device_type=getattr(ensemble.device, "type", "cpu"),
         tile_batch_size=ensemble.tile_batch_size,
     )
-    _check_resampled_shapes(volume, ensemble)
     available = available_bytes()
     if available is not None and estimate.total > available * USABLE_FRACTION:
         raise ResourceError(
@@ -251,18 +255,26 @@ def check_prediction_fits(volume: "Volume", ensemble: "Ensemble") -> MemoryEstim
 
 
 def _check_resampled_shapes(volume: "Volume", ensemble: "Ensemble") -> None:
-    """An image thinner than half a voxel of a member's target spacing would be resampled to nothing."""
+    """nnU-Net crops the image to its non-zero voxels, then resamples the crop to each member's spacing;
+    a crop thinner than half a target voxel would become an empty array (a ValueError deep in nnU-Net)."""
+    nonzero = volume.data[0] != 0
+    extent = []
+    for axis in range(3):
+        present = np.flatnonzero(nonzero.any(axis=tuple(a for a in range(3) if a != axis)))
+        if present.size == 0:
+            return  # all zero: the engine returns an empty mask without preprocessing
+        extent.append(int(present[-1] - present[0] + 1))
+    del nonzero
     for member in ensemble.members:
-        target = list(member.configuration_manager.spacing)
-        if len(target) != 3:
-            continue
-        shape = resampled_shape(volume.shape_zyx, volume.spacing_zyx, target)
+        shape = resampled_shape(extent, volume.spacing_zyx, member)
         if min(shape) < 1:
-            extent = [round(s * sp, 3) for s, sp in zip(volume.shape_zyx, volume.spacing_zyx)]
+            millimetres = [round(n * s, 3) for n, s in zip(extent, volume.spacing_zyx)]
+            target = [member.configuration_manager.spacing[list(member.plans_manager.transpose_forward).index(a)]
+                      for a in range(3)]
             raise InputError(
-                f"{volume.source}: the image is only {list(reversed(extent))} mm across (x,y,z); at "
-                f"{member.describe()}'s spacing {list(reversed(target))} mm that is less than one voxel on some "
-                f"axis. Check the spacing in the header."
+                f"{volume.source}: the image's non-zero part is only {list(reversed(millimetres))} mm across "
+                f"(x,y,z); at {member.describe()}'s spacing {list(reversed(target))} mm that is less than one "
+                f"voxel on some axis. Check the spacing in the header."
             )
 
 
