@@ -63,21 +63,35 @@ def run_guarded(function, *args, **kwargs) -> int:
     """Call ``function``; turn PantherError/SIGTERM/Ctrl-C into one stderr line and an exit code."""
     from pantherseg.errors import PantherError
 
+    terminated = []
+
     def on_sigterm(signum, frame):
+        # Some libraries wrap whatever an import raises (pydoc.locate in nnU-Net's network builder
+        # turns it into ErrorDuringImport), so the flag, not the exception type, says what happened.
+        terminated.append(signum)
         raise KeyboardInterrupt("terminated")
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    interrupted = "pantherseg error: interrupted before the mask was complete; no mask was written."
     try:
         result = function(*args, **kwargs)
     except PantherError as error:
+        if terminated:
+            print(interrupted, file=sys.stderr)
+            return 130
         print(f"pantherseg error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("pantherseg error: interrupted before the mask was complete; no mask was written.", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
     except MemoryError:
         print("pantherseg error: out of memory; try a machine with more RAM or a smaller image.", file=sys.stderr)
         return 5
+    except Exception:
+        if terminated:
+            print(interrupted, file=sys.stderr)
+            return 130
+        raise
     return int(result or 0)
 
 
