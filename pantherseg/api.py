@@ -89,8 +89,9 @@ def segment(
         weights: the weights root the config's member folders are relative to (default: ``weights/``).
         device: "auto" (CUDA if available), "cpu" or "cuda[:N]".
         report_dir: where ``<stem>.report.json`` run reports go; None writes none.
-        member_outputs_dir: if set, each member's tumour probability map (float32) is written to
-            ``<dir>/<member name>/<stem>.mha`` (the input ``pantherseg select`` needs) and the
+        member_outputs_dir: if set, each member's probabilities (float32, one vector component per
+            class) are written to ``<dir>/<member name>/<stem>.mha`` (the input ``pantherseg select``
+            needs) and the
             member's own mask (its argmax) to ``<dir>/<member name>/masks/<stem>.mha``.
         preview_dir: if set, also write ``<dir>/<stem>.preview.png`` (three orthogonal slices through the
             tumour, or the image centre, with the mask overlaid).
@@ -183,12 +184,17 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, deadline: 
 
 
 def _write_member_probabilities(prediction, volume, folder: Path, stem: str, ensemble: Ensemble) -> None:
-    """Each member's tumour probability (float32) and its own tumour mask (argmax, uint8)."""
+    """Each member's probabilities (float32, a vector component per class) and its own mask (argmax).
+
+    All classes, not the tumour's alone: the ensemble's mask is the argmax of the mean, which the
+    tumour probability alone cannot reproduce (0.45 tumour beats 0.30 pancreas and 0.25 background).
+    """
     import SimpleITK as sitk
 
     tumor = ensemble.task.tumor_label
     for name, probabilities in prediction.member_probabilities.items():
-        image = sitk.GetImageFromArray(np.ascontiguousarray(probabilities[tumor], dtype=np.float32))
+        image = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(probabilities, 0, -1), dtype=np.float32),
+                                       isVector=True)
         image.CopyInformation(volume.reference)
         write_image_atomically(image, folder / name / f"{stem}.mha")
         own_mask = (probabilities.argmax(0) == tumor).astype(np.uint8)

@@ -49,10 +49,30 @@ def budget_from_flag(value: float | None) -> float | None:
     return float("inf") if value == 0 else value
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted, not when the handler was made.
+
+    Why: a caller that runs main() in-process and swaps sys.stderr (pytest's capture, a notebook)
+    would otherwise leave the root logger writing to a closed stream ("I/O operation on closed file").
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure_logging(quiet: bool = False, verbose: bool = False) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stderr, force=True)
+    handler = _CurrentStderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     if not verbose:
         # nnU-Net and friends are chatty at INFO; their warnings still show.
         for name in ("nnunetv2", "matplotlib", "PIL"):
@@ -139,7 +159,7 @@ def _select(args: argparse.Namespace) -> int:
     config_path = args.config or default_config()
     base = load_config(config_path)
     members = [m.name for m in base.task(args.task).members]
-    cases = load_validation_cases(args.member_outputs, args.gt, members)
+    cases = load_validation_cases(args.member_outputs, args.gt, members, base.task(args.task).tumor_label)
     if args.costs is not None:
         costs = costs_from_json(args.costs, members)
     else:
@@ -198,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--weights", type=Path, default=None,
                          help="weights root the config's model folders are relative to (default: weights/)")
     predict.add_argument("--member-outputs", type=Path, default=None, metavar="DIR",
-                         help="also write each member's tumour probability map to DIR/<member>/<case>.mha "
+                         help="also write each member's probabilities (one component per class) to "
+                              "DIR/<member>/<case>.mha and its own mask to DIR/<member>/masks/ "
                               "(input for 'pantherseg select')")
     predict.add_argument("--no-report", action="store_true", help="do not write <case>.report.json")
     add_run_options(predict)

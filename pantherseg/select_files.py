@@ -1,8 +1,9 @@
 """Files in and out of ensemble selection: member probability maps, costs, a new ensemble_config.json.
 
 Inputs come from the engine itself:
-- ``pantherseg predict --member-outputs DIR`` writes each member's tumour probability map to
-  ``DIR/<member name>/<case>.mha``;
+- ``pantherseg predict --member-outputs DIR`` writes each member's probability maps (one vector
+  component per class) to ``DIR/<member name>/<case>.mha``; a scalar map is read as the tumour
+  probability alone (then thresholded at 0.5 instead of the engine's argmax);
 - its run reports (``<case>.report.json``) hold each member's measured network time.
 The result is the base config with the task's member list replaced by the chosen members and
 their integer weights (heaviest first, which is also the priority order under time pressure).
@@ -23,8 +24,13 @@ from pantherseg.evaluation import case_files, read_mask
 from pantherseg.selection import SelectionResult, ValidationCase
 
 
-def load_validation_cases(member_outputs: Path, gt_dir: Path, members: list[str]) -> list[ValidationCase]:
-    """Cases present in the truth folder and in every member's folder."""
+def load_validation_cases(member_outputs: Path, gt_dir: Path, members: list[str],
+                          tumor_label: int) -> list[ValidationCase]:
+    """Cases present in the truth folder and in every member's folder.
+
+    Per-class maps are kept as float16 (10 Task 1 cases x 6 members x 3 classes fit in 2 GB); the
+    ensemble's mean is taken in float32.
+    """
     import SimpleITK as sitk
 
     member_files = {}
@@ -43,11 +49,21 @@ def load_validation_cases(member_outputs: Path, gt_dir: Path, members: list[str]
         truth, spacing_xyz = read_mask(truth_files[case])
         probabilities = {}
         for name in members:
-            array = sitk.GetArrayFromImage(sitk.ReadImage(str(member_files[name][case]))).astype(np.float32)
-            if array.shape != truth.shape:
+            image = sitk.ReadImage(str(member_files[name][case]))
+            array = sitk.GetArrayFromImage(image)
+            if image.GetNumberOfComponentsPerPixel() > 1:
+                array = np.moveaxis(array, -1, 0).astype(np.float16)
+            else:
+                array = array.astype(np.float32)
+            if array.shape[-truth.ndim:] != truth.shape:
                 raise InputError(f"case {case}: member '{name}' map has shape {array.shape}, truth {truth.shape}.")
             probabilities[name] = array
-        loaded.append(ValidationCase(case, probabilities, truth, tuple(reversed(spacing_xyz))))
+        per_class = {a.ndim == truth.ndim + 1 for a in probabilities.values()}
+        if len(per_class) != 1:
+            raise InputError(f"case {case}: some members' maps are per class and some tumour-only; "
+                             f"write them all again with one version of 'pantherseg predict --member-outputs'.")
+        loaded.append(ValidationCase(case, probabilities, truth, tuple(reversed(spacing_xyz)),
+                                     tumor_label=tumor_label if per_class == {True} else None))
     return loaded
 
 

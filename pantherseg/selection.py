@@ -5,8 +5,10 @@ ICML 2004. Starting from an empty ensemble, each step adds the one member (possi
 chosen: selection with replacement) that gives the best objective; after ``max_steps`` steps the
 best ensemble seen along the way is returned. A member chosen k times has integer weight k.
 
-The ensemble's tumour probability for a case is the weighted mean of its members' probability
-maps; voxels with probability > ``threshold`` (default 0.5) are tumour. Each ensemble is scored
+The ensemble's probabilities for a case are the weighted mean of its members' maps. With per-class
+maps (what ``pantherseg predict --member-outputs`` writes, ``ValidationCase.tumor_label`` set) a
+voxel is tumour where the argmax of that mean is the tumour label, exactly as the engine decides;
+with tumour-only maps, where the mean is > ``threshold`` (default 0.5). Each ensemble is scored
 with the challenge figures (``pantherseg.metrics``) against the truth, then compared with the
 others by an objective.
 
@@ -46,15 +48,26 @@ Objective = Callable[[Mapping[str, Aggregate]], Mapping[str, float]]
 class ValidationCase:
     """One labelled validation case.
 
-    ``probabilities`` maps each member's name to its tumour probability map (float, values in
-    [0, 1], the shape of ``truth``); ``truth`` is the boolean tumour mask; ``spacing_mm`` the voxel
-    size in mm along the arrays' axes (z, y, x for SimpleITK arrays).
+    ``probabilities`` maps each member's name to its probability map: per class, shape
+    ``(classes, *truth.shape)``, when ``tumor_label`` is set (the mask is then the argmax of the
+    ensemble's mean, as in the engine), else the tumour probability alone, shape ``truth.shape``
+    (the mask is then the mean > threshold). ``truth`` is the boolean tumour mask; ``spacing_mm``
+    the voxel size in mm along the arrays' axes (z, y, x for SimpleITK arrays).
     """
 
     name: str
     probabilities: Mapping[str, np.ndarray]
     truth: np.ndarray
     spacing_mm: tuple[float, float, float]
+    tumor_label: int | None = None
+
+    def ensemble_mask(self, weights: Mapping[str, int], threshold: float) -> np.ndarray:
+        """The tumour mask of the weighted mean of the members' maps."""
+        total = sum(weights.values())
+        mean = sum(w * self.probabilities[m].astype(np.float32) for m, w in weights.items()) / total
+        if self.tumor_label is None:
+            return mean > threshold
+        return mean.argmax(0) == self.tumor_label
 
 
 @dataclass(frozen=True)
@@ -143,10 +156,16 @@ def _check_inputs(cases: Sequence[ValidationCase], costs_s: Mapping[str, float],
         if not isinstance(case.truth, np.ndarray) or case.truth.dtype != bool:
             raise InputError(f"case {case.name}: truth must be a boolean mask, found "
                              f"{getattr(case.truth, 'dtype', type(case.truth).__name__)}")
+        classes = {prob.shape[0] for prob in case.probabilities.values() if prob.ndim == case.truth.ndim + 1}
         for member, prob in case.probabilities.items():
-            if prob.shape != case.truth.shape:
-                raise InputError(f"case {case.name}, member {member}: probability map shape "
+            if case.tumor_label is None and prob.shape != case.truth.shape:
+                raise InputError(f"case {case.name}, member {member}: tumour probability map shape "
                                  f"{prob.shape} does not match truth shape {case.truth.shape}")
+            if case.tumor_label is not None and (prob.shape[1:] != case.truth.shape or len(classes) != 1
+                                                 or prob.shape[0] <= case.tumor_label):
+                raise InputError(f"case {case.name}, member {member}: expected per-class maps of shape "
+                                 f"(classes > {case.tumor_label}, {', '.join(map(str, case.truth.shape))}) "
+                                 f"alike for every member, found {prob.shape}")
             if not np.issubdtype(prob.dtype, np.floating):
                 raise InputError(f"case {case.name}, member {member}: expected a float "
                                  f"probability map, found dtype {prob.dtype}")
@@ -185,11 +204,8 @@ class _Scorer:
         divisor = math.gcd(*weights.values())
         key = tuple(sorted((m, w // divisor) for m, w in weights.items()))
         if key not in self.cache:
-            total = sum(w for _, w in key)
-            per_case = []
-            for case in self.cases:
-                prob = sum(w * case.probabilities[m].astype(np.float64) for m, w in key) / total
-                per_case.append(case_metrics(prob > self.threshold, case.truth, case.spacing_mm))
+            per_case = [case_metrics(case.ensemble_mask(dict(key), self.threshold), case.truth, case.spacing_mm)
+                        for case in self.cases]
             self.cache[key] = aggregate(per_case)
         return self.cache[key]
 

@@ -31,15 +31,18 @@ def test_predict_evaluate_select(tiny_weights, tiny_config, tmp_path, capsys):
         report = json.loads((out / f"{case}.report.json").read_text())
         assert report["members_used"] == ["a-f0", "a-f1", "b-f0"]
         for name in report["members_used"]:
-            probabilities = sitk.GetArrayFromImage(sitk.ReadImage(str(members / name / f"{case}.mha")))
-            assert probabilities.min() >= 0 and probabilities.max() <= 1
+            image = sitk.ReadImage(str(members / name / f"{case}.mha"))
+            probabilities = sitk.GetArrayFromImage(image)
+            assert image.GetNumberOfComponentsPerPixel() == 2  # background, tumour
+            assert probabilities.min() >= 0 and np.allclose(probabilities.sum(-1), 1, atol=1e-4)
+            own_mask = sitk.GetArrayFromImage(sitk.ReadImage(str(members / name / "masks" / f"{case}.mha")))
+            assert np.array_equal(own_mask, probabilities.argmax(-1) == 1)
 
     # Truth := member a-f0's own mask, so a-f0 alone must be among the best ensembles.
     truth = tmp_path / "truth"
     truth.mkdir()
     for case in ("case_a", "case_b"):
-        probabilities = sitk.ReadImage(str(members / "a-f0" / f"{case}.mha"))
-        sitk.WriteImage(sitk.Cast(probabilities > 0.5, sitk.sitkUInt8), str(truth / f"{case}.mha"))
+        (truth / f"{case}.mha").write_bytes((members / "a-f0" / "masks" / f"{case}.mha").read_bytes())
 
     assert main(["evaluate", "--pred", str(out), "--gt", str(truth), "--json", str(tmp_path / "m.json")]) == 0
     figures = json.loads((tmp_path / "m.json").read_text())

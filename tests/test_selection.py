@@ -118,3 +118,29 @@ def test_input_errors():
                         {"m": 1.0, "n": 1.0}, 1.0)
     with pytest.raises(InputError, match="metrics from"):
         weighted_objective({"accuracy": 1.0})
+
+
+def per_class(tumour: float, pancreas: float, region) -> np.ndarray:
+    """(background, tumour, pancreas) maps: certain background outside ``region``."""
+    out = np.zeros((3, *SHAPE), np.float32)
+    out[0] = 1.0
+    out[(slice(None), *region)] = np.array([1.0 - tumour - pancreas, tumour, pancreas], np.float32)[:, None, None, None]
+    return out
+
+
+def test_per_class_maps_are_scored_by_argmax_like_the_engine():
+    # 0.45 tumour beats 0.30 pancreas and 0.25 background: the engine writes tumour there, and so
+    # must selection; a 0.5 threshold on the tumour map alone would call it empty.
+    members = {"unsure": per_class(0.45, 0.30, A), "absent": per_class(0.05, 0.60, A)}
+    cases = [ValidationCase("c", members, truth(A), SPACING, tumor_label=1)]
+    result = select_ensemble(cases, {"unsure": 1.0, "absent": 1.0}, budget_s=10.0)
+    assert result.weights == {"unsure": 1}
+    assert result.aggregate.dice == 1.0
+    assert cases[0].ensemble_mask({"unsure": 1}, threshold=0.5).sum() == truth(A).sum()
+
+
+def test_per_class_maps_of_mismatched_shapes_are_refused():
+    members = {"m1": per_class(0.9, 0.0, A), "m2": per_class(0.9, 0.0, A)[:2]}
+    with pytest.raises(InputError, match="per-class maps"):
+        select_ensemble([ValidationCase("c", members, truth(A), SPACING, tumor_label=1)],
+                        {"m1": 1.0, "m2": 1.0}, budget_s=10.0)
