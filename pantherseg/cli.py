@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "single member and against all members.",
     )
     select.add_argument("--member-outputs", type=Path, required=True, metavar="DIR",
-                        help="DIR/<member>/<case>.mha tumour probability maps")
+                        help="DIR/<member>/<case>.mha probability maps (per class, or tumour only)")
     select.add_argument("--gt", type=Path, required=True, help="ground-truth tumour masks, <case>.mha")
     select.add_argument("--out", type=Path, required=True, help="where to write the new ensemble_config.json")
     select.add_argument("--task", default="t1", help="task whose members are chosen from (default: t1)")

@@ -219,7 +219,7 @@ def select_ensemble(cases: Sequence[ValidationCase], costs_s: Mapping[str, float
                     max_steps: int = 10, threshold: float = 0.5) -> SelectionResult:
     """Greedy forward ensemble selection with replacement (Caruana et al. 2004).
 
-    ``cases``: labelled validation cases, each with every member's tumour probability map.
+    ``cases``: labelled validation cases, each with every member's probability maps (see ValidationCase).
     ``costs_s``: each member's inference time, seconds per case. ``budget_s``: the most time per
     case the ensemble may take (sum over its distinct members). ``objective``: how candidates are
     compared (``ranking_objective`` or ``weighted_objective(...)``). ``max_steps``: the number of

@@ -22,6 +22,7 @@ after construction for a smoke run.
 from __future__ import annotations
 
 import torch
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDA5 import (
     nnUNetTrainerDA5,
@@ -31,7 +32,12 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDA5
 
 
 class _ZooSchedule:
-    """Mixin: a short CPU schedule, more tumour patches, and validation without mirroring.
+    """Mixin: a short CPU schedule, AdamW, more tumour patches, and validation without mirroring.
+
+    AdamW instead of nnU-Net's SGD (lr 1e-2, Nesterov momentum 0.99), with nnU-Net's poly decay:
+    SGD is made for 250 000 iterations, and in 900 it left the foundation predicting background
+    only (pseudo Dice 0 for pancreas and tumour, measured), while AdamW at 2e-3 reached pancreas
+    0.85 and tumour 0.60 pseudo Dice in 250 iterations (measured; nnU-Net ships Adam trainers too).
 
     Foreground oversampling is raised from nnU-Net's 0.33 to 0.8 because with a few hundred
     iterations the tumour (about 1 % of a patch) is otherwise seen too rarely: a first trial at 0.5
@@ -44,6 +50,8 @@ class _ZooSchedule:
     ITERATIONS_PER_EPOCH = 25
     VAL_ITERATIONS_PER_EPOCH = 4
     OVERSAMPLE_FOREGROUND = 0.8
+    INITIAL_LR = 1e-3  # fine-tuning from pretrained weights; the foundation uses more
+    WEIGHT_DECAY = 3e-5
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cpu")):
@@ -53,6 +61,13 @@ class _ZooSchedule:
         self.num_val_iterations_per_epoch = self.VAL_ITERATIONS_PER_EPOCH
         self.oversample_foreground_percent = self.OVERSAMPLE_FOREGROUND
         self.save_every = 10**6
+        self.initial_lr = self.INITIAL_LR
+        self.weight_decay = self.WEIGHT_DECAY
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr,
+                                      weight_decay=self.weight_decay)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
         axes = self.inference_allowed_mirroring_axes
@@ -66,47 +81,48 @@ class _ZooSchedule:
 class nnUNetTrainer_ZooFoundation(_ZooSchedule, nnUNetTrainer):
     """Foundation model on the pretraining phantoms (fold "all"); every Task 1 model starts from it.
 
-    The winners' cascade starts from a foundation model; here it also gets the tiny networks past
-    their slow start: trained from scratch, a Task 1 fold still predicted background only after
-    500 iterations (measured), most of a CPU-sized fold budget.
+    The winners' cascade starts from a foundation model; here it also lets every shipped fold spend
+    its short budget on refining rather than on finding the pancreas. Trained from scratch, so a
+    higher learning rate than the fine-tuned models.
     """
 
-    EPOCHS = 36
+    EPOCHS = 40
     ITERATIONS_PER_EPOCH = 25
+    INITIAL_LR = 2e-3
 
 
 class nnUNetTrainer_ZooAllRounder(_ZooSchedule, nnUNetTrainer):
     """Task 1 all-rounder: default augmentation, longest schedule; the best checkpoint is shipped."""
 
-    EPOCHS = 10
+    EPOCHS = 20
     ITERATIONS_PER_EPOCH = 25
 
 
 class nnUNetTrainer_ZooVolumeDA5(_ZooSchedule, nnUNetTrainerDA5):
     """Task 1 volume model: heavy DA5 augmentation, shorter (the winners' 200-epoch model)."""
 
-    EPOCHS = 6
+    EPOCHS = 12
     ITERATIONS_PER_EPOCH = 25
 
 
 class nnUNetTrainer_ZooBoundaryDA5ord0(_ZooSchedule, nnUNetTrainerDA5ord0):
     """Task 1 boundary model: DA5 with nearest-neighbour resampling of image and labels."""
 
-    EPOCHS = 6
+    EPOCHS = 12
     ITERATIONS_PER_EPOCH = 25
 
 
 class nnUNetTrainer_ZooT2AllRounderDA5(_ZooSchedule, nnUNetTrainerDA5):
     """Task 2 all-rounder: fine-tuned from the Task 1 volume (DA5) model with DA5."""
 
-    EPOCHS = 6
+    EPOCHS = 12
     ITERATIONS_PER_EPOCH = 25
 
 
 class nnUNetTrainer_ZooT2VolumeDA5Segord0(_ZooSchedule, nnUNetTrainerDA5Segord0):
     """Task 2 volume model: fine-tuned from the Task 1 all-rounder with DA5Segord0."""
 
-    EPOCHS = 4
+    EPOCHS = 8
     ITERATIONS_PER_EPOCH = 25
 
 
