@@ -92,25 +92,20 @@ def run_guarded(function, *args, **kwargs) -> int:
         raise KeyboardInterrupt("terminated")
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    interrupted = "pantherseg error: interrupted before the mask was complete; no mask was written."
     try:
         result = function(*args, **kwargs)
-    except PantherError as error:
-        if terminated:
-            print(interrupted, file=sys.stderr)
+    except (Exception, KeyboardInterrupt) as error:
+        if terminated or isinstance(error, KeyboardInterrupt):
+            print("pantherseg error: interrupted before the mask was complete; no mask was written.",
+                  file=sys.stderr)
             return 130
-        print(f"pantherseg error: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
-        return 130
-    except MemoryError:
-        print("pantherseg error: out of memory; try a machine with more RAM or a smaller image.", file=sys.stderr)
-        return 5
-    except Exception:
-        if terminated:
-            print(interrupted, file=sys.stderr)
-            return 130
+        if isinstance(error, PantherError):
+            print(f"pantherseg error: {error}", file=sys.stderr)
+            return error.exit_code
+        if isinstance(error, MemoryError):
+            print("pantherseg error: out of memory; try a machine with more RAM or a smaller image.",
+                  file=sys.stderr)
+            return 5
         raise
     return int(result or 0)
 

@@ -54,7 +54,7 @@ def load_validation_cases(member_outputs: Path, gt_dir: Path, members: list[str]
             if image.GetNumberOfComponentsPerPixel() > 1:
                 array = np.moveaxis(array, -1, 0).astype(np.float16)
             else:
-                array = array.astype(np.float32)
+                array = array.astype(np.float32, copy=False)
             if array.shape[-truth.ndim:] != truth.shape:
                 raise InputError(f"case {case}: member '{name}' map has shape {array.shape}, truth {truth.shape}.")
             probabilities[name] = array

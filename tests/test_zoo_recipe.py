@@ -108,6 +108,23 @@ def test_stripped_checkpoint_loads_with_weights_only(tmp_path):
     network.load_state_dict(stripped["network_weights"])
 
 
+def test_fine_tuning_starts_from_every_pretrained_tensor_heads_included(tmp_path):
+    small = zoo_plans.shrink_plans(_nnunet_like_plans(), "t1", FINGERPRINT)
+    torch.manual_seed(0)
+    pretrained = _network(small)
+    torch.save({"network_weights": pretrained.state_dict()}, tmp_path / "checkpoint_final.pth")
+    torch.manual_seed(1)
+    fine_tuned = _network(small)
+    train_zoo.load_pretrained(fine_tuned, tmp_path / "checkpoint_final.pth")
+    loaded = fine_tuned.state_dict()
+    assert any(".seg_layers." in k for k in loaded)  # nnU-Net's own loader would skip these
+    assert all(torch.equal(v, loaded[k]) for k, v in pretrained.state_dict().items())
+    other = zoo_plans.shrink_plans(_nnunet_like_plans(), "t1", FINGERPRINT)
+    other["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"][0] += 2
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        train_zoo.load_pretrained(_network(other), tmp_path / "checkpoint_final.pth")
+
+
 def test_ensemble_config_follows_the_winning_layout():
     config = ship.ensemble_config(train_zoo.members())
     assert {k: config[k] for k in ("version", "tile_step_size", "use_mirroring", "time_budget_s")} == {

@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import phantoms  # noqa: E402  (resources/ is a folder of scripts, not a package)
 
 logger = logging.getLogger(__name__)
 
@@ -79,13 +83,12 @@ def ship(members: list[Member], results_dir: Path, weights_dir: Path) -> None:
 
 def ensemble_config(members: list[Member]) -> dict:
     """The ensemble_config.json document (schema version 1) for these members, in the given order."""
-    slugs = {"t1": "abdominal-t1-mri", "t2": "abdominal-t2-mri"}
     tasks = {}
-    for task, input_slug in slugs.items():
+    for task, input_slug in phantoms.GC_INPUT_SLUGS.items():
         tasks[task] = {
             "input_slug": input_slug,
             "output_slug": "pancreatic-tumor-segmentation",
-            "tumor_label": 1,
+            "tumor_label": phantoms.LABELS["tumor"],
             "members": [
                 {"name": m.name, "role": m.role, "model": m.model_folder, "fold": m.fold,
                  "checkpoint": m.checkpoint, "weight": 1.0}

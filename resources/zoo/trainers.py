@@ -43,9 +43,12 @@ class _ZooSchedule:
     1 % of a patch), uses 0.8. That leaves it blind to the far background: on held-out phantoms it
     found 93 % of the tumour but also dark blobs in muscle, canal and bowel, 2-10x the tumour's
     volume (Dice 0.34, measured). The shipped folds fine-tune at 0.5 to unlearn those; at 0.33 with
-    re-initialised heads (below) a fold's tumour Dice stayed under 0.1 after 500 iterations. Validation runs without test-time mirroring because the
-    ensemble runs without it (the challenge's 5-minute limit) and 8x mirroring on CPU is slow; the
-    checkpoint still records the axes the augmentation allowed.
+    re-initialised heads (see train_zoo.load_pretrained) a fold's tumour Dice stayed under 0.1 after
+    500 iterations.
+
+    Validation runs without test-time mirroring because the ensemble runs without it (the
+    challenge's 5-minute limit) and 8x mirroring on CPU is slow; the checkpoint still records the
+    axes the augmentation allowed.
     """
 
     EPOCHS = 20
@@ -89,7 +92,6 @@ class nnUNetTrainer_ZooFoundation(_ZooSchedule, nnUNetTrainer):
     """
 
     EPOCHS = 40
-    ITERATIONS_PER_EPOCH = 25
     INITIAL_LR = 2e-3
     OVERSAMPLE_FOREGROUND = 0.8
 
@@ -98,35 +100,30 @@ class nnUNetTrainer_ZooAllRounder(_ZooSchedule, nnUNetTrainer):
     """Task 1 all-rounder: default augmentation, longest schedule; the best checkpoint is shipped."""
 
     EPOCHS = 20
-    ITERATIONS_PER_EPOCH = 25
 
 
 class nnUNetTrainer_ZooVolumeDA5(_ZooSchedule, nnUNetTrainerDA5):
     """Task 1 volume model: heavy DA5 augmentation, shorter (the winners' 200-epoch model)."""
 
     EPOCHS = 12
-    ITERATIONS_PER_EPOCH = 25
 
 
 class nnUNetTrainer_ZooBoundaryDA5ord0(_ZooSchedule, nnUNetTrainerDA5ord0):
     """Task 1 boundary model: DA5 with nearest-neighbour resampling of image and labels."""
 
     EPOCHS = 12
-    ITERATIONS_PER_EPOCH = 25
 
 
 class nnUNetTrainer_ZooT2AllRounderDA5(_ZooSchedule, nnUNetTrainerDA5):
     """Task 2 all-rounder: fine-tuned from the Task 1 volume (DA5) model with DA5."""
 
     EPOCHS = 12
-    ITERATIONS_PER_EPOCH = 25
 
 
 class nnUNetTrainer_ZooT2VolumeDA5Segord0(_ZooSchedule, nnUNetTrainerDA5Segord0):
     """Task 2 volume model: fine-tuned from the Task 1 all-rounder with DA5Segord0."""
 
     EPOCHS = 8
-    ITERATIONS_PER_EPOCH = 25
 
 
 TRAINERS = {
