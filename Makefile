@@ -12,11 +12,11 @@ OUTPUT ?= output
 
 .PHONY: demo test test-all setup clean
 
-$(BIN)/.installed: requirements-cpu.txt constraints-cpu.txt pyproject.toml
+$(BIN)/.installed: requirements-cpu.txt requirements-extras.txt constraints-cpu.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints-cpu.txt -r requirements-cpu.txt
+	$(BIN)/python -m pip install --quiet -c constraints-cpu.txt -r requirements-cpu.txt -r requirements-extras.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 

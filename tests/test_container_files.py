@@ -320,9 +320,17 @@ def test_cpu_constraint_matches_the_torch_pin():
     assert constraints == {"torch": read_requirements(REPO / "requirements-cpu.txt")["torch"] + "+cpu"}
 
 
+def test_extras_stay_out_of_the_image():
+    extras = read_requirements(REPO / "requirements-extras.txt")
+    container = read_requirements(REPO / "requirements.txt")
+    assert not set(extras) & set(container), "an optional extra is pinned in the image's requirements.txt"
+    assert not set(extras) & set(read_requirements(REPO / "requirements-cpu.txt"))
+
+
 def test_test_environment_matches_the_pins():
     mismatches = []
-    for name, pinned in read_requirements(REPO / "requirements-cpu.txt").items():
+    pins = {**read_requirements(REPO / "requirements-cpu.txt"), **read_requirements(REPO / "requirements-extras.txt")}
+    for name, pinned in pins.items():
         try:
             installed = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -331,7 +339,7 @@ def test_test_environment_matches_the_pins():
             mismatches.append(f"{name}: pinned {pinned}, installed {installed}")
     assert not mismatches, (
         "this environment drifted from requirements-cpu.txt; run "
-        "pip install -c constraints-cpu.txt -r requirements-cpu.txt\n" + "\n".join(mismatches)
+        "pip install -c constraints-cpu.txt -r requirements-cpu.txt -r requirements-extras.txt\n" + "\n".join(mismatches)
     )
 
 
