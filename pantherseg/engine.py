@@ -14,7 +14,6 @@ without writing probabilities to disk, and with a deadline that skips members wh
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -83,7 +82,9 @@ def resolve_device(name: str = "auto"):
     if name != "cpu" and not name.startswith("cuda"):
         raise PantherError(f"Device must be auto, cpu or cuda[:N], found '{name}'.")
     if name == "cpu":
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+        from pantherseg.cpu_quota import configure_torch_threads
+
+        configure_torch_threads()  # the cgroup CPU quota (docker --cpus), not the host's cores
     return torch.device(name)
 
 
