@@ -196,6 +196,7 @@ class Ensemble:
             remaining_uses[member.preprocessing_key] += 1
         accumulated: np.ndarray | None = None
         weight_sum = 0.0
+        voxel_weights = 0.0  # per voxel once a partial member ran: it only counts where its tiles were
         export_estimate = 0.0
 
         for member, outcome in zip(self.members, outcomes):
@@ -237,7 +238,7 @@ class Ensemble:
             if not completed:
                 outcome.status = "partial"
                 outcome.reason = (f"only {outcome.tiles_done}/{outcome.tiles_total} tiles fit the budget; "
-                                  f"kept because no other member had finished (unvisited voxels = background)")
+                                  f"kept because no other member had finished (its unvisited voxels get no weight)")
                 log.warning("%s: %s", member.name, outcome.reason)
             else:
                 outcome.status = "ran"
@@ -250,12 +251,13 @@ class Ensemble:
             export_estimate = max(export_estimate, export_s)
 
             started = time.perf_counter()
-            weight = member.spec.weight
+            weight = member.spec.weight if completed else _coverage_weight(probabilities, member.spec.weight)
             if accumulated is None:
                 accumulated = probabilities * weight
             else:
                 accumulated += probabilities * weight
-            weight_sum += weight
+            weight_sum += member.spec.weight
+            voxel_weights = voxel_weights + weight
             if keep_member_probabilities:
                 prediction.member_probabilities[member.name] = probabilities
             del probabilities
@@ -264,7 +266,7 @@ class Ensemble:
             self._release(preprocessed, remaining_uses, key)
 
         started = time.perf_counter()
-        accumulated /= weight_sum
+        _divide_by_weights(accumulated, voxel_weights)
         prediction.probabilities = accumulated
         prediction.mask = (accumulated.argmax(0) == self.task.tumor_label).astype(np.uint8)
         timings["ensemble"] += time.perf_counter() - started
@@ -304,6 +306,27 @@ class Ensemble:
     def _release(preprocessed: dict, remaining_uses: dict, key: str) -> None:
         if remaining_uses[key] == 0:
             preprocessed.pop(key, None)
+
+
+def _coverage_weight(probabilities: np.ndarray, weight: float) -> np.ndarray:
+    """A partial member's weight per voxel: 0 where no tile reached (NaN from the sliding window).
+
+    Those voxels of ``probabilities`` are set to background 1 in place, so the member's own map
+    (``--member-outputs``) stays a probability map."""
+    uncovered = np.isnan(probabilities).any(0)
+    probabilities[:, uncovered] = 0.0
+    probabilities[0, uncovered] = 1.0
+    return np.where(uncovered, np.float32(0), np.float32(weight))
+
+
+def _divide_by_weights(accumulated: np.ndarray, voxel_weights) -> None:
+    """Weighted sum -> weighted mean, in place; voxels no member looked at become background."""
+    if np.ndim(voxel_weights) == 0:
+        accumulated /= voxel_weights
+        return
+    empty = voxel_weights == 0
+    accumulated /= np.where(empty, np.float32(1), voxel_weights)
+    accumulated[0][empty] = 1.0
 
 
 def _count_tiles(shape, patch_size, step_size) -> int:

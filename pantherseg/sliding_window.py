@@ -65,7 +65,7 @@ def predict_logits(
         autocast_dtype: run the network under autocast in this dtype (torch.float16 on CUDA as nnU-Net
             does, torch.bfloat16 on CPUs with AMX/AVX512-BF16); None runs it in float32. Sums stay float32.
         on_batch: called as ``on_batch(tiles_done, tiles_total)`` after each forward pass; returning
-            False stops the prediction there (voxels no tile reached get background logits).
+            False stops the prediction there (voxels no tile reached get NaN logits: no evidence).
 
     Returns the logits on the device the sums were kept on (``device`` or the CPU).
     """
@@ -109,10 +109,11 @@ def predict_logits(
             break
 
     if done < len(origins):
-        # Stopped early (deadline): voxels no tile reached become confident background.
+        # Stopped early (deadline): voxels no tile reached hold no evidence. They become NaN, not some
+        # made-up "background" logit: (1, 0, 0) is only 0.58 background after softmax and would outvote
+        # members that did look there. The engine gives NaN voxels no weight in the ensemble mean.
         uncovered = weights == 0
-        logits[:, uncovered] = 0
-        logits[0, uncovered] = 1
+        logits[:, uncovered] = float("nan")
         weights[uncovered] = 1
     logits /= weights
     return logits[(slice(None), *revert_padding[1:])]

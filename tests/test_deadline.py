@@ -90,3 +90,69 @@ def test_deadline_counts_from_process_start():
     deadline = Deadline(budget_s=300, reserve_s=20, clock=clock)
     assert deadline.elapsed() >= 0  # includes this process's start-up, read from /proc
     assert deadline.remaining_for_members() <= 280
+
+
+@pytest.fixture(scope="module")
+def small_patch_weights(tmp_path_factory):
+    """Two models from the Task 1 plans (features / 16) with test-sized patches: 16x32x32 and 16x32x96."""
+    from model_factory import load_plans, make_model_folder, shrink
+
+    root = tmp_path_factory.mktemp("small-patch-weights")
+    for name, patch in (("Dataset811_Small/T__P__3d_fullres", [16, 32, 32]), ("Dataset812_Wide/T__P__3d_fullres", [16, 32, 96])):
+        plans = shrink(load_plans("task1"), divisor=16)
+        plans["configurations"]["3d_fullres"]["patch_size"] = patch
+        make_model_folder(root, name, plans=plans)
+    return root
+
+
+def test_voxels_a_partial_member_never_reached_carry_no_weight(small_patch_weights):
+    # Member A (5 tiles of 16x32x32 along x, 10 s each) says "background" firmly (tumour logit -5) where
+    # it looks, and is stopped after its first tile (x < 32). Member B (one 16x32x96 tile, 30 s) says
+    # "tumour" mildly everywhere (tumour logit 0.6, p = sigmoid(0.6) = 0.646). The image has the plans'
+    # spacing and no zero voxel, so nothing is resampled or cropped and the right answer is exact:
+    # where A looked the mean is (sigmoid(-5) + sigmoid(0.6)) / 2 -> background; elsewhere only B counts
+    # -> tumour with p = 0.646. The old rule gave A's unvisited voxels logits (1, 0), p(tumour) 0.27,
+    # which outvoted B there: (0.27 + 0.646) / 2 < 0.5, background everywhere.
+    config = parse_config({"version": 1, "tasks": {"t1": {
+        "input_slug": "abdominal-t1-mri", "output_slug": "pancreatic-tumor-segmentation", "tumor_label": 1,
+        "members": [member("a", "Dataset811_Small/T__P__3d_fullres"), member("b", "Dataset812_Wide/T__P__3d_fullres")]}}})
+    clock = FakeClock()
+    ensemble = Ensemble.load(config=config, task="t1", weights=small_patch_weights, device="cpu")
+    ensemble.members[0].network = EchoNetwork(scale=0.0, shift=-5.0, clock=clock, seconds_per_tile=10.0)
+    ensemble.members[1].network = EchoNetwork(scale=0.0, shift=0.6, clock=clock, seconds_per_tile=30.0)
+    volume = volume_from_image(synthetic_image(shape_zyx=(16, 32, 96), spacing_xyz=(1.1875, 1.1875, 3.0), seed=2,
+                                               direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    assert float(np.abs(volume.data).min()) > 0  # no crop
+
+    # After A's first tile (t = 10): 4 more tiles would need 40 s, only 35 s are left -> A stops.
+    # B's projected 30 s (A's cost per voxel x B's patch) fit -> B runs.
+    prediction = ensemble.predict(volume, deadline=Deadline(budget_s=55, reserve_s=10, clock=clock, started_at=0.0),
+                                  keep_member_probabilities=True)
+    assert [(o.status, o.tiles_done, o.tiles_total) for o in prediction.outcomes] == [("partial", 1, 5), ("ran", 1, 1)]
+
+    def sigmoid(v):
+        return 1 / (1 + np.exp(-v))
+
+    tumour = prediction.probabilities[1]
+    np.testing.assert_allclose(tumour[:, :, :32], (sigmoid(-5.0) + sigmoid(0.6)) / 2, rtol=1e-5)
+    np.testing.assert_allclose(tumour[:, :, 32:], sigmoid(0.6), rtol=1e-5)
+    assert np.all(prediction.mask[:, :, :32] == 0) and np.all(prediction.mask[:, :, 32:] == 1)
+    np.testing.assert_allclose(prediction.probabilities.sum(0), 1.0, rtol=1e-5)
+    # A's own map says background where it never looked; it is a probability map, not NaN.
+    own = prediction.member_probabilities["a"]
+    assert np.all(own[0, :, :, 32:] == 1.0) and not np.isnan(own).any()
+
+
+def test_a_lone_partial_member_leaves_background_where_it_never_looked(small_patch_weights):
+    config = parse_config({"version": 1, "tasks": {"t1": {
+        "input_slug": "abdominal-t1-mri", "output_slug": "pancreatic-tumor-segmentation", "tumor_label": 1,
+        "members": [member("a", "Dataset811_Small/T__P__3d_fullres")]}}})
+    clock = FakeClock()
+    ensemble = Ensemble.load(config=config, task="t1", weights=small_patch_weights, device="cpu")
+    ensemble.members[0].network = EchoNetwork(scale=0.0, shift=3.0, clock=clock, seconds_per_tile=10.0)
+    volume = volume_from_image(synthetic_image(shape_zyx=(16, 32, 96), spacing_xyz=(1.1875, 1.1875, 3.0), seed=2,
+                                               direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    prediction = ensemble.predict(volume, deadline=Deadline(budget_s=40, reserve_s=10, clock=clock, started_at=0.0))
+    assert prediction.outcomes[0].status == "partial" and prediction.outcomes[0].tiles_done == 1
+    assert np.all(prediction.mask[:, :, :32] == 1) and np.all(prediction.mask[:, :, 32:] == 0)
+    np.testing.assert_array_equal(prediction.probabilities[0, :, :, 32:], 1.0)

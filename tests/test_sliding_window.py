@@ -39,7 +39,7 @@ def test_images_smaller_than_the_patch_count_one_tile():
     assert count_tiles((5, 6, 7), (16, 32, 48), 0.5) == 1
 
 
-def test_stopping_early_leaves_background_where_no_tile_reached():
+def test_stopping_early_leaves_no_evidence_where_no_tile_reached():
     data = torch.full((1, 16, 32, 96), 5.0)  # tumour logit 5 everywhere a tile ran
     calls = []
 
@@ -50,8 +50,10 @@ def test_stopping_early_leaves_background_where_no_tile_reached():
     logits = predict_logits(EchoNetwork(), data, patch_size=(16, 32, 32), num_classes=2, step_size=1.0,
                             on_batch=stop_after_first)
     assert calls == [(1, 3)]
-    assert torch.all(logits[:, :, :, :32].argmax(0) == 1)  # the visited tile
-    assert torch.all(logits[:, :, :, 32:].argmax(0) == 0)  # never visited: background
+    torch.testing.assert_close(logits[1, :, :, :32], data[0, :, :, :32])  # the visited tile, exactly
+    assert torch.all(logits[0, :, :, :32] == 0)
+    # Never visited: NaN (no evidence), which the engine weighs 0, not a made-up background logit.
+    assert torch.all(torch.isnan(logits[:, :, :, 32:]))
 
 
 def test_mirroring_averages_flipped_passes():
