@@ -19,10 +19,20 @@
 # that is used is built, so the default build never reads weights/.
 ARG BAKE_WEIGHTS=false
 
+# The base image. Keep the default for every image that leaves this machine. The container test on
+# machines without Docker Hub passes a local stand-in (test/container/build_standin.sh) together
+# with TORCH_CUDA=none; see docs/container.md for how the two differ.
+ARG BASE_IMAGE=pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime
+
 # DL3029: grand-challenge runs linux/amd64 only. Naming the platform here means a build on an
 # arm64 machine (Apple silicon) still produces the image the platform can run.
-# hadolint ignore=DL3029
-FROM --platform=linux/amd64 pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime AS runtime
+# DL3006: the tag is in BASE_IMAGE above, which hadolint cannot see through.
+# hadolint ignore=DL3029,DL3006
+FROM --platform=linux/amd64 ${BASE_IMAGE} AS runtime
+
+# The CUDA major version the self-check below requires of torch: 12 on the real base. "none" is only
+# for the CPU stand-in base: the check then requires a CPU build instead, and says so in the log.
+ARG TORCH_CUDA=12
 
 # Nothing writes outside /tmp at run time (the only writable folder on grand-challenge, and empty
 # at start), nothing tries the network (there is none), and Python output is not buffered, so the
@@ -55,17 +65,14 @@ RUN groupadd --gid 10001 user \
 WORKDIR /opt/app
 
 # Dependencies first: this layer is rebuilt only when requirements.txt changes, not on every code
-# change. The check after it fails the build if pip replaced the base image's CUDA torch, if
-# torchvision's CUDA build does not match torch (it would raise at import), or if onnxruntime-gpu
-# has no CUDA provider. No GPU is needed for these checks.
+# change. The check after it fails the build if pip replaced the base image's torch, if torch is not
+# the CUDA build TORCH_CUDA names, if torchvision's build does not match torch (it would raise at
+# import), or if onnxruntime-gpu has no CUDA provider. No GPU is needed for these checks.
 COPY requirements.txt /opt/app/requirements.txt
+COPY resources/container_selfcheck.py /opt/app/container_selfcheck.py
 RUN python -m pip install --no-cache-dir --break-system-packages --requirement /opt/app/requirements.txt \
-    && python -c "import sys, torch, torchvision, onnxruntime, nnunetv2, SimpleITK, surface_distance; \
-ok = torch.__version__.split('+')[0] == '2.13.0' and (torch.version.cuda or '').startswith('12.'); \
-ok = ok and 'CUDAExecutionProvider' in onnxruntime.get_available_providers(); \
-print('torch', torch.__version__, 'CUDA', torch.version.cuda, '| torchvision', torchvision.__version__, \
-'| onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers()); \
-sys.exit(0 if ok else 'expected the CUDA 12 build of torch 2.13.0 and onnxruntime-gpu with its CUDA provider')"
+    && python /opt/app/container_selfcheck.py --torch-cuda "${TORCH_CUDA}" \
+    && rm /opt/app/container_selfcheck.py
 
 # The code: only what inference needs at run time (resources/ and tests/ stay out, see .dockerignore).
 COPY --chown=user:user pyproject.toml ensemble_config.json inference.py /opt/app/

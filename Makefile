@@ -1,6 +1,8 @@
 # Two commands do all set-up on a fresh machine (Python 3.10+ with venv and pip):
 #   make demo   create .venv, install, run the container's entry point on the bundled sample
 #   make test   create .venv, install, run the test suite (slow suites: make test-all)
+#   make container-test   build the image with podman (a stand-in base where Docker Hub is out of
+#                         reach) and run it as grand-challenge does; root, about 20 minutes
 # The venv takes the CPU build of torch 2.13 (constraints-cpu.txt); the container uses the CUDA
 # build of the same version (requirements.txt, Dockerfile).
 
@@ -10,7 +12,7 @@ BIN := $(VENV)/bin
 SAMPLE ?= test/samples/t1-phantom/input
 OUTPUT ?= output
 
-.PHONY: demo test test-all setup clean
+.PHONY: demo test test-all container-test setup clean
 
 $(BIN)/.installed: requirements-cpu.txt requirements-extras.txt constraints-cpu.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +32,9 @@ test: setup
 
 test-all: setup
 	$(BIN)/python -m pytest -q --runslow
+
+container-test: setup
+	PYTHON=$(CURDIR)/$(BIN)/python bash test/container/run.sh
 
 clean:
 	rm -rf $(VENV) $(OUTPUT) .pytest_cache

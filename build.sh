@@ -6,6 +6,8 @@
 # TAG defaults to "pantherseg". --bake-weights (or BAKE_WEIGHTS=true) copies weights/ into the
 # image at /opt/app/weights for local runs without a model mount; leave it off for grand-challenge,
 # where the weights go up separately as model.tar.gz (./export.sh).
+# DOCKER picks the container engine (default docker; DOCKER=podman works too: the build arguments and
+# flags used here are common to both).
 # Works from any folder; safe to run again (Docker reuses cached layers).
 set -euo pipefail
 
@@ -20,6 +22,7 @@ fail() {
 }
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+docker="${DOCKER:-docker}"
 tag="pantherseg"
 bake="${BAKE_WEIGHTS:-false}"
 extra=()
@@ -40,10 +43,10 @@ case "$bake" in
     *) fail "BAKE_WEIGHTS must be true or false, not '$bake'" ;;
 esac
 
-command -v docker >/dev/null 2>&1 \
-    || fail "docker not found on PATH: install Docker Engine (or Docker Desktop) to build the image"
-docker info >/dev/null 2>&1 \
-    || fail "cannot reach the Docker daemon ('docker info' failed): start Docker, or check that your user may use it (docker group)"
+command -v "$docker" >/dev/null 2>&1 \
+    || fail "$docker not found on PATH: install Docker Engine (or Docker Desktop, or podman with DOCKER=podman) to build the image"
+"$docker" info >/dev/null 2>&1 \
+    || fail "cannot reach the container engine ('$docker info' failed): start Docker, or check that your user may use it (docker group)"
 
 if [[ "$bake" == true ]]; then
     python="${PYTHON:-}"
@@ -58,7 +61,7 @@ if [[ "$bake" == true ]]; then
 fi
 
 echo "Building $tag (linux/amd64, weights baked in: $bake) from $repo" >&2
-DOCKER_BUILDKIT=1 docker build \
+DOCKER_BUILDKIT=1 "$docker" build \
     --platform=linux/amd64 \
     --build-arg "BAKE_WEIGHTS=$bake" \
     --file "$repo/Dockerfile" \
@@ -66,7 +69,7 @@ DOCKER_BUILDKIT=1 docker build \
     ${extra[@]+"${extra[@]}"} \
     "$repo"
 
-size="$(docker image inspect --format '{{.Size}}' "$tag" 2>/dev/null || echo "")"
+size="$("$docker" image inspect --format '{{.Size}}' "$tag" 2>/dev/null || echo "")"
 if [[ "$size" =~ ^[0-9]+$ ]]; then
     echo "Built $tag: $((size / 1000000)) MB unpacked. Next: test/run_docker.sh $tag, then ./export.sh $tag" >&2
 else

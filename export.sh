@@ -11,6 +11,7 @@
 #
 # TAG defaults to "pantherseg". --output (or EXPORT_DIR) defaults to <repo>/export; --weights (or
 # WEIGHTS_DIR) to <repo>/weights. --model-only (or SKIP_IMAGE=1) skips the image: no Docker needed.
+# DOCKER picks the container engine (default docker; DOCKER=podman works too).
 # PYTHON picks the interpreter (default: <repo>/.venv/bin/python, else python3).
 # Works from any folder; safe to run again (model.tar.gz is replaced, each image export gets a new
 # timestamp).
@@ -27,6 +28,7 @@ fail() {
 }
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+docker="${DOCKER:-docker}"
 tag="pantherseg"
 skip_image="${SKIP_IMAGE:-0}"
 output="${EXPORT_DIR:-$repo/export}"
@@ -57,11 +59,11 @@ export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 
 # Check Docker before the (possibly long) model step, so a missing engine fails at once.
 if [[ "$skip_image" != 1 ]]; then
-    command -v docker >/dev/null 2>&1 \
-        || fail "docker not found on PATH: install Docker to export the image, or run with --model-only (SKIP_IMAGE=1) for model.tar.gz alone"
-    docker info >/dev/null 2>&1 \
-        || fail "cannot reach the Docker daemon ('docker info' failed): start Docker, or run with --model-only (SKIP_IMAGE=1) for model.tar.gz alone"
-    docker image inspect "$tag" >/dev/null 2>&1 \
+    command -v "$docker" >/dev/null 2>&1 \
+        || fail "$docker not found on PATH: install Docker (or podman with DOCKER=podman) to export the image, or run with --model-only (SKIP_IMAGE=1) for model.tar.gz alone"
+    "$docker" info >/dev/null 2>&1 \
+        || fail "cannot reach the container engine ('$docker info' failed): start Docker, or run with --model-only (SKIP_IMAGE=1) for model.tar.gz alone"
+    "$docker" image inspect "$tag" >/dev/null 2>&1 \
         || fail "image $tag not found: build it first with ./build.sh $tag"
 fi
 
@@ -81,9 +83,9 @@ if [[ "$skip_image" != 1 ]]; then
     trap 'rm -f "$partial"' EXIT
     compressor=(gzip -c)
     if command -v pigz >/dev/null 2>&1; then compressor=(pigz -c); fi
-    echo "== $(basename "$image_file") from image $tag (docker save | ${compressor[0]}: minutes for a multi-GB image)" >&2
-    docker save "$tag" | "${compressor[@]}" >"$partial" \
-        || fail "docker save $tag failed"
+    echo "== $(basename "$image_file") from image $tag ($docker save | ${compressor[0]}: minutes for a multi-GB image)" >&2
+    "$docker" save "$tag" | "${compressor[@]}" >"$partial" \
+        || fail "$docker save $tag failed"
     mv -f "$partial" "$image_file"
     trap - EXIT
 fi

@@ -7,15 +7,18 @@
 #   t1   test/samples/t1-phantom/input and test/samples/t1-amos_0540/input
 #   t2   test/samples/t2-phantom/input
 #   SAMPLE  any folder test/samples/SAMPLE/input (SAMPLES_DIR replaces test/samples)
-# Each case runs as one job: --network none, /input read-only, an empty throw-away volume as /tmp,
-# the weights folder read-only at /opt/ml/model, the image's own non-root user. Afterwards there
-# must be exactly one .mha in OUTPUT/images/pancreatic-tumor-segmentation/; its path is printed.
+# Each case runs as one job: --network none, a read-only root file system with an empty tmpfs as
+# /tmp, /input read-only, the weights folder read-only at /opt/ml/model, the image's own non-root
+# user; only /tmp and /output are writable. Afterwards there must be exactly one .mha in
+# OUTPUT/images/pancreatic-tumor-segmentation/; its path is printed.
 #
 # --cpu (or PANTHERSEG_CPU=1) runs without --gpus all, for machines with no NVIDIA GPU (slow).
 # Environment: WEIGHTS_DIR (default: <repo>/weights; not mounted if absent or empty, then the image
 # needs baked weights), OUTPUT_ROOT (default: <repo>/work/docker-run; one folder per case, emptied
 # first), SHM_SIZE (default 8g: grand-challenge gives half the RAM), DOCKER_MEMORY (e.g. 16g, to
-# mimic the memory limit of the instance chosen on grand-challenge).
+# mimic the memory limit of the instance chosen on grand-challenge), DOCKER_CPUS (e.g. 4, a T4
+# instance's vCPUs), DOCKER (the engine: docker, or podman).
+# MODEL_DIR mounts that folder at /opt/ml/model instead of WEIGHTS_DIR (e.g. model.tar.gz extracted).
 # Works from any folder; safe to run again.
 set -euo pipefail
 
@@ -30,6 +33,7 @@ fail() {
 }
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+docker="${DOCKER:-docker}"
 output_slug="pancreatic-tumor-segmentation"
 tag="pantherseg"
 selection="all"
@@ -55,11 +59,11 @@ elif ((${#positional[@]} >= 1)); then
     if ((${#positional[@]} == 2)); then selection="${positional[1]}"; fi
 fi
 
-command -v docker >/dev/null 2>&1 \
-    || fail "docker not found on PATH: install Docker Engine (or Docker Desktop) to run the container"
-docker info >/dev/null 2>&1 \
-    || fail "cannot reach the Docker daemon ('docker info' failed): start Docker, or check that your user may use it (docker group)"
-docker image inspect "$tag" >/dev/null 2>&1 \
+command -v "$docker" >/dev/null 2>&1 \
+    || fail "$docker not found on PATH: install Docker Engine (or Docker Desktop, or podman with DOCKER=podman) to run the container"
+"$docker" info >/dev/null 2>&1 \
+    || fail "cannot reach the container engine ('$docker info' failed): start Docker, or check that your user may use it (docker group)"
+"$docker" image inspect "$tag" >/dev/null 2>&1 \
     || fail "image $tag not found: build it first with ./build.sh $tag"
 
 gpu_args=(--gpus all)
@@ -84,7 +88,7 @@ for sample in "${samples[@]}"; do
     [[ -d "$samples_dir/$sample/input" ]] || fail "sample input folder $samples_dir/$sample/input not found"
 done
 
-weights="${WEIGHTS_DIR:-$repo/weights}"
+weights="${MODEL_DIR:-${WEIGHTS_DIR:-$repo/weights}}"
 weight_args=()
 if [[ -d "$weights" ]] && [[ -n "$(ls -A "$weights" 2>/dev/null)" ]]; then
     weights="$(cd "$weights" && pwd)"
@@ -100,8 +104,10 @@ memory_args=()
 if [[ -n "${DOCKER_MEMORY:-}" ]]; then
     memory_args=(--memory "$DOCKER_MEMORY" --memory-swap "$DOCKER_MEMORY")
 fi
+if [[ -n "${DOCKER_CPUS:-}" ]]; then
+    memory_args+=(--cpus "$DOCKER_CPUS")
+fi
 
-tmp_volume=""
 current_output=""
 
 give_back_output() {
@@ -109,13 +115,12 @@ give_back_output() {
     # can be read and removed. Runs as root inside a throw-away container: local testing only.
     local folder="$1"
     [[ -d "$folder" ]] || return 0
-    docker run --rm --platform=linux/amd64 --network none --user 0:0 --entrypoint chown \
+    "$docker" run --rm --platform=linux/amd64 --network none --user 0:0 --entrypoint chown \
         --volume "$folder:/output" "$tag" -R "$(id -u):$(id -g)" /output >/dev/null 2>&1 || true
 }
 
 cleanup() {
     if [[ -n "$current_output" ]]; then give_back_output "$current_output"; fi
-    if [[ -n "$tmp_volume" ]]; then docker volume rm --force "$tmp_volume" >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
 
@@ -137,29 +142,26 @@ for sample in "${samples[@]}"; do
     output="$output_root/$sample"
     fresh_output "$output"
     current_output="$output"
-    tmp_volume="pantherseg-tmp-$$-$RANDOM"
-    docker volume create "$tmp_volume" >/dev/null
 
-    echo "== $sample: docker run $tag (input $input, output $output)" >&2
+    echo "== $sample: $docker run $tag (input $input, output $output)" >&2
     start=$SECONDS
     status=0
-    docker run --rm \
+    "$docker" run --rm \
         --platform=linux/amd64 \
         ${gpu_args[@]+"${gpu_args[@]}"} \
         --network none \
+        --read-only \
+        --tmpfs /tmp \
         --shm-size "${SHM_SIZE:-8g}" \
         ${memory_args[@]+"${memory_args[@]}"} \
         --volume "$input:/input:ro" \
         --volume "$output:/output" \
-        --volume "$tmp_volume:/tmp" \
         ${weight_args[@]+"${weight_args[@]}"} \
         "$tag" || status=$?
     seconds=$((SECONDS - start))
 
     give_back_output "$output"
     current_output=""
-    docker volume rm --force "$tmp_volume" >/dev/null 2>&1 || true
-    tmp_volume=""
 
     if ((status != 0)); then
         hint=""

@@ -21,15 +21,18 @@ AMOS_INPUT = SAMPLES / "t1-amos_0540" / "input"
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+    parser.addoption("--container", action="store_true", default=False,
+                     help="run the tests marked container against a built image (make container-test)")
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
+    skip_container = pytest.mark.skip(reason="needs a built image: make container-test")
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(skip_slow)
+        if "container" in item.keywords and not config.getoption("--container"):
+            item.add_marker(skip_container)
 
 
 MODEL_A = "Dataset801_Test/nnUNetTrainer_DA5Segord0_150epochs__nnUNetPlans__3d_fullres"

