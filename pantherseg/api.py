@@ -20,8 +20,10 @@ from pantherseg.deadline import Deadline
 from pantherseg.engine import Ensemble, ProgressListener, outcomes_as_dicts
 from pantherseg.errors import InputError, PantherError
 from pantherseg.image_io import image_stem, is_image_file, mask_image, read_volume, write_image_atomically
+from pantherseg.outputs import check_output_formats, write_outputs
 from pantherseg.paths import default_config, default_weights
 from pantherseg.report import build_report, write_report
+from pantherseg.tumour_stats import tumour_statistics
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +41,18 @@ class CaseResult:
 
 
 def collect_inputs(inputs: Path | str | Sequence[Path | str]) -> list[Path]:
-    """A file, a folder of image files, or a list of files -> image paths, sorted, stems unique."""
+    """A file, a folder of image files, or a list of files -> image paths, sorted, stems unique.
+
+    A folder holding no image files but DICOM files is one case: the folder itself (pantherseg.dicom).
+    """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     paths: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
             found = sorted(p for p in item.iterdir() if is_image_file(p))
+            if not found and _is_dicom_folder(item):
+                found = [item]
             if not found:
                 raise InputError(f"No images in {item}: expected .mha, .nii.gz, .nii, .mhd or .nrrd files.")
             paths.extend(found)
@@ -78,6 +85,9 @@ def segment(
     stop_on_error: bool = True,
     progress: ProgressListener | None = None,
     clock=time.monotonic,
+    output_formats: Sequence[str] = ("mha",),
+    series_uid: str | None = None,
+    roi_name: str | None = None,
 ) -> list[CaseResult]:
     """Segment the tumour in each input image and write ``<output_dir>/<image stem>.mha``.
 
@@ -104,10 +114,15 @@ def segment(
         stop_on_error: raise at the first bad case; False logs it, goes on, and returns it with ``error`` set.
         progress: progress listener (see pantherseg.progress).
         clock: monotonic clock in seconds (injectable for tests).
+        output_formats: one or more of "mha", "nii.gz", "dicom-seg", "rtstruct" (pantherseg.outputs); the
+            DICOM ones need DICOM folder inputs and the ``pantherseg[dicom]`` extra (docs/dicom.md).
+        series_uid: the SeriesInstanceUID to segment in a DICOM folder holding several series.
+        roi_name: the RTSTRUCT's ROI name (default "Pancreatic tumour").
 
     Every model is validated before the first image is read; errors are PantherError subclasses.
     """
     paths = collect_inputs(inputs)
+    output_formats = check_output_formats(output_formats, paths)  # before any model is loaded
     output_dir = Path(output_dir)
     config = config if isinstance(config, EnsembleConfig) else load_config(config or default_config())
     weights = Path(weights) if weights is not None else default_weights()
@@ -122,7 +137,8 @@ def segment(
         deadline = Deadline(budget_s=budget, reserve_s=min(config.export_reserve_s, budget / 2), clock=clock,
                             started_at=None if index == 0 else clock())
         try:
-            results.append(_segment_one(ensemble, path, output_dir, deadline=deadline, report_dir=report_dir,
+            results.append(_segment_one(ensemble, path, output_dir, output_formats=output_formats, series_uid=series_uid,
+                                        roi_name=roi_name, deadline=deadline, report_dir=report_dir,
                                         member_outputs_dir=member_outputs_dir, preview_dir=preview_dir, progress=progress,
                                         weights=weights, config=config))
         except PantherError as error:
@@ -133,10 +149,18 @@ def segment(
     return results
 
 
-def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, deadline: Deadline, report_dir,
+def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, output_formats: Sequence[str] = ("mha",),
+                 series_uid: str | None = None, roi_name: str | None = None, deadline: Deadline, report_dir,
                  member_outputs_dir, preview_dir, progress, weights: Path, config: EnsembleConfig) -> CaseResult:
     started = time.perf_counter()
-    volume = read_volume(path)
+    dicom_series = None
+    if path.is_dir():  # collect_inputs gives folders only when they hold DICOM files
+        from pantherseg.dicom.series import read_series
+
+        dicom_series = read_series(path, series_uid=series_uid)
+        volume = dicom_series.volume
+    else:
+        volume = read_volume(path)
     read_s = time.perf_counter() - started
     output_path = output_dir / f"{image_stem(path)}.mha"
     if output_path.resolve() == path.resolve():
@@ -149,8 +173,12 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, deadline: 
                                   keep_member_probabilities=member_outputs_dir is not None)
 
     started = time.perf_counter()
-    mask = mask_image(prediction.mask, volume.reference)
-    write_image_atomically(mask, output_path)
+    written, output_notes = write_outputs(
+        output_formats, prediction.mask, volume.reference, output_path.parent, output_path.name[: -len(".mha")],
+        dicom_series=dicom_series, algorithm=None if dicom_series is None else _algorithm(ensemble, prediction),
+        roi_name=roi_name)
+    output_path = written[0]
+    prediction.notes.extend(output_notes)
     write_s = time.perf_counter() - started
     if member_outputs_dir is not None:
         _write_member_probabilities(prediction, volume, Path(member_outputs_dir), image_stem(path), ensemble)
@@ -162,6 +190,7 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, deadline: 
         task=ensemble.task.name, input_path=str(path), output_path=str(output_path),
         device=f"{ensemble.device} ({ensemble.backend}, {ensemble.autocast_dtype or 'float32'})",
         geometry=volume.geometry(), outcomes=outcomes_as_dicts(prediction.outcomes), timings_s=timings,
+        tumor_statistics=tumour_statistics(prediction.mask, volume.reference), output_paths=[str(p) for p in written],
         notes=prediction.notes, weights=str(weights), config=str(config.source or "<in memory>"),
         tumor_voxels=tumor_voxels, tumor_volume_mm3=tumor_voxels * voxel_volume,
     )
@@ -181,6 +210,20 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, deadline: 
             # The mask is written and correct; a missing picture must not fail the case.
             log.warning("%s: preview not written: %s", path.name, error)
     return result
+
+
+def _is_dicom_folder(folder: Path) -> bool:
+    from pantherseg.dicom import is_dicom_folder  # standard library only: no pydicom import here
+
+    return is_dicom_folder(folder)
+
+
+def _algorithm(ensemble: Ensemble, prediction):
+    """What the DICOM outputs name as their algorithm: the members that contributed to this mask."""
+    from pantherseg.dicom.seg import Algorithm
+
+    return Algorithm(task=ensemble.task.name,
+                     members=tuple(prediction.members_used()))
 
 
 def _write_member_probabilities(prediction, volume, folder: Path, stem: str, ensemble: Ensemble) -> None:

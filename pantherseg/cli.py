@@ -75,7 +75,7 @@ def configure_logging(quiet: bool = False, verbose: bool = False) -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
     if not verbose:
         # nnU-Net and friends are chatty at INFO; their warnings still show.
-        for name in ("nnunetv2", "matplotlib", "PIL"):
+        for name in ("nnunetv2", "matplotlib", "PIL", "highdicom"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -120,6 +120,7 @@ def _predict(args: argparse.Namespace) -> int:
         member_outputs_dir=args.member_outputs, preview_dir=args.output if args.preview else None,
         time_budget_s=budget_from_flag(args.time_budget), tile_batch_size=args.tile_batch_size,
         precision=args.precision, backend=args.backend, stop_on_error=False, progress=make_progress(args.quiet),
+        output_formats=args.output_format, series_uid=args.series_uid, roi_name=args.roi_name,
     )
     failed = [r for r in results if r.error]
     for result in results:
@@ -206,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write one uint8 tumour mask <case>.mha per input image, plus <case>.report.json.",
     )
     predict.add_argument("-i", "--input", type=Path, nargs="+", required=True,
-                         help="image file(s) or folder(s) of images (.mha, .nii.gz, .nii, .mhd, .nrrd)")
+                         help="image file(s) or folder(s) of images (.mha, .nii.gz, .nii, .mhd, .nrrd), or a "
+                              "folder of DICOM files (one case; see --series-uid)")
     predict.add_argument("-o", "--output", type=Path, required=True, help="output folder for the masks")
     predict.add_argument("--task", default="t1", help="task of the config: t1 (T1 diagnostic MRI) or t2 "
                                                       "(T2 MR-Linac) (default: t1)")
@@ -217,6 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
                               "DIR/<member>/<case>.mha and its own mask to DIR/<member>/masks/ "
                               "(input for 'pantherseg select')")
     predict.add_argument("--no-report", action="store_true", help="do not write <case>.report.json")
+    predict.add_argument("--output-format", nargs="+", default=["mha"], metavar="FORMAT",
+                         choices=("mha", "nii.gz", "dicom-seg", "rtstruct"),
+                         help="one or more of mha, nii.gz, dicom-seg, rtstruct (the last two need a DICOM input "
+                              "folder and pantherseg[dicom]; see docs/dicom.md) (default: mha)")
+    predict.add_argument("--series-uid", default=None, metavar="UID",
+                         help="the SeriesInstanceUID to segment when a DICOM folder holds several series")
+    predict.add_argument("--roi-name", default=None, metavar="NAME",
+                         help="the RTSTRUCT's ROI name (default: Pancreatic tumour)")
     add_run_options(predict)
     predict.set_defaults(handler=_predict)
 

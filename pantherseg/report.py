@@ -27,12 +27,16 @@ def software_versions() -> dict[str, str]:
 
 def build_report(*, task: str, input_path: str, output_path: str, device: str, geometry: dict,
                  outcomes: list[dict], timings_s: dict, notes: list[str], weights: str, config: str,
-                 tumor_voxels: int, tumor_volume_mm3: float) -> dict:
+                 tumor_voxels: int, tumor_volume_mm3: float, tumor_statistics: dict | None = None,
+                 output_paths: list[str] | None = None) -> dict:
     return {
         "software": software_versions(),
         "task": task,
         "input": {"path": input_path, **geometry},
-        "output": {"path": output_path, "tumor_voxels": tumor_voxels, "tumor_volume_mm3": round(tumor_volume_mm3, 3)},
+        # tumor_statistics (pantherseg.tumour_stats): volume in ml, connected components, the largest one's
+        # volume and bounding box in patient coordinates.
+        "output": {"path": output_path, "paths": output_paths or [output_path], "tumor_voxels": tumor_voxels,
+                   "tumor_volume_mm3": round(tumor_volume_mm3, 3), "tumor_statistics": tumor_statistics},
         "device": device,
         "weights": weights,
         "config": config,

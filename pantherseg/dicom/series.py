@@ -1,0 +1,229 @@
+"""Find the image series in a DICOM folder, choose one, and read it into the engine's ``Volume``.
+
+Rules (docs/dicom.md):
+- Every file under the folder is looked at. Files that are not DICOM Part 10, a DICOMDIR, and
+  DICOM objects without an image plane (SEG, RTSTRUCT, reports, presentation states...) are
+  skipped and counted in a note; a series is a SeriesInstanceUID whose files are images.
+- One image series: it is used. Several: the one given by ``series_uid``; else the only MR series;
+  else a refusal listing every series (UID, description, modality, number of files).
+- The slices must form one regular grid (``geometry.stack_geometry``): mixed orientations, gantry
+  tilt, irregular spacing and missing slices are refused, never resampled.
+- Pixel data: uncompressed, RLE, JPEG (libjpeg), JPEG-LS (pyjpegls) and JPEG 2000 (openjpeg)
+  transfer syntaxes are decoded; any other is refused before any pixel is decoded. Stored values go
+  through RescaleSlope / RescaleIntercept to float32.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pantherseg.dicom import INSTALL_HINT
+from pantherseg.dicom.geometry import SliceGeometry, stack_geometry
+from pantherseg.errors import InputError
+from pantherseg.image_io import Volume, volume_from_image
+
+log = logging.getLogger(__name__)
+
+DECODABLE_TRANSFER_SYNTAXES = {
+    "1.2.840.10008.1.2": "Implicit VR Little Endian",
+    "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
+    "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian",
+    "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
+    "1.2.840.10008.1.2.5": "RLE Lossless",
+    "1.2.840.10008.1.2.4.50": "JPEG Baseline",
+    "1.2.840.10008.1.2.4.51": "JPEG Extended",
+    "1.2.840.10008.1.2.4.57": "JPEG Lossless",
+    "1.2.840.10008.1.2.4.70": "JPEG Lossless SV1",
+    "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless",
+    "1.2.840.10008.1.2.4.81": "JPEG-LS Near-Lossless",
+    "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
+    "1.2.840.10008.1.2.4.91": "JPEG 2000",
+}
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+# Header tags the scan needs; the pixel data is read only for the chosen series.
+_GEOMETRY_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
+
+
+@dataclass
+class SeriesSummary:
+    uid: str
+    description: str
+    modality: str
+    files: list[Path] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return f"{self.uid} '{self.description}' ({self.modality or 'no modality'}, {len(self.files)} files)"
+
+
+@dataclass
+class DicomSeries:
+    """The chosen series: its datasets in z order (index k = the volume's slice k) and the volume."""
+
+    folder: Path
+    uid: str
+    description: str
+    datasets: list  # pydicom Datasets, sorted along the slice normal
+    volume: Volume
+    notes: list[str] = field(default_factory=list)
+
+
+def _pydicom():
+    try:
+        import pydicom
+    except ImportError:
+        raise InputError(f"Reading DICOM needs the dicom extra: {INSTALL_HINT}.") from None
+    return pydicom
+
+
+def scan_folder(folder: Path) -> tuple[dict[str, SeriesSummary], list[str]]:
+    """The image series under ``folder`` by SeriesInstanceUID, and notes on what was skipped."""
+    pydicom = _pydicom()
+    folder = Path(folder)
+    series: dict[str, SeriesSummary] = {}
+    skipped: dict[str, int] = {}
+    total = 0
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        total += 1
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+        except (pydicom.errors.InvalidDicomError, OSError, ValueError, TypeError, EOFError, KeyError,
+                AttributeError, IndexError):
+            skipped["not DICOM or unreadable"] = skipped.get("not DICOM or unreadable", 0) + 1
+            continue
+        kind = _non_image_kind(header)
+        if kind is not None:
+            skipped[kind] = skipped.get(kind, 0) + 1
+            continue
+        uid = str(header.get("SeriesInstanceUID", "") or "")
+        if not uid:
+            skipped["image without SeriesInstanceUID"] = skipped.get("image without SeriesInstanceUID", 0) + 1
+            continue
+        entry = series.setdefault(uid, SeriesSummary(uid=uid, description=str(header.get("SeriesDescription", "")),
+                                                     modality=str(header.get("Modality", ""))))
+        entry.files.append(path)
+    notes = [f"skipped {count} file(s): {kind}" for kind, count in sorted(skipped.items())]
+    if not series:
+        found = "; ".join(notes) or "no files"
+        raise InputError(f"No DICOM image series in {folder} ({total} file(s) looked at; {found}).")
+    return series, notes
+
+
+def _non_image_kind(header) -> str | None:
+    """Why a DICOM object is not a slice of an image series, or None if it is one."""
+    meta = getattr(header, "file_meta", None)
+    sop_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+    if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in header:
+        return "DICOMDIR"
+    modality = str(header.get("Modality", ""))
+    if modality in ("SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "SR", "PR", "KO", "REG"):
+        return f"{modality} object (not an image series)"
+    if int(header.get("NumberOfFrames", 1) or 1) > 1:
+        return "multi-frame image (enhanced or 4D objects are not supported; export classic single-frame slices)"
+    if any(tag not in header for tag in _GEOMETRY_TAGS):
+        return "DICOM object without an image plane (no position, orientation or pixel spacing)"
+    return None
+
+
+def choose_series(series: dict[str, SeriesSummary], folder: Path, series_uid: str | None = None) -> SeriesSummary:
+    """The series to segment (rules in the module docstring)."""
+    listing = "; ".join(s.describe() for s in series.values())
+    if series_uid is not None:
+        if series_uid not in series:
+            raise InputError(f"No image series with SeriesInstanceUID {series_uid} in {folder}; found: {listing}.")
+        return series[series_uid]
+    if len(series) == 1:
+        return next(iter(series.values()))
+    mr = [s for s in series.values() if s.modality == "MR"]
+    if len(mr) == 1:
+        log.info("%s: %d image series; using the only MR series %s", folder, len(series), mr[0].describe())
+        return mr[0]
+    raise InputError(f"{len(series)} image series in {folder}; choose one with --series-uid: {listing}.")
+
+
+def read_series(folder: Path | str, *, series_uid: str | None = None) -> DicomSeries:
+    """Find, choose and read one series of ``folder``; the volume has the exact DICOM geometry."""
+    import SimpleITK as sitk
+
+    from pantherseg.memory import check_image_fits
+
+    pydicom = _pydicom()
+    folder = Path(folder)
+    series, notes = scan_folder(folder)
+    chosen = choose_series(series, folder, series_uid)
+    source = f"{folder.name} (series {chosen.uid})"
+    if len(series) > 1:
+        notes.append(f"series {chosen.uid} chosen among {len(series)}")
+
+    headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in chosen.files]
+    geometry = stack_geometry([_slice_geometry(h, path, source) for h, path in zip(headers, chosen.files)],
+                              source=source)
+    _check_pixels_decodable(headers, source)
+    check_image_fits(geometry.size_xyz, 4, source=source)  # float32 voxels
+
+    datasets, planes = [], []
+    for index in geometry.order:
+        dataset = pydicom.dcmread(chosen.files[index])
+        planes.append(_decode(dataset, chosen.files[index], source))
+        datasets.append(dataset)
+    array = np.stack(planes)  # (z, y, x): z along the slice normal, y down the columns, x along the rows
+    image = sitk.GetImageFromArray(array)
+    image.SetOrigin(geometry.origin_xyz)
+    image.SetSpacing(geometry.spacing_xyz)
+    image.SetDirection(geometry.direction)
+    volume = volume_from_image(image, source=source)
+    volume.notes.extend(notes)
+    log.info("%s: %d slices, %s x %s x %s voxels at %s mm", source, len(datasets), *geometry.size_xyz,
+             tuple(round(s, 4) for s in geometry.spacing_xyz))
+    return DicomSeries(folder=folder, uid=chosen.uid, description=chosen.description, datasets=datasets,
+                       volume=volume, notes=notes)
+
+
+def _slice_geometry(header, path: Path, source: str) -> SliceGeometry:
+    try:
+        return SliceGeometry(
+            position=tuple(float(v) for v in header.ImagePositionPatient),
+            orientation=tuple(float(v) for v in header.ImageOrientationPatient),
+            pixel_spacing=tuple(float(v) for v in header.PixelSpacing),
+            rows=int(header.Rows), columns=int(header.Columns),
+        )
+    except (TypeError, ValueError, AttributeError) as error:
+        raise InputError(f"{source}: {path.name} has an unusable image-plane header "
+                         f"(ImagePositionPatient/ImageOrientationPatient/PixelSpacing): {error}") from None
+
+
+def _check_pixels_decodable(headers: list, source: str) -> None:
+    syntaxes = sorted({str(h.file_meta.get("TransferSyntaxUID", "")) for h in headers})
+    refused = [uid for uid in syntaxes if uid not in DECODABLE_TRANSFER_SYNTAXES]
+    if refused:
+        from pydicom.uid import UID
+
+        names = ", ".join(f"{UID(uid).name} ({uid})" if uid else "none" for uid in refused)
+        raise InputError(f"{source}: transfer syntax {names} is not supported; supported are uncompressed, RLE, "
+                         f"JPEG, JPEG-LS and JPEG 2000. Decompress the series first (e.g. dcmdjpeg, gdcmconv --raw).")
+    for header in headers[:1]:
+        samples = int(header.get("SamplesPerPixel", 1))
+        if samples != 1:
+            raise InputError(f"{source}: expected greyscale slices, found {samples} samples per pixel "
+                             f"({header.get('PhotometricInterpretation', '?')}).")
+
+
+def _decode(dataset, path: Path, source: str) -> np.ndarray:
+    """One slice's stored values -> float32 with the modality rescale applied."""
+    try:
+        stored = dataset.pixel_array
+    except (RuntimeError, ValueError, NotImplementedError, ImportError, AttributeError) as error:
+        syntax = dataset.file_meta.get("TransferSyntaxUID", "?")
+        reason = " ".join(str(error).split())[:300]
+        raise InputError(f"{source}: the pixel data of {path.name} ({getattr(syntax, 'name', syntax)}) cannot be "
+                         f"decoded: {reason}. Install the decoders with {INSTALL_HINT}.") from None
+    if stored.ndim != 2:
+        raise InputError(f"{source}: {path.name} holds pixel data of shape {stored.shape}, expected one 2D slice.")
+    slope = float(dataset.get("RescaleSlope", 1) or 1)
+    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
+    return (stored.astype(np.float64) * slope + intercept).astype(np.float32)

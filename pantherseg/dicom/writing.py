@@ -1,0 +1,58 @@
+"""Write the mask as DICOM-SEG or RTSTRUCT next to the other outputs, atomically.
+
+A DICOM object is first written to a hidden temporary file in the target folder, synced, and
+renamed over the target only when complete; on any error the temporary file is removed, so a
+reader never sees a partial object.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pantherseg.dicom.seg import Algorithm
+
+log = logging.getLogger(__name__)
+
+
+
+def save_atomically(dataset, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        dataset.save_as(tmp, enforce_file_format=True)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_dicom_output(output_format: str, mask_zyx: np.ndarray, datasets: list, path: Path, *,
+                       algorithm: Algorithm, roi_name: str | None = None) -> tuple[Path, list[str]]:
+    """Build and write one DICOM object of ``mask_zyx``; returns its path and notes for the run report."""
+    notes = []
+    empty = not mask_zyx.any()
+    if output_format == "dicom-seg":
+        from pantherseg.dicom.seg import build_seg
+
+        dataset = build_seg(mask_zyx, datasets, algorithm=algorithm)
+        if empty:
+            notes.append("empty mask: the DICOM-SEG holds the tumour segment with every frame empty")
+    elif output_format == "rtstruct":
+        from pantherseg.dicom.rtstruct import DEFAULT_ROI_NAME, build_rtstruct
+
+        dataset = build_rtstruct(mask_zyx, datasets, algorithm=algorithm, roi_name=roi_name or DEFAULT_ROI_NAME)
+        if empty:
+            notes.append("empty mask: the RTSTRUCT declares the ROI with no contours")
+    else:
+        raise ValueError(f"not a DICOM output format: {output_format!r}")
+    for note in notes:
+        log.warning("%s: %s", path.name, note)
+    return save_atomically(dataset, path), notes
