@@ -82,5 +82,6 @@ def load_checkpoint(path: Path, *, owner: str) -> Checkpoint:
         state_dict=state_dict,
         trainer_name=raw.get("trainer_name") if isinstance(raw.get("trainer_name"), str) else None,
         configuration=init_args.get("configuration") if isinstance(init_args.get("configuration"), str) else None,
-        mirroring_axes=tuple(int(a) for a in mirroring) if isinstance(mirroring, (tuple, list)) else None,
+        mirroring_axes=tuple(mirroring) if isinstance(mirroring, (tuple, list)) and all(
+            isinstance(a, int) and not isinstance(a, bool) for a in mirroring) else None,
     )

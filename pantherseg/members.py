@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pantherseg.architectures import build_network_on_meta, check_architecture
 from pantherseg.checkpoint import Checkpoint, load_checkpoint
 from pantherseg.config import MemberSpec, TaskSpec
 from pantherseg.errors import ModelError
@@ -109,15 +111,16 @@ def _resolve_member(spec: MemberSpec, weights_root: Path) -> Member:
         plans_manager = PlansManager(plans)
         configuration_manager = plans_manager.get_configuration(spec.configuration)
         label_manager = plans_manager.get_label_manager(dataset_json)
-        patch_size = configuration_manager.patch_size
         arch_class = configuration_manager.network_arch_class_name
-    except (KeyError, TypeError, ValueError, AssertionError) as error:
+    except (KeyError, TypeError, ValueError, AssertionError, AttributeError, RecursionError) as error:
         raise ModelError(f"{owner}: plans.json or dataset.json is not a valid nnU-Net v2 file: {error!r}.") from None
-    if len(patch_size) != 3:
-        raise ModelError(
-            f"{owner}: configuration '{spec.configuration}' has a {len(patch_size)}D patch {list(patch_size)}; "
-            f"only 3D configurations are supported."
-        )
+    architecture = configuration_manager.configuration.get("architecture")
+    if not isinstance(architecture, dict):
+        raise ModelError(f"{owner}: plans.json configuration '{spec.configuration}' has no 'architecture' object.")
+    # Before anything names, imports or calls the class: plans.json comes from an uploaded tarball.
+    check_architecture(arch_class, architecture.get("arch_kwargs"), architecture.get("_kw_requires_import", []),
+                       owner=owner)
+    _check_plans_numbers(configuration_manager, plans_manager, spec.configuration, owner)
     if configuration_manager.previous_stage_name is not None:
         raise ModelError(f"{owner}: cascade stage '{spec.configuration}' needs a previous stage; not supported.")
     channels = dataset_json.get("channel_names", dataset_json.get("modality"))
@@ -152,6 +155,44 @@ def _resolve_member(spec: MemberSpec, weights_root: Path) -> Member:
         configuration_manager=configuration_manager,
         label_manager=label_manager,
     )
+
+
+def _check_plans_numbers(cm, plans_manager, configuration: str, owner: str) -> None:
+    """Patch size, target spacing and intensity statistics: the numbers inference divides and multiplies by.
+
+    Why here: a zero patch divides by zero in the tiling, a negative spacing would be blamed on the
+    image's header, and a NaN normalisation statistic turns every voxel into NaN: a silently empty mask.
+    """
+    patch = cm.patch_size
+    if not isinstance(patch, (list, tuple)) or len(patch) != 3 or not all(
+            isinstance(p, int) and not isinstance(p, bool) and 0 < p <= 4096 for p in patch):
+        raise ModelError(f"{owner}: configuration '{configuration}' must have a 3D patch_size of positive integers "
+                         f"(at most 4096), found {_short(patch)}; only 3D configurations are supported.")
+    spacing = cm.spacing
+    if not isinstance(spacing, (list, tuple)) or len(spacing) != 3 or not all(_finite(s) and 0 < s < 1e4 for s in spacing):
+        raise ModelError(f"{owner}: configuration '{configuration}' must have a target spacing of three positive "
+                         f"finite millimetre values, found {_short(spacing)} in plans.json.")
+    properties = plans_manager.foreground_intensity_properties_per_channel
+    if not isinstance(properties, dict):
+        raise ModelError(f"{owner}: plans.json 'foreground_intensity_properties_per_channel' must be an object, "
+                         f"found {_short(properties)}.")
+    for channel, values in properties.items():
+        if not isinstance(values, dict):
+            raise ModelError(f"{owner}: plans.json intensity properties of channel {channel} must be an object, "
+                             f"found {_short(values)}.")
+        bad = {k: v for k, v in values.items() if not _finite(v)}
+        if bad:
+            raise ModelError(f"{owner}: plans.json intensity properties of channel {channel} must be finite numbers, "
+                             f"found {_short(bad)}; normalising with them would make every voxel NaN.")
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _short(value: object, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _refuse_links_outside(folder: Path, weights_root: Path, owner: str) -> None:
@@ -205,26 +246,13 @@ def _label_map(member: Member) -> dict[str, int]:
 
 
 def _build_on_meta(member: Member) -> "torch.nn.Module":
-    """The network the plans describe, without allocating its weights."""
-    import torch
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-
+    """The network the plans describe, without allocating its weights (allow-listed classes only)."""
     cm = member.configuration_manager
-    try:
-        with torch.device("meta"):
-            return get_network_from_plans(
-                cm.network_arch_class_name,
-                cm.network_arch_init_kwargs,
-                cm.network_arch_init_kwargs_req_import,
-                input_channels=1,
-                output_channels=member.label_manager.num_segmentation_heads,
-                allow_init=False,
-                deep_supervision=False,
-            )
-    except (ImportError, AttributeError, TypeError, KeyError, ValueError, RuntimeError) as error:
-        raise ModelError(
-            f"{member.describe()}: the plans' architecture '{cm.network_arch_class_name}' cannot be built: {error}."
-        ) from None
+    architecture = cm.configuration["architecture"]
+    return build_network_on_meta(
+        cm.network_arch_class_name, cm.network_arch_init_kwargs, architecture.get("_kw_requires_import", []),
+        input_channels=1, output_channels=member.label_manager.num_segmentation_heads, owner=member.describe(),
+    )
 
 
 def _check_checkpoint_fits_plans(member: Member) -> None:
