@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pantherseg.detached_headers import data_file, require_data_file
 from pantherseg.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ IMAGE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
 MIN_VOXELS_PER_AXIS = 4
 # Z-score normalisation squares deviations in float32 (max 3.4e38): beyond ~1.8e19 it overflows.
 MAX_ABS_INTENSITY = 1e18
+# Largest deviation of a direction matrix's D^T D from the identity: headers store ~6 digits.
+ORTHONORMAL_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -90,20 +93,25 @@ def read_volume(path: Path | str) -> Volume:
     """Read an image file and check it is a 3D scalar volume nnU-Net can segment."""
     import SimpleITK as sitk
 
-    from pantherseg.memory import check_image_fits
+    from pantherseg.memory import check_image_fits, check_voxel_count
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Input image not found: expected a file at {path}.")
+    # A header naming its voxels' file elsewhere (.mhd, .nrrd) is checked as text before ITK opens anything.
+    voxel_file = data_file(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        # The header first: a bad or huge image is refused before any voxel is read.
+        # The header first: a bad or huge image is refused before any voxel is read (or decompressed).
         reader.ReadImageInformation()
         _check_header(reader.GetDimension(), reader.GetNumberOfComponents(), list(reader.GetSize()),
                       list(reader.GetSpacing()), sitk.GetPixelIDValueAsString(reader.GetPixelID()), path.name)
+        _check_geometry(list(reader.GetOrigin()), list(reader.GetDirection()), path.name)
         voxel_bytes = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID()).GetSizeOfPixelComponent()
         check_image_fits(reader.GetSize(), voxel_bytes, source=path.name)
+        check_voxel_count(reader.GetSize(), source=path.name)
+        require_data_file(path, voxel_file)
         image = reader.Execute()
     except RuntimeError as error:
         reason = _first_itk_line(str(error))
@@ -131,7 +139,34 @@ def _check_header(dimension: int, components: int, size: list, spacing: list, pi
             f"{source}: expected at least {MIN_VOXELS_PER_AXIS} voxels on every axis, found size {size} (x,y,z)."
         )
     if not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise InputError(f"{source}: voxel spacing must be positive, found {spacing} mm (x,y,z) in the header.")
+        raise InputError(f"{source}: voxel spacing must be positive, found {_numbers(spacing)} mm (x,y,z) "
+                         f"in the header.")
+
+
+def _check_geometry(origin: list, direction: list, source: str) -> None:
+    """Finite origin and direction, and a direction that is a rotation (possibly with a flip).
+
+    A NaN origin or direction (e.g. a NIfTI sform holding NaN) would be copied onto the mask, which
+    then cannot be read back; a sheared or scaled matrix means the voxel grid is not rectilinear in
+    patient space, while nnU-Net treats every volume as one: its masks would be placed wrongly.
+    """
+    if not all(np.isfinite(v) for v in [*origin, *direction]):
+        raise InputError(f"{source}: the header's origin {_numbers(origin)} or direction {_numbers(direction)} "
+                         f"holds NaN or infinite values; fix the image's geometry (NIfTI: its sform/qform).")
+    matrix = np.asarray(direction, dtype=float).reshape(3, 3)
+    error = float(np.abs(matrix.T @ matrix - np.eye(3)).max())
+    if error > ORTHONORMAL_TOLERANCE:
+        raise InputError(
+            f"{source}: the direction matrix {_numbers(direction)} is sheared or scaled (its columns are not "
+            f"unit-length and perpendicular; off by {error:.2g}); nnU-Net assumes a rectilinear grid, so the "
+            f"mask would be misplaced. Resample the image onto an orthonormal grid first."
+        )
+
+
+def _numbers(values: list) -> str:
+    """Numbers for a one-line message: huge ones with 4 significant digits, so 1e300 is not 300 characters."""
+    return "[" + ", ".join(repr(round(float(v), 6)) if abs(float(v)) < 1e6 else f"{float(v):.4g}"
+                           for v in values) + "]"
 
 
 def volume_from_image(image, *, source: str = "<memory>") -> Volume:
@@ -141,6 +176,7 @@ def volume_from_image(image, *, source: str = "<memory>") -> Volume:
     spacing = list(image.GetSpacing())
     _check_header(image.GetDimension(), image.GetNumberOfComponentsPerPixel(), list(image.GetSize()), spacing,
                   image.GetPixelIDTypeAsString(), source)
+    _check_geometry(list(image.GetOrigin()), list(image.GetDirection()), source)
 
     array = sitk.GetArrayFromImage(image)  # (z, y, x), our own copy: changing it touches nothing else
     notes = []

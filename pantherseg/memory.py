@@ -52,6 +52,11 @@ _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _MEMINFO = Path("/proc/meminfo")
 _PROC_CGROUP = Path("/proc/self/cgroup")
 _UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a number close to 2^63
+# 2^28 voxels (e.g. 640^3): 11 times the largest PANTHER training image (88 x 466 x 570).
+MAX_VOXELS = 1 << 28
+# Python objects per sliding-window tile (its origin tuple and slices, engine bookkeeping), generously.
+TILE_BOOKKEEPING_BYTES = 1024
+_HUGE = 1 << 62
 
 
 @dataclass
@@ -70,7 +75,9 @@ class MemoryEstimate:
 
 
 def gb(value: float) -> str:
-    return f"{value / GB:.1f} GB"
+    """``1.5 GB``; beyond a million GB in powers of ten, so a 1e300 mm spacing does not print 300 digits."""
+    value = value / GB
+    return f"{value:.1f} GB" if value < 1e6 else f"{value:.2g} GB"
 
 
 # --- what is available ---------------------------------------------------------------------------
@@ -179,12 +186,38 @@ def check_image_fits(size: Sequence[int], bytes_per_voxel: int, *, source: str) 
         )
 
 
+def check_voxel_count(size: Sequence[int], *, source: str) -> None:
+    """Refuse, from the header alone, more voxels than any abdominal MRI has (``MAX_VOXELS``).
+
+    Why a fixed bound besides the memory check: a compressed file can claim a size it does not hold
+    (a 1.3 MB zlib bomb claims 1100^3 voxels) and on a large machine the memory check would let it be
+    decompressed; and such an image could not be segmented within the time budget anyway.
+    """
+    voxels = math.prod(int(s) for s in size)
+    if voxels > MAX_VOXELS:
+        raise ResourceError(
+            f"{source}: the header claims {voxels:.3g} voxels (size {list(size)} (x,y,z)), more than the "
+            f"{MAX_VOXELS:.3g} this container segments (the largest PANTHER image has 2.3e7); refused before "
+            f"reading or decompressing the voxels. Crop or downsample the image."
+        )
+
+
+def count_tiles(shape: Sequence[int], patch_size: Sequence[int], step_size: float) -> int:
+    """nnU-Net's tile count (``compute_steps_for_sliding_window``) without listing the tiles."""
+    total = 1
+    for size, patch in zip(shape, patch_size):
+        size, patch = max(int(size), int(patch)), int(patch)
+        total *= 1 if size == patch else math.ceil((size - patch) / (patch * step_size)) + 1
+    return total
+
+
 def resampled_shape(shape_zyx: Sequence[int], spacing_zyx: Sequence[float], member) -> tuple[int, ...]:
     """The shape ``member``'s preprocessing resamples an array of ``shape_zyx`` to, in the plans' transposed
     axis order (nnU-Net's ``compute_new_shape``: round(spacing / target * shape))."""
     order = list(member.plans_manager.transpose_forward)
     target = list(member.configuration_manager.spacing)
-    return tuple(int(round(spacing_zyx[axis] / t * shape_zyx[axis])) for axis, t in zip(order, target))
+    sizes = (spacing_zyx[axis] / t * shape_zyx[axis] for axis, t in zip(order, target))
+    return tuple(int(round(s)) if s < _HUGE else _HUGE for s in sizes)  # capped: 1e308 mm must not overflow
 
 
 def activation_bytes(arch_kwargs: dict, patch_size: Sequence[int], tile_batch_size: int) -> int:
@@ -205,7 +238,7 @@ def activation_bytes(arch_kwargs: dict, patch_size: Sequence[int], tile_batch_si
 
 def estimate_prediction(*, shape_zyx: Sequence[int], spacing_zyx: Sequence[float], source_bytes_per_voxel: int,
                         members: Sequence, num_classes: int, device_type: str = "cpu",
-                        tile_batch_size: int = 1) -> MemoryEstimate:
+                        tile_batch_size: int = 1, tile_step_size: float = 0.5) -> MemoryEstimate:
     """Peak host memory of ``Ensemble.predict`` on an image of ``shape_zyx`` voxels at ``spacing_zyx`` mm.
 
     ``members`` are :class:`pantherseg.members.Member` objects (their plans give the target spacing,
@@ -223,6 +256,7 @@ def estimate_prediction(*, shape_zyx: Sequence[int], spacing_zyx: Sequence[float
         padded_voxels = math.prod(max(max(1, s), int(p)) for s, p in zip(preprocessed, member.patch_size))
         groups[member.preprocessing_key] = preprocessed_voxels * FLOAT32
         network = (num_classes + 2) * padded_voxels * FLOAT32
+        network += count_tiles(preprocessed, member.patch_size, tile_step_size) * TILE_BOOKKEEPING_BYTES
         if device_type == "cpu":
             network += activation_bytes(cm.network_arch_init_kwargs or {}, member.patch_size, tile_batch_size)
         export = (num_classes * preprocessed_voxels * (FLOAT32 + FLOAT64)
@@ -241,14 +275,14 @@ def check_prediction_fits(volume: "Volume", ensemble: "Ensemble") -> MemoryEstim
         shape_zyx=volume.shape_zyx, spacing_zyx=volume.spacing_zyx,
         source_bytes_per_voxel=_bytes_per_voxel(volume.reference), members=ensemble.members,
         num_classes=ensemble.num_classes, device_type=getattr(ensemble.device, "type", "cpu"),
-        tile_batch_size=ensemble.tile_batch_size,
+        tile_batch_size=ensemble.tile_batch_size, tile_step_size=ensemble.config.tile_step_size,
     )
     available = available_bytes()
     if available is not None and estimate.total > available * USABLE_FRACTION:
         raise ResourceError(
             f"{volume.source}: not enough memory to segment this image: it needs about {gb(estimate.total)} "
             f"({estimate.describe()}) for size {list(reversed(volume.shape_zyx))} (x,y,z) at "
-            f"{[round(s, 3) for s in reversed(volume.spacing_zyx)]} mm, but only {gb(available)} is available; "
+            f"[{', '.join(f'{s:.4g}' for s in reversed(volume.spacing_zyx))}] mm, but only {gb(available)} is available; "
             f"crop the image or use a machine with more RAM."
         )
     return estimate
