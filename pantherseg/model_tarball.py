@@ -27,6 +27,7 @@ import stat
 import sys
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -35,6 +36,9 @@ from pantherseg.errors import ModelError, PantherError
 log = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
+# The most ``verify`` extracts: the winners' 11 ResEnc-L checkpoints are about 6 GiB; a 3 MB tarball
+# that unpacks to 3 GiB (a decompression bomb) should not fill the disk first.
+MAX_UNPACKED_BYTES = 32 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,8 @@ def build_model_tarball(weights_dir: Path | str, output: Path | str, *, compress
     """
     root = Path(weights_dir)
     output = Path(output)
+    if output.is_dir():
+        raise ModelError(f"output {output} is a folder: name the .tar.gz file to write, e.g. {output / 'model.tar.gz'}")
     if not 0 <= compresslevel <= 9:
         raise ModelError(f"compresslevel must be an integer in [0, 9], not {compresslevel}")
     names = scan_weights(root)
@@ -181,8 +187,13 @@ class _HashingReader:
         return self._hash.hexdigest()
 
 
-def verify_model_tarball(tarball: Path | str, expected: TarballReport | None = None) -> TarballReport:
+def verify_model_tarball(tarball: Path | str, expected: TarballReport | None = None, *,
+                         max_unpacked_bytes: int = MAX_UNPACKED_BYTES) -> TarballReport:
     """Extract ``tarball`` as grand-challenge does (``extractall(filter="data")``) and check it.
+
+    First the whole gzip stream is decompressed without writing anything, which checks its CRC-32
+    and length (a corrupt tarball can otherwise extract "cleanly" minus the files after the damage)
+    and refuses more than ``max_unpacked_bytes`` of content (a decompression bomb), before extracting.
 
     Every member must be a regular file or a folder under a relative name without ``..``. With
     ``expected`` (the report of ``build_model_tarball``), the extracted files must be exactly the
@@ -199,6 +210,7 @@ def verify_model_tarball(tarball: Path | str, expected: TarballReport | None = N
             f"this Python ({sys.version.split()[0]}) has no tarfile extraction filters; grand-challenge uses "
             "filter='data': verify with Python 3.12+, 3.11.4+ or 3.10.12+"
         )
+    _check_stream(tarball, max_unpacked_bytes)
     files: dict[str, int] = {}
     digests: dict[str, str] = {}
     with _scratch_folder(tarball.parent) as scratch:
@@ -222,6 +234,26 @@ def verify_model_tarball(tarball: Path | str, expected: TarballReport | None = N
     if expected is not None:
         _compare(tarball, expected, files, digests)
     return TarballReport(path=tarball, files=files, sha256=digests)
+
+
+def _check_stream(tarball: Path, max_unpacked_bytes: int) -> None:
+    """Read the gzip stream to its end (CRC-32 and size checked there), counting what it unpacks to."""
+    unpacked = 0
+    try:
+        with gzip.open(tarball, "rb") as stream:
+            while chunk := stream.read(_CHUNK):
+                unpacked += len(chunk)
+                if unpacked > max_unpacked_bytes:
+                    raise ModelError(
+                        f"model tarball {tarball} unpacks to more than {human_size(max_unpacked_bytes)} "
+                        f"({human_size(tarball.stat().st_size)} packed): refused as a possible decompression "
+                        "bomb; raise --max-unpacked-gib if the weights really are that large"
+                    )
+    except (gzip.BadGzipFile, EOFError, zlib.error, OSError) as error:
+        raise ModelError(
+            f"model tarball {tarball} is corrupt or truncated (the gzip stream fails its integrity check: "
+            f"{error}); build or upload it again"
+        ) from None
 
 
 def _scratch_folder(near: Path) -> tempfile.TemporaryDirectory:
@@ -294,6 +326,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--compresslevel", type=int, default=6, help="gzip level 0-9 (default: 6)")
     verify = commands.add_parser("verify", help="check that a .tar.gz extracts with filter='data'")
     verify.add_argument("tarball", type=Path)
+    verify.add_argument("--max-unpacked-gib", type=float, default=MAX_UNPACKED_BYTES / 1024**3,
+                        help=f"refuse a tarball unpacking to more (default: {MAX_UNPACKED_BYTES // 1024**3})")
     check = commands.add_parser("check", help="check that a weights folder can be packed (no symlinks, not empty)")
     check.add_argument("--weights", type=Path, required=True)
     return parser
@@ -307,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             names = scan_weights(args.weights)
             print(f"{args.weights}: {len(names)} files, all regular, ready to pack")
         elif args.command == "verify":
-            report = verify_model_tarball(args.tarball)
+            report = verify_model_tarball(args.tarball, max_unpacked_bytes=int(args.max_unpacked_gib * 1024**3))
             print(f"{args.tarball}: {len(report.files)} files extract cleanly with filter='data'")
         else:
             built = build_model_tarball(args.weights, args.output, compresslevel=args.compresslevel)
@@ -318,8 +352,12 @@ def main(argv: list[str] | None = None) -> int:
                 "to exactly the packed files"
             )
     except PantherError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"pantherseg error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:  # the output's folder unwritable, a full disk: one line, not a traceback
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"pantherseg error: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
     return 0
 
 
