@@ -27,7 +27,7 @@ from pantherseg.tumour_stats import tumour_statistics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["segment", "Ensemble", "CaseResult", "collect_inputs"]
+__all__ = ["segment", "segment_case", "Ensemble", "CaseResult", "collect_inputs"]
 
 
 @dataclass
@@ -149,9 +149,29 @@ def segment(
     return results
 
 
+def segment_case(ensemble: Ensemble, path: Path | str, *, output_dir: Path | str, name: str | None = None,
+                 weights: Path | str, config: EnsembleConfig, time_budget_s: float | None = None,
+                 report_dir: Path | str | None = None, run_hash: str | None = None,
+                 progress: ProgressListener | None = None, clock=time.monotonic) -> CaseResult:
+    """One case on an already loaded ensemble (what each cohort worker calls, case after case).
+
+    ``name``: the mask's file name without ``.mha`` (default: the image's stem); the report is
+    ``<report_dir>/<name>.report.json`` and carries ``run_hash``. The case gets its own time budget
+    (``time_budget_s``, default the config's) from now. Raises PantherError for a bad case.
+    """
+    budget = config.time_budget_s if time_budget_s is None else time_budget_s
+    deadline = Deadline(budget_s=budget, reserve_s=min(config.export_reserve_s, budget / 2), clock=clock,
+                        started_at=clock())
+    return _segment_one(ensemble, Path(path), Path(output_dir), deadline=deadline, report_dir=report_dir,
+                        member_outputs_dir=None, preview_dir=None, progress=progress, weights=Path(weights),
+                        config=config, name=name, run_hash=run_hash)
+
+
 def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, output_formats: Sequence[str] = ("mha",),
                  series_uid: str | None = None, roi_name: str | None = None, deadline: Deadline, report_dir,
-                 member_outputs_dir, preview_dir, progress, weights: Path, config: EnsembleConfig) -> CaseResult:
+                 member_outputs_dir, preview_dir, progress, weights: Path, config: EnsembleConfig,
+                 name: str | None = None, run_hash: str | None = None) -> CaseResult:
+    stem = name or image_stem(path)
     started = time.perf_counter()
     dicom_series = None
     if path.is_dir():  # collect_inputs gives folders only when they hold DICOM files
@@ -162,7 +182,7 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, output_for
     else:
         volume = read_volume(path)
     read_s = time.perf_counter() - started
-    output_path = output_dir / f"{image_stem(path)}.mha"
+    output_path = output_dir / f"{stem}.mha"
     if output_path.resolve() == path.resolve():
         raise InputError(f"The mask would overwrite its input {path}; choose another output folder.")
 
@@ -181,7 +201,7 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, output_for
     prediction.notes.extend(output_notes)
     write_s = time.perf_counter() - started
     if member_outputs_dir is not None:
-        _write_member_probabilities(prediction, volume, Path(member_outputs_dir), image_stem(path), ensemble)
+        _write_member_probabilities(prediction, volume, Path(member_outputs_dir), stem, ensemble)
 
     timings = {"load": ensemble.load_s, "read": read_s, **prediction.timings_s, "write": write_s}
     voxel_volume = float(np.prod(volume.spacing_zyx))
@@ -192,20 +212,20 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, output_for
         geometry=volume.geometry(), outcomes=outcomes_as_dicts(prediction.outcomes), timings_s=timings,
         tumor_statistics=tumour_statistics(prediction.mask, volume.reference), output_paths=[str(p) for p in written],
         notes=prediction.notes, weights=str(weights), config=str(config.source or "<in memory>"),
-        tumor_voxels=tumor_voxels, tumor_volume_mm3=tumor_voxels * voxel_volume,
+        tumor_voxels=tumor_voxels, tumor_volume_mm3=tumor_voxels * voxel_volume, run_hash=run_hash,
     )
     log.info("%s -> %s: %d tumour voxels (%.1f ml); members used %s", path.name, output_path, tumor_voxels,
              tumor_voxels * voxel_volume / 1000, report["members_used"])
     log.info("time per stage (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     result = CaseResult(input=path, output=output_path, report=report)
     if report_dir is not None:
-        result.report_path = write_report(report, Path(report_dir) / f"{image_stem(path)}.report.json")
+        result.report_path = write_report(report, Path(report_dir) / f"{stem}.report.json")
     if preview_dir is not None:
         from pantherseg.preview import write_preview
 
         try:
             result.preview_path = write_preview(volume, prediction.mask,
-                                                Path(preview_dir) / f"{image_stem(path)}.preview.png")
+                                                Path(preview_dir) / f"{stem}.preview.png")
         except (OSError, ImportError, RuntimeError) as error:
             # The mask is written and correct; a missing picture must not fail the case.
             log.warning("%s: preview not written: %s", path.name, error)

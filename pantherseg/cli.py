@@ -111,6 +111,10 @@ def run_guarded(function, *args, **kwargs) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from pantherseg.cohort.options import predict_cohort, wants_cohort
+
+    if wants_cohort(args):
+        return predict_cohort(args)
     from pantherseg.api import segment
     from pantherseg.progress import make_progress
 
@@ -228,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--roi-name", default=None, metavar="NAME",
                          help="the RTSTRUCT's ROI name (default: Pancreatic tumour)")
     add_run_options(predict)
+    from pantherseg.cohort.options import add_cohort_options
+
+    add_cohort_options(predict)
     predict.set_defaults(handler=_predict)
 
     evaluate = commands.add_parser(

@@ -28,8 +28,10 @@ def software_versions() -> dict[str, str]:
 def build_report(*, task: str, input_path: str, output_path: str, device: str, geometry: dict,
                  outcomes: list[dict], timings_s: dict, notes: list[str], weights: str, config: str,
                  tumor_voxels: int, tumor_volume_mm3: float, tumor_statistics: dict | None = None,
-                 output_paths: list[str] | None = None) -> dict:
-    return {
+                 output_paths: list[str] | None = None, run_hash: str | None = None) -> dict:
+    """``run_hash``: SHA-256 of the config and member weights (pantherseg.cohort.resume); a cohort
+    rerun skips a case whose report carries the same hash."""
+    report = {
         "software": software_versions(),
         "task": task,
         "input": {"path": input_path, **geometry},
@@ -45,6 +47,9 @@ def build_report(*, task: str, input_path: str, output_path: str, device: str, g
         "timings_s": {stage: round(seconds, 3) for stage, seconds in timings_s.items()},
         "notes": notes,
     }
+    if run_hash is not None:
+        report["run_hash"] = run_hash
+    return report
 
 
 def write_report(report: dict, path: Path) -> Path:

@@ -1,0 +1,81 @@
+"""The cohort flags of ``pantherseg predict`` and the handler they select (argparse only at import)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_cohort_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "cohorts", "Any of --ray, --num-parts or --resume selects the cohort route: folders are searched "
+                   "recursively, finished cases (same config and weights) are skipped, a bad case is a row of "
+                   "OUT/cohort_report.csv/.json and the others go on. See docs/cohort.md.")
+    group.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="run on Ray (pip install 'pantherseg[ray]'): a local Ray instance with this machine's "
+                            "CPUs and GPUs, or the cluster at ADDRESS ('auto', 'ray://HOST:10001')")
+    group.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                       help="Ray workers, each loading the ensemble once (default: one per GPU; on CPU-only "
+                            "clusters, CPUs / --ray-cpus-per-worker)")
+    group.add_argument("--ray-cpus-per-worker", type=float, default=None, metavar="C",
+                       help="CPUs each Ray worker reserves (its torch threads on CPU nodes) (default: 4 on CPU "
+                            "nodes, the node's CPUs per GPU on GPU nodes)")
+    group.add_argument("--max-retries", type=int, default=2, metavar="N",
+                       help="times a case is retried after its Ray worker died (killed, out of memory) before "
+                            "it is reported as failed (default: 2)")
+    group.add_argument("--num-parts", type=int, default=None, metavar="N",
+                       help="split the sorted case list into N parts (round-robin) and run only --part-id: "
+                            "N independent processes (Slurm array, Kubernetes indexed job) cover it exactly once")
+    group.add_argument("--part-id", type=int, default=0, metavar="K", help="this process's part, 0..N-1 (default: 0)")
+    group.add_argument("--resume", action="store_true",
+                       help="cohort route in this process without splitting (the same as --num-parts 1)")
+    group.add_argument("--overwrite", action="store_true",
+                       help="in the cohort route, run finished cases again instead of skipping them")
+
+
+def wants_cohort(args: argparse.Namespace) -> bool:
+    return args.ray is not None or args.num_parts is not None or args.resume
+
+
+def predict_cohort(args: argparse.Namespace) -> int:
+    """``pantherseg predict`` in the cohort route: prints each mask path; exit 1 if any case failed."""
+    from pantherseg.cli import budget_from_flag
+    from pantherseg.cohort.progress import make_cohort_progress
+    from pantherseg.cohort.report import report_stem
+    from pantherseg.cohort.run import run_cohort
+    from pantherseg.errors import InputError
+
+    if args.member_outputs is not None or args.preview:
+        raise InputError("--member-outputs and --preview are not available in the cohort route "
+                         "(--ray, --num-parts, --resume); run plain 'pantherseg predict' for them.")
+    if args.no_report:
+        raise InputError("--no-report cannot be used in the cohort route: the run reports are what resuming reads.")
+    if args.ray is None and args.part_id and args.num_parts is None:
+        raise InputError("--part-id needs --num-parts.")
+    ray_options = None
+    if args.ray is not None:
+        from pantherseg.cohort.ray_runner import RayOptions
+
+        if args.max_retries < 0:
+            raise InputError(f"--max-retries must be 0 or more, found {args.max_retries}.")
+        ray_options = RayOptions(address=None if args.ray == "local" else args.ray, workers=args.ray_workers,
+                                 cpus_per_worker=args.ray_cpus_per_worker, max_retries=args.max_retries)
+    num_parts = args.num_parts or 1
+    report = run_cohort(
+        args.input, output_dir=args.output, task=args.task, config=args.config, weights=args.weights,
+        device=args.device, tile_batch_size=args.tile_batch_size, precision=args.precision, backend=args.backend,
+        time_budget_s=budget_from_flag(args.time_budget), num_parts=num_parts, part_id=args.part_id,
+        resume=not args.overwrite, ray=ray_options, progress=make_cohort_progress(args.quiet),
+    )
+    for row in sorted(report.rows, key=lambda r: r.name):
+        if row.output is not None:
+            print(row.output)
+    stem = report_stem(args.output, (args.part_id, num_parts))
+    print(f"{report.summary()}; report: {stem}.csv", file=sys.stderr)
+    failed = report.failed
+    if failed:
+        print(f"pantherseg error: {len(failed)} of {len(report.rows)} case(s) failed (see {stem}.csv): "
+              + "; ".join(f"{row.name}: {row.error}" for row in failed[:3]) + ("; ..." if len(failed) > 3 else ""),
+              file=sys.stderr)
+        return 1
+    return 0

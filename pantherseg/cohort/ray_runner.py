@@ -1,0 +1,246 @@
+"""The cohort on Ray: one actor per GPU (or per group of CPU cores), each loads the ensemble once.
+
+Scheduling is Ray's: each actor reserves ``num_gpus=1`` (GPU nodes) or ``num_cpus=cpus_per_worker``
+(CPU-only nodes) and Ray places it on a node with room. The driver keeps one case in flight per
+actor and hands the next case to whichever actor finishes first, so fast and slow workers (mixed
+GPU types, big and small cases) stay busy.
+
+Failures:
+- A bad case is an ``error`` row returned by the worker (see worker.py); nothing is retried.
+- A worker process that dies (SIGKILL, the kernel's OOM killer, a segfault, a lost node) fails the
+  case it was running with a RayActorError. Ray restarts the actor (``max_restarts``; the new process
+  loads the ensemble again) and the driver puts the case back at the front of the queue, at most
+  ``max_retries`` times; then the case is a ``worker-died`` row and the cohort goes on. An actor that
+  Ray reports dead for good is replaced by a new one (bounded too), so one lost node does not stall
+  the cohort.
+- A worker that cannot load the ensemble (bad config, bad model) stops the cohort at once with the
+  worker's one-line error: no case could succeed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from pantherseg.cohort.cases import Case
+from pantherseg.cohort.progress import CohortProgress
+from pantherseg.cohort.report import CaseRow
+from pantherseg.cohort.worker import CaseWorker, CohortSettings, raise_load_error
+from pantherseg.errors import ResourceError
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'pantherseg[ray]' (ray==2.60.0, see requirements-extras.txt)"
+DEFAULT_CPUS_PER_WORKER = 4  # torch threads per CPU worker: large enough for one case, small enough to share a node
+RESTART_PROBE_S = 1.0  # how often a restarting worker is asked whether it is back
+WAIT_LOG_S = 60.0  # log a line while no worker has started (waiting for a node with room, or an autoscaler)
+
+
+@dataclass
+class RayOptions:
+    address: str | None = None  # None: start a local Ray instance; "auto", "ray://host:10001": an existing cluster
+    workers: int | None = None  # None: one per GPU, else cluster CPUs // cpus_per_worker
+    cpus_per_worker: float | None = None  # None: CPU nodes DEFAULT_CPUS_PER_WORKER, GPU nodes CPUs per GPU
+    max_retries: int = 2  # times a case is retried after its worker died
+
+
+@dataclass
+class _Slot:
+    actor: object
+    worker: str | None = None
+    replacements: int = 0
+
+
+@dataclass
+class _Plan:
+    workers: int
+    actor_options: dict = field(default_factory=dict)
+    settings: CohortSettings | None = None
+
+
+def run_ray(cases: Sequence[Case], settings: CohortSettings, options: RayOptions,
+            progress: CohortProgress) -> tuple[list[CaseRow], list[dict], int]:
+    """Rows for ``cases``, the workers' descriptions and the number of worker deaths."""
+    ray = _import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=options.address, include_dashboard=False, logging_level=logging.WARNING)
+    actors = []
+    try:
+        plan = plan_workers(ray.cluster_resources(), _largest_node(ray), settings, options, len(cases))
+        log.info("Ray: %d worker(s), each %s", plan.workers, plan.actor_options)
+        remote_class = ray.remote(CaseWorker)
+
+        def new_actor():
+            actor = remote_class.options(**plan.actor_options).remote(plan.settings)
+            actors.append(actor)
+            return actor
+
+        return _drive(ray, [_Slot(new_actor()) for _ in range(plan.workers)], new_actor, cases, options, progress)
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        if started_here:
+            ray.shutdown()
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ResourceError(f"--ray needs Ray, which is not installed: {INSTALL_HINT}.") from None
+    return ray
+
+
+def _largest_node(ray) -> dict:
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    return {"CPU": max((n.get("CPU", 0) for n in nodes), default=0), "GPU": max((n.get("GPU", 0) for n in nodes), default=0)}
+
+
+def plan_workers(cluster: dict, largest_node: dict, settings: CohortSettings, options: RayOptions,
+                 cases: int) -> _Plan:
+    """How many actors, with which resources; ResourceError if one actor fits on no node."""
+    gpus, cpus = int(cluster.get("GPU", 0)), float(cluster.get("CPU", 0))
+    use_gpu = gpus > 0 and settings.device != "cpu"
+    if use_gpu:
+        per_worker_cpus = options.cpus_per_worker or max(1.0, float(int(cpus // gpus)))
+        workers = options.workers or gpus
+        actor_options = {"num_gpus": 1, "num_cpus": per_worker_cpus}
+        # Ray gives each actor its own GPU as cuda:0 (CUDA_VISIBLE_DEVICES).
+        settings = dataclasses.replace(settings, device="cuda")
+    else:
+        per_worker_cpus = options.cpus_per_worker or float(min(DEFAULT_CPUS_PER_WORKER, max(1, int(cpus))))
+        workers = options.workers or max(1, int(cpus // per_worker_cpus))
+        actor_options = {"num_cpus": per_worker_cpus}
+        settings = dataclasses.replace(settings, torch_threads=max(1, int(per_worker_cpus)))
+    if per_worker_cpus > largest_node.get("CPU", 0) or (use_gpu and largest_node.get("GPU", 0) < 1):
+        raise ResourceError(
+            f"A Ray worker needs {actor_options} but the largest node has {largest_node}; "
+            f"lower --ray-cpus-per-worker.")
+    actor_options.update(max_restarts=options.max_retries + 1, max_task_retries=0)
+    settings = dataclasses.replace(settings, log_level=logging.WARNING)
+    return _Plan(workers=max(1, min(workers, cases)), actor_options=actor_options, settings=settings)
+
+
+def _drive(ray, slots: list[_Slot], new_actor, cases: Sequence[Case], options: RayOptions,
+           progress: CohortProgress) -> tuple[list[CaseRow], list[dict], int]:
+    """Hand out cases until every one has a row; returns rows, worker descriptions, worker deaths.
+
+    A slot whose actor died is not given cases while Ray restarts it (calls to a restarting actor
+    fail at once): it is probed with ready() every RESTART_PROBE_S until the new process has loaded
+    the ensemble, and only then gets the next case.
+    """
+    from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
+
+    queue = deque(cases)
+    attempts: Counter = Counter()
+    pending: dict = {}  # ObjectRef -> (slot, case); case None for a slot's ready() probe
+    resting: list[tuple[float, _Slot]] = []  # (time to probe again, slot) while Ray restarts the actor
+    rows: list[CaseRow] = []
+    infos: list[dict] = []
+    deaths = 0
+
+    def dispatch(slot: _Slot) -> None:
+        if queue:
+            case = queue.popleft()
+            pending[slot.actor.process.remote(case)] = (slot, case)
+            progress.case_started(case, slot.worker)
+
+    def probe(slot: _Slot) -> None:
+        pending[slot.actor.ready.remote()] = (slot, None)
+
+    for slot in slots:
+        probe(slot)
+    while queue or any(case is not None for _, case in pending.values()):
+        if not pending and not resting:
+            _fail_remaining(queue, rows, progress, "no Ray worker left (each died repeatedly)")
+            break
+        now = time.monotonic()
+        for entry in [e for e in resting if e[0] <= now]:
+            resting.remove(entry)
+            probe(entry[1])
+        timeout = min([WAIT_LOG_S, *(max(0.0, t - now) for t, _ in resting)])
+        if not pending:
+            time.sleep(timeout)
+            continue
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
+        if not done:
+            if not infos and not resting:
+                log.warning("Waiting for Ray workers to start (a node with the resources asked for)...")
+            continue
+        slot, case = pending.pop(done[0])
+        try:
+            value = ray.get(done[0])
+        except RayActorError as error:
+            if case is not None:
+                deaths += 1
+                _case_failed(case, slot, error, attempts, options.max_retries, queue, rows, progress)
+            if isinstance(error, ActorDiedError) and not _is_restarting(error):
+                # Dead for good (restarts used up, node lost): a new actor takes the slot, within bounds.
+                if slot.replacements >= options.max_retries + 1:
+                    log.error("Ray worker %s died too often; not replaced again", slot.worker)
+                    continue
+                slot.actor, slot.replacements = new_actor(), slot.replacements + 1
+                probe(slot)
+            else:
+                resting.append((time.monotonic() + RESTART_PROBE_S, slot))
+            continue
+        except RayTaskError as error:  # process() reports bad cases itself; this is a bug, reported
+            value = CaseRow(name=case.name, input=str(case.path), status="error", worker=slot.worker,
+                            error=f"unexpected error in the worker: {_first_line(str(error))}")
+        if case is None:
+            if "error" in value:
+                raise_load_error(value["error"])
+            if value["worker"] not in {info["worker"] for info in infos}:
+                infos.append(value)
+            slot.worker = value["worker"]
+        else:
+            value.attempts = attempts[case.name] + 1
+            rows.append(value)
+            progress.case_finished(value)
+        dispatch(slot)
+    return rows, infos, deaths
+
+
+def _case_failed(case: Case, slot: _Slot, error: Exception, attempts: Counter, max_retries: int, queue: deque,
+                 rows: list[CaseRow], progress: CohortProgress) -> None:
+    """The worker died under ``case``: back to the front of the queue, or a worker-died row."""
+    reason = _death_reason(error)
+    attempts[case.name] += 1
+    if attempts[case.name] <= max_retries:
+        progress.case_retried(case, slot.worker, attempts[case.name] + 1, reason)
+        queue.appendleft(case)
+        return
+    row = CaseRow(name=case.name, input=str(case.path), status="worker-died", worker=slot.worker,
+                  attempts=attempts[case.name], error=f"the worker died on each of {attempts[case.name]} attempts ({reason})")
+    rows.append(row)
+    progress.case_finished(row)
+
+
+def _is_restarting(error: Exception) -> bool:
+    return "restarting" in str(error).lower()
+
+
+def _fail_remaining(queue: deque, rows: list[CaseRow], progress: CohortProgress, reason: str) -> None:
+    while queue:
+        case = queue.popleft()
+        row = CaseRow(name=case.name, input=str(case.path), status="worker-died", attempts=0, error=reason)
+        rows.append(row)
+        progress.case_finished(row)
+
+
+def _death_reason(error: Exception) -> str:
+    text = str(error)
+    for marker in ("Worker exit detail:", "The actor is dead because", "The actor"):
+        if marker in text:
+            return _first_line(text[text.index(marker):])[:200]
+    return type(error).__name__
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "unknown error"

@@ -1,0 +1,100 @@
+"""Resuming a cohort: the run hash, and whether a case is already done.
+
+The run hash is the SHA-256 of what decides a mask: the task's part of the ensemble config (its
+members with their weights, the tumour label, tile step, mirroring, the time budget, precision and
+backend as configured) together with the precision and backend asked for on the command line, and
+the bytes of every member's checkpoint, ``plans.json`` and ``dataset.json``. It is written into
+each case's run report (``run_hash``). Not in it: the software versions (they are in the report,
+but a rerun with a fixed pantherseg keeps finished masks) and the device.
+
+A case is done, and a rerun skips it, when its mask ``<name>.mha`` and its report
+``<name>.report.json`` both exist in the output folder, the report parses, names the same input
+file, the mask, and carries the same run hash. A case that failed has no mask, so every rerun tries
+it again. Masks and reports are written atomically (temporary file, then rename), so a killed worker
+leaves either a whole file or none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from pantherseg.cohort.cases import Case
+from pantherseg.config import EnsembleConfig
+from pantherseg.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20
+
+
+def run_hash(config: EnsembleConfig, task: str, weights: Path | str, *, precision: str | None = None,
+             backend: str | None = None) -> str:
+    """SHA-256 (hex) of the task's config and the member files; ModelError if a member file is missing."""
+    spec = config.task(task)
+    settings = dataclasses.asdict(config)
+    settings.pop("source", None)
+    settings["tasks"] = {task: dataclasses.asdict(spec)}
+    settings["overrides"] = {"precision": precision, "backend": backend}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    weights = Path(weights)
+    seen = set()
+    for member in spec.members:
+        folder = weights / member.model
+        for path in (folder / "plans.json", folder / "dataset.json",
+                     folder / f"fold_{member.fold}" / member.checkpoint):
+            if path in seen:
+                continue
+            seen.add(path)
+            digest.update(f"{path.relative_to(weights).as_posix()}\0".encode())
+            digest.update(_file_sha256(path, member.describe()).encode())
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path, owner: str) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(CHUNK_BYTES):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise ModelError(f"{owner}: file not found: expected {path}.") from None
+    except OSError as error:
+        raise ModelError(f"{owner}: cannot read {path}: {error.strerror or error}.") from None
+    return digest.hexdigest()
+
+
+def mask_path(output_dir: Path, case: Case) -> Path:
+    return Path(output_dir) / f"{case.name}.mha"
+
+
+def report_path(output_dir: Path, case: Case) -> Path:
+    return Path(output_dir) / f"{case.name}.report.json"
+
+
+def finished_report(case: Case, output_dir: Path, expected_hash: str) -> dict | None:
+    """The case's existing run report if its mask is complete and made by this run's config and weights."""
+    mask, report_file = mask_path(output_dir, case), report_path(output_dir, case)
+    if not (mask.is_file() and report_file.is_file()):
+        return None
+    try:
+        report = json.loads(report_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        log.warning("%s: unreadable report %s (%s); the case runs again", case.name, report_file, error)
+        return None
+    if not isinstance(report, dict):
+        return None
+    if report.get("run_hash") != expected_hash:
+        log.debug("%s: made with another config or other weights; it runs again", case.name)
+        return None
+    recorded_input = (report.get("input") or {}).get("path")
+    recorded_output = (report.get("output") or {}).get("path")
+    if recorded_input is None or Path(recorded_input).resolve() != case.path.resolve():
+        log.debug("%s: the report names another input (%s); it runs again", case.name, recorded_input)
+        return None
+    if recorded_output is None or Path(recorded_output).name != mask.name:
+        return None
+    return report
