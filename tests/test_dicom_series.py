@@ -165,3 +165,18 @@ def test_an_unsupported_transfer_syntax_is_refused_before_decoding(phantom, tmp_
         ds.save_as(path)
     with pytest.raises(InputError, match=r"transfer syntax MPEG-4 .*\(1.2.840.10008.1.2.4.102\) is not supported"):
         read_series(tmp_path / "s")
+
+
+@pytest.mark.parametrize("kind", sorted(ORIENTATIONS))
+def test_the_geometry_agrees_with_simpleitk_gdcm_series_reader(kind, phantom, tmp_path):
+    """An independent reader (GDCM's sorting, SimpleITK's geometry) gives the same grid and voxels."""
+    image = orient(phantom[0], kind)
+    write_series(image, tmp_path / "s")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tmp_path / "s")))
+    gdcm = reader.Execute()
+    ours = read_series(tmp_path / "s").volume.reference
+    assert gdcm.GetSize() == ours.GetSize()
+    for get in ("GetOrigin", "GetSpacing", "GetDirection"):
+        assert np.allclose(getattr(gdcm, get)(), getattr(ours, get)(), atol=1e-4), get
+    assert np.allclose(sitk.GetArrayFromImage(gdcm), sitk.GetArrayFromImage(ours), rtol=1e-6, atol=1e-3)

@@ -1,0 +1,118 @@
+"""``pantherseg predict`` on DICOM folders: same mask as the .mha route, every output format, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+pytest.importorskip("highdicom")
+
+from conftest import ROOT, synthetic_image  # noqa: E402
+from dicom_factory import orient, stored_image, write_series  # noqa: E402
+from pantherseg.cli import main  # noqa: E402
+
+
+def _small_image():
+    """Small enough that the tiny networks of ``tiny_weights`` take a second or two."""
+    return synthetic_image(shape_zyx=(16, 48, 56), seed=1)
+
+
+def _predict(args, tiny_weights, tiny_config, task="t2"):
+    """t2 is one tiny member (quick); t1's three members find 'tumour' in the synthetic image."""
+    return main(["predict", *args, "--weights", str(tiny_weights), "--config", str(tiny_config), "--task", task,
+                 "--device", "cpu", "--time-budget", "0", "-q"])
+
+
+def test_dicom_route_gives_the_same_mask_as_the_mha_route(tiny_weights, tiny_config, tmp_path, capsys):
+    image = orient(_small_image(), "oblique")
+    write_series(image, tmp_path / "patient" / "MR-series")
+    (tmp_path / "mha").mkdir()
+    sitk.WriteImage(stored_image(image), str(tmp_path / "mha" / "MR-series.mha"))
+
+    assert _predict(["-i", str(tmp_path / "patient" / "MR-series"), "-o", str(tmp_path / "out-dicom"),
+                     "--output-format", "mha", "nii.gz", "dicom-seg", "rtstruct", "--roi-name", "GTV_auto"],
+                    tiny_weights, tiny_config, task="t1") == 0
+    assert _predict(["-i", str(tmp_path / "mha"), "-o", str(tmp_path / "out-mha")], tiny_weights, tiny_config,
+                    task="t1") == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(tmp_path / "out-dicom" / "MR-series.mha"), str(tmp_path / "out-mha" / "MR-series.mha")]
+
+    from_dicom = sitk.ReadImage(str(tmp_path / "out-dicom" / "MR-series.mha"))
+    from_mha = sitk.ReadImage(str(tmp_path / "out-mha" / "MR-series.mha"))
+    mask = sitk.GetArrayFromImage(from_dicom)
+    assert 0 < mask.sum() < mask.size and np.array_equal(mask, sitk.GetArrayFromImage(from_mha))
+    for get in ("GetOrigin", "GetSpacing", "GetDirection"):
+        assert np.allclose(getattr(from_dicom, get)(), getattr(from_mha, get)(), atol=1e-5)
+    nifti = sitk.ReadImage(str(tmp_path / "out-dicom" / "MR-series.nii.gz"))
+    assert np.array_equal(sitk.GetArrayFromImage(nifti), sitk.GetArrayFromImage(from_dicom))
+
+    report = json.loads((tmp_path / "out-dicom" / "MR-series.report.json").read_text())
+    assert [os.path.basename(p) for p in report["output"]["paths"]] == [
+        "MR-series.mha", "MR-series.nii.gz", "MR-series.seg.dcm", "MR-series.rtstruct.dcm"]
+    stats = report["output"]["tumor_statistics"]
+    assert stats["volume_ml"] == pytest.approx(report["output"]["tumor_volume_mm3"] / 1000, abs=1e-3)
+    mha_stats = json.loads((tmp_path / "out-mha" / "MR-series.report.json").read_text())["output"]["tumor_statistics"]
+    assert stats["components"] == mha_stats["components"] >= 1  # spacing differs in the last decimal (DS strings)
+    assert stats["largest_component"]["voxels"] == mha_stats["largest_component"]["voxels"]
+    assert np.allclose(stats["largest_component"]["bounding_box_mm"]["min_xyz"],
+                       mha_stats["largest_component"]["bounding_box_mm"]["min_xyz"], atol=1e-3)
+
+    import pydicom
+
+    rt = pydicom.dcmread(tmp_path / "out-dicom" / "MR-series.rtstruct.dcm")
+    seg = pydicom.dcmread(tmp_path / "out-dicom" / "MR-series.seg.dcm")
+    assert rt.StructureSetROISequence[0].ROIName == "GTV_auto"
+    members = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmParameters
+    assert report["members_used"] == ["a-f0", "a-f1", "b-f0"] and "a-f0,a-f1,b-f0" in members
+
+
+def test_several_series_without_a_choice_exit_2_listing_them(tiny_weights, tiny_config, tmp_path, capsys):
+    image = orient(_small_image(), "axial")
+    write_series(image, tmp_path / "study" / "1", series_uid="1.2.826.0.1.11", series_description="t2 tra")
+    write_series(image, tmp_path / "study" / "2", series_uid="1.2.826.0.1.12", series_description="t2 tra repeat")
+    code = _predict(["-i", str(tmp_path / "study"), "-o", str(tmp_path / "out"), "--output-format", "rtstruct"],
+                    tiny_weights, tiny_config)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1 and last.startswith("pantherseg error: 1 of 1 case(s) failed: study: 2 image series")
+    assert "1.2.826.0.1.11 't2 tra' (MR, 16 files)" in last and "--series-uid" in last
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+    assert _predict(["-i", str(tmp_path / "study"), "-o", str(tmp_path / "out"), "--output-format", "rtstruct",
+                     "--series-uid", "1.2.826.0.1.12"], tiny_weights, tiny_config) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["study.report.json", "study.rtstruct.dcm"]
+
+
+def test_dicom_formats_for_a_non_dicom_input_are_refused_before_loading(tiny_weights, tiny_config, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    sitk.WriteImage(_small_image(), str(tmp_path / "in" / "case.mha"))
+    code = _predict(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--output-format", "mha", "dicom-seg"],
+                    tiny_weights, tiny_config)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "dicom-seg and rtstruct reference the images of a DICOM series" in last
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_mha_path_never_imports_the_dicom_modules(tiny_weights, tiny_config, tmp_path):
+    (tmp_path / "in").mkdir()
+    sitk.WriteImage(orient(_small_image(), "axial"), str(tmp_path / "in" / "case.mha"))
+    code = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import inference
+from pantherseg.api import segment
+segment({str(tmp_path / 'in')!r}, output_dir={str(tmp_path / 'out')!r}, task="t2", config={str(tiny_config)!r},
+        weights={str(tiny_weights)!r}, device="cpu", time_budget_s=float("inf"), output_formats=("mha", "nii.gz"))
+# pydicom itself may appear: nibabel (an nnU-Net dependency) imports it when it is installed; the
+# grand-challenge image does not install it. Nothing of ours nor highdicom may load.
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("highdicom", "rt_utils") or m.startswith("pantherseg.dicom"))
+assert not heavy, heavy
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case.mha", "case.nii.gz"]
