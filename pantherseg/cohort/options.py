@@ -48,6 +48,9 @@ def predict_cohort(args: argparse.Namespace) -> int:
     if args.member_outputs is not None or args.preview:
         raise InputError("--member-outputs and --preview are not available in the cohort route "
                          "(--ray, --num-parts, --resume); run plain 'pantherseg predict' for them.")
+    if list(getattr(args, "output_format", None) or ["mha"]) != ["mha"] or getattr(args, "series_uid", None):
+        raise InputError("The cohort route (--ray, --num-parts, --resume) writes .mha masks from image files; "
+                         "--output-format and --series-uid (DICOM) need plain 'pantherseg predict'.")
     if args.no_report:
         raise InputError("--no-report cannot be used in the cohort route: the run reports are what resuming reads.")
     if args.ray is None and args.part_id and args.num_parts is None:
