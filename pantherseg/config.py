@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,11 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BACKENDS = ("auto", "torch", "onnxruntime")
 _TASK_KEYS = {"input_slug", "output_slug", "tumor_label", "members"}
 _MEMBER_KEYS = {"name", "role", "model", "fold", "checkpoint", "weight", "configuration"}
+# Slugs and member names become folder and file names (output folder, --member-outputs): no separators,
+# no '..', no NUL. grand-challenge's slugs are lower-case letters, digits and hyphens.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# Below a tenth of the patch nnU-Net's tiling stops making sense: 1000 times the tiles of step 1.
+MIN_TILE_STEP = 0.1
 
 
 @dataclass(frozen=True)
@@ -119,12 +125,17 @@ def load_config(path: Path | str) -> EnsembleConfig:
         raise ConfigError(f"Ensemble config not found: expected a JSON file at {path}.") from None
     except OSError as error:
         raise ConfigError(f"Ensemble config {path} cannot be read: {error.strerror}.") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"Ensemble config {path} is not UTF-8 text: {error.reason} at byte {error.start}.") from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError(
             f"Ensemble config {path} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}."
         ) from None
+    except (ValueError, RecursionError) as error:  # integers of over 4300 digits; brackets nested too deep
+        reason = "it is nested too deeply" if isinstance(error, RecursionError) else str(error).split(";")[0]
+        raise ConfigError(f"Ensemble config {path} cannot be decoded: {reason}.") from None
     return parse_config(raw, source=path)
 
 
@@ -133,18 +144,20 @@ def parse_config(raw: object, *, source: Path | None = None) -> EnsembleConfig:
     where = f"{source}: " if source else ""
 
     def fail(key: str, expected: str, found: object) -> ConfigError:
-        return ConfigError(f"{where}'{key}' must be {expected}, found {found!r}.")
+        shown = repr(found)
+        shown = shown if len(shown) <= 120 else shown[:117] + "..."
+        return ConfigError(f"{where}'{key}' must be {expected}, found {shown}.")
 
     if not isinstance(raw, dict):
         raise fail("<top level>", "a JSON object", type(raw).__name__)
     _reject_unknown(raw, _TOP_KEYS, "<top level>", where)
 
     version = raw.get("version", 1)
-    if version not in SUPPORTED_VERSIONS:
+    if isinstance(version, bool) or not isinstance(version, int) or version not in SUPPORTED_VERSIONS:
         raise fail("version", f"one of {list(SUPPORTED_VERSIONS)}", version)
     step = _number(raw.get("tile_step_size", 0.5), "tile_step_size", fail)
-    if not 0 < step <= 1:
-        raise fail("tile_step_size", "a number in (0, 1]", step)
+    if not MIN_TILE_STEP <= step <= 1:
+        raise fail("tile_step_size", f"a number in [{MIN_TILE_STEP}, 1] (a fraction of the patch)", step)
     mirroring = raw.get("use_mirroring", False)
     if not isinstance(mirroring, bool):
         raise fail("use_mirroring", "true or false", mirroring)
@@ -189,8 +202,8 @@ def _parse_task(name: str, raw: object, fail, where: str) -> TaskSpec:
         raise fail(key, "an object", type(raw).__name__)
     _reject_unknown(raw, _TASK_KEYS, key, where)
     for text_key in ("input_slug", "output_slug"):
-        if not isinstance(raw.get(text_key), str) or not raw[text_key]:
-            raise fail(f"{key}.{text_key}", "a non-empty string", raw.get(text_key))
+        if not isinstance(raw.get(text_key), str) or not _NAME.fullmatch(raw[text_key]):
+            raise fail(f"{key}.{text_key}", "a slug of letters, digits, '-', '_' or '.'", raw.get(text_key))
     tumor_label = raw.get("tumor_label", 1)
     if isinstance(tumor_label, bool) or not isinstance(tumor_label, int) or tumor_label <= 0:
         raise fail(f"{key}.tumor_label", "a positive integer label", tumor_label)
@@ -216,8 +229,10 @@ def _parse_member(key: str, raw: object, fail, where: str) -> MemberSpec:
         raise fail(key, "an object", raw)
     _reject_unknown(raw, _MEMBER_KEYS, key, where)
     for text_key in ("name", "model", "checkpoint"):
-        if not isinstance(raw.get(text_key), str) or not raw[text_key]:
+        if not isinstance(raw.get(text_key), str) or not raw[text_key] or "\x00" in raw[text_key]:
             raise fail(f"{key}.{text_key}", "a non-empty string", raw.get(text_key))
+    if not _NAME.fullmatch(raw["name"]):
+        raise fail(f"{key}.name", "a name of letters, digits, '-', '_' or '.' (it names output folders)", raw["name"])
     model = raw["model"]
     if Path(model).is_absolute() or ".." in Path(model).parts:
         raise fail(f"{key}.model", "a folder path relative to the weights root, without '..'", model)
@@ -233,7 +248,7 @@ def _parse_member(key: str, raw: object, fail, where: str) -> MemberSpec:
     if weight <= 0:
         raise fail(f"{key}.weight", "a positive number", weight)
     configuration = raw.get("configuration") or _configuration_from_folder(model)
-    if not isinstance(configuration, str):
+    if not isinstance(configuration, str) or "\x00" in configuration:
         raise fail(f"{key}.configuration", "a configuration name such as 3d_fullres", configuration)
     return MemberSpec(
         name=raw["name"],

@@ -9,6 +9,7 @@ last line of stderr when something fails, so every problem here is one InputErro
 from __future__ import annotations
 
 import json
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,12 +54,15 @@ def _read_inputs_json(path: Path) -> list[dict]:
         raise InputError(
             f"{path} is not valid JSON ({error.msg} at line {error.lineno}); expected grand-challenge's list of inputs."
         ) from None
+    except (ValueError, RecursionError) as error:  # 4300+ digit integers; brackets nested too deep
+        reason = "it is nested too deeply" if isinstance(error, RecursionError) else str(error).split(";")[0]
+        raise InputError(f"{path} cannot be decoded ({reason}); expected grand-challenge's list of inputs.") from None
     if not isinstance(entries, list) or not all(
         isinstance(e, dict) and isinstance(e.get("interface"), dict) and isinstance(e["interface"].get("slug"), str)
         for e in entries
     ):
         raise InputError(
-            f"{path} must be a list of objects with interface.slug, as grand-challenge writes it; found {str(entries)[:120]}."
+            f"{path} must be a list of objects with interface.slug, as grand-challenge writes it; found {_short(entries)}."
         )
     return entries
 
@@ -76,7 +80,7 @@ def _case_from_inputs_json(entries, input_dir: Path, config: EnsembleConfig, tas
             # The user forced the task; accept its folder even if inputs.json lists something else.
             spec = wanted[0]
             return spec, input_dir / "images" / spec.input_slug, None
-        raise InputError(f"inputs.json names interface(s) {slugs}; this algorithm takes one of {known}.")
+        raise InputError(f"inputs.json names interface(s) {_short(slugs)}; this algorithm takes one of {known}.")
     if len(matching) > 1:
         raise InputError(
             f"inputs.json names {len(matching)} inputs this algorithm could take ({[e['interface']['slug'] for _, e in matching]}); "
@@ -84,11 +88,15 @@ def _case_from_inputs_json(entries, input_dir: Path, config: EnsembleConfig, tas
         )
     spec, entry = matching[0]
     relative = entry["interface"].get("relative_path") or f"images/{spec.input_slug}"
+    if not isinstance(relative, str) or "\x00" in relative:
+        raise InputError(f"inputs.json relative_path of '{spec.input_slug}' must be a folder path relative to the "
+                         f"input folder, found {_short(relative)}.")
     folder = (input_dir / relative).resolve()
     if input_dir.resolve() not in folder.parents:
         raise InputError(f"inputs.json relative_path '{relative}' points outside {input_dir}.")
     image = entry.get("image") if isinstance(entry.get("image"), dict) else {}
-    return spec, folder, image.get("name")
+    name = image.get("name")
+    return spec, folder, name if isinstance(name, str) else None
 
 
 def _case_from_folders(input_dir: Path, config: EnsembleConfig, task: str | None):
@@ -133,3 +141,30 @@ def check_single_output(output_folder: Path) -> Path:
     if len(files) != 1:
         raise PantherError(f"{output_folder} must hold exactly one image for grand-challenge, found {[p.name for p in files]}.")
     return files[0]
+
+
+def check_output_folder_free(output_folder: Path, mask_name: str) -> None:
+    """Before any network runs: the output folder must hold no image but (at most) this run's own mask.
+
+    grand-challenge fails a job whose output folder ends with two images; finding that out after the
+    prediction would waste the budget and leave the new mask beside the old one.
+    """
+    folder = Path(output_folder)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise PantherError(f"Output folder {folder} is a file; grand-challenge expects a folder there.")
+    others = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.name != mask_name)
+    if others:
+        raise PantherError(f"Output folder {folder} already holds {_short(others)}; grand-challenge needs exactly "
+                           f"one image there at the end: empty it before running.")
+    if (folder / mask_name).is_dir():
+        raise PantherError(f"The mask path {folder / mask_name} is a folder; remove it before running.")
+
+
+def _short(value: object) -> str:
+    """A bounded repr for messages: nested or huge JSON values must not make the line (or recursion) explode."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 3, 6, 6, 60, 60
+    shown = short.repr(value)
+    return shown if len(shown) <= 200 else shown[:197] + "..."

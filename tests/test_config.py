@@ -34,7 +34,15 @@ def _mutated(change):
 
 @pytest.mark.parametrize("change,message", [
     (lambda c: c.update(version=2), "'version' must be one of [1], found 2"),
-    (lambda c: c.update(tile_step_size=0), "'tile_step_size' must be a number in (0, 1]"),
+    (lambda c: c.update(tile_step_size=0), "'tile_step_size' must be a number in [0.1, 1]"),
+    (lambda c: c.update(tile_step_size=1e-6), "'tile_step_size' must be a number in [0.1, 1]"),
+    (lambda c: c.update(version=True), "'version' must be one of [1], found True"),
+    (lambda c: c.update(version=1.0), "'version' must be one of [1], found 1.0"),
+    (lambda c: c["tasks"]["t1"].update(output_slug="../../etc"), "'tasks.t1.output_slug' must be a slug"),
+    (lambda c: c["tasks"]["t1"].update(input_slug="a\x00b"), "'tasks.t1.input_slug' must be a slug"),
+    (lambda c: c["tasks"]["t1"]["members"][0].update(name="../x"), "'tasks.t1.members[0].name' must be a name"),
+    (lambda c: c["tasks"]["t1"]["members"][0].update(model="a\x00b"), "'tasks.t1.members[0].model' must be"),
+    (lambda c: c["tasks"]["t1"]["members"][0].update(name="x" * 10000), "..."),
     (lambda c: c.update(use_mirroring="no"), "'use_mirroring' must be true or false"),
     (lambda c: c.update(time_budget_s=-1), "'time_budget_s' must be a positive number"),
     (lambda c: c.update(extra=1), "unknown key(s) ['extra']"),
@@ -72,3 +80,16 @@ def test_file_errors(tmp_path):
     bad.write_text("{ nope")
     with pytest.raises(ConfigError, match="not valid JSON.*line 1"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"version": ' + "9" * 5000 + "}", "cannot be decoded"),
+    (b"\xff\xfe{}", "not UTF-8 text"),
+])
+def test_undecodable_config_files_are_one_line(tmp_path, text, reason):
+    path = tmp_path / "ensemble_config.json"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert reason in str(error.value) and "\n" not in str(error.value) and len(str(error.value)) < 400
