@@ -20,6 +20,10 @@ def add_cohort_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ray-cpus-per-worker", type=float, default=None, metavar="C",
                        help="CPUs each Ray worker reserves (its torch threads on CPU nodes) (default: 4 on CPU "
                             "nodes, the node's CPUs per GPU on GPU nodes)")
+    group.add_argument("--ray-gpus-per-worker", type=float, default=1.0, metavar="G",
+                       help="GPU share of each Ray worker (default: 1); 0.5 puts two workers on each GPU so one "
+                            "worker's reading and preprocessing overlap the other's network (needs the GPU memory "
+                            "of two ensembles)")
     group.add_argument("--max-retries", type=int, default=2, metavar="N",
                        help="times a case is retried after its Ray worker died (killed, out of memory) before "
                             "it is reported as failed (default: 2)")
@@ -62,7 +66,8 @@ def predict_cohort(args: argparse.Namespace) -> int:
         if args.max_retries < 0:
             raise InputError(f"--max-retries must be 0 or more, found {args.max_retries}.")
         ray_options = RayOptions(address=None if args.ray == "local" else args.ray, workers=args.ray_workers,
-                                 cpus_per_worker=args.ray_cpus_per_worker, max_retries=args.max_retries)
+                                 cpus_per_worker=args.ray_cpus_per_worker, max_retries=args.max_retries,
+                                 gpus_per_worker=args.ray_gpus_per_worker)
     num_parts = args.num_parts or 1
     report = run_cohort(
         args.input, output_dir=args.output, task=args.task, config=args.config, weights=args.weights,

@@ -44,7 +44,9 @@ WAIT_LOG_S = 60.0  # log a line while no worker has started (waiting for a node 
 class RayOptions:
     address: str | None = None  # None: start a local Ray instance; "auto", "ray://host:10001": an existing cluster
     workers: int | None = None  # None: one per GPU, else cluster CPUs // cpus_per_worker
-    cpus_per_worker: float | None = None  # None: CPU nodes DEFAULT_CPUS_PER_WORKER, GPU nodes CPUs per GPU
+    cpus_per_worker: float | None = None  # None: CPU nodes DEFAULT_CPUS_PER_WORKER, GPU nodes CPUs per GPU worker
+    # 0.5: two workers share a GPU, so one's reading/preprocessing/export overlaps the other's network.
+    gpus_per_worker: float = 1.0
     max_retries: int = 2  # times a case is retried after its worker died
 
 
@@ -106,10 +108,12 @@ def plan_workers(cluster: dict, largest_node: dict, settings: CohortSettings, op
     """How many actors, with which resources; ResourceError if one actor fits on no node."""
     gpus, cpus = int(cluster.get("GPU", 0)), float(cluster.get("CPU", 0))
     use_gpu = gpus > 0 and settings.device != "cpu"
+    if not 0 < options.gpus_per_worker <= 1:
+        raise ResourceError(f"--ray-gpus-per-worker must be in (0, 1], found {options.gpus_per_worker}.")
     if use_gpu:
-        per_worker_cpus = options.cpus_per_worker or max(1.0, float(int(cpus // gpus)))
-        workers = options.workers or gpus
-        actor_options = {"num_gpus": 1, "num_cpus": per_worker_cpus}
+        workers = options.workers or max(1, int(gpus / options.gpus_per_worker))
+        per_worker_cpus = options.cpus_per_worker or max(1.0, float(int(cpus // workers)))
+        actor_options = {"num_gpus": options.gpus_per_worker, "num_cpus": per_worker_cpus}
         # Ray gives each actor its own GPU as cuda:0 (CUDA_VISIBLE_DEVICES).
         settings = dataclasses.replace(settings, device="cuda")
     else:
@@ -117,7 +121,7 @@ def plan_workers(cluster: dict, largest_node: dict, settings: CohortSettings, op
         workers = options.workers or max(1, int(cpus // per_worker_cpus))
         actor_options = {"num_cpus": per_worker_cpus}
         settings = dataclasses.replace(settings, torch_threads=max(1, int(per_worker_cpus)))
-    if per_worker_cpus > largest_node.get("CPU", 0) or (use_gpu and largest_node.get("GPU", 0) < 1):
+    if per_worker_cpus > largest_node.get("CPU", 0) or (use_gpu and largest_node.get("GPU", 0) < options.gpus_per_worker):
         raise ResourceError(
             f"A Ray worker needs {actor_options} but the largest node has {largest_node}; "
             f"lower --ray-cpus-per-worker.")
