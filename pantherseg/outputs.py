@@ -35,7 +35,13 @@ def check_output_formats(formats: Sequence[str], inputs: Sequence[Path]) -> tupl
     if unknown:
         raise InputError(f"Unknown output format(s) {unknown}; choose from {', '.join(OUTPUT_FORMATS)}.")
     if any(f in DICOM_FORMATS for f in formats):
-        from pantherseg.dicom import is_dicom_folder
+        import importlib.util
+
+        from pantherseg.dicom import INSTALL_HINT, is_dicom_folder
+
+        missing = [name for name in ("pydicom", "highdicom", "skimage") if importlib.util.find_spec(name) is None]
+        if missing:
+            raise InputError(f"dicom-seg and rtstruct need {', '.join(missing)}: {INSTALL_HINT}.")
 
         not_dicom = [p.name for p in inputs if not is_dicom_folder(p)]
         if not_dicom:

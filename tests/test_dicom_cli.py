@@ -20,7 +20,7 @@ from pantherseg.cli import main  # noqa: E402
 
 def _small_image():
     """Small enough that the tiny networks of ``tiny_weights`` take a second or two."""
-    return synthetic_image(shape_zyx=(16, 48, 56), seed=1)
+    return synthetic_image(shape_zyx=(10, 32, 40), seed=1)
 
 
 def _predict(args, tiny_weights, tiny_config, task="t2"):
@@ -33,46 +33,37 @@ def test_dicom_route_gives_the_same_mask_as_the_mha_route(tiny_weights, tiny_con
     image = orient(_small_image(), "oblique")
     write_series(image, tmp_path / "patient" / "MR-series")
     (tmp_path / "mha").mkdir()
-    sitk.WriteImage(stored_image(image), str(tmp_path / "mha" / "MR-series.mha"))
+    sitk.WriteImage(stored_image(image), str(tmp_path / "mha" / "same-as-mha.mha"))
 
-    assert _predict(["-i", str(tmp_path / "patient" / "MR-series"), "-o", str(tmp_path / "out-dicom"),
-                     "--output-format", "mha", "nii.gz", "dicom-seg", "rtstruct", "--roi-name", "GTV_auto"],
+    # One run, one model load: the DICOM folder and the same image as .mha side by side.
+    assert _predict(["-i", str(tmp_path / "patient" / "MR-series"), str(tmp_path / "mha" / "same-as-mha.mha"),
+                     "-o", str(tmp_path / "out"), "--output-format", "mha", "nii.gz"],
                     tiny_weights, tiny_config, task="t1") == 0
-    assert _predict(["-i", str(tmp_path / "mha"), "-o", str(tmp_path / "out-mha")], tiny_weights, tiny_config,
-                    task="t1") == 0
-    printed = capsys.readouterr().out.split()
-    assert printed == [str(tmp_path / "out-dicom" / "MR-series.mha"), str(tmp_path / "out-mha" / "MR-series.mha")]
+    out = tmp_path / "out"
+    assert capsys.readouterr().out.split() == [str(out / "MR-series.mha"), str(out / "same-as-mha.mha")]
 
-    from_dicom = sitk.ReadImage(str(tmp_path / "out-dicom" / "MR-series.mha"))
-    from_mha = sitk.ReadImage(str(tmp_path / "out-mha" / "MR-series.mha"))
+    from_dicom = sitk.ReadImage(str(out / "MR-series.mha"))
+    from_mha = sitk.ReadImage(str(out / "same-as-mha.mha"))
     mask = sitk.GetArrayFromImage(from_dicom)
     assert 0 < mask.sum() < mask.size and np.array_equal(mask, sitk.GetArrayFromImage(from_mha))
     for get in ("GetOrigin", "GetSpacing", "GetDirection"):
         assert np.allclose(getattr(from_dicom, get)(), getattr(from_mha, get)(), atol=1e-5)
-    nifti = sitk.ReadImage(str(tmp_path / "out-dicom" / "MR-series.nii.gz"))
-    assert np.array_equal(sitk.GetArrayFromImage(nifti), sitk.GetArrayFromImage(from_dicom))
+    nifti = sitk.ReadImage(str(out / "MR-series.nii.gz"))
+    assert np.array_equal(sitk.GetArrayFromImage(nifti), mask)
 
-    report = json.loads((tmp_path / "out-dicom" / "MR-series.report.json").read_text())
-    assert [os.path.basename(p) for p in report["output"]["paths"]] == [
-        "MR-series.mha", "MR-series.nii.gz", "MR-series.seg.dcm", "MR-series.rtstruct.dcm"]
+    report = json.loads((out / "MR-series.report.json").read_text())
+    assert [os.path.basename(p) for p in report["output"]["paths"]] == ["MR-series.mha", "MR-series.nii.gz"]
     stats = report["output"]["tumor_statistics"]
     assert stats["volume_ml"] == pytest.approx(report["output"]["tumor_volume_mm3"] / 1000, abs=1e-3)
-    mha_stats = json.loads((tmp_path / "out-mha" / "MR-series.report.json").read_text())["output"]["tumor_statistics"]
+    mha_stats = json.loads((out / "same-as-mha.report.json").read_text())["output"]["tumor_statistics"]
     assert stats["components"] == mha_stats["components"] >= 1  # spacing differs in the last decimal (DS strings)
     assert stats["largest_component"]["voxels"] == mha_stats["largest_component"]["voxels"]
     assert np.allclose(stats["largest_component"]["bounding_box_mm"]["min_xyz"],
                        mha_stats["largest_component"]["bounding_box_mm"]["min_xyz"], atol=1e-3)
 
-    import pydicom
 
-    rt = pydicom.dcmread(tmp_path / "out-dicom" / "MR-series.rtstruct.dcm")
-    seg = pydicom.dcmread(tmp_path / "out-dicom" / "MR-series.seg.dcm")
-    assert rt.StructureSetROISequence[0].ROIName == "GTV_auto"
-    members = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmParameters
-    assert report["members_used"] == ["a-f0", "a-f1", "b-f0"] and "a-f0,a-f1,b-f0" in members
-
-
-def test_several_series_without_a_choice_exit_2_listing_them(tiny_weights, tiny_config, tmp_path, capsys):
+def test_several_series_need_series_uid_then_seg_and_rtstruct_are_written(tiny_weights, tiny_config, tmp_path,
+                                                                          capsys):
     image = orient(_small_image(), "axial")
     write_series(image, tmp_path / "study" / "1", series_uid="1.2.826.0.1.11", series_description="t2 tra")
     write_series(image, tmp_path / "study" / "2", series_uid="1.2.826.0.1.12", series_description="t2 tra repeat")
@@ -80,12 +71,24 @@ def test_several_series_without_a_choice_exit_2_listing_them(tiny_weights, tiny_
                     tiny_weights, tiny_config)
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 1 and last.startswith("pantherseg error: 1 of 1 case(s) failed: study: 2 image series")
-    assert "1.2.826.0.1.11 't2 tra' (MR, 16 files)" in last and "--series-uid" in last
+    assert "1.2.826.0.1.11 't2 tra' (MR, 10 files)" in last and "--series-uid" in last
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
-    assert _predict(["-i", str(tmp_path / "study"), "-o", str(tmp_path / "out"), "--output-format", "rtstruct",
-                     "--series-uid", "1.2.826.0.1.12"], tiny_weights, tiny_config) == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["study.report.json", "study.rtstruct.dcm"]
+    assert _predict(["-i", str(tmp_path / "study"), "-o", str(tmp_path / "out"), "--output-format", "dicom-seg",
+                     "rtstruct", "--series-uid", "1.2.826.0.1.12", "--roi-name", "GTV_auto"],
+                    tiny_weights, tiny_config) == 0
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["study.report.json", "study.rtstruct.dcm", "study.seg.dcm"]
+    report = json.loads((out / "study.report.json").read_text())
+    assert report["output"]["paths"] == [str(out / "study.seg.dcm"), str(out / "study.rtstruct.dcm")]
+
+    import pydicom
+
+    rt, seg = pydicom.dcmread(out / "study.rtstruct.dcm"), pydicom.dcmread(out / "study.seg.dcm")
+    assert rt.StructureSetROISequence[0].ROIName == "GTV_auto"
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == "1.2.826.0.1.12"
+    members = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmParameters
+    assert report["members_used"] == ["b-f0"] and "b-f0" in members
 
 
 def test_dicom_formats_for_a_non_dicom_input_are_refused_before_loading(tiny_weights, tiny_config, tmp_path, capsys):
