@@ -52,7 +52,7 @@ def run_case(args: argparse.Namespace) -> int:
     from pantherseg.api import segment
     from pantherseg.config import load_config
     from pantherseg.errors import ModelError
-    from pantherseg.grand_challenge import check_single_output, locate_case
+    from pantherseg.grand_challenge import check_output_folder_free, check_single_output, locate_case
     from pantherseg.paths import default_config, default_weights, has_content
     from pantherseg.progress import make_progress
 
@@ -66,20 +66,20 @@ def run_case(args: argparse.Namespace) -> int:
         log.info("%s is absent or empty; using the bundled weights in %s", args.weights, weights)
     output_path = case.output_path(args.output)
     local_mode = args.output.resolve() != GRAND_CHALLENGE_OUTPUT
-    report_dir = None
+    report_dir = report_name = None
     if args.report is not None or local_mode:
         report_path = args.report or args.output / "run_report.json"
-        report_dir = report_path.parent
+        report_dir, report_name = report_path.parent, report_path.name
+    # Before the networks run: the platform needs exactly one image in this folder at the end.
+    check_output_folder_free(output_path.parent, output_path.name)
     log.info("task %s: %s (uploaded as %s)", case.task.name, case.image, case.uploaded_name or "unknown")
 
-    results = segment(
+    segment(
         case.image, output_dir=output_path.parent, task=case.task.name, config=config, weights=weights,
         device=args.device, report_dir=report_dir, preview_dir=report_dir if args.preview else None,
         time_budget_s=budget_from_flag(args.time_budget), tile_batch_size=args.tile_batch_size,
-        precision=args.precision, backend=args.backend, progress=make_progress(args.quiet),
+        precision=args.precision, backend=args.backend, progress=make_progress(args.quiet), report_name=report_name,
     )
-    if report_dir is not None and results[0].report_path is not None:
-        results[0].report_path.replace(report_path)
     check_single_output(output_path.parent)
     print(output_path)
     return 0

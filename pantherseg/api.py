@@ -19,10 +19,12 @@ from pantherseg.config import EnsembleConfig, load_config
 from pantherseg.deadline import Deadline
 from pantherseg.engine import Ensemble, ProgressListener, outcomes_as_dicts
 from pantherseg.errors import InputError, PantherError
-from pantherseg.image_io import image_stem, is_image_file, mask_image, read_volume, write_image_atomically
+from pantherseg.image_io import (check_writable, image_stem, is_image_file, mask_image, read_volume,
+                                  write_image_atomically)
 from pantherseg.outputs import check_output_formats, write_outputs
 from pantherseg.paths import default_config, default_weights
 from pantherseg.report import build_report, write_report
+from pantherseg.run_state import mark_completed
 from pantherseg.tumour_stats import tumour_statistics
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ def segment(
     output_formats: Sequence[str] = ("mha",),
     series_uid: str | None = None,
     roi_name: str | None = None,
+    report_name: str | None = None,
 ) -> list[CaseResult]:
     """Segment the tumour in each input image and write ``<output_dir>/<image stem>.mha``.
 
@@ -118,11 +121,19 @@ def segment(
             DICOM ones need DICOM folder inputs and the ``pantherseg[dicom]`` extra (docs/dicom.md).
         series_uid: the SeriesInstanceUID to segment in a DICOM folder holding several series.
         roi_name: the RTSTRUCT's ROI name (default "Pancreatic tumour").
+        report_name: the report's file name in ``report_dir`` (default ``<stem>.report.json``; one input only).
+
+    Output folders are probed (created, written, enough free space) before any model is loaded. A case
+    that fails after its mask was written leaves neither mask nor report: both exist, or neither.
 
     Every model is validated before the first image is read; errors are PantherError subclasses.
     """
     paths = collect_inputs(inputs)
     output_formats = check_output_formats(output_formats, paths)  # before any model is loaded
+    if report_name is not None and len(paths) != 1:
+        raise InputError(f"report_name names one report, but there are {len(paths)} inputs.")
+    check_writable([output_dir, report_dir, member_outputs_dir, preview_dir],
+                   [Path(output_dir) / f"{image_stem(p)}.mha" for p in paths])
     output_dir = Path(output_dir)
     config = config if isinstance(config, EnsembleConfig) else load_config(config or default_config())
     weights = Path(weights) if weights is not None else default_weights()
@@ -140,7 +151,7 @@ def segment(
             results.append(_segment_one(ensemble, path, output_dir, output_formats=output_formats, series_uid=series_uid,
                                         roi_name=roi_name, deadline=deadline, report_dir=report_dir,
                                         member_outputs_dir=member_outputs_dir, preview_dir=preview_dir, progress=progress,
-                                        weights=weights, config=config))
+                                        weights=weights, config=config, report_name=report_name))
         except PantherError as error:
             if stop_on_error:
                 raise
@@ -170,7 +181,7 @@ def segment_case(ensemble: Ensemble, path: Path | str, *, output_dir: Path | str
 def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, output_formats: Sequence[str] = ("mha",),
                  series_uid: str | None = None, roi_name: str | None = None, deadline: Deadline, report_dir,
                  member_outputs_dir, preview_dir, progress, weights: Path, config: EnsembleConfig,
-                 name: str | None = None, run_hash: str | None = None) -> CaseResult:
+                 name: str | None = None, run_hash: str | None = None, report_name: str | None = None) -> CaseResult:
     stem = name or image_stem(path)
     started = time.perf_counter()
     dicom_series = None
@@ -197,6 +208,30 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, output_for
         output_formats, prediction.mask, volume.reference, output_path.parent, output_path.name[: -len(".mha")],
         dicom_series=dicom_series, algorithm=None if dicom_series is None else _algorithm(ensemble, prediction),
         roi_name=roi_name)
+    try:  # from here on a failure (or SIGTERM) removes the outputs: mask and report exist together or not at all
+        result = _finish_case(ensemble, path, volume, prediction, written, output_notes, started, read_s, stem,
+                              report_dir=report_dir, report_name=report_name, member_outputs_dir=member_outputs_dir,
+                              weights=weights, config=config, run_hash=run_hash)
+    except BaseException:
+        for leftover in written:
+            Path(leftover).unlink(missing_ok=True)
+        raise
+    mark_completed(written)
+    if preview_dir is not None:
+        from pantherseg.preview import write_preview
+
+        try:
+            result.preview_path = write_preview(volume, prediction.mask,
+                                                Path(preview_dir) / f"{stem}.preview.png")
+        except (OSError, ImportError, RuntimeError) as error:
+            # The mask is written and correct; a missing picture must not fail the case.
+            log.warning("%s: preview not written: %s", path.name, error)
+    return result
+
+
+def _finish_case(ensemble, path, volume, prediction, written, output_notes, started, read_s, stem, *, report_dir,
+                 report_name, member_outputs_dir, weights, config, run_hash) -> CaseResult:
+    """Member outputs and the report, once the mask is written."""
     output_path = written[0]
     prediction.notes.extend(output_notes)
     write_s = time.perf_counter() - started
@@ -219,16 +254,7 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, output_for
     log.info("time per stage (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     result = CaseResult(input=path, output=output_path, report=report)
     if report_dir is not None:
-        result.report_path = write_report(report, Path(report_dir) / f"{stem}.report.json")
-    if preview_dir is not None:
-        from pantherseg.preview import write_preview
-
-        try:
-            result.preview_path = write_preview(volume, prediction.mask,
-                                                Path(preview_dir) / f"{stem}.preview.png")
-        except (OSError, ImportError, RuntimeError) as error:
-            # The mask is written and correct; a missing picture must not fail the case.
-            log.warning("%s: preview not written: %s", path.name, error)
+        result.report_path = write_report(report, Path(report_dir) / (report_name or f"{stem}.report.json"))
     return result
 
 

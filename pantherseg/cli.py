@@ -80,24 +80,33 @@ def configure_logging(quiet: bool = False, verbose: bool = False) -> None:
 
 
 def run_guarded(function, *args, **kwargs) -> int:
-    """Call ``function``; turn PantherError/SIGTERM/Ctrl-C into one stderr line and an exit code."""
+    """Call ``function``; turn PantherError/SIGTERM/Ctrl-C into one stderr line and an exit code.
+
+    The first SIGTERM interrupts the work (exit 130, as Ctrl-C does); later ones, and any that arrive
+    once the outcome is decided, are only noted, so two SIGTERMs close together still end as one line
+    and exit 130 rather than a KeyboardInterrupt traceback or death by a signal. The line says which
+    outputs were completed (mask and report both written) before the interruption, if any.
+    """
     from pantherseg.errors import PantherError
 
     terminated = []
+    deciding = []
 
-    def on_sigterm(signum, frame):
+    def on_signal(signum, frame):
         # Some libraries wrap whatever an import raises (pydoc.locate in nnU-Net's network builder
         # turns it into ErrorDuringImport), so the flag, not the exception type, says what happened.
         terminated.append(signum)
-        raise KeyboardInterrupt("terminated")
+        if len(terminated) == 1 and not deciding:
+            raise KeyboardInterrupt("terminated")
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
         result = function(*args, **kwargs)
+        deciding.append(True)
     except (Exception, KeyboardInterrupt) as error:
+        deciding.append(True)
         if terminated or isinstance(error, KeyboardInterrupt):
-            print("pantherseg error: interrupted before the mask was complete; no mask was written.",
-                  file=sys.stderr)
+            print(f"pantherseg error: {_interrupted_message()}", file=sys.stderr)
             return 130
         if isinstance(error, PantherError):
             print(f"pantherseg error: {error}", file=sys.stderr)
@@ -108,6 +117,16 @@ def run_guarded(function, *args, **kwargs) -> int:
             return 5
         raise
     return int(result or 0)
+
+
+def _interrupted_message() -> str:
+    from pantherseg.run_state import completed_outputs
+
+    done = completed_outputs()
+    if not done:
+        return "interrupted before the mask was complete; no mask was written."
+    return (f"interrupted after {len(done)} complete output(s) with their reports (last: {done[-1]}); "
+            f"nothing partial was left.")
 
 
 def _predict(args: argparse.Namespace) -> int:

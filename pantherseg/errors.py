@@ -34,6 +34,12 @@ class ConfigError(PantherError):
     exit_code = 4
 
 
+class OutputError(PantherError):
+    """The mask or its report cannot be written (read-only or full disk, a folder in the way)."""
+
+    exit_code = 1
+
+
 class ResourceError(PantherError):
     """The case cannot be processed within the memory or time available."""
 

@@ -18,16 +18,20 @@ Decisions on unusual input (documented in the README):
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import secrets
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pantherseg.detached_headers import data_file, require_data_file
-from pantherseg.errors import InputError
+from pantherseg.errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ MIN_VOXELS_PER_AXIS = 4
 MAX_ABS_INTENSITY = 1e18
 # Largest deviation of a direction matrix's D^T D from the identity: headers store ~6 digits.
 ORTHONORMAL_TOLERANCE = 1e-3
+# Free space an output folder needs before the networks run (a compressed uint8 mask plus its report).
+MIN_FREE_BYTES = 16 * 1024**2
 
 
 @dataclass
@@ -231,22 +237,54 @@ def mask_image(mask_zyx: np.ndarray, reference) -> object:
 def write_image_atomically(image, path: Path | str) -> Path:
     """Write ``image`` (compressed) so that ``path`` either does not exist or holds the whole file.
 
-    The data goes to a hidden temporary file in the same folder, which is renamed over ``path``
+    The data goes to a hidden temporary file in the same folder, named uniquely (process id and a
+    random token, so concurrent runs into one folder never share it), which is renamed over ``path``
     only when complete; on any error (or SIGTERM turned into an exception) the temporary file is
     removed. The suffix of the temporary name is ``path``'s, so SimpleITK picks the same writer.
+    A write that fails (read-only or full disk, a folder in the way) raises OutputError.
     """
     import SimpleITK as sitk
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}{suffix}")
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise OutputError(f"Cannot write the mask {path}: a folder of that name is in the way; remove it.")
         sitk.WriteImage(image, str(tmp), useCompression=True)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        raise OutputError(f"Cannot write {path}: {error.strerror or error}.") from None
+    except RuntimeError as error:  # ITK's writer: permission denied, no space left
+        raise OutputError(f"Cannot write {path}: {_first_itk_line(str(error))}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def check_writable(folders, files=()) -> None:
+    """Before any network runs: each folder can be created and written, has room, and no file is a folder.
+
+    Raises OutputError naming the folder and the reason. A probe file is created and removed in each
+    folder: permissions alone do not tell (root, read-only mounts, ACLs).
+    """
+    for folder in dict.fromkeys(Path(f) for f in folders if f is not None):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle, probe = tempfile.mkstemp(prefix=".pantherseg-probe-", dir=folder)
+            os.close(handle)
+            os.unlink(probe)
+            free = shutil.disk_usage(folder).free
+        except OSError as error:
+            raise OutputError(f"Output folder {folder} is not writable: {error.strerror or error}; "
+                              f"choose a writable folder.") from None
+        if free < MIN_FREE_BYTES:
+            raise OutputError(f"Output folder {folder} has only {free // 1024} KiB free "
+                              f"({os.strerror(errno.ENOSPC)}); at least {MIN_FREE_BYTES // 1024**2} MiB are needed.")
+    for file in files:
+        if Path(file).is_dir():
+            raise OutputError(f"Cannot write the mask {file}: a folder of that name is in the way; remove it.")

@@ -19,6 +19,7 @@ import pytest
 import SimpleITK as sitk
 from conftest import synthetic_image, write_gc_input
 
+from pantherseg.errors import OutputError
 from pantherseg.image_io import write_image_atomically
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +79,8 @@ def test_atomic_write_leaves_neither_target_nor_temporary_file(tmp_path, monkeyp
 
     monkeypatch.setattr(sitk, "WriteImage", write_half_then_fail)
     mask = sitk.GetImageFromArray(np.ones((4, 5, 6), np.uint8))
-    with pytest.raises(interruption):
+    # A full disk becomes the one-line OutputError; SIGTERM stays an interruption.
+    with pytest.raises(OutputError if interruption is OSError else interruption):
         write_image_atomically(mask, tmp_path / "out" / "mask.mha")
     assert files_under(tmp_path) == []
 
@@ -90,3 +92,61 @@ def test_atomic_write_replaces_an_existing_file_whole(tmp_path):
     assert sitk.GetArrayFromImage(sitk.ReadImage(str(target))).sum() == 120
     assert [p.name for p in tmp_path.iterdir()] == ["mask.mha"]
     assert os.access(target, os.R_OK)
+
+
+# A process shaped like the entry point: run_guarded around work that SIGTERM interrupts, then the
+# interpreter's own teardown (torch and friends take a while there), during which more signals may come.
+GUARDED = """
+import sys, time
+from pathlib import Path
+from pantherseg.cli import run_guarded
+from pantherseg.run_state import mark_completed
+
+def work(mask):
+    if mask:
+        Path(mask).write_bytes(b"complete mask")
+        mark_completed([mask])
+    print("ready", flush=True)
+    while True:
+        time.sleep(0.01)
+
+code = run_guarded(work, sys.argv[1] if len(sys.argv) > 1 else None)
+time.sleep(0.5)
+raise SystemExit(code)
+"""
+
+
+def run_guarded_process(signals_at: list[float], *args: str) -> tuple[int, list[str]]:
+    """Start GUARDED, send SIGTERM at each delay (seconds after 'ready'); its exit code and stderr lines."""
+    import time
+
+    process = subprocess.Popen([sys.executable, "-c", GUARDED, *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        start = time.monotonic()
+        for delay in signals_at:
+            time.sleep(max(0.0, start + delay - time.monotonic()))
+            process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, [line for line in stderr.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("gap_s", [0.0005, 0.05, 0.2])
+def test_two_sigterms_close_together_end_as_one_line_and_exit_130(gap_s):
+    code, lines = run_guarded_process([0.0, gap_s])
+    assert code == 130, lines  # not -2/-15: the process did not die from a signal
+    assert lines == ["pantherseg error: interrupted before the mask was complete; no mask was written."]
+
+
+def test_sigterm_after_the_mask_is_complete_says_so(tmp_path):
+    mask = tmp_path / "case.mha"
+    code, lines = run_guarded_process([0.0], str(mask))
+    assert code == 130 and len(lines) == 1, lines
+    assert "no mask was written" not in lines[0]
+    assert lines[0].startswith("pantherseg error: interrupted after 1 complete output(s)") and str(mask) in lines[0]
+    assert mask.read_bytes() == b"complete mask"

@@ -1,0 +1,21 @@
+"""What this process has finished writing, so that an interruption message tells the truth.
+
+A mask counts as completed once it and its report are both in place (``api._segment_one`` removes
+the mask again if anything fails before that, SIGTERM included). ``cli.run_guarded`` reads this
+when a run is interrupted: "no mask was written" only when that is so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_completed: list[Path] = []
+
+
+def mark_completed(paths) -> None:
+    _completed.extend(Path(p) for p in paths)
+
+
+def completed_outputs() -> list[Path]:
+    """Outputs completed by this process that still exist."""
+    return [p for p in _completed if p.exists()]
