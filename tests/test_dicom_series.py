@@ -180,3 +180,11 @@ def test_the_geometry_agrees_with_simpleitk_gdcm_series_reader(kind, phantom, tm
     for get in ("GetOrigin", "GetSpacing", "GetDirection"):
         assert np.allclose(getattr(gdcm, get)(), getattr(ours, get)(), atol=1e-4), get
     assert np.allclose(sitk.GetArrayFromImage(gdcm), sitk.GetArrayFromImage(ours), rtol=1e-6, atol=1e-3)
+
+
+def test_a_truncated_slice_is_refused_naming_the_file(phantom, tmp_path):
+    files = write_series(orient(phantom[0], "axial")[:, :, :6], tmp_path / "s")
+    data = files[2].read_bytes()
+    files[2].write_bytes(data[: len(data) - 500])  # the header is intact, the pixel data is not
+    with pytest.raises(InputError, match=f"{files[2].name}"):
+        read_series(tmp_path / "s")

@@ -54,6 +54,7 @@ class SeriesSummary:
     description: str
     modality: str
     files: list[Path] = field(default_factory=list)
+    headers: list = field(default_factory=list, repr=False)  # pydicom Datasets without pixel data
 
     def describe(self) -> str:
         return f"{self.uid} '{self.description}' ({self.modality or 'no modality'}, {len(self.files)} files)"
@@ -107,6 +108,7 @@ def scan_folder(folder: Path) -> tuple[dict[str, SeriesSummary], list[str]]:
         entry = series.setdefault(uid, SeriesSummary(uid=uid, description=str(header.get("SeriesDescription", "")),
                                                      modality=str(header.get("Modality", ""))))
         entry.files.append(path)
+        entry.headers.append(header)
     notes = [f"skipped {count} file(s): {kind}" for kind, count in sorted(skipped.items())]
     if not series:
         found = "; ".join(notes) or "no files"
@@ -160,15 +162,18 @@ def read_series(folder: Path | str, *, series_uid: str | None = None) -> DicomSe
     if len(series) > 1:
         notes.append(f"series {chosen.uid} chosen among {len(series)}")
 
-    headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in chosen.files]
-    geometry = stack_geometry([_slice_geometry(h, path, source) for h, path in zip(headers, chosen.files)],
+    geometry = stack_geometry([_slice_geometry(h, path, source) for h, path in zip(chosen.headers, chosen.files)],
                               source=source)
-    _check_pixels_decodable(headers, source)
+    _check_pixels_decodable(chosen.headers, source)
     check_image_fits(geometry.size_xyz, 4, source=source)  # float32 voxels
 
     datasets, planes = [], []
     for index in geometry.order:
-        dataset = pydicom.dcmread(chosen.files[index])
+        try:
+            dataset = pydicom.dcmread(chosen.files[index])
+        except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError) as error:
+            raise InputError(f"{source}: {chosen.files[index].name} cannot be read (truncated or corrupt?): "
+                             f"{' '.join(str(error).split())[:200]}") from None
         planes.append(_decode(dataset, chosen.files[index], source))
         datasets.append(dataset)
     array = np.stack(planes)  # (z, y, x): z along the slice normal, y down the columns, x along the rows
@@ -220,8 +225,10 @@ def _decode(dataset, path: Path, source: str) -> np.ndarray:
     except (RuntimeError, ValueError, NotImplementedError, ImportError, AttributeError) as error:
         syntax = dataset.file_meta.get("TransferSyntaxUID", "?")
         reason = " ".join(str(error).split())[:300]
+        compressed = getattr(syntax, "is_compressed", False)
+        advice = f" If a decoder is missing: {INSTALL_HINT}." if compressed else ""
         raise InputError(f"{source}: the pixel data of {path.name} ({getattr(syntax, 'name', syntax)}) cannot be "
-                         f"decoded: {reason}. Install the decoders with {INSTALL_HINT}.") from None
+                         f"decoded (truncated or corrupt?): {reason}.{advice}") from None
     if stored.ndim != 2:
         raise InputError(f"{source}: {path.name} holds pixel data of shape {stored.shape}, expected one 2D slice.")
     slope = float(dataset.get("RescaleSlope", 1) or 1)
