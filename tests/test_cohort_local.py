@@ -14,6 +14,7 @@ import pytest
 
 from cohort_fixtures import BAD, GOOD, read_mask, requires_zoo, shared_reference_masks, small_config, write_cohort
 from pantherseg.cli import main
+from pantherseg.cohort.progress import CohortProgress
 from pantherseg.cohort.run import run_cohort
 from pantherseg.paths import default_weights
 
@@ -96,3 +97,19 @@ def test_cohort_flags_that_cannot_work_are_refused(cohort, tmp_path, capsys):
     assert "--no-report cannot be used" in capsys.readouterr().err
     assert main(["predict", "-i", str(cases), "-o", str(tmp_path), "--ray", "--output-format", "nii.gz"]) == 2
     assert "--output-format and --series-uid (DICOM) need plain" in capsys.readouterr().err
+
+
+class StopAfterFirstCase(CohortProgress):
+    def case_finished(self, row):
+        raise KeyboardInterrupt  # what run_guarded turns SIGTERM into
+
+
+def test_an_interrupted_run_still_writes_the_cohort_report_with_the_finished_cases(cohort, tmp_path):
+    cases, config = cohort
+    files = [cases / "case0.mha", cases / "case1.mha"]
+    with pytest.raises(KeyboardInterrupt):
+        run_cohort(files, output_dir=tmp_path, config=config, weights=default_weights(), device="cpu",
+                   backend="torch", progress=StopAfterFirstCase())
+    report = json.loads((tmp_path / "cohort_report.json").read_text())
+    assert [(row["name"], row["status"]) for row in report["cases"]] == [("case0", "done")]
+    assert (tmp_path / "case0.mha").is_file() and not (tmp_path / "case1.mha").exists()

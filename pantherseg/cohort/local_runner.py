@@ -14,16 +14,17 @@ from pantherseg.cohort.report import CaseRow
 from pantherseg.cohort.worker import CaseWorker, CohortSettings, raise_load_error
 
 
-def run_local(cases: Sequence[Case], settings: CohortSettings, progress: CohortProgress) -> tuple[list[CaseRow], list[dict]]:
-    """Rows for ``cases`` (in order) and the one worker's description; raises if the ensemble cannot load."""
+def run_local(cases: Sequence[Case], settings: CohortSettings, progress: CohortProgress,
+              rows: list[CaseRow]) -> list[dict]:
+    """Appends a row per case to ``rows`` as each finishes (kept if interrupted); returns the worker's
+    description. Raises PantherError if the ensemble cannot load."""
     worker = CaseWorker(settings)
     info = worker.ready()
     if "error" in info:
         raise_load_error(info["error"])
-    rows = []
     for case in cases:
         progress.case_started(case, worker.name)
         row = worker.process(case)
         rows.append(row)
         progress.case_finished(row)
-    return rows, [info]
+    return [info]

@@ -64,9 +64,10 @@ class _Plan:
     settings: CohortSettings | None = None
 
 
-def run_ray(cases: Sequence[Case], settings: CohortSettings, options: RayOptions,
-            progress: CohortProgress) -> tuple[list[CaseRow], list[dict], int]:
-    """Rows for ``cases``, the workers' descriptions and the number of worker deaths."""
+def run_ray(cases: Sequence[Case], settings: CohortSettings, options: RayOptions, progress: CohortProgress,
+            rows: list[CaseRow]) -> tuple[list[dict], int]:
+    """Appends a row per case to ``rows`` as each finishes (kept if interrupted); returns the workers'
+    descriptions and the number of worker deaths."""
     ray = _import_ray()
     started_here = not ray.is_initialized()
     if started_here:
@@ -82,7 +83,8 @@ def run_ray(cases: Sequence[Case], settings: CohortSettings, options: RayOptions
             actors.append(actor)
             return actor
 
-        return _drive(ray, [_Slot(new_actor()) for _ in range(plan.workers)], new_actor, cases, options, progress)
+        return _drive(ray, [_Slot(new_actor()) for _ in range(plan.workers)], new_actor, cases, options, progress,
+                      rows)
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
@@ -131,8 +133,8 @@ def plan_workers(cluster: dict, largest_node: dict, settings: CohortSettings, op
 
 
 def _drive(ray, slots: list[_Slot], new_actor, cases: Sequence[Case], options: RayOptions,
-           progress: CohortProgress) -> tuple[list[CaseRow], list[dict], int]:
-    """Hand out cases until every one has a row; returns rows, worker descriptions, worker deaths.
+           progress: CohortProgress, rows: list[CaseRow]) -> tuple[list[dict], int]:
+    """Hand out cases until every one has a row in ``rows``; returns worker descriptions, worker deaths.
 
     A slot whose actor died is not given cases while Ray restarts it (calls to a restarting actor
     fail at once): it is probed with ready() every RESTART_PROBE_S until the new process has loaded
@@ -144,7 +146,6 @@ def _drive(ray, slots: list[_Slot], new_actor, cases: Sequence[Case], options: R
     attempts: Counter = Counter()
     pending: dict = {}  # ObjectRef -> (slot, case); case None for a slot's ready() probe
     resting: list[tuple[float, _Slot]] = []  # (time to probe again, slot) while Ray restarts the actor
-    rows: list[CaseRow] = []
     infos: list[dict] = []
     deaths = 0
 
@@ -207,7 +208,7 @@ def _drive(ray, slots: list[_Slot], new_actor, cases: Sequence[Case], options: R
             rows.append(value)
             progress.case_finished(value)
         dispatch(slot)
-    return rows, infos, deaths
+    return infos, deaths
 
 
 def _case_failed(case: Case, slot: _Slot, error: Exception, attempts: Counter, max_retries: int, queue: deque,

@@ -87,13 +87,11 @@ def run_cohort(
         if todo and ray is not None:
             from pantherseg.cohort.ray_runner import run_ray
 
-            rows, report.workers, report.worker_deaths = run_ray(todo, settings, ray, progress)
-            report.rows.extend(rows)
+            report.workers, report.worker_deaths = run_ray(todo, settings, ray, progress, report.rows)
         elif todo:
             from pantherseg.cohort.local_runner import run_local
 
-            rows, report.workers = run_local(todo, settings, progress)
-            report.rows.extend(rows)
+            report.workers = run_local(todo, settings, progress, report.rows)
     finally:
         progress.close()
         report.wall_s = time.monotonic() - started
