@@ -52,19 +52,28 @@ def check_output_formats(formats: Sequence[str], inputs: Sequence[Path]) -> tupl
 
 def write_outputs(formats: Sequence[str], mask_zyx: np.ndarray, reference, output_dir: Path, stem: str, *,
                   dicom_series=None, algorithm=None, roi_name: str | None = None) -> tuple[list[Path], list[str]]:
-    """Write ``mask_zyx`` in each of ``formats``; returns the paths (in that order) and notes."""
-    written, notes = [], []
-    for output_format in formats:
-        path = output_path(output_dir, stem, output_format)
-        if output_format in DICOM_FORMATS:
-            if dicom_series is None:
-                raise InputError(f"{output_format} needs a DICOM series as input.")
-            from pantherseg.dicom.writing import write_dicom_output
+    """Write ``mask_zyx`` in each of ``formats``; returns the paths (in that order) and notes.
 
-            path, more = write_dicom_output(output_format, mask_zyx, dicom_series.datasets, path,
-                                            algorithm=algorithm, roi_name=roi_name)
-            notes.extend(more)
-        else:
-            write_image_atomically(mask_image(mask_zyx, reference), path)
-        written.append(path)
+    All or nothing: if one format fails (or the process is interrupted), the ones already written
+    are removed, so a failed case leaves no output behind.
+    """
+    written, notes = [], []
+    try:
+        for output_format in formats:
+            path = output_path(output_dir, stem, output_format)
+            if output_format in DICOM_FORMATS:
+                if dicom_series is None:
+                    raise InputError(f"{output_format} needs a DICOM series as input.")
+                from pantherseg.dicom.writing import write_dicom_output
+
+                path, more = write_dicom_output(output_format, mask_zyx, dicom_series.datasets, path,
+                                                algorithm=algorithm, roi_name=roi_name)
+                notes.extend(more)
+            else:
+                write_image_atomically(mask_image(mask_zyx, reference), path)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return written, notes

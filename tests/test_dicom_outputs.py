@@ -162,3 +162,19 @@ def test_rt_utils_fails_the_round_trip_off_axial_which_is_why_the_writer_is_our_
         builder.save(str(tmp_path / f"{kind}.dcm"))
         scores[kind] = dice(rasterise_rtstruct(pydicom.dcmread(tmp_path / f"{kind}.dcm"), series.datasets), mask)
     assert scores["axial"] >= 0.95 > scores["oblique"]
+
+
+def test_a_failing_format_removes_the_formats_already_written(oriented_series, tmp_path, monkeypatch):
+    import pantherseg.dicom.rtstruct
+    from pantherseg.outputs import write_outputs
+
+    series, mask = oriented_series["axial"]
+
+    def broken(*args, **kwargs):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(pantherseg.dicom.rtstruct, "build_rtstruct", broken)
+    with pytest.raises(OSError, match="no space left"):
+        write_outputs(("mha", "dicom-seg", "rtstruct"), mask, series.volume.reference, tmp_path, "case",
+                      dicom_series=series, algorithm=ALGORITHM)
+    assert os.listdir(tmp_path) == []
