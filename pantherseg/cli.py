@@ -2,8 +2,9 @@
 
 Nothing heavy is imported at module level, so ``pantherseg --help`` answers at once.
 
-Exit codes: 0 success; 1 other PantherError; 2 bad input image or layout (also argparse usage
-errors); 3 bad model; 4 bad config; 5 out of memory or time; 130 interrupted.
+Exit codes: 0 success; 1 other PantherError (e.g. the output cannot be written); 2 bad input image
+or layout (also argparse usage errors); 3 bad model; 4 bad config; 5 out of memory or time;
+130 interrupted (SIGTERM or Ctrl-C; a second SIGTERM changes nothing). docs/robustness.md lists each case.
 """
 
 from __future__ import annotations
