@@ -113,7 +113,7 @@ def segment(
         tile_batch_size: tiles per network pass.
         precision: "auto", "fp32", "bf16" or "fp16" (default: the config's, normally auto = fp16 on
             CUDA, fp32 on the CPU).
-        backend: "auto", "torch" or "onnxruntime" (default: the config's).
+        backend: "auto", "torch", "onnxruntime" or "openvino" (default: the config's; see docs/speed.md).
         stop_on_error: raise at the first bad case; False logs it, goes on, and returns it with ``error`` set.
         progress: progress listener (see pantherseg.progress).
         clock: monotonic clock in seconds (injectable for tests).

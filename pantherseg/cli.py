@@ -22,6 +22,8 @@ log = logging.getLogger("pantherseg")
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``pantherseg predict`` and ``inference.py``."""
+    from pantherseg.config import BACKENDS
+
     parser.add_argument("--config", type=Path, default=None,
                         help="ensemble_config.json (default: the one shipped next to the package)")
     parser.add_argument("--device", default="auto",
@@ -34,9 +36,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
                         help="network arithmetic (default: the config's, auto = fp16 autocast on CUDA, "
                              "fp32 on the CPU; bf16 is about 3x faster on CPUs with AMX)")
-    parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default=None,
-                        help="run the networks with PyTorch or ONNX Runtime (default: the config's, auto = "
-                             "the faster one for the device)")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="run the networks with PyTorch, ONNX Runtime or OpenVINO (CPU only) (default: the "
+                             "config's, auto = OpenVINO on the CPU if installed, else torch; torch on CUDA)")
     parser.add_argument("--preview", action="store_true",
                         help="also write <case>.preview.png: three slices with the mask overlaid")
     verbosity = parser.add_mutually_exclusive_group()
@@ -218,6 +220,24 @@ def _export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_openvino(args: argparse.Namespace) -> int:
+    from pantherseg.config import load_config
+    from pantherseg.errors import ResourceError
+    from pantherseg.members import load_members
+    from pantherseg.openvino_backend import INSTALL_HINT, convert_member, ir_path, is_available
+    from pantherseg.paths import default_config, default_weights
+
+    if not is_available():
+        raise ResourceError(f"openvino is not installed: {INSTALL_HINT}.")
+    config = load_config(args.config or default_config())
+    tasks = [args.task] if args.task else list(config.tasks)
+    for task in tasks:
+        for member in load_members(config.task(task), args.weights or default_weights()):
+            print(convert_member(member, ir_path(member)))
+            member.network = None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pantherseg",
@@ -308,6 +328,18 @@ def build_parser() -> argparse.ArgumentParser:
     export_onnx.add_argument("--config", type=Path, default=None, help="ensemble_config.json (default: shipped)")
     export_onnx.add_argument("--weights", type=Path, default=None, help="weights root (default: weights/)")
     export_onnx.set_defaults(handler=_export_onnx, quiet=False, verbose=False)
+
+    export_openvino = commands.add_parser(
+        "export-openvino", help="convert every member's network to OpenVINO IR next to its checkpoint "
+                                "(for --backend openvino)",
+        description="Writes fold_N/<checkpoint>.openvino.xml and .bin (float32 weights, patch-size input, dynamic "
+                    "batch, the checkpoint's SHA-256 in the model's runtime info) for each member, so the model "
+                    "tarball can carry them and no case spends its time budget converting.",
+    )
+    export_openvino.add_argument("--task", default=None, help="only this task (default: all tasks of the config)")
+    export_openvino.add_argument("--config", type=Path, default=None, help="ensemble_config.json (default: shipped)")
+    export_openvino.add_argument("--weights", type=Path, default=None, help="weights root (default: weights/)")
+    export_openvino.set_defaults(handler=_export_openvino, quiet=False, verbose=False)
     return parser
 
 

@@ -11,7 +11,7 @@ what was found, before any model is touched.
       "time_budget_s": 300,           # grand-challenge's limit per case, counted from process start
       "precision": "auto",            # network arithmetic: auto = fp16 autocast on CUDA (as nnU-Net),
                                       # fp32 on CPU; bf16 = bfloat16 autocast (fast on AMX CPUs)
-      "backend": "auto",              # torch or onnxruntime; auto = the faster one per device
+      "backend": "auto",              # torch, onnxruntime or openvino; auto = see docs/speed.md
       "tasks": {
         "t1": {
           "input_slug": "abdominal-t1-mri",
@@ -46,7 +46,7 @@ KNOWN_ROLES = ("all-rounder", "volume", "boundary")
 _TOP_KEYS = {"version", "tile_step_size", "use_mirroring", "time_budget_s", "export_reserve_s", "precision", "backend",
              "tasks"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 _TASK_KEYS = {"input_slug", "output_slug", "tumor_label", "members"}
 _MEMBER_KEYS = {"name", "role", "model", "fold", "checkpoint", "weight", "configuration"}
 # Slugs and member names become folder and file names (output folder, --member-outputs): no separators,

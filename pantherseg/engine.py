@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from pantherseg.config import BACKENDS as CONFIG_BACKENDS
 from pantherseg.config import EnsembleConfig, TaskSpec
 from pantherseg.deadline import Deadline, TileCostModel
 from pantherseg.errors import PantherError, ResourceError
@@ -99,15 +100,39 @@ def resolve_precision(name: str, device):
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
-def resolve_backend(name: str, device) -> str:
-    """'auto' picks the backend the benchmark found faster on this kind of device."""
+def resolve_backend(name: str, device, members: list[Member] | None = None) -> str:
+    """'auto' picks the first ready backend of DEFAULT_BACKENDS for the device; unknown names are refused.
+
+    OpenVINO is ready when it is installed and every member has a current converted model
+    (``pantherseg export-openvino``), so that auto never spends a case's budget converting."""
+    import importlib.util
+
     if name == "auto":
-        return DEFAULT_BACKEND[device.type]
+        choices = DEFAULT_BACKENDS[device.type]
+        for candidate in choices[:-1]:
+            if importlib.util.find_spec(candidate) is None:
+                log.info("backend auto: %s is not installed; using %s", candidate, choices[-1])
+                continue
+            if candidate == "openvino":
+                from pantherseg.openvino_backend import find_current
+
+                unconverted = [m.name for m in members or [] if find_current(m) is None]
+                if unconverted:
+                    log.info("backend auto: no current OpenVINO model for %s (run `pantherseg export-openvino`); "
+                             "using %s", ", ".join(unconverted), choices[-1])
+                    continue
+            return candidate
+        return choices[-1]
+    if name not in BACKENDS:
+        raise PantherError(f"Backend must be auto or one of {list(BACKENDS)}, found '{name}'.")
     return name
 
 
-# Chosen on the evidence of benchmarks/bench_ensemble.py (see README, Speed).
-DEFAULT_BACKEND = {"cpu": "torch", "cuda": "torch"}
+BACKENDS = tuple(b for b in CONFIG_BACKENDS if b != "auto")
+# In order of preference, the first one installed wins. The rule (docs/speed.md): the fastest backend
+# whose fp32 masks agree with nnU-Net's own route on >= 99.9% of voxels with trained members (the demo
+# zoo, both tasks) and >= 99.5% with random weights (tests/test_fidelity.py, benchmarks/bench_ensemble.py).
+DEFAULT_BACKENDS = {"cpu": ("openvino", "torch"), "cuda": ("torch",)}
 
 
 class Ensemble:
@@ -134,13 +159,13 @@ class Ensemble:
         """Validate every member (files, label maps, checkpoint vs plans), then build the networks.
 
         ``precision`` ("auto", "fp32", "bf16", "fp16") and ``backend`` ("auto", "torch",
-        "onnxruntime") override the config's."""
+        "onnxruntime", "openvino") override the config's."""
         started = time.perf_counter()
         task_spec = config.task(task)
         members = load_members(task_spec, Path(weights))
         torch_device = resolve_device(device)
         autocast_dtype = resolve_precision(precision or config.precision, torch_device)
-        backend = resolve_backend(backend or config.backend, torch_device)
+        backend = resolve_backend(backend or config.backend, torch_device, members)
         if backend == "onnxruntime":
             from pantherseg.onnx_backend import load_onnx_networks
 
@@ -149,6 +174,11 @@ class Ensemble:
                          autocast_dtype)
                 autocast_dtype = None
             load_onnx_networks(members, torch_device)
+        elif backend == "openvino":
+            from pantherseg.openvino_backend import load_openvino_networks
+
+            # Compiled in that precision (explicitly f32 or bf16); autocast_dtype stays for the report.
+            load_openvino_networks(members, torch_device, "bf16" if autocast_dtype is not None else "fp32")
         load_s = time.perf_counter() - started
         log.info("Loaded %d members for task %s on %s (%s, %s) in %.1f s", len(members), task_spec.name,
                  torch_device, backend, autocast_dtype or "float32", load_s)
@@ -300,6 +330,8 @@ class Ensemble:
         outcome.network_s = deadline.clock() - started
         if not self.keep_networks and self.backend == "torch":
             member.network = None
+        elif not self.keep_networks and hasattr(member.network, "release"):
+            member.network.release()  # OpenVINO: free the compiled model and its buffers
         return logits, state["completed"]
 
     @staticmethod
