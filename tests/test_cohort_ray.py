@@ -104,3 +104,26 @@ def test_a_killed_worker_is_replaced_and_the_cohort_completes(cohort, tmp_path):
     assert retried.name == killer.retried[0][0] and not retried.worker.endswith(f":{killer.killed_pid}")
     assert all((tmp_path / "masks" / f"{name}.mha").is_file() for name in GOOD)
     assert not list((tmp_path / "masks").glob(".*partial*"))  # no half-written file left by the dead worker
+
+
+class KillWhoeverRunsCase0(CohortProgress):
+    """SIGKILLs the worker of every attempt at case0: a case that always kills its worker (like an OOM)."""
+
+    def __init__(self):
+        self.kills = 0
+
+    def case_started(self, case, worker):
+        if case.name == "case0":
+            self.kills += 1
+            threading.Timer(0.3, os.kill, (int(worker.rsplit(":", 1)[1]), signal.SIGKILL)).start()
+
+
+@pytest.mark.slow
+def test_a_case_that_always_kills_its_worker_is_retried_a_bounded_number_of_times_then_reported(cohort, tmp_path):
+    killer = KillWhoeverRunsCase0()
+    report = run_on_ray(cohort, tmp_path / "masks", progress=killer, max_retries=2)
+    [row] = [row for row in report.rows if row.name == "case0"]
+    assert row.status == "worker-died" and row.attempts == 3 and "died on each of 3 attempts" in row.error
+    assert killer.kills == 3 and report.worker_deaths == 3
+    assert {r.name for r in report.rows if r.status == "done"} == set(GOOD) - {"case0"}
+    assert not (tmp_path / "masks" / "case0.mha").exists()

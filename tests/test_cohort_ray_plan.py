@@ -50,3 +50,13 @@ def test_a_worker_that_fits_on_no_node_is_refused_up_front():
         plan_workers({"CPU": 32}, {"CPU": 8}, settings(), RayOptions(cpus_per_worker=16), cases=10)
     with pytest.raises(ResourceError, match="--ray-gpus-per-worker must be in"):
         plan_workers({"CPU": 8, "GPU": 1}, {"CPU": 8, "GPU": 1}, settings(), RayOptions(gpus_per_worker=2), cases=10)
+
+
+def test_without_ray_installed_the_flag_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from pantherseg.cohort import ray_runner
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(ResourceError, match=r"--ray needs Ray, which is not installed: pip install 'pantherseg\[ray\]'"):
+        ray_runner._import_ray()
