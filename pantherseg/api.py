@@ -56,7 +56,8 @@ def collect_inputs(inputs: Path | str | Sequence[Path | str]) -> list[Path]:
             if not found and _is_dicom_folder(item):
                 found = [item]
             if not found:
-                raise InputError(f"No images in {item}: expected .mha, .nii.gz, .nii, .mhd or .nrrd files.")
+                raise InputError(f"No images in {item}: expected .mha, .nii.gz, .nii, .mhd or .nrrd files, "
+                                 f"or DICOM files of one series.")
             paths.extend(found)
         elif item.is_file():
             paths.append(item)
