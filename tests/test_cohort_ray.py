@@ -127,3 +127,26 @@ def test_a_case_that_always_kills_its_worker_is_retried_a_bounded_number_of_time
     assert killer.kills == 3 and report.worker_deaths == 3
     assert {r.name for r in report.rows if r.status == "done"} == set(GOOD) - {"case0"}
     assert not (tmp_path / "masks" / "case0.mha").exists()
+
+
+def test_a_worker_that_cannot_load_the_ensemble_stops_the_cohort_with_its_one_line_error(cohort, tmp_path):
+    from pantherseg.cohort.ray_runner import RayOptions
+    from pantherseg.errors import PantherError
+
+    cases, config = cohort
+    with pytest.raises(PantherError, match=r"^Device must be auto, cpu or cuda\[:N\], found 'tpu'\.$"):
+        run_cohort(cases, output_dir=tmp_path, config=config, weights=default_weights(), device="tpu",
+                   ray=RayOptions(cpus_per_worker=1))
+
+
+@pytest.mark.slow
+def test_a_worker_constructor_that_crashes_is_not_restarted_forever(tmp_path):
+    from pantherseg.cohort.cases import Case
+    from pantherseg.cohort.ray_runner import RayOptions, run_ray
+    from pantherseg.cohort.worker import CohortSettings
+    from pantherseg.errors import ResourceError
+
+    broken = CohortSettings(config=None, task="t1", weights=str(default_weights()), output_dir=str(tmp_path),
+                            run_hash="h", device="cpu")  # config None: AttributeError in the constructor
+    with pytest.raises(ResourceError, match="A Ray worker could not load the ensemble: AttributeError: 'NoneType'"):
+        run_ray([Case("a", tmp_path / "a.mha")], broken, RayOptions(cpus_per_worker=1), CohortProgress(), [])

@@ -181,6 +181,8 @@ def _drive(ray, slots: list[_Slot], new_actor, cases: Sequence[Case], options: R
         try:
             value = ray.get(done[0])
         except RayActorError as error:
+            if getattr(error, "actor_init_failed", False):  # the constructor raised: every replacement would too
+                raise ResourceError(f"A Ray worker could not load the ensemble: {_init_error(error)}") from None
             if case is not None:
                 deaths += 1
                 _case_failed(case, slot, error, attempts, options.max_retries, queue, rows, progress)
@@ -224,6 +226,12 @@ def _case_failed(case: Case, slot: _Slot, error: Exception, attempts: Counter, m
                   attempts=attempts[case.name], error=f"the worker died on each of {attempts[case.name]} attempts ({reason})")
     rows.append(row)
     progress.case_finished(row)
+
+
+def _init_error(error: Exception) -> str:
+    """The last line of the constructor's traceback (``RuntimeError: ...``), not Ray's preamble."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def _is_restarting(error: Exception) -> bool:
