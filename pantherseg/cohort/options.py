@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -68,6 +69,9 @@ def predict_cohort(args: argparse.Namespace) -> int:
         ray_options = RayOptions(address=None if args.ray == "local" else args.ray, workers=args.ray_workers,
                                  cpus_per_worker=args.ray_cpus_per_worker, max_retries=args.max_retries,
                                  gpus_per_worker=args.ray_gpus_per_worker)
+    if not args.verbose:
+        # One line per case comes from the cohort's progress; the per-case detail is in the reports.
+        logging.getLogger("pantherseg.api").setLevel(logging.WARNING)
     num_parts = args.num_parts or 1
     report = run_cohort(
         args.input, output_dir=args.output, task=args.task, config=args.config, weights=args.weights,

@@ -49,7 +49,7 @@ class LogCohortProgress(CohortProgress):
 
 
 class BarCohortProgress(LogCohortProgress):
-    """A tqdm bar: cases done / to run, with failures in the postfix; failures also logged."""
+    """A tqdm bar: cases done / to run, with failures in the postfix (the worker logs each failure)."""
 
     def __init__(self):
         super().__init__()
@@ -64,9 +64,8 @@ class BarCohortProgress(LogCohortProgress):
 
     def case_finished(self, row: CaseRow) -> None:
         self.finished += 1
-        if row.status != "done":
+        if row.status != "done":  # the worker has logged the reason
             self._failed += 1
-            log.error("%s: %s", row.name, row.error)
         if self._bar is not None:
             self._bar.set_postfix(failed=self._failed, refresh=False)
             self._bar.update(1)
