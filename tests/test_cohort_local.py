@@ -97,6 +97,11 @@ def test_cohort_flags_that_cannot_work_are_refused(cohort, tmp_path, capsys):
     assert "--no-report cannot be used" in capsys.readouterr().err
     assert main(["predict", "-i", str(cases), "-o", str(tmp_path), "--ray", "--output-format", "nii.gz"]) == 2
     assert "--output-format and --series-uid (DICOM) need plain" in capsys.readouterr().err
+    for flags, message in [(["--part-id", "1"], "--part-id needs --num-parts."),
+                           (["--ray", "--ray-workers", "0"], "--ray-workers must be at least 1, found 0."),
+                           (["--ray", "--max-retries", "-1"], "--max-retries must be 0 or more, found -1.")]:
+        assert main(["predict", "-i", str(cases), "-o", str(tmp_path), *flags]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == f"pantherseg error: {message}"
 
 
 class StopAfterFirstCase(CohortProgress):

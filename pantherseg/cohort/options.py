@@ -39,7 +39,7 @@ def add_cohort_options(parser: argparse.ArgumentParser) -> None:
 
 
 def wants_cohort(args: argparse.Namespace) -> bool:
-    return args.ray is not None or args.num_parts is not None or args.resume
+    return args.ray is not None or args.num_parts is not None or bool(args.part_id) or args.resume
 
 
 def predict_cohort(args: argparse.Namespace) -> int:
@@ -58,7 +58,7 @@ def predict_cohort(args: argparse.Namespace) -> int:
                          "--output-format and --series-uid (DICOM) need plain 'pantherseg predict'.")
     if args.no_report:
         raise InputError("--no-report cannot be used in the cohort route: the run reports are what resuming reads.")
-    if args.ray is None and args.part_id and args.num_parts is None:
+    if args.part_id and args.num_parts is None:
         raise InputError("--part-id needs --num-parts.")
     ray_options = None
     if args.ray is not None:
@@ -66,6 +66,10 @@ def predict_cohort(args: argparse.Namespace) -> int:
 
         if args.max_retries < 0:
             raise InputError(f"--max-retries must be 0 or more, found {args.max_retries}.")
+        if args.ray_workers is not None and args.ray_workers < 1:
+            raise InputError(f"--ray-workers must be at least 1, found {args.ray_workers}.")
+        if args.ray_cpus_per_worker is not None and not args.ray_cpus_per_worker > 0:
+            raise InputError(f"--ray-cpus-per-worker must be more than 0, found {args.ray_cpus_per_worker}.")
         ray_options = RayOptions(address=None if args.ray == "local" else args.ray, workers=args.ray_workers,
                                  cpus_per_worker=args.ray_cpus_per_worker, max_retries=args.max_retries,
                                  gpus_per_worker=args.ray_gpus_per_worker)
