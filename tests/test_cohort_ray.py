@@ -129,14 +129,16 @@ def test_a_case_that_always_kills_its_worker_is_retried_a_bounded_number_of_time
     assert not (tmp_path / "masks" / "case0.mha").exists()
 
 
-def test_a_worker_that_cannot_load_the_ensemble_stops_the_cohort_with_its_one_line_error(cohort, tmp_path):
-    from pantherseg.cohort.ray_runner import RayOptions
-    from pantherseg.errors import PantherError
+def test_a_worker_that_cannot_load_the_ensemble_stops_the_cohort_with_its_one_line_error(cohort, tmp_path, capsys):
+    from pantherseg.cli import main
 
     cases, config = cohort
-    with pytest.raises(PantherError, match=r"^Device must be auto, cpu or cuda\[:N\], found 'tpu'\.$"):
-        run_cohort(cases, output_dir=tmp_path, config=config, weights=default_weights(), device="tpu",
-                   ray=RayOptions(cpus_per_worker=1))
+    code = main(["predict", "-i", str(cases), "-o", str(tmp_path), "--config", str(config), "--device", "tpu",
+                 "--ray", "--ray-cpus-per-worker", "1", "-q"])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "pantherseg error: Device must be auto, cpu or cuda[:N], found 'tpu'."
+    assert not list(tmp_path.glob("*.mha"))
 
 
 @pytest.mark.slow
