@@ -30,12 +30,12 @@ def test_half_a_gpu_per_worker_puts_two_workers_on_each_gpu():
     assert plan.workers == 4 and plan.actor_options["num_gpus"] == 0.5 and plan.actor_options["num_cpus"] == 4
 
 
-def test_cpu_nodes_get_a_worker_per_group_of_cores_with_that_many_torch_threads():
+def test_cpu_nodes_get_a_worker_per_group_of_cores_with_that_many_threads():
     plan = plan_workers({"CPU": 18}, {"CPU": 18}, settings(), RayOptions(), cases=100)
     assert plan.workers == 4 and plan.actor_options == {"num_cpus": 4, "max_restarts": 3, "max_task_retries": 0}
-    assert plan.settings.torch_threads == 4
+    assert plan.settings.cpu_threads == 4
     plan = plan_workers({"CPU": 2}, {"CPU": 2}, settings(), RayOptions(cpus_per_worker=1, max_retries=0), cases=100)
-    assert plan.workers == 2 and plan.settings.torch_threads == 1 and plan.actor_options["max_restarts"] == 1
+    assert plan.workers == 2 and plan.settings.cpu_threads == 1 and plan.actor_options["max_restarts"] == 1
     # --device cpu on a GPU cluster: CPU workers.
     plan = plan_workers({"CPU": 8, "GPU": 1}, {"CPU": 8, "GPU": 1}, settings("cpu"), RayOptions(), cases=100)
     assert "num_gpus" not in plan.actor_options and plan.workers == 2

@@ -19,7 +19,7 @@ def add_cohort_options(parser: argparse.ArgumentParser) -> None:
                        help="Ray workers, each loading the ensemble once (default: one per GPU; on CPU-only "
                             "clusters, CPUs / --ray-cpus-per-worker)")
     group.add_argument("--ray-cpus-per-worker", type=float, default=None, metavar="C",
-                       help="CPUs each Ray worker reserves (its torch threads on CPU nodes) (default: 4 on CPU "
+                       help="CPUs each Ray worker reserves (its torch or OpenVINO threads on CPU nodes) (default: 4 on CPU "
                             "nodes, the node's CPUs per GPU on GPU nodes)")
     group.add_argument("--ray-gpus-per-worker", type=float, default=1.0, metavar="G",
                        help="GPU share of each Ray worker (default: 1); 0.5 puts two workers on each GPU so one "

@@ -35,7 +35,7 @@ from pantherseg.errors import ResourceError
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'pantherseg[ray]' (ray==2.60.0, see requirements-extras.txt)"
-DEFAULT_CPUS_PER_WORKER = 4  # torch threads per CPU worker: large enough for one case, small enough to share a node
+DEFAULT_CPUS_PER_WORKER = 4  # threads per CPU worker: large enough for one case, small enough to share a node
 RESTART_PROBE_S = 1.0  # how often a restarting worker is asked whether it is back
 WAIT_LOG_S = 60.0  # log a line while no worker has started (waiting for a node with room, or an autoscaler)
 
@@ -122,7 +122,7 @@ def plan_workers(cluster: dict, largest_node: dict, settings: CohortSettings, op
         per_worker_cpus = options.cpus_per_worker or float(min(DEFAULT_CPUS_PER_WORKER, max(1, int(cpus))))
         workers = options.workers or max(1, int(cpus // per_worker_cpus))
         actor_options = {"num_cpus": per_worker_cpus}
-        settings = dataclasses.replace(settings, torch_threads=max(1, int(per_worker_cpus)))
+        settings = dataclasses.replace(settings, cpu_threads=max(1, int(per_worker_cpus)))
     if per_worker_cpus > largest_node.get("CPU", 0) or (use_gpu and largest_node.get("GPU", 0) < options.gpus_per_worker):
         raise ResourceError(
             f"A Ray worker needs {actor_options} but the largest node has {largest_node}; "

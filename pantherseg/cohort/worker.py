@@ -38,7 +38,7 @@ class CohortSettings:
     backend: str | None = None
     time_budget_s: float | None = None
     write_reports: bool = True
-    torch_threads: int | None = None  # None: pantherseg's default (the CPU quota)
+    cpu_threads: int | None = None  # threads for torch / OpenVINO on the CPU; None: the CPU quota (all cores)
     log_level: int | None = None  # set in worker processes that do not inherit the driver's logging
 
 
@@ -77,10 +77,14 @@ class CaseWorker:
         self.ensemble = Ensemble.load(config=s.config, task=s.task, weights=Path(s.weights), device=s.device,
                                       tile_batch_size=s.tile_batch_size, precision=s.precision, backend=s.backend)
         self.ensemble.keep_networks = True  # case after case: build each network once
-        if s.torch_threads is not None and self.ensemble.device.type == "cpu":
+        if s.cpu_threads is not None and self.ensemble.device.type == "cpu":
+            # Several workers share a node: each keeps to its share of the cores, not all of them.
             import torch
 
-            torch.set_num_threads(s.torch_threads)
+            torch.set_num_threads(s.cpu_threads)
+            for member in self.ensemble.members:
+                if hasattr(member.network, "threads"):  # an OpenVINO network, compiled on first use
+                    member.network.threads = s.cpu_threads
 
     def ready(self) -> dict:
         """Who this worker is, or why it could not load the ensemble (``error``)."""
