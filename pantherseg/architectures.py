@@ -34,6 +34,8 @@ ALLOWED_ARCHITECTURES = {
     "unet": ("PlainConvUNet", "ResidualEncoderUNet", "ResidualUNet"),
 }
 _LAYER_PREFIX = "torch.nn."
+# nnU-Net plans 5-8 stages; a billion would hang the build loop even on the meta device.
+MAX_STAGES = 16
 
 
 def allowed_names() -> list[str]:
@@ -46,6 +48,10 @@ def check_architecture(class_name: object, arch_kwargs: object, requires_import:
     if not isinstance(arch_kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in arch_kwargs):
         raise ModelError(f"{owner}: plans.json 'arch_kwargs' must be an object of keyword arguments, "
                          f"found {_short(arch_kwargs)}.")
+    stages = arch_kwargs.get("n_stages")
+    if stages is not None and not (isinstance(stages, int) and not isinstance(stages, bool) and 1 <= stages <= MAX_STAGES):
+        raise ModelError(f"{owner}: plans.json arch_kwargs 'n_stages' must be an integer in [1, {MAX_STAGES}], "
+                         f"found {_short(stages)}.")
     if not isinstance(requires_import, (list, tuple)):
         raise ModelError(f"{owner}: plans.json '_kw_requires_import' must be a list of arch_kwargs keys, "
                          f"found {_short(requires_import)}.")

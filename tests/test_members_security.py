@@ -95,6 +95,12 @@ def test_a_short_class_name_as_nnunet_accepts_it_still_loads(weights):
     assert members[0].name == "a-f0"
 
 
+@pytest.mark.parametrize("stages", [10**9, 0, "6"])
+def test_absurd_stage_counts_are_refused_before_building(weights, stages):
+    edit_plans(weights, lambda c, _p: c["architecture"]["arch_kwargs"].update(n_stages=stages))
+    assert "'n_stages' must be an integer" in refused(weights)
+
+
 @pytest.mark.parametrize("patch", [[0, 0, 0], [-64, 128, 128], [64.5, 128, 128], [64, 128]])
 def test_impossible_patch_size_is_a_model_error(weights, patch):
     edit_plans(weights, lambda c, _p: c.update(patch_size=patch))
