@@ -6,22 +6,26 @@ volume at 3.0 x 1.1875 x 1.1875 mm (the median Task 1 case).
 
 - reference: per member ``nnUNetPredictor`` without mirroring, probabilities saved to .npz, then
   ``nnunetv2.ensembling.ensemble.ensemble_folders`` (what ``nnUNetv2_ensemble`` runs);
-- engine: one ``pantherseg.segment`` call per route: torch fp32, torch bf16 autocast, ONNX Runtime
-  (its export, done once per model and shipped with it, is outside the timed call: the ONNX files
-  are written before the run).
+- engine: one ``pantherseg.segment`` call per route: the default route (backend and precision
+  "auto": OpenVINO fp32 on the CPU when it is installed and the members are converted), OpenVINO
+  fp32 / bf16 (bf16 only on CPUs with native bf16), torch fp32, torch bf16 autocast, ONNX Runtime.
+  Conversions (ONNX export, OpenVINO IR), done once per model and shipped with it, are outside the
+  timed calls: they are written before the runs, and their time is reported apart.
 
 Each route runs in its own process, so the peak RSS figures are that process's (plus, for the
 reference, nnU-Net's worker processes, reported separately). Prints a markdown table and writes
 JSON next to it.
 
-    python benchmarks/bench_ensemble.py                       # everything, about 15 min on 2 cores
+    python benchmarks/bench_ensemble.py                       # reference + default + OpenVINO bf16
     python benchmarks/bench_ensemble.py --members 2 --routes torch-fp32
+    python benchmarks/bench_ensemble.py --routes default,openvino-bf16,torch-fp32,torch-bf16,onnxruntime
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -78,7 +82,9 @@ def run_reference(weights: Path, members: int, image: Path, work: Path) -> dict:
     return {"wall_s": time.perf_counter() - started, "timings_s": timings, "mask": str(mask)}
 
 
-ENGINE_ROUTES = {"torch-fp32": ("torch", "fp32"), "torch-bf16": ("torch", "bf16"), "onnxruntime": ("onnxruntime", "fp32")}
+ENGINE_ROUTES = {"default": (None, None), "torch-fp32": ("torch", "fp32"), "torch-bf16": ("torch", "bf16"),
+                 "onnxruntime": ("onnxruntime", "fp32"), "openvino-fp32": ("openvino", "fp32"),
+                 "openvino-bf16": ("openvino", "bf16")}
 
 
 def run_engine(weights: Path, config: Path, image: Path, work: Path, route: str) -> dict:
@@ -89,7 +95,7 @@ def run_engine(weights: Path, config: Path, image: Path, work: Path, route: str)
     [result] = segment(image, output_dir=work, config=config, weights=weights, device="cpu", precision=precision,
                        backend=backend, time_budget_s=float("inf"))
     return {"wall_s": time.perf_counter() - started, "timings_s": result.report["timings_s"],
-            "mask": str(result.output)}
+            "mask": str(result.output), "device": result.report["device"]}
 
 
 def child(args) -> None:
@@ -97,11 +103,13 @@ def child(args) -> None:
     work = Path(args.work)
     weights, config, image = work / "weights", work / "ensemble_config.json", work / "case.mha"
     out = work / f"out-{args.child}"
-    if args.child == "export-onnx":
+    if args.child in ("export-onnx", "export-openvino"):
         from pantherseg.cli import main as cli_main
 
-        cli_main(["export-onnx", "--config", str(config), "--weights", str(weights)])
-        print("RESULT {}")
+        started = time.perf_counter()
+        cli_main([args.child, "--config", str(config), "--weights", str(weights)])
+        print("RESULT " + json.dumps({"wall_s": time.perf_counter() - started,
+                                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
         return
     if args.child == "reference":
         figures = run_reference(weights, args.members, image, out)
@@ -124,8 +132,9 @@ def agreement(mask_a: str, mask_b: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=6)
-    parser.add_argument("--routes", default="torch-fp32,torch-bf16,onnxruntime",
-                        help=f"engine routes to run, comma-separated, of {list(ENGINE_ROUTES)}")
+    parser.add_argument("--routes", default="default,openvino-bf16",
+                        help=f"engine routes to run, comma-separated, of {list(ENGINE_ROUTES)} (bf16 routes are "
+                             f"left out on CPUs without native bf16)")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "bench_ensemble_cpu.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -138,10 +147,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         build_workload(work, args.members)
-        routes = ([] if args.skip_reference else ["reference"]) + args.routes.split(",")
-        if "onnxruntime" in routes:
-            subprocess.run([sys.executable, __file__, "--child", "export-onnx", "--work", str(work),
-                            "--members", str(args.members)], check=True, capture_output=True)
+        from pantherseg.openvino_backend import native_bf16
+
+        routes = [r for r in args.routes.split(",") if native_bf16() or not r.endswith("bf16")]
+        routes = ([] if args.skip_reference else ["reference"]) + routes
+        conversions = {}
+        for route, step in (("onnxruntime", "export-onnx"), ("openvino", "export-openvino"), ("default", "export-openvino")):
+            if any(r.startswith(route) for r in routes) and step not in conversions:
+                process = subprocess.run([sys.executable, __file__, "--child", step, "--work", str(work),
+                                          "--members", str(args.members)], capture_output=True, text=True)
+                line = next((l for l in process.stdout.splitlines() if l.startswith("RESULT ")), None)
+                if process.returncode != 0 or line is None:
+                    raise SystemExit(f"{step} failed:\n{process.stderr[-3000:]}")
+                conversions[step] = json.loads(line[len("RESULT "):])
+                print(f"{step}: {conversions[step]['wall_s']:.1f} s (ahead of time, not in the table)", file=sys.stderr)
         results = {}
         for route in routes:
             command = [sys.executable, __file__, "--child", route, "--work", str(work), "--members", str(args.members)]
@@ -167,20 +186,28 @@ def main() -> None:
             base_rss = max(baseline["peak_rss_mb"], baseline["peak_rss_children_mb"]) if baseline else float("nan")
             agree = agreement(figures["mask"], baseline["mask"]) if baseline else float("nan")
             split = ", ".join(f"{k} {v:.1f}" for k, v in figures["timings_s"].items())
-            name = "nnU-Net 2.8 (predictor per member + ensemble_folders)" if route == "reference" else f"pantherseg ({route})"
+            name = ("nnU-Net 2.8 (predictor per member + ensemble_folders)" if route == "reference"
+                    else f"pantherseg ({route}: {figures['device']})")
             lines.append(f"| {name} | {figures['wall_s']:.1f} | {speed:.2f}x | {rss:.0f} | {rss / base_rss:.2f} | "
                          f"{agree * 100:.3f}% | {split} |")
-        if "torch-fp32" in results:
-            t = results["torch-fp32"]["timings_s"]
+        lines.append("")
+        for route in (r for r in ("default", "torch-fp32") if r in results):
+            t = results[route]["timings_s"]
             overhead = sum(v for k, v in t.items() if k not in ("network", "load")) / max(t["network"], 1e-9)
-            lines.append("")
-            lines.append(f"Engine fp32 overhead (preprocess, export, ensemble, read/write) = {overhead * 100:.1f}% "
-                         f"of network time.")
+            lines.append(f"Engine overhead of {route} (preprocess, export, ensemble, read/write) = {overhead * 100:.1f}% "
+                         f"of its network time.")
+        for step, figures in conversions.items():
+            lines.append(f"Ahead of time, not in the table: `pantherseg {step}` for {args.members} member(s) took "
+                         f"{figures['wall_s']:.1f} s (peak RSS {figures['peak_rss_mb']:.0f} MB).")
+        load = os.getloadavg()
+        lines.append(f"Machine load average at the end (1/5/15 min): {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+                     f"on {os.cpu_count()} CPUs.")
         table = "\n".join(lines)
         print(table)
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"results": results, "table": table, "members": args.members,
-                                         "unix_time": time.time()}, indent=2))
+        args.json.write_text(json.dumps({"results": results, "conversions": conversions, "table": table,
+                                         "members": args.members, "load_average": load, "unix_time": time.time()},
+                                        indent=2))
 
 
 if __name__ == "__main__":

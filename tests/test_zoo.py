@@ -7,6 +7,7 @@ README (Dice >= 0.70 on Task 1, >= 0.60 on Task 2) is the slow test at the end.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -36,6 +37,9 @@ def test_sample_phantom_is_segmented_like_its_truth(sample, task, min_dice, tmp_
     [mask] = sorted((output_dir / "images" / "pancreatic-tumor-segmentation").iterdir())
     report = json.loads((tmp_dir / "run_report.json").read_text())
     assert report["task"] == task
+    if importlib.util.find_spec("openvino") is not None:
+        # The CPU default with OpenVINO installed and the zoo's shipped conversions (docs/speed.md).
+        assert report["device"] == "cpu (openvino, float32)", report["device"]
     assert len(report["members_used"]) == len(json.loads(default_config().read_text())["tasks"][task]["members"])
     predictions = tmp_path / "pred"
     predictions.mkdir()
@@ -72,3 +76,20 @@ def test_held_out_phantoms_reach_the_quality_bar(task, min_dice, tmp_path):
     result = evaluate([masks], truth)
     assert len(result.folders[0].cases) == 10
     assert result.folders[0].aggregate.dice >= min_dice
+
+
+TRAINED_AGREEMENT = 0.999  # docs/speed.md: the bar for a backend or precision default, trained members
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["t1", "t2"])
+@pytest.mark.parametrize("route", ["openvino-fp32", "torch-fp32"])
+def test_trained_zoo_masks_match_nnunet_route(task, route, tmp_path):
+    pytest.importorskip("openvino")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_zoo_agreement import agreement, reference_masks, route_masks, sample_images
+
+    images = sample_images(task)
+    reference = reference_masks(task, images, tmp_path / "reference")
+    masks, _ = route_masks(task, images, tmp_path / "ours", route)
+    assert agreement(masks, reference) >= TRAINED_AGREEMENT
