@@ -87,7 +87,7 @@ def child(work: Path, threads: int | None) -> dict:
         "timings_s": timings, "cpu_side_s": sum(timings.values()), "stand_in_network_s": stand_in_s,
         "tiles": [o.tiles_total for o in prediction.outcomes], "threads": torch.get_num_threads(),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_at_start_mb": rss_start,
-        "estimated_peak_mb": estimate.total() / 2**20,
+        "estimated_peak_mb": estimate.total / 2**20,
     }
 
 

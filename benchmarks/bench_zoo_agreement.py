@@ -79,7 +79,8 @@ def main() -> None:
     parser.add_argument("--tasks", default="t1,t2")
     parser.add_argument("--routes", default="torch-fp32,torch-bf16,openvino-fp32,openvino-bf16",
                         help=f"comma-separated, of {list(ROUTES)}")
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "zoo_agreement_cpu.json")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "zoo_agreement_cpu.json",
+                        help="where the figures go (the shipped ones: zoo_agreement_cpu_t1.json, _t2.json)")
     args = parser.parse_args()
     import torch
 

@@ -59,8 +59,9 @@ def build_workload(root: Path, *, members: int, divisor: int = 1, patch=None, sh
 
 
 def abdomen_like_image(shape_zyx, spacing_zyx, seed: int = 0):
-    """An MR-like float32 volume: a body ellipse with smooth texture, zero air around it (so the
-    preprocessing crop and uncrop do real work, as with a patient), axis-aligned."""
+    """An MR-like float32 volume: a body ellipse with smooth texture in dim noise (an MR image's
+    background is noise, not zeros, so nnU-Net's crop to non-zero keeps the whole field of view and
+    the largest case keeps its 24 tiles per member), axis-aligned."""
     import SimpleITK as sitk
     from scipy.ndimage import zoom
 
@@ -71,7 +72,7 @@ def abdomen_like_image(shape_zyx, spacing_zyx, seed: int = 0):
     zz, yy, xx = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape_zyx], indexing="ij",
                              sparse=True)
     body = (yy / 0.8) ** 2 + (xx / 0.9) ** 2 < 1
-    array = np.where(body, 400 + 120 * texture, 0).astype(np.float32)
+    array = np.where(body, 400 + 120 * texture, 20 + 5 * np.abs(texture)).astype(np.float32)
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(tuple(float(s) for s in reversed(spacing_zyx)))
     return image
