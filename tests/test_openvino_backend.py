@@ -16,7 +16,8 @@ from conftest import MODEL_A, synthetic_image  # noqa: E402
 from model_factory import config_dict, member  # noqa: E402
 from pantherseg.cli import main  # noqa: E402
 from pantherseg.config import load_config  # noqa: E402
-from pantherseg.engine import Ensemble, resolve_backend  # noqa: E402
+from pantherseg.engine import Ensemble  # noqa: E402
+from pantherseg.runtime import resolve_backend  # noqa: E402
 from pantherseg.errors import PantherError, ResourceError  # noqa: E402
 from pantherseg.image_io import volume_from_image  # noqa: E402
 from pantherseg.openvino_backend import (CHECKSUM_KEY, OpenVinoNetwork, check_precision, find_current,  # noqa: E402
@@ -141,7 +142,7 @@ def test_auto_backend_rule(converted, tiny_weights, monkeypatch, caplog):
     _, config, _ = converted
     unconverted = Ensemble.load(config=load_config(config), task="t1", weights=tiny_weights, device="cpu",
                                 backend="torch").members
-    with caplog.at_level(logging.INFO, logger="pantherseg.engine"):
+    with caplog.at_level(logging.INFO, logger="pantherseg.runtime"):
         assert resolve_backend("auto", cpu, unconverted) == "torch"
     assert "export-openvino" in caplog.text
     # OpenVINO not installed: the next backend, with one log line.
@@ -150,7 +151,7 @@ def test_auto_backend_rule(converted, tiny_weights, monkeypatch, caplog):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "openvino" else real_find_spec(name))
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="pantherseg.engine"):
+    with caplog.at_level(logging.INFO, logger="pantherseg.runtime"):
         assert resolve_backend("auto", cpu, ensemble.members) == "torch"
     assert [r.getMessage() for r in caplog.records] == ["backend auto: openvino is not installed; using torch"]
 
