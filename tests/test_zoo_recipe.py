@@ -5,6 +5,7 @@ The recipe runs as a subprocess because nnU-Net reads its folder variables once,
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -172,7 +173,9 @@ def test_shipped_weights_match_ensemble_config():
         for member in config["tasks"][task]["members"]:
             folder = weights / member["model"]
             checkpoint = folder / f"fold_{member['fold']}" / member["checkpoint"]
-            expected_files |= {folder / "plans.json", folder / "dataset.json", checkpoint}
+            openvino_ir = checkpoint.with_suffix(".openvino.xml")  # pantherseg export-openvino, float32
+            expected_files |= {folder / "plans.json", folder / "dataset.json", checkpoint,
+                               openvino_ir, openvino_ir.with_suffix(".bin")}
             loaded = torch.load(checkpoint, map_location="cpu", weights_only=True)
             assert set(loaded) == SHIPPED, member["name"]
             assert loaded["init_args"]["fold"] == member["fold"]
@@ -183,8 +186,23 @@ def test_shipped_weights_match_ensemble_config():
             labels = json.loads((folder / "dataset.json").read_text())["labels"]
             assert labels == {"background": 0, "tumor": 1, "pancreas": 2}
     found = {p for p in weights.rglob("*") if p.is_file()}
-    assert found == expected_files, f"unexpected files in weights/: {sorted(map(str, found - expected_files))}"
-    assert sum(p.stat().st_size for p in found) < 50e6
+    assert found == expected_files, (f"unexpected files in weights/: {sorted(map(str, found - expected_files))}; "
+                                     f"missing: {sorted(map(str, expected_files - found))}")
+    assert sum(p.stat().st_size for p in found) < 75e6
+
+
+def test_shipped_openvino_conversions_are_current():
+    """The shipped IR carries its checkpoint's hash: a retrained zoo without re-export would fall back silently."""
+    pytest.importorskip("openvino")
+    from pantherseg.config import load_config
+    from pantherseg.members import load_members
+    from pantherseg.openvino_backend import find_current, ir_path
+
+    config = load_config(ROOT / "ensemble_config.json")
+    for task in config.tasks:
+        for member in load_members(config.task(task), ROOT / "weights"):
+            assert find_current(member, cache_dir=Path("/nonexistent")) == ir_path(member), member.describe()
+            member.network = None
 
 
 def _run_recipe(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -220,6 +238,8 @@ def test_token_recipe_end_to_end(tmp_path):
         for member in config["tasks"][task]["members"]:
             path = tmp_path / "weights" / member["model"] / f"fold_{member['fold']}" / member["checkpoint"]
             assert set(torch.load(path, weights_only=True)) == SHIPPED
+            if importlib.util.find_spec("openvino") is not None:
+                assert path.with_suffix(".openvino.xml").is_file() and path.with_suffix(".openvino.bin").is_file()
     # Fine-tuning started from Task 1 weights: after 2 iterations the Task 2 encoder is still close to them.
     t1 = torch.load(tmp_path / "zoo" / "nnUNet_results" / "Dataset901_PhantomT1"
                     / "nnUNetTrainer_ZooAllRounder__nnUNetZooPlans__3d_fullres" / "fold_0" / "checkpoint_final.pth",

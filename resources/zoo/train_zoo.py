@@ -18,7 +18,7 @@ Stages, in order (--stages picks a subset; each is resumable):
             models fine-tuned from Task 1 (nnU-Net's -pretrained_weights); folds whose
             checkpoint_final.pth exists are skipped;
 4. ship   - stripped checkpoints, plans.json and dataset.json to --weights, ensemble_config.json,
-            and a table of nnU-Net's own validation Dice to <scratch>/validation_dice.json.
+            each member's OpenVINO conversion (pantherseg export-openvino), and a table of nnU-Net's own validation Dice to <scratch>/validation_dice.json.
 
 --token shrinks everything to a smoke run (3 coarse phantoms per task, 1 epoch of 2 iterations per
 fold) that exercises every step; the tests use it.
@@ -239,12 +239,26 @@ def members() -> list:
             for s in RECIPE if s.checkpoint is not None for fold in s.folds]
 
 
+def export_openvino(weights: Path, config: Path) -> None:
+    """Ship each member's OpenVINO conversion too, so the CPU default never converts inside a case's budget."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("openvino") is None:
+        logger.warning("openvino is not installed: the zoo ships without OpenVINO IR (the CPU route converts "
+                       "on first use); install pantherseg[openvino] and run `pantherseg export-openvino`")
+        return
+    subprocess.run([sys.executable, "-m", "pantherseg", "export-openvino", "--config", str(config),
+                    "--weights", str(weights)], check=True, stdout=subprocess.DEVNULL)
+
+
 def stage_ship(paths: dict[str, Path], weights: Path, config: Path) -> None:
     import ship
 
     shipped = members()
     ship.ship(shipped, paths["nnUNet_results"], weights)
     ship.write_ensemble_config(shipped, config)
+    export_openvino(weights, config)
     table = {}
     for m in shipped:
         summary = paths["nnUNet_results"] / m.model_folder / f"fold_{m.fold}" / "validation" / "summary.json"
