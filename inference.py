@@ -79,6 +79,7 @@ def run_case(args: argparse.Namespace) -> int:
         device=args.device, report_dir=report_dir, preview_dir=report_dir if args.preview else None,
         time_budget_s=budget_from_flag(args.time_budget), tile_batch_size=args.tile_batch_size,
         precision=args.precision, backend=args.backend, progress=make_progress(args.quiet), report_name=report_name,
+        budget_from_process_start=True,
     )
     check_single_output(output_path.parent)
     print(output_path)

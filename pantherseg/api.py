@@ -92,6 +92,7 @@ def segment(
     series_uid: str | None = None,
     roi_name: str | None = None,
     report_name: str | None = None,
+    budget_from_process_start: bool = False,
 ) -> list[CaseResult]:
     """Segment the tumour in each input image and write ``<output_dir>/<image stem>.mha``.
 
@@ -109,8 +110,8 @@ def segment(
             member's own mask (its argmax) to ``<dir>/<member name>/masks/<stem>.mha``.
         preview_dir: if set, also write ``<dir>/<stem>.preview.png`` (three orthogonal slices through the
             tumour, or the image centre, with the mask overlaid).
-        time_budget_s: seconds per case (the first case counts from process start); default from the
-            config; ``float('inf')`` disables the deadline.
+        time_budget_s: seconds per case (the first case counts from this call, model loading included);
+            default from the config; ``float('inf')`` disables the deadline.
         tile_batch_size: tiles per network pass.
         precision: "auto", "fp32", "bf16" or "fp16" (default: the config's, normally auto = fp16 on
             CUDA, fp32 on the CPU).
@@ -123,12 +124,16 @@ def segment(
         series_uid: the SeriesInstanceUID to segment in a DICOM folder holding several series.
         roi_name: the RTSTRUCT's ROI name (default "Pancreatic tumour").
         report_name: the report's file name in ``report_dir`` (default ``<stem>.report.json``; one input only).
+        budget_from_process_start: the first case's budget counts from process start instead of this call,
+            as grand-challenge counts from container start (the entry points set it; a long-lived process
+            such as a notebook or a server must not, or its later calls would start out of time).
 
     Output folders are probed (created, written, enough free space) before any model is loaded. A case
     that fails after its mask was written leaves neither mask nor report: both exist, or neither.
 
     Every model is validated before the first image is read; errors are PantherError subclasses.
     """
+    called_at = clock()
     paths = collect_inputs(inputs)
     output_formats = check_output_formats(output_formats, paths)  # before any model is loaded
     if report_name is not None and len(paths) != 1:
@@ -145,9 +150,14 @@ def segment(
 
     results = []
     for index, path in enumerate(paths):
-        # The first case shares the process's budget (grand-challenge counts from container start).
+        # The first case's budget includes loading the models (and, for the entry points, the interpreter's
+        # start: grand-challenge counts from container start); later cases start their own.
+        if index > 0:
+            started_at = clock()
+        else:
+            started_at = None if budget_from_process_start else called_at  # None: Deadline uses process start
         deadline = Deadline(budget_s=budget, reserve_s=min(config.export_reserve_s, budget / 2), clock=clock,
-                            started_at=None if index == 0 else clock())
+                            started_at=started_at)
         try:
             results.append(_segment_one(ensemble, path, output_dir, output_formats=output_formats, series_uid=series_uid,
                                         roi_name=roi_name, deadline=deadline, report_dir=report_dir,

@@ -123,8 +123,11 @@ def run_guarded(function, *args, **kwargs) -> int:
 
 
 def _interrupted_message() -> str:
-    from pantherseg.run_state import completed_outputs
+    from pantherseg.run_state import cohort_summary, completed_outputs
 
+    cohort = cohort_summary()
+    if cohort is not None:  # Ray workers write in other processes: the cohort report knows what finished
+        return f"interrupted: {cohort}."
     done = completed_outputs()
     if not done:
         return "interrupted before the mask was complete; no mask was written."
@@ -147,6 +150,7 @@ def _predict(args: argparse.Namespace) -> int:
         time_budget_s=budget_from_flag(args.time_budget), tile_batch_size=args.tile_batch_size,
         precision=args.precision, backend=args.backend, stop_on_error=False, progress=make_progress(args.quiet),
         output_formats=args.output_format, series_uid=args.series_uid, roi_name=args.roi_name,
+        budget_from_process_start=True,
     )
     failed = [r for r in results if r.error]
     for result in results:

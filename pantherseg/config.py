@@ -8,7 +8,7 @@ what was found, before any model is touched.
       "version": 1,
       "tile_step_size": 0.5,          # sliding-window step as a fraction of the patch (nnU-Net's)
       "use_mirroring": false,         # test-time augmentation by flipping; off in the winning method
-      "time_budget_s": 300,           # grand-challenge's limit per case, counted from process start
+      "time_budget_s": 300,           # grand-challenge's limit per case (entry points: from process start)
       "precision": "auto",            # network arithmetic: auto = fp16 autocast on CUDA (as nnU-Net),
                                       # fp32 on CPU; bf16 = bfloat16 autocast (fast on AMX CPUs)
       "backend": "auto",              # torch, onnxruntime or openvino; auto = see docs/speed.md

@@ -156,3 +156,27 @@ def test_a_lone_partial_member_leaves_background_where_it_never_looked(small_pat
     assert prediction.outcomes[0].status == "partial" and prediction.outcomes[0].tiles_done == 1
     assert np.all(prediction.mask[:, :, :32] == 1) and np.all(prediction.mask[:, :, 32:] == 0)
     np.testing.assert_array_equal(prediction.probabilities[0, :, :, 32:], 1.0)
+
+
+@pytest.mark.parametrize("from_process_start", [False, True])
+def test_segment_counts_from_the_call_unless_the_entry_point_says_process_start(
+        tiny_weights, tiny_config, tmp_path, monkeypatch, from_process_start):
+    # A process that has lived for an hour (a notebook, a server, a long test session): a library call
+    # gets its whole budget; the entry points (fresh processes, timed by grand-challenge from container
+    # start) count the interpreter's life too, and here that is already past the budget.
+    import SimpleITK as sitk
+
+    from pantherseg import deadline as deadline_module
+    from pantherseg.api import segment
+
+    monkeypatch.setattr(deadline_module, "seconds_since_process_start", lambda: 3600.0)
+    path = tmp_path / "case.mha"
+    sitk.WriteImage(synthetic_image(seed=3), str(path))
+    result = segment(path, output_dir=tmp_path / "out", config=tiny_config, weights=tiny_weights, device="cpu",
+                     report_dir=tmp_path / "out", time_budget_s=300, budget_from_process_start=from_process_start)[0]
+    statuses = [m["status"] for m in result.report["members"]]
+    if from_process_start:
+        assert "skipped" in statuses, statuses
+    else:
+        assert set(statuses) == {"ran"}, statuses
+    assert result.output.is_file()
