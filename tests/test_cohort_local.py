@@ -118,3 +118,19 @@ def test_an_interrupted_run_still_writes_the_cohort_report_with_the_finished_cas
     report = json.loads((tmp_path / "cohort_report.json").read_text())
     assert [(row["name"], row["status"]) for row in report["cases"]] == [("case0", "done")]
     assert (tmp_path / "case0.mha").is_file() and not (tmp_path / "case1.mha").exists()
+
+
+def test_an_interrupted_cohort_says_how_many_cases_finished(cohort, tmp_path, capsys, monkeypatch):
+    # Ray workers write in other processes, so the line comes from the cohort report, not this process.
+    from pantherseg import run_state
+    from pantherseg.cli import run_guarded
+
+    monkeypatch.setattr(run_state, "_cohort_summary", [])
+    cases, config = cohort
+    files = [cases / "case0.mha", cases / "case1.mha"]
+    code = run_guarded(run_cohort, files, output_dir=tmp_path, config=config, weights=default_weights(),
+                       device="cpu", backend="torch", progress=StopAfterFirstCase())
+    assert code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"pantherseg error: interrupted: 1 of 2 case(s) finished with mask and report "
+        f"(see {tmp_path.absolute() / 'cohort_report'}.csv); the same command again does the rest.")

@@ -14,6 +14,7 @@ from pantherseg.cohort.resume import finished_report, run_hash
 from pantherseg.cohort.worker import CohortSettings
 from pantherseg.config import EnsembleConfig, load_config
 from pantherseg.paths import default_config, default_weights
+from pantherseg.run_state import record_cohort
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def run_cohort(
                               precision=precision, backend=backend, time_budget_s=time_budget_s,
                               write_reports=write_reports)
     progress.start(len(todo), len(cases) - len(todo))
+    stem = report_stem(output_dir, (part_id, num_parts))
     try:
         if todo and ray is not None:
             from pantherseg.cohort.ray_runner import run_ray
@@ -92,9 +94,18 @@ def run_cohort(
             from pantherseg.cohort.local_runner import run_local
 
             report.workers = run_local(todo, settings, progress, report.rows)
-    finally:
-        progress.close()
-        report.wall_s = time.monotonic() - started
-        report.write(report_stem(output_dir, (part_id, num_parts)))
+    except BaseException:  # Ctrl-C, SIGTERM: the rows so far are written, and the last line says so
+        _write_report(report, stem, started, progress)
+        totals = report.totals()
+        record_cohort(f"{totals['done'] + totals['skipped']} of {len(cases)} case(s) finished with mask and "
+                      f"report (see {stem}.csv); the same command again does the rest")
+        raise
+    _write_report(report, stem, started, progress)
     log.info("cohort: %s", report.summary())
     return report
+
+
+def _write_report(report: CohortReport, stem: Path, started: float, progress: CohortProgress) -> None:
+    progress.close()
+    report.wall_s = time.monotonic() - started
+    report.write(stem)
