@@ -2,7 +2,7 @@
 #   make demo   create .venv, install, run the container's entry point on the bundled sample
 #   make test   create .venv, install, run the test suite (slow suites: make test-all)
 #   make container-test   build the image with podman (a stand-in base where Docker Hub is out of
-#                         reach) and run it as grand-challenge does; root, about 20 minutes
+#                         reach) and run it as grand-challenge does; root, about 30 minutes
 # The venv takes the CPU build of torch 2.13 (constraints-cpu.txt); the container uses the CUDA
 # build of the same version (requirements.txt, Dockerfile).
 

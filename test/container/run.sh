@@ -12,7 +12,7 @@
 #   test/container/run.sh [--skip-build] [--skip-measure] [-- PYTEST ARGS]
 #
 # Needs root (rootful podman) and about 10 GB of disk. PYTHON (default .venv/bin/python) runs the
-# tests; IMAGE (default pantherseg) names the image. Takes about 20 minutes on 2 cores, most of it
+# tests; IMAGE (default pantherseg) names the image. Takes about 30 minutes on 2 cores, most of it
 # the sample runs on the CPU.
 set -euo pipefail
 
