@@ -52,7 +52,7 @@ def run_case(args: argparse.Namespace) -> int:
     from pantherseg.api import segment
     from pantherseg.config import load_config
     from pantherseg.errors import ModelError
-    from pantherseg.grand_challenge import check_output_folder_free, check_single_output, locate_case
+    from pantherseg.container.grand_challenge import check_output_folder_free, check_single_output, locate_case
     from pantherseg.paths import default_config, default_weights, has_content
     from pantherseg.progress import make_progress
 

@@ -16,16 +16,16 @@ from typing import Sequence
 import numpy as np
 
 from pantherseg.config import EnsembleConfig, load_config
-from pantherseg.deadline import Deadline
-from pantherseg.engine import Ensemble, ProgressListener, outcomes_as_dicts
+from pantherseg.engine.deadline import Deadline
+from pantherseg.engine.ensemble import Ensemble, ProgressListener, outcomes_as_dicts
 from pantherseg.errors import InputError, PantherError
-from pantherseg.image_io import (check_writable, image_stem, is_image_file, mask_image, read_volume,
+from pantherseg.io.images import (check_writable, image_stem, is_image_file, mask_image, read_volume,
                                   write_image_atomically)
-from pantherseg.outputs import check_output_formats, write_outputs
+from pantherseg.io.outputs import check_output_formats, write_outputs
 from pantherseg.paths import default_config, default_weights
-from pantherseg.report import build_report, write_report
+from pantherseg.io.report import build_report, write_report
 from pantherseg.run_state import mark_completed
-from pantherseg.tumour_stats import tumour_statistics
+from pantherseg.io.tumour_stats import tumour_statistics
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def segment(
         stop_on_error: raise at the first bad case; False logs it, goes on, and returns it with ``error`` set.
         progress: progress listener (see pantherseg.progress).
         clock: monotonic clock in seconds (injectable for tests).
-        output_formats: one or more of "mha", "nii.gz", "dicom-seg", "rtstruct" (pantherseg.outputs); the
+        output_formats: one or more of "mha", "nii.gz", "dicom-seg", "rtstruct" (pantherseg.io.outputs); the
             DICOM ones need DICOM folder inputs and the ``pantherseg[dicom]`` extra (docs/dicom.md).
         series_uid: the SeriesInstanceUID to segment in a DICOM folder holding several series.
         roi_name: the RTSTRUCT's ROI name (default "Pancreatic tumour").
@@ -208,7 +208,7 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, output_for
     if output_path.resolve() == path.resolve():
         raise InputError(f"The mask would overwrite its input {path}; choose another output folder.")
 
-    from pantherseg.memory import check_prediction_fits
+    from pantherseg.engine.memory_estimate import check_prediction_fits
 
     check_prediction_fits(volume, ensemble)  # before the engine allocates anything big
     prediction = ensemble.predict(volume, deadline=deadline, progress=progress,
@@ -229,7 +229,7 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, output_for
         raise
     mark_completed(written)
     if preview_dir is not None:
-        from pantherseg.preview import write_preview
+        from pantherseg.io.preview import write_preview
 
         try:
             result.preview_path = write_preview(volume, prediction.mask,

@@ -16,40 +16,9 @@ import sys
 from pathlib import Path
 
 from pantherseg import __version__
+from pantherseg.options import add_run_options, budget_from_flag
 
 log = logging.getLogger("pantherseg")
-
-
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``pantherseg predict`` and ``inference.py``."""
-    from pantherseg.config import BACKENDS
-
-    parser.add_argument("--config", type=Path, default=None,
-                        help="ensemble_config.json (default: the one shipped next to the package)")
-    parser.add_argument("--device", default="auto",
-                        help="auto (CUDA if available, else CPU), cpu, or cuda[:N] (default: auto)")
-    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                        help="seconds per case before members are skipped (default: the config's "
-                             "time_budget_s, 300; 0 disables the deadline)")
-    parser.add_argument("--tile-batch-size", type=int, default=1, metavar="N",
-                        help="tiles per network pass (default: 1)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
-                        help="network arithmetic (default: the config's, auto = fp16 autocast on CUDA, "
-                             "fp32 on the CPU; bf16 is about 3x faster on CPUs with AMX)")
-    parser.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="run the networks with PyTorch, ONNX Runtime or OpenVINO (CPU only) (default: the "
-                             "config's, auto = OpenVINO on the CPU if installed, else torch; torch on CUDA)")
-    parser.add_argument("--preview", action="store_true",
-                        help="also write <case>.preview.png: three slices with the mask overlaid")
-    verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-
-
-def budget_from_flag(value: float | None) -> float | None:
-    if value is None:
-        return None
-    return float("inf") if value == 0 else value
 
 
 class _CurrentStderrHandler(logging.StreamHandler):
@@ -164,7 +133,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from pantherseg.evaluation import evaluate, format_table
+    from pantherseg.evaluation.folders import evaluate, format_table
 
     result = evaluate(args.pred, args.gt, xyz_spacing_order=args.xyz_spacing, json_path=args.json,
                       csv_path=args.csv)
@@ -178,9 +147,9 @@ def _select(args: argparse.Namespace) -> int:
     from pantherseg.config import load_config
     from pantherseg.errors import InputError
     from pantherseg.paths import default_config
-    from pantherseg.select_files import (costs_from_json, costs_from_reports, load_validation_cases,
+    from pantherseg.evaluation.select_files import (costs_from_json, costs_from_reports, load_validation_cases,
                                          selected_config)
-    from pantherseg.selection import format_comparison, ranking_objective, select_ensemble, weighted_objective
+    from pantherseg.evaluation.selection import format_comparison, ranking_objective, select_ensemble, weighted_objective
 
     config_path = args.config or default_config()
     base = load_config(config_path)
@@ -209,8 +178,8 @@ def _select(args: argparse.Namespace) -> int:
 
 def _export_onnx(args: argparse.Namespace) -> int:
     from pantherseg.config import load_config
-    from pantherseg.members import build_network, load_members
-    from pantherseg.onnx_backend import export_member, onnx_path
+    from pantherseg.engine.members import build_network, load_members
+    from pantherseg.engine.onnx_backend import export_member, onnx_path
     from pantherseg.paths import default_config, default_weights
 
     import torch
@@ -227,8 +196,8 @@ def _export_onnx(args: argparse.Namespace) -> int:
 def _export_openvino(args: argparse.Namespace) -> int:
     from pantherseg.config import load_config
     from pantherseg.errors import ResourceError
-    from pantherseg.members import load_members
-    from pantherseg.openvino_backend import INSTALL_HINT, convert_member, ir_path, is_available
+    from pantherseg.engine.members import load_members
+    from pantherseg.engine.openvino_backend import INSTALL_HINT, convert_member, ir_path, is_available
     from pantherseg.paths import default_config, default_weights
 
     if not is_available():

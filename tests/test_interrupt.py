@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from conftest import synthetic_image, write_gc_input
 
 from pantherseg.errors import OutputError
-from pantherseg.image_io import write_image_atomically
+from pantherseg.io.images import write_image_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 STARTED = re.compile(r"member \S+: \d+ tiles$")

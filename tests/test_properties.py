@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 from model_factory import config_dict, load_plans, make_model_folder, member, shrink
 
 from pantherseg.config import load_config
-from pantherseg.engine import Ensemble
+from pantherseg.engine.ensemble import Ensemble
 from pantherseg.errors import PantherError
-from pantherseg.image_io import mask_image, volume_from_image, write_image_atomically
-from pantherseg.memory import check_prediction_fits
+from pantherseg.io.images import mask_image, volume_from_image, write_image_atomically
+from pantherseg.engine.memory_estimate import check_prediction_fits
 
 # The fixtures (ensembles, one torch thread) hold no per-example state.
 SLOW_AND_FIXTURES = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]

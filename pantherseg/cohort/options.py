@@ -44,7 +44,7 @@ def wants_cohort(args: argparse.Namespace) -> bool:
 
 def predict_cohort(args: argparse.Namespace) -> int:
     """``pantherseg predict`` in the cohort route: prints each mask path; exit 1 if any case failed."""
-    from pantherseg.cli import budget_from_flag
+    from pantherseg.options import budget_from_flag
     from pantherseg.cohort.progress import make_cohort_progress
     from pantherseg.cohort.report import report_stem
     from pantherseg.cohort.run import run_cohort

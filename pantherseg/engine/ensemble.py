@@ -1,0 +1,338 @@
+"""The ensemble engine: one image in, one tumour mask out.
+
+Data flow for one case::
+
+    Volume (1, z, y, x) --preprocess once per preprocessing group--> network input
+      --sliding window, member by member in priority order--> logits (preprocessed space)
+      --export (resample, softmax, uncrop, untranspose)--> probabilities (image space)
+      --weighted mean over members--> argmax == tumour label --> uint8 mask (z, y, x)
+
+This is ``nnUNetPredictor`` per member followed by ``nnUNetv2_ensemble``, with per-member weights,
+without writing probabilities to disk, and with a deadline that skips members which cannot finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pantherseg.config import EnsembleConfig, TaskSpec
+from pantherseg.engine.deadline import Deadline, TileCostModel
+from pantherseg.errors import ResourceError
+from pantherseg.io.images import Volume
+from pantherseg.engine.members import Member, build_network, load_members
+from pantherseg.engine.runtime import prepare_networks, resolve_backend, resolve_device, resolve_precision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MemberOutcome:
+    """What happened to one member in one prediction."""
+
+    name: str
+    role: str
+    weight: float
+    status: str = "pending"  # ran | partial | skipped | stopped
+    reason: str = ""
+    tiles_done: int = 0
+    tiles_total: int = 0
+    network_s: float = 0.0
+
+
+@dataclass
+class Prediction:
+    mask: np.ndarray  # (z, y, x) uint8 in {0, 1}: 1 where the ensemble's argmax is the tumour label
+    probabilities: np.ndarray | None  # (classes, z, y, x) float32 weighted mean, None if nothing ran
+    member_probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    outcomes: list[MemberOutcome] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def members_used(self) -> list[str]:
+        return [o.name for o in self.outcomes if o.status in ("ran", "partial")]
+
+
+class ProgressListener:
+    """Receives progress events; the default does nothing (see pantherseg.progress)."""
+
+    def member_started(self, name: str, tiles_total: int) -> None:
+        pass
+
+    def tiles_done(self, name: str, done: int, total: int) -> None:
+        pass
+
+    def member_finished(self, outcome: MemberOutcome) -> None:
+        pass
+
+
+class Ensemble:
+    """A validated, loaded ensemble for one task. Load once, predict many cases."""
+
+    def __init__(self, *, config: EnsembleConfig, task: TaskSpec, members: list[Member], device,
+                 tile_batch_size: int = 1, load_s: float = 0.0, autocast_dtype=None, backend: str = "torch"):
+        self.config = config
+        self.task = task
+        self.members = members
+        self.device = device
+        self.tile_batch_size = tile_batch_size
+        self.load_s = load_s
+        self.autocast_dtype = autocast_dtype
+        self.backend = backend
+        # Torch networks are built when a member runs; for a single case they are dropped right
+        # after, so only one member's weights are in memory at a time (6 ResEnc-L = 2.4 GB).
+        self.keep_networks = True
+
+    @classmethod
+    def load(cls, *, config: EnsembleConfig, task: str, weights: Path, device: str = "auto",
+             tile_batch_size: int = 1, precision: str | None = None,
+             backend: str | None = None) -> "Ensemble":
+        """Validate every member (files, label maps, checkpoint vs plans), then build the networks.
+
+        ``precision`` ("auto", "fp32", "bf16", "fp16") and ``backend`` ("auto", "torch",
+        "onnxruntime", "openvino") override the config's."""
+        started = time.perf_counter()
+        task_spec = config.task(task)
+        members = load_members(task_spec, Path(weights))
+        torch_device = resolve_device(device)
+        autocast_dtype = resolve_precision(precision or config.precision, torch_device)
+        backend = resolve_backend(backend or config.backend, torch_device, members)
+        autocast_dtype = prepare_networks(members, backend, torch_device, autocast_dtype)
+        load_s = time.perf_counter() - started
+        log.info("Loaded %d members for task %s on %s (%s, %s) in %.1f s", len(members), task_spec.name,
+                 torch_device, backend, autocast_dtype or "float32", load_s)
+        return cls(config=config, task=task_spec, members=members, device=torch_device,
+                   tile_batch_size=tile_batch_size, load_s=load_s, autocast_dtype=autocast_dtype, backend=backend)
+
+    def network(self, member: Member):
+        """The member's network, built from its plans and checkpoint if it is not in memory."""
+        if member.network is None:
+            build_network(member, self.device)
+        return member.network
+
+    @property
+    def num_classes(self) -> int:
+        return self.members[0].label_manager.num_segmentation_heads
+
+    def predict(self, volume: Volume, *, deadline: Deadline | None = None,
+                keep_member_probabilities: bool = False,
+                progress: ProgressListener | None = None) -> Prediction:
+        """Segment one volume; the mask is (z, y, x) uint8 like ``volume.data[0]``."""
+        from pantherseg.engine.to_image_space import logits_to_probabilities
+        from pantherseg.engine.preprocessing import preprocess
+
+        progress = progress or ProgressListener()
+        deadline = deadline or Deadline.unlimited()
+        timings: dict[str, float] = defaultdict(float)
+        outcomes = [MemberOutcome(m.name, m.spec.role, m.spec.weight) for m in self.members]
+        prediction = Prediction(mask=np.zeros(volume.shape_zyx, dtype=np.uint8), probabilities=None,
+                                outcomes=outcomes, timings_s=timings, notes=list(volume.notes))
+
+        data = volume.data
+        if float(data.min()) == float(data.max()):
+            # No structure to find: nnU-Net would normalise to zeros and predict from bias alone.
+            note = f"constant image (every voxel {float(data.min())}): empty mask, networks not run"
+            log.warning("%s: %s", volume.source, note)
+            prediction.notes.append(note)
+            for outcome in outcomes:
+                outcome.status, outcome.reason = "skipped", "constant image"
+            return prediction
+
+        cost_model = TileCostModel()
+        preprocessed = {}
+        remaining_uses = defaultdict(int)
+        for member in self.members:
+            remaining_uses[member.preprocessing_key] += 1
+        accumulated: np.ndarray | None = None
+        weight_sum = 0.0
+        voxel_weights = 0.0  # per voxel once a partial member ran: it only counts where its tiles were
+        export_estimate = 0.0
+
+        for member, outcome in zip(self.members, outcomes):
+            key = member.preprocessing_key
+            if key not in preprocessed:
+                started = time.perf_counter()
+                preprocessed[key] = preprocess(volume, member)
+                timings["preprocess"] += time.perf_counter() - started
+            case = preprocessed[key]
+            remaining_uses[key] -= 1
+
+            outcome.tiles_total = _count_tiles(case.data.shape[1:], member.patch_size, self.config.tile_step_size)
+            cost_key = _cost_key(member)
+            patch_voxels = int(np.prod(member.patch_size))
+            per_tile = cost_model.estimate(cost_key, patch_voxels)
+            if per_tile is not None and weight_sum > 0:
+                projected = per_tile * outcome.tiles_total + export_estimate
+                if projected > deadline.remaining_for_members():
+                    outcome.status = "skipped"
+                    outcome.reason = (f"projected {projected:.0f} s ({outcome.tiles_total} tiles) but only "
+                                      f"{max(0.0, deadline.remaining_for_members()):.0f} s of the budget left")
+                    log.warning("Skipping %s: %s", member.name, outcome.reason)
+                    progress.member_finished(outcome)
+                    self._release(preprocessed, remaining_uses, key)
+                    continue
+
+            logits, completed = self._run_member(member, case.data, outcome, deadline, export_estimate,
+                                                 may_stop=True, progress=progress)
+            cost_model.record(cost_key, patch_voxels, outcome.tiles_done, outcome.network_s)
+            timings["network"] += outcome.network_s
+            if not completed and weight_sum > 0:
+                outcome.status = "stopped"
+                outcome.reason = (f"stopped after {outcome.tiles_done}/{outcome.tiles_total} tiles: "
+                                  f"it would not finish within the budget")
+                log.warning("%s %s", member.name, outcome.reason)
+                progress.member_finished(outcome)
+                self._release(preprocessed, remaining_uses, key)
+                continue
+            if not completed:
+                outcome.status = "partial"
+                outcome.reason = (f"only {outcome.tiles_done}/{outcome.tiles_total} tiles fit the budget; "
+                                  f"kept because no other member had finished (its unvisited voxels get no weight)")
+                log.warning("%s: %s", member.name, outcome.reason)
+            else:
+                outcome.status = "ran"
+
+            started = time.perf_counter()
+            probabilities = logits_to_probabilities(logits, member, case.properties)
+            del logits
+            export_s = time.perf_counter() - started
+            timings["export"] += export_s
+            export_estimate = max(export_estimate, export_s)
+
+            started = time.perf_counter()
+            weight = member.spec.weight if completed else _coverage_weight(probabilities, member.spec.weight)
+            if accumulated is None:
+                accumulated = probabilities * weight
+            else:
+                accumulated += probabilities * weight
+            weight_sum += member.spec.weight
+            voxel_weights = voxel_weights + weight
+            if keep_member_probabilities:
+                prediction.member_probabilities[member.name] = probabilities
+            del probabilities
+            timings["ensemble"] += time.perf_counter() - started
+            progress.member_finished(outcome)
+            self._release(preprocessed, remaining_uses, key)
+
+        started = time.perf_counter()
+        _divide_by_weights(accumulated, voxel_weights)
+        prediction.probabilities = accumulated
+        prediction.mask = (accumulated.argmax(0) == self.task.tumor_label).astype(np.uint8)
+        timings["ensemble"] += time.perf_counter() - started
+        return prediction
+
+    def _run_member(self, member: Member, data, outcome: MemberOutcome, deadline: Deadline,
+                    export_estimate: float, *, may_stop: bool, progress: ProgressListener):
+        """Sliding window for one member; returns (logits, completed)."""
+        state = {"completed": True}
+        started = deadline.clock()
+        progress.member_started(member.name, outcome.tiles_total)
+
+        def on_batch(done: int, total: int) -> bool:
+            outcome.tiles_done = done
+            progress.tiles_done(member.name, done, total)
+            if not may_stop or done >= total:
+                return True
+            spent = deadline.clock() - started
+            projected_rest = spent / done * (total - done) + export_estimate
+            if projected_rest > deadline.remaining_for_members():
+                state["completed"] = False
+                return False
+            return True
+
+        network = self.network(member)
+        logits = _predict_with_memory_fallback(
+            member, network, data, self.device, self.num_classes, self.config, self.tile_batch_size, on_batch,
+            self.autocast_dtype,
+        )
+        # Measured on the deadline's clock, so the cost model and the budget speak the same time.
+        outcome.network_s = deadline.clock() - started
+        if not self.keep_networks and self.backend == "torch":
+            member.network = None
+        elif not self.keep_networks and hasattr(member.network, "release"):
+            member.network.release()  # OpenVINO: free the compiled model and its buffers
+        return logits, state["completed"]
+
+    @staticmethod
+    def _release(preprocessed: dict, remaining_uses: dict, key: str) -> None:
+        if remaining_uses[key] == 0:
+            preprocessed.pop(key, None)
+
+
+def _coverage_weight(probabilities: np.ndarray, weight: float) -> np.ndarray:
+    """A partial member's weight per voxel: 0 where no tile reached (NaN from the sliding window).
+
+    Those voxels of ``probabilities`` are set to background 1 in place, so the member's own map
+    (``--member-outputs``) stays a probability map."""
+    uncovered = np.isnan(probabilities).any(0)
+    probabilities[:, uncovered] = 0.0
+    probabilities[0, uncovered] = 1.0
+    return np.where(uncovered, np.float32(0), np.float32(weight))
+
+
+def _divide_by_weights(accumulated: np.ndarray, voxel_weights) -> None:
+    """Weighted sum -> weighted mean, in place; voxels no member looked at become background."""
+    if np.ndim(voxel_weights) == 0:
+        accumulated /= voxel_weights
+        return
+    empty = voxel_weights == 0
+    accumulated /= np.where(empty, np.float32(1), voxel_weights)
+    accumulated[0][empty] = 1.0
+
+
+def _count_tiles(shape, patch_size, step_size) -> int:
+    from pantherseg.engine.sliding_window import count_tiles
+
+    return count_tiles(shape, patch_size, step_size)
+
+
+def _cost_key(member: Member) -> str:
+    cm = member.configuration_manager
+    return f"{cm.network_arch_class_name}|{cm.network_arch_init_kwargs}|{list(cm.patch_size)}"
+
+
+def _predict_with_memory_fallback(member, network, data, device, num_classes, config, tile_batch_size,
+                                  on_batch: Callable[[int, int], bool], autocast_dtype=None):
+    """Run the sliding window; on CUDA out-of-memory, retry with sums on the CPU, then smaller batches."""
+    import torch
+
+    from pantherseg.engine.sliding_window import predict_logits
+
+    mirror_axes = None
+    if config.use_mirroring:
+        mirror_axes = member.checkpoint.mirroring_axes or (0, 1, 2)
+    attempts = [(True, tile_batch_size)]
+    if device.type == "cuda":
+        attempts.append((False, tile_batch_size))
+        batch = tile_batch_size
+        while batch > 1:
+            batch //= 2
+            attempts.append((False, batch))
+    for index, (on_device, batch) in enumerate(attempts):
+        try:
+            return predict_logits(
+                network, data, patch_size=member.patch_size, num_classes=num_classes,
+                step_size=config.tile_step_size, device=device, accumulate_on_device=on_device,
+                tile_batch_size=batch, mirror_axes=mirror_axes, autocast_dtype=autocast_dtype, on_batch=on_batch,
+            )
+        except torch.cuda.OutOfMemoryError:
+            if index == len(attempts) - 1:
+                raise ResourceError(
+                    f"{member.describe()}: the GPU ran out of memory even with results on the CPU and one tile "
+                    f"per batch (patch {list(member.patch_size)}); use a GPU with more memory or --device cpu."
+                ) from None
+            next_on_device, next_batch = attempts[index + 1]
+            log.warning("%s: CUDA out of memory; retrying with sums on %s and %d tile(s) per batch",
+                        member.name, "the GPU" if next_on_device else "the CPU", next_batch)
+            torch.cuda.empty_cache()
+    raise AssertionError("unreachable")
+
+
+def outcomes_as_dicts(outcomes: list[MemberOutcome]) -> list[dict]:
+    return [asdict(o) for o in outcomes]

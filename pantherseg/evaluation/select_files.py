@@ -1,0 +1,102 @@
+"""Files in and out of ensemble selection: member probability maps, costs, a new ensemble_config.json.
+
+Inputs come from the engine itself:
+- ``pantherseg predict --member-outputs DIR`` writes each member's probability maps (one vector
+  component per class) to ``DIR/<member name>/<case>.mha``; a scalar map is read as the tumour
+  probability alone (then thresholded at 0.5 instead of the engine's argmax);
+- its run reports (``<case>.report.json``) hold each member's measured network time.
+The result is the base config with the task's member list replaced by the chosen members and
+their integer weights (heaviest first, which is also the priority order under time pressure).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+from pantherseg.config import EnsembleConfig
+from pantherseg.errors import InputError
+from pantherseg.evaluation.folders import case_files, read_mask
+from pantherseg.evaluation.selection import SelectionResult, ValidationCase
+
+
+def load_validation_cases(member_outputs: Path, gt_dir: Path, members: list[str],
+                          tumor_label: int) -> list[ValidationCase]:
+    """Cases present in the truth folder and in every member's folder.
+
+    Per-class maps are kept as float16 (10 Task 1 cases x 6 members x 3 classes fit in 2 GB); the
+    ensemble's mean is taken in float32.
+    """
+    import SimpleITK as sitk
+
+    member_files = {}
+    for name in members:
+        folder = Path(member_outputs) / name
+        if not folder.is_dir():
+            raise InputError(f"No probability maps for member '{name}': expected the folder {folder} "
+                             f"(written by pantherseg predict --member-outputs).")
+        member_files[name] = case_files(folder)
+    truth_files = case_files(Path(gt_dir))
+    cases = sorted(set(truth_files).intersection(*[set(f) for f in member_files.values()]))
+    if not cases:
+        raise InputError(f"No case is in {gt_dir} and in every member folder under {member_outputs}.")
+    loaded = []
+    for case in cases:
+        truth, spacing_xyz = read_mask(truth_files[case])
+        probabilities = {}
+        for name in members:
+            image = sitk.ReadImage(str(member_files[name][case]))
+            array = sitk.GetArrayFromImage(image)
+            if image.GetNumberOfComponentsPerPixel() > 1:
+                array = np.moveaxis(array, -1, 0).astype(np.float16)
+            else:
+                array = array.astype(np.float32, copy=False)
+            if array.shape[-truth.ndim:] != truth.shape:
+                raise InputError(f"case {case}: member '{name}' map has shape {array.shape}, truth {truth.shape}.")
+            probabilities[name] = array
+        per_class = {a.ndim == truth.ndim + 1 for a in probabilities.values()}
+        if len(per_class) != 1:
+            raise InputError(f"case {case}: some members' maps are per class and some tumour-only; "
+                             f"write them all again with one version of 'pantherseg predict --member-outputs'.")
+        loaded.append(ValidationCase(case, probabilities, truth, tuple(reversed(spacing_xyz)),
+                                     tumor_label=tumor_label if per_class == {True} else None))
+    return loaded
+
+
+def costs_from_reports(report_dir: Path, members: list[str]) -> dict[str, float]:
+    """Median seconds per case of each member's network passes, from the engine's run reports."""
+    seconds: dict[str, list[float]] = {name: [] for name in members}
+    reports = sorted(Path(report_dir).glob("*.report.json"))
+    if not reports:
+        raise InputError(f"No run reports (*.report.json) in {report_dir} to take member costs from; "
+                         f"pass --costs with a JSON object of member -> seconds per case instead.")
+    for path in reports:
+        for outcome in json.loads(path.read_text())["members"]:
+            if outcome["name"] in seconds and outcome["status"] == "ran":
+                seconds[outcome["name"]].append(outcome["network_s"])
+    missing = [name for name, values in seconds.items() if not values]
+    if missing:
+        raise InputError(f"The run reports in {report_dir} have no completed run of member(s) {missing}.")
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
+def costs_from_json(path: Path, members: list[str]) -> dict[str, float]:
+    costs = json.loads(Path(path).read_text())
+    missing = [m for m in members if not isinstance(costs.get(m), (int, float))]
+    if missing:
+        raise InputError(f"{path} must give seconds per case for every member; missing {missing}.")
+    return {m: float(costs[m]) for m in members}
+
+
+def selected_config(base: EnsembleConfig, raw_base: dict, task: str, result: SelectionResult) -> dict:
+    """``raw_base`` (the base config's JSON) with the task's members replaced by the selection."""
+    by_name = {m.name: m for m in base.task(task).members}
+    raw = copy.deepcopy(raw_base)
+    original = {m["name"]: m for m in raw["tasks"][task]["members"]}
+    order = sorted(result.weights, key=lambda name: (-result.weights[name], list(by_name).index(name)))
+    raw["tasks"][task]["members"] = [{**original[name], "weight": float(result.weights[name])} for name in order]
+    return raw
