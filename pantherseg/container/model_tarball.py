@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from pantherseg.errors import ModelError, PantherError
+from pantherseg.io.files import atomic_file, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +140,8 @@ def build_model_tarball(weights_dir: Path | str, output: Path | str, *, compress
 
     sizes: dict[str, int] = {}
     digests: dict[str, str] = {}
-    handle, partial = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
-    try:
-        with os.fdopen(handle, "wb") as raw, gzip.GzipFile(
+    with atomic_file(output) as partial:
+        with open(partial, "wb") as raw, gzip.GzipFile(
             filename="", mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=0
         ) as compressed, tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for name in names:
@@ -161,12 +161,7 @@ def build_model_tarball(weights_dir: Path | str, output: Path | str, *, compress
                     raise ModelError(f"cannot read {name} in weights folder {root}: {error.strerror or error}") from error
                 sizes[name] = info.size
                 digests[name] = hashing.hexdigest()
-        # mkstemp makes the file private (0600); a tarball to upload should be readable like any other.
-        os.chmod(partial, 0o644)
-        os.replace(partial, output)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+        os.chmod(partial, 0o644)  # whatever the umask: a tarball to upload should be readable like any other
     log.info("wrote %s: %d files, %d bytes before compression", output, len(names), sum(sizes.values()))
     return TarballReport(path=output, files=sizes, sha256=digests)
 
@@ -228,7 +223,7 @@ def verify_model_tarball(tarball: Path | str, expected: TarballReport | None = N
                 continue
             extracted = destination / member.name
             files[_normalise(member.name)] = extracted.stat().st_size
-            digests[_normalise(member.name)] = _sha256(extracted)
+            digests[_normalise(member.name)] = file_sha256(extracted)
     if not files:
         raise ModelError(f"model tarball {tarball} holds no files")
     if expected is not None:
@@ -292,14 +287,6 @@ def _compare(tarball: Path, expected: TarballReport, files: dict[str, int], dige
                 f"{name} extracted from model tarball {tarball} differs from the packed file "
                 "(size or SHA-256): was the weights folder changed while packing? Run again"
             )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def human_size(n_bytes: int) -> str:

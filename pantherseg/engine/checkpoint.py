@@ -9,12 +9,14 @@ refused before it runs.
 
 from __future__ import annotations
 
+import functools
 import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pantherseg.errors import ModelError
+from pantherseg.io.files import file_sha256
 
 
 @dataclass
@@ -85,3 +87,17 @@ def load_checkpoint(path: Path, *, owner: str) -> Checkpoint:
         mirroring_axes=tuple(mirroring) if isinstance(mirroring, (tuple, list)) and all(
             isinstance(a, int) and not isinstance(a, bool) for a in mirroring) else None,
     )
+
+
+def checkpoint_sha256(path: Path) -> str:
+    """SHA-256 of a checkpoint file, computed once per (path, size, modification time) in this process.
+
+    The ONNX and OpenVINO backends store it in their converted graphs and compare it on loading, so a
+    graph converted from other weights is never run."""
+    status = Path(path).stat()
+    return _cached_sha256(str(path), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)

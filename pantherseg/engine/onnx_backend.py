@@ -12,7 +12,6 @@ The engine calls an :class:`OrtNetwork` exactly like a torch module: tensor in, 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -22,7 +21,9 @@ import numpy as np
 import torch
 
 from pantherseg.errors import ModelError
+from pantherseg.engine.checkpoint import checkpoint_sha256
 from pantherseg.engine.members import Member, build_network
+from pantherseg.io.files import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,6 @@ def onnx_path(member: Member) -> Path:
     return member.checkpoint.path.with_suffix(".onnx")
 
 
-def checkpoint_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export_member(member: Member, path: Path) -> Path:
     """Export ``member``'s network (fp32, on the CPU) to ``path``; atomic."""
     import onnx
@@ -50,9 +43,7 @@ def export_member(member: Member, path: Path) -> Path:
     if network is None or next(network.parameters()).device.type != "cpu":
         network = build_network(member, torch.device("cpu"))
     example = torch.zeros((1, 1, *member.patch_size), dtype=torch.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
+    with atomic_file(path) as tmp:
         with torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(network, (example,), str(tmp), dynamo=False, opset_version=OPSET,
                               input_names=["image"], output_names=["logits"],
@@ -61,10 +52,6 @@ def export_member(member: Member, path: Path) -> Path:
         entry = model.metadata_props.add()
         entry.key, entry.value = CHECKSUM_KEY, checkpoint_sha256(member.checkpoint.path)
         onnx.save(model, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     log.info("%s: exported to %s", member.describe(), path)
     return path
 

@@ -22,7 +22,6 @@ activation buffers) once the member is done, so only one member's buffers are he
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 from pantherseg.errors import ModelError, ResourceError
+from pantherseg.engine.checkpoint import checkpoint_sha256
 from pantherseg.engine.members import Member, build_network
 
 log = logging.getLogger(__name__)
@@ -86,21 +86,6 @@ def check_precision(precision: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> st
             "--precision fp32."
         )
     return PRECISIONS[precision]
-
-
-def checkpoint_sha256(path: Path) -> str:
-    """SHA-256 of the file, computed once per (path, size, modification time) in this process."""
-    status = Path(path).stat()
-    return _sha256(str(path), status.st_size, status.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def network_sha256(member: Member) -> str:

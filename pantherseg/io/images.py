@@ -22,7 +22,6 @@ import errno
 import logging
 import os
 import re
-import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from pantherseg.io.detached_headers import data_file, require_data_file
+from pantherseg.io.files import atomic_file
 from pantherseg.errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def read_volume(path: Path | str) -> Volume:
         require_data_file(path, voxel_file)
         image = reader.Execute()
     except RuntimeError as error:
-        reason = _first_itk_line(str(error))
+        reason = itk_error_line(str(error))
         raise InputError(
             f"{path.name} cannot be read as a medical image (corrupt, truncated or not an image?): {reason}"
         ) from None
@@ -212,7 +212,7 @@ def volume_from_image(image, *, source: str = "<memory>") -> Volume:
     )
 
 
-def _first_itk_line(message: str) -> str:
+def itk_error_line(message: str) -> str:
     """ITK errors are multi-line with file/line noise; keep the human part."""
     message = re.sub(r"\(0x[0-9a-fA-F]+\)", "", message)  # ITK object addresses mean nothing to a user
     lines = [line.strip() for line in message.splitlines() if line.strip()]
@@ -237,32 +237,24 @@ def mask_image(mask_zyx: np.ndarray, reference) -> object:
 def write_image_atomically(image, path: Path | str) -> Path:
     """Write ``image`` (compressed) so that ``path`` either does not exist or holds the whole file.
 
-    The data goes to a hidden temporary file in the same folder, named uniquely (process id and a
-    random token, so concurrent runs into one folder never share it), which is renamed over ``path``
-    only when complete; on any error (or SIGTERM turned into an exception) the temporary file is
-    removed. The suffix of the temporary name is ``path``'s, so SimpleITK picks the same writer.
+    The data goes through :func:`pantherseg.io.files.atomic_file` (a hidden, uniquely named file in the
+    same folder, renamed over ``path`` only when complete); the suffix of the temporary name is
+    ``path``'s, so SimpleITK picks the same writer.
     A write that fails (read-only or full disk, a folder in the way) raises OutputError.
     """
     import SimpleITK as sitk
 
     path = Path(path)
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            raise OutputError(f"Cannot write the mask {path}: a folder of that name is in the way; remove it.")
-        sitk.WriteImage(image, str(tmp), useCompression=True)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with atomic_file(path, suffix=suffix) as tmp:
+            if path.is_dir():
+                raise OutputError(f"Cannot write the mask {path}: a folder of that name is in the way; remove it.")
+            sitk.WriteImage(image, str(tmp), useCompression=True)
     except OSError as error:
         raise OutputError(f"Cannot write {path}: {error.strerror or error}.") from None
     except RuntimeError as error:  # ITK's writer: permission denied, no space left
-        raise OutputError(f"Cannot write {path}: {_first_itk_line(str(error))}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        raise OutputError(f"Cannot write {path}: {itk_error_line(str(error))}") from None
     return path
 
 

@@ -14,12 +14,13 @@ matplotlib is imported only here, and only its Agg canvas is used (no pyplot, no
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from pantherseg.io.files import atomic_file
 
 if TYPE_CHECKING:
     from pantherseg.io.images import Volume
@@ -129,15 +130,6 @@ def _to_lps(volume: "Volume", mask_zyx: np.ndarray):
 
 
 def _save_atomically(figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            figure.savefig(handle, format="png", dpi=DPI, facecolor=figure.get_facecolor())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=DPI, facecolor=figure.get_facecolor())
     return path

@@ -7,9 +7,7 @@ geometry, so that a mask found later can be traced to the models and software th
 from __future__ import annotations
 
 import json
-import os
 import platform
-import secrets
 from importlib import metadata
 from pathlib import Path
 
@@ -56,16 +54,11 @@ def build_report(*, task: str, input_path: str, output_path: str, device: str, g
 def write_report(report: dict, path: Path) -> Path:
     """Write ``report`` atomically (a uniquely named hidden file, then a rename); OutputError if it cannot."""
     from pantherseg.errors import OutputError
+    from pantherseg.io.files import write_text_atomically
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomically(path, json.dumps(report, indent=2) + "\n")
     except OSError as error:
         raise OutputError(f"Cannot write the run report {path}: {error.strerror or error}.") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
