@@ -151,8 +151,7 @@ def _select(args: argparse.Namespace) -> int:
                                          selected_config)
     from pantherseg.evaluation.selection import format_comparison, ranking_objective, select_ensemble, weighted_objective
 
-    config_path = args.config or default_config()
-    base = load_config(config_path)
+    base = load_config(args.config or default_config())
     members = [m.name for m in base.task(args.task).members]
     cases = load_validation_cases(args.member_outputs, args.gt, members, base.task(args.task).tumor_label)
     if args.costs is not None:
@@ -168,8 +167,7 @@ def _select(args: argparse.Namespace) -> int:
             raise InputError(f"--objective must look like dice=1,hd95=0.5, found '{args.objective}'.") from None
         objective = weighted_objective(weights)
     result = select_ensemble(cases, costs, budget, objective=objective, max_steps=args.max_steps)
-    raw = json.loads(Path(config_path).read_text(encoding="utf-8"))
-    args.out.write_text(json.dumps(selected_config(base, raw, args.task, result), indent=2) + "\n")
+    args.out.write_text(json.dumps(selected_config(base, args.task, result), indent=2) + "\n")
     print(f"{len(cases)} validation case(s), budget {budget:.1f} s per case")
     print(format_comparison(result))
     print(f"wrote {args.out}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pantherseg.config import EnsembleConfig, TaskSpec
 from pantherseg.errors import InputError, PantherError
-from pantherseg.io.images import IMAGE_SUFFIXES, image_stem
+from pantherseg.io.images import image_stem, is_image_file
 
 INPUTS_JSON = "inputs.json"
 
@@ -70,21 +70,21 @@ def _read_inputs_json(path: Path) -> list[dict]:
 def _case_from_inputs_json(entries, input_dir: Path, config: EnsembleConfig, task: str | None):
     slugs = [e["interface"]["slug"] for e in entries]
     if task is not None:
-        wanted = [config.task(task)]
-    else:
-        wanted = [t for t in config.tasks.values() if t.input_slug in slugs]
-    matching = [(t, e) for t in wanted for e in entries if e["interface"]["slug"] == t.input_slug]
-    known = sorted(t.input_slug for t in config.tasks.values())
-    if not matching:
-        if task is not None:
+        forced = config.task(task)
+        matching = [(forced, e) for e in entries if e["interface"]["slug"] == forced.input_slug]
+        if not matching:
             # The user forced the task; accept its folder even if inputs.json lists something else.
-            spec = wanted[0]
-            return spec, input_dir / "images" / spec.input_slug, None
-        raise InputError(f"inputs.json names interface(s) {_short(slugs)}; this algorithm takes one of {known}.")
+            return forced, input_dir / "images" / forced.input_slug, None
+    else:
+        matching = [(config.task_for_slug(e["interface"]["slug"]), e) for e in entries
+                    if config.takes_slug(e["interface"]["slug"])]
+        if not matching:
+            raise InputError(f"inputs.json names interface(s) {_short(slugs)}; this algorithm takes one of "
+                             f"{config.input_slugs}.")
     if len(matching) > 1:
         raise InputError(
             f"inputs.json names {len(matching)} inputs this algorithm could take ({[e['interface']['slug'] for _, e in matching]}); "
-            f"expected exactly one of {known}."
+            f"expected exactly one of {config.input_slugs}."
         )
     spec, entry = matching[0]
     relative = entry["interface"].get("relative_path") or f"images/{spec.input_slug}"
@@ -104,12 +104,12 @@ def _case_from_folders(input_dir: Path, config: EnsembleConfig, task: str | None
     if task is not None:
         spec = config.task(task)
         return spec, images_dir / spec.input_slug
-    present = [t for t in config.tasks.values() if (images_dir / t.input_slug).is_dir()]
-    known = sorted(t.input_slug for t in config.tasks.values())
+    present = [config.task_for_slug(slug) for slug in config.input_slugs if (images_dir / slug).is_dir()]
     if not present:
         found = sorted(p.name for p in images_dir.iterdir()) if images_dir.is_dir() else []
         raise InputError(
-            f"No input image folder found: expected {input_dir}/images/<slug> with slug one of {known}, found {found or 'nothing'}."
+            f"No input image folder found: expected {input_dir}/images/<slug> with slug one of {config.input_slugs}, "
+            f"found {found or 'nothing'}."
         )
     if len(present) > 1:
         raise InputError(
@@ -122,7 +122,7 @@ def _single_image(folder: Path, task: TaskSpec) -> Path:
     if not folder.is_dir():
         raise InputError(f"No image for '{task.input_slug}': the folder {folder} does not exist.")
     candidates = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    images = [p for p in candidates if p.name.lower().endswith(IMAGE_SUFFIXES)]
+    images = [p for p in candidates if is_image_file(p)]
     if not images:
         found = [p.name for p in candidates]
         raise InputError(

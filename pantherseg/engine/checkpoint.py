@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pantherseg.errors import ModelError
+from pantherseg.errors import ModelError, one_line
 from pantherseg.io.files import file_sha256
 
 
@@ -61,10 +61,9 @@ def load_checkpoint(path: Path, *, owner: str) -> Checkpoint:
     except FileNotFoundError:
         raise ModelError(f"{owner}: checkpoint not found: expected a file at {path}.") from None
     except (RuntimeError, OSError, EOFError, KeyError, ValueError, TypeError, AttributeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(
             f"{owner}: {path} is not a readable PyTorch checkpoint (truncated or another file type?): "
-            f"{first_line}."
+            f"{one_line(str(error), default=type(error).__name__)}."
         ) from None
 
     if not isinstance(raw, dict):

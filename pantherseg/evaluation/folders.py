@@ -5,8 +5,9 @@ cases by file name stem, reads each pair with SimpleITK, scores it with ``panthe
 aggregates per prediction folder, ranks the folders when there are several, and optionally writes
 a JSON and a CSV file. ``format_table`` renders the result for a terminal.
 
-Files: ``.mha``, ``.nii.gz`` and ``.nii``; ``case_001.mha`` in a prediction folder matches
-``case_001.nii.gz`` in the truth folder. Other files are ignored. Cases found in only one of the
+Files: the image files the rest of the package reads (``pantherseg.io.images.IMAGE_SUFFIXES``:
+``.mha``, ``.mhd``, ``.nii.gz``, ``.nii``, ``.nrrd``); ``case_001.mha`` in a prediction folder matches
+``case_001.nii.gz`` in the truth folder. Other files, and hidden ones, are ignored. Cases found in only one of the
 two folders are reported (``missing_truth`` / ``missing_prediction``), never silently dropped.
 
 Axis order: SimpleITK reports spacing as (x, y, z) and ``GetArrayFromImage`` returns (z, y, x)
@@ -28,13 +29,11 @@ from typing import Sequence
 import numpy as np
 
 from pantherseg.errors import InputError
+from pantherseg.io.images import IMAGE_SUFFIXES, image_stem, is_image_file, itk_error_line
 from pantherseg.evaluation.metrics import (METRIC_NAMES, Aggregate, CaseMetrics, LeaderboardEntry,
                                 aggregate, binarise, case_metrics, leaderboard)
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".nii.gz", ".mha", ".nii")
-"""File name endings read as label images (longest first, so ``.nii.gz`` wins over ``.nii``)."""
 
 SPACING_TOLERANCE_MM = 1e-4
 """Largest spacing difference (per axis, mm) between a prediction and its truth; the organisers'
@@ -104,7 +103,7 @@ class EvaluationResult:
 
 
 def case_files(folder: Path) -> dict[str, Path]:
-    """Map each case name (file name without ``IMAGE_SUFFIXES`` ending) in ``folder`` to its file.
+    """Map each case name (file name without its image suffix) in ``folder`` to its file.
 
     Raises ``InputError`` if ``folder`` is not a folder or holds one case twice (e.g.
     ``case_001.mha`` and ``case_001.nii.gz``).
@@ -113,10 +112,9 @@ def case_files(folder: Path) -> dict[str, Path]:
         raise InputError(f"expected a folder of label images, found no folder at {folder}")
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        suffix = next((s for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), None)
-        if suffix is None or not path.is_file():
+        if not is_image_file(path):
             continue
-        case = path.name[: -len(suffix)]
+        case = image_stem(path)
         if case in files:
             raise InputError(f"case {case} appears twice in {folder}: {files[case].name} and "
                              f"{path.name}; keep one")
@@ -133,8 +131,7 @@ def read_mask(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
-        raise InputError(f"cannot read {path} as an image: {first_line}") from exc
+        raise InputError(f"cannot read {path} as an image: {itk_error_line(str(exc))}") from exc
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{path}: expected a 3D single-component label image, found "
                          f"{image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} "

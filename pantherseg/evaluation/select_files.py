@@ -11,7 +11,6 @@ their integer weights (heaviest first, which is also the priority order under ti
 
 from __future__ import annotations
 
-import copy
 import json
 import statistics
 from pathlib import Path
@@ -92,10 +91,10 @@ def costs_from_json(path: Path, members: list[str]) -> dict[str, float]:
     return {m: float(costs[m]) for m in members}
 
 
-def selected_config(base: EnsembleConfig, raw_base: dict, task: str, result: SelectionResult) -> dict:
-    """``raw_base`` (the base config's JSON) with the task's members replaced by the selection."""
+def selected_config(base: EnsembleConfig, task: str, result: SelectionResult) -> dict:
+    """``base`` as ``ensemble_config.json`` holds it, with the task's members replaced by the selection."""
     by_name = {m.name: m for m in base.task(task).members}
-    raw = copy.deepcopy(raw_base)
+    raw = base.to_dict()
     original = {m["name"]: m for m in raw["tasks"][task]["members"]}
     order = sorted(result.weights, key=lambda name: (-result.weights[name], list(by_name).index(name)))
     raw["tasks"][task]["members"] = [{**original[name], "weight": float(result.weights[name])} for name in order]

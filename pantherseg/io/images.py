@@ -31,7 +31,7 @@ import numpy as np
 
 from pantherseg.io.detached_headers import data_file, require_data_file
 from pantherseg.io.files import atomic_file
-from pantherseg.errors import InputError, OutputError
+from pantherseg.errors import InputError, OutputError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -213,13 +213,13 @@ def volume_from_image(image, *, source: str = "<memory>") -> Volume:
 
 
 def itk_error_line(message: str) -> str:
-    """ITK errors are multi-line with file/line noise; keep the human part."""
+    """SimpleITK's errors are multi-line with file/line noise; keep the human part (the line naming
+    the ITK error or its description, else the last line)."""
     message = re.sub(r"\(0x[0-9a-fA-F]+\)", "", message)  # ITK object addresses mean nothing to a user
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    for line in reversed(lines):
+    for line in reversed([line.strip() for line in message.splitlines()]):
         if "ITK ERROR" in line or "Could not create IO object" in line or "Description" in line:
             return line.split(":", 1)[-1].strip() if line.startswith("Description") else line
-    return lines[-1] if lines else "unknown error"
+    return one_line(message, last=True)
 
 
 def mask_image(mask_zyx: np.ndarray, reference) -> object:
