@@ -22,10 +22,11 @@ import math
 import os
 from pathlib import Path
 
+from pantherseg.io.cgroup import PROC_CGROUP, cgroup_entries
+
 log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-PROC_CGROUP = Path("/proc/self/cgroup")
 
 
 def cpu_quota(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> float | None:
@@ -55,25 +56,17 @@ def available_cpus(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGR
 
 def _cpu_folders(cgroup_root: Path, proc_cgroup: Path) -> list[tuple[Path, int]]:
     """(folder, cgroup version) for the process's cpu cgroup, its ancestors, and the mount roots."""
-    try:
-        lines = proc_cgroup.read_text(encoding="ascii").splitlines()
-    except OSError:
-        lines = []
     found: list[tuple[Path, int]] = []
-    for line in lines:
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        hierarchy, controllers, relative = parts
-        if hierarchy == "0" and controllers == "":
+    for entry in cgroup_entries(proc_cgroup):
+        if entry.unified:
             bases = [(cgroup_root, 2), (cgroup_root / "unified", 2)]
-        elif "cpu" in controllers.split(","):
-            bases = [(cgroup_root / controllers, 1), (cgroup_root / "cpu", 1), (cgroup_root / "cpu,cpuacct", 1)]
+        elif "cpu" in entry.controllers:
+            bases = [(cgroup_root / ",".join(entry.controllers), 1), (cgroup_root / "cpu", 1),
+                     (cgroup_root / "cpu,cpuacct", 1)]
         else:
             continue
-        path = Path(relative.lstrip("/"))
         for base, version in bases:
-            for ancestor in [path, *path.parents]:
+            for ancestor in entry.with_ancestors():
                 found.append((base / ancestor, version))
     # Inside a container without a cgroup namespace, /proc/self/cgroup names the host's path, which
     # does not exist there: the container's own cgroup is mounted at the root.

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pantherseg.errors import ResourceError
+from pantherseg.io.cgroup import cgroup_entries
 
 GB = 1024**3
 FLOAT32 = 4
@@ -73,26 +74,17 @@ def _cgroup_headroom() -> int | None:
 
 def _cgroup_folders():
     """(folder, limit file, usage file) for the process's own cgroup and its ancestors, then the mount root."""
-    try:
-        lines = _PROC_CGROUP.read_text(encoding="ascii").splitlines()
-    except OSError:
-        lines = []
     found = []
-    for line in lines:
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        hierarchy, controllers, relative = parts
-        if hierarchy == "0" and controllers == "":
+    for entry in cgroup_entries(_PROC_CGROUP):
+        if entry.unified:
             base, limit, usage = _CGROUP_ROOT, "memory.max", "memory.current"  # v2 (unified)
             if not (base / limit).exists() and (base / "unified").is_dir():
                 base = base / "unified"
-        elif "memory" in controllers.split(","):
+        elif "memory" in entry.controllers:
             base, limit, usage = _CGROUP_ROOT / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"
         else:
             continue
-        path = Path(relative.lstrip("/"))
-        for ancestor in [path, *path.parents]:
+        for ancestor in entry.with_ancestors():
             found.append((base / ancestor, limit, usage))
     if not found:
         found = [(_CGROUP_ROOT, "memory.max", "memory.current"),
