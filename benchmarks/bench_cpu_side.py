@@ -81,7 +81,7 @@ def child(work: Path, threads: int | None) -> dict:
     stand_in_s = sum(s.seconds for s in stand_ins)
     timings["sliding-window bookkeeping (tiles, Gaussian sums)"] = prediction.timings_s["network"] - stand_in_s
     started = time.perf_counter()
-    write_image_atomically(mask_image(prediction.mask, volume.reference), work / "mask.mha")
+    write_image_atomically(mask_image(prediction.mask, volume.sitk_image), work / "mask.mha")
     timings["write"] = time.perf_counter() - started
     return {
         "timings_s": timings, "cpu_side_s": sum(timings.values()), "stand_in_network_s": stand_in_s,

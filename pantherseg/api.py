@@ -216,7 +216,7 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, output_for
 
     started = time.perf_counter()
     written, output_notes = write_outputs(
-        output_formats, prediction.mask, volume.reference, output_path.parent, output_path.name[: -len(".mha")],
+        output_formats, prediction.mask, volume.sitk_image, output_path.parent, output_path.name[: -len(".mha")],
         dicom_series=dicom_series, algorithm=None if dicom_series is None else _algorithm(ensemble, prediction),
         roi_name=roi_name)
     try:  # from here on a failure (or SIGTERM) removes the outputs: mask and report exist together or not at all
@@ -256,7 +256,7 @@ def _finish_case(ensemble, path, volume, prediction, written, output_notes, star
         task=ensemble.task.name, input_path=str(path), output_path=str(output_path),
         device=f"{ensemble.device} ({ensemble.backend}, {ensemble.autocast_dtype or 'float32'})",
         geometry=volume.geometry(), outcomes=outcomes_as_dicts(prediction.outcomes), timings_s=timings,
-        tumor_statistics=tumour_statistics(prediction.mask, volume.reference), output_paths=[str(p) for p in written],
+        tumor_statistics=tumour_statistics(prediction.mask, volume.sitk_image), output_paths=[str(p) for p in written],
         notes=prediction.notes, weights=str(weights), config=str(config.source or "<in memory>"),
         tumor_voxels=tumor_voxels, tumor_volume_mm3=tumor_voxels * voxel_volume, run_hash=run_hash,
     )
@@ -295,7 +295,7 @@ def _write_member_probabilities(prediction, volume, folder: Path, stem: str, ens
     for name, probabilities in prediction.member_probabilities.items():
         image = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(probabilities, 0, -1), dtype=np.float32),
                                        isVector=True)
-        image.CopyInformation(volume.reference)
+        image.CopyInformation(volume.sitk_image)
         write_image_atomically(image, folder / name / f"{stem}.mha")
         own_mask = (probabilities.argmax(0) == tumor).astype(np.uint8)
-        write_image_atomically(mask_image(own_mask, volume.reference), folder / name / "masks" / f"{stem}.mha")
+        write_image_atomically(mask_image(own_mask, volume.sitk_image), folder / name / "masks" / f"{stem}.mha")

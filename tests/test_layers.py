@@ -152,3 +152,17 @@ def test_the_import_reader_sees_lazy_and_aliased_imports(tmp_path):
     source.write_text("def f():\n    from pantherseg.io import images as im\n    import pantherseg.api\n")
     known = {"pantherseg.io", "pantherseg.io.images", "pantherseg.api", "pantherseg.engine.x"}
     assert imports_of("pantherseg.engine.x", source, known) == {"pantherseg.io.images", "pantherseg.api"}
+
+
+def test_the_public_names_are_re_exported_flat():
+    """``pantherseg.segment`` etc. do not depend on where the code lives; every name resolves."""
+    import pantherseg
+    from pantherseg import api, evaluation
+
+    for name in pantherseg.__all__:
+        assert getattr(pantherseg, name) is not None, name
+    assert pantherseg.segment is api.segment and pantherseg.CaseResult is api.CaseResult
+    assert pantherseg.evaluate is evaluation.folders.evaluate
+    assert pantherseg.CaseResult is not evaluation.folders.CaseEvaluation  # two different things, two names
+    with pytest.raises(AttributeError):
+        pantherseg.no_such_name  # noqa: B018

@@ -126,7 +126,7 @@ def segment_or_refuse(ensemble: Ensemble, image) -> None:
     volume = volume_from_image(image, source="generated.mha")
     check_prediction_fits(volume, ensemble)
     prediction = ensemble.predict(volume)
-    mask = mask_image(prediction.mask, volume.reference)
+    mask = mask_image(prediction.mask, volume.sitk_image)
     with tempfile.TemporaryDirectory() as folder:
         written = sitk.ReadImage(str(write_image_atomically(mask, Path(folder) / "mask.mha")))
     assert written.GetPixelID() == sitk.sitkUInt8

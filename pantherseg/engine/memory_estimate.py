@@ -130,7 +130,7 @@ def check_prediction_fits(volume: "Volume", ensemble: "Ensemble") -> MemoryEstim
     _check_resampled_shapes(volume, ensemble)
     estimate = estimate_prediction(
         shape_zyx=volume.shape_zyx, spacing_zyx=volume.spacing_zyx,
-        source_bytes_per_voxel=_bytes_per_voxel(volume.reference), members=ensemble.members,
+        source_bytes_per_voxel=_bytes_per_voxel(volume.sitk_image), members=ensemble.members,
         num_classes=ensemble.num_classes, device_type=getattr(ensemble.device, "type", "cpu"),
         tile_batch_size=ensemble.tile_batch_size, tile_step_size=ensemble.config.tile_step_size,
     )

@@ -45,7 +45,7 @@ CSV_COLUMNS = ("prediction_folder", "case", "status", "dice", "surface_dice", "h
 
 
 @dataclass(frozen=True)
-class CaseResult:
+class CaseEvaluation:
     """One scored case: its name (the file stem), the two files and the figures."""
 
     case: str
@@ -66,7 +66,7 @@ class FolderResult:
     prediction (``missing_prediction``)."""
 
     pred_dir: Path
-    cases: list[CaseResult]
+    cases: list[CaseEvaluation]
     aggregate: Aggregate
     missing_truth: list[str]
     missing_prediction: list[str]
@@ -141,7 +141,7 @@ def read_mask(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
 
 
 def evaluate_case(case: str, pred_file: Path, truth_file: Path, *,
-                  xyz_spacing_order: bool = False) -> CaseResult:
+                  xyz_spacing_order: bool = False) -> CaseEvaluation:
     """Score one case from its two files. Raises ``InputError`` naming the case when the shapes
     or spacings differ."""
     pred, pred_spacing_xyz = read_mask(pred_file)
@@ -154,7 +154,7 @@ def evaluate_case(case: str, pred_file: Path, truth_file: Path, *,
                          f"{pred_spacing_xyz} mm, truth {truth_file} has {truth_spacing_xyz} mm; "
                          f"they must match")
     spacing = truth_spacing_xyz if xyz_spacing_order else truth_spacing_xyz[::-1]
-    return CaseResult(case, pred_file, truth_file, case_metrics(pred, truth, spacing))
+    return CaseEvaluation(case, pred_file, truth_file, case_metrics(pred, truth, spacing))
 
 
 def evaluate(pred_dirs: list[Path] | Path, gt_dir: Path, *, xyz_spacing_order: bool = False,

@@ -47,11 +47,11 @@ MIN_FREE_BYTES = 16 * 1024**2
 
 @dataclass
 class Volume:
-    """An image as nnU-Net wants it, plus the SimpleITK header to give the mask back."""
+    """An image as nnU-Net wants it, plus the SimpleITK image it came from (to give the mask its geometry)."""
 
     data: np.ndarray  # (1, z, y, x) float32
     spacing_zyx: tuple[float, float, float]
-    reference: object = field(repr=False)  # the SimpleITK image: size, spacing, origin, direction
+    sitk_image: object = field(repr=False)  # the SimpleITK image as read: the mask copies its size, spacing, origin, direction
     source: str = "<memory>"
     notes: list[str] = field(default_factory=list)
 
@@ -61,7 +61,7 @@ class Volume:
 
     def nnunet_properties(self) -> dict:
         """The property dict nnU-Net's SimpleITKIO reader would return for this image."""
-        ref = self.reference
+        ref = self.sitk_image
         return {
             "sitk_stuff": {
                 "spacing": ref.GetSpacing(),
@@ -72,7 +72,7 @@ class Volume:
         }
 
     def geometry(self) -> dict:
-        ref = self.reference
+        ref = self.sitk_image
         return {
             "size_xyz": list(ref.GetSize()),
             "spacing_xyz": list(ref.GetSpacing()),
@@ -206,7 +206,7 @@ def volume_from_image(image, *, source: str = "<memory>") -> Volume:
     return Volume(
         data=np.ascontiguousarray(data),
         spacing_zyx=tuple(float(s) for s in reversed(spacing)),
-        reference=image,
+        sitk_image=image,
         source=source,
         notes=notes,
     )

@@ -120,9 +120,9 @@ def _to_lps(volume: "Volume", mask_zyx: np.ndarray):
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(volume.data[0])
-    image.CopyInformation(volume.reference)
+    image.CopyInformation(volume.sitk_image)
     mask = sitk.GetImageFromArray(np.ascontiguousarray(mask_zyx != 0, dtype=np.uint8))
-    mask.CopyInformation(volume.reference)
+    mask.CopyInformation(volume.sitk_image)
     image = sitk.DICOMOrient(image, "LPS")
     mask = sitk.DICOMOrient(mask, "LPS")
     spacing_zyx = tuple(float(s) for s in reversed(image.GetSpacing()))

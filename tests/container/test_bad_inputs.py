@@ -329,7 +329,7 @@ def segment_and_write(ensemble, image, tmp_path: Path):
     """predict -> mask with the input's header -> written and read back, as the product does."""
     volume = volume_from_image(image, source="case.mha")
     prediction = ensemble.predict(volume)
-    path = write_image_atomically(mask_image(prediction.mask, volume.reference), tmp_path / "mask.mha")
+    path = write_image_atomically(mask_image(prediction.mask, volume.sitk_image), tmp_path / "mask.mha")
     return prediction, sitk.ReadImage(str(path))
 
 

@@ -138,7 +138,7 @@ def test_demo_zoo_on_a_dicom_phantom_series(kind, tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps(config))
     image = orient(phantom_case(seed=1000, task="t2", voxel_scale=2.0)[0], kind)
     write_series(image, tmp_path / "dicom")
-    as_read = read_series(tmp_path / "dicom").volume.reference  # the grid the DICOM route segments on
+    as_read = read_series(tmp_path / "dicom").volume.sitk_image  # the grid the DICOM route segments on
     sitk.WriteImage(stored_image(image), str(tmp_path / "image.mha"))
     sitk.WriteImage(as_read, str(tmp_path / "as-read.mha"))
     assert main(["predict", "-i", str(tmp_path / "dicom"), str(tmp_path / "image.mha"), str(tmp_path / "as-read.mha"),

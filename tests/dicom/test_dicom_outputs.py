@@ -42,7 +42,7 @@ def oriented_series(tmp_path_factory):
         write_series(orient(image, kind), folder)
         series = read_series(folder)
         # The phantom's tumour, moved onto the series' grid by patient position (exact: same voxel centres).
-        mask = sitk.Resample(orient(tumour, kind), series.volume.reference, sitk.Transform(), sitk.sitkNearestNeighbor)
+        mask = sitk.Resample(orient(tumour, kind), series.volume.sitk_image, sitk.Transform(), sitk.sitkNearestNeighbor)
         cases[kind] = (series, sitk.GetArrayFromImage(mask))
     return cases
 
@@ -52,7 +52,7 @@ def test_seg_reads_back_voxel_for_voxel_and_validates(kind, oriented_series, tmp
     import highdicom as hd
 
     series, mask = oriented_series[kind]
-    volume_ml = mask.sum() * np.prod(series.volume.reference.GetSpacing()) / 1000
+    volume_ml = mask.sum() * np.prod(series.volume.sitk_image.GetSpacing()) / 1000
     assert volume_ml >= 1.0  # the issue's Dice rule is for tumours of 1 ml or more
     path, notes = write_dicom_output("dicom-seg", mask, series.datasets, tmp_path / "case.seg.dcm", algorithm=ALGORITHM)
     assert notes == [] and dciodvfy_errors(path) == []
@@ -97,7 +97,7 @@ def test_rtstruct_contours_rasterise_back_onto_the_mask(kind, oriented_series, t
     assert sorted(set(referenced)) == [int(k) for k in np.flatnonzero(mask.any(axis=(1, 2)))]
     for contour, k in zip(contours, referenced):  # every point lies in its slice's plane
         points = np.array(contour.ContourData, dtype=float).reshape(-1, 3)
-        normal = np.array(series.volume.reference.GetDirection()).reshape(3, 3)[:, 2]
+        normal = np.array(series.volume.sitk_image.GetDirection()).reshape(3, 3)[:, 2]
         plane = np.dot(np.array(series.datasets[k].ImagePositionPatient, dtype=float), normal)
         assert np.allclose(points @ normal, plane, atol=1e-3)
 
@@ -175,6 +175,6 @@ def test_a_failing_format_removes_the_formats_already_written(oriented_series, t
 
     monkeypatch.setattr(pantherseg.dicom.rtstruct, "build_rtstruct", broken)
     with pytest.raises(OSError, match="no space left"):
-        write_outputs(("mha", "dicom-seg", "rtstruct"), mask, series.volume.reference, tmp_path, "case",
+        write_outputs(("mha", "dicom-seg", "rtstruct"), mask, series.volume.sitk_image, tmp_path, "case",
                       dicom_series=series, algorithm=ALGORITHM)
     assert os.listdir(tmp_path) == []

@@ -32,7 +32,7 @@ def test_geometry_is_exact_for_axial_oblique_and_flipped(kind, phantom, tmp_path
     image = orient(phantom[0], kind)
     write_series(image, tmp_path / kind)
     series = read_series(tmp_path / kind)
-    got, expected = series.volume.reference, stored_image(image)
+    got, expected = series.volume.sitk_image, stored_image(image)
     assert got.GetSize() == expected.GetSize()
     assert np.allclose(got.GetSpacing(), expected.GetSpacing(), atol=1e-6)
     # The volume is right-handed along the DICOM slice normal: a flipped image comes back z-reversed.
@@ -59,7 +59,7 @@ def test_several_series_need_a_choice_and_the_error_lists_them(phantom, tmp_path
     assert "--series-uid" in message
     assert "1.2.826.0.1.1 't2_haste_tra' (MR, 25 files)" in message and "1.2.826.0.1.2 't2_haste_cor' (MR, 12 files)" in message
     chosen = read_series(tmp_path / "study", series_uid="1.2.826.0.1.2")
-    assert chosen.volume.reference.GetSize()[2] == 12 and chosen.description == "t2_haste_cor"
+    assert chosen.volume.sitk_image.GetSize()[2] == 12 and chosen.description == "t2_haste_cor"
     with pytest.raises(InputError, match="No image series with SeriesInstanceUID 9.9"):
         read_series(tmp_path / "study", series_uid="9.9")
 
@@ -96,7 +96,7 @@ def test_seg_rtstruct_dicomdir_and_other_files_beside_the_series_are_skipped(pha
     build_seg(mask, series.datasets, algorithm=Algorithm()).save_as(tmp_path / "export" / "seg.dcm")
 
     found = read_series(tmp_path / "export")
-    assert _same_voxels(found.volume.reference, stored_image(image))
+    assert _same_voxels(found.volume.sitk_image, stored_image(image))
     notes = " | ".join(found.notes)
     assert "DICOMDIR" in notes and "SEG object" in notes and "RTSTRUCT object" in notes
     assert "skipped 1 file(s): not DICOM or unreadable" in notes  # README.txt
@@ -131,7 +131,7 @@ def test_irregular_stacks_are_refused_saying_what_was_found(phantom, tmp_path, t
     image = orient(phantom[0], "axial")
     write_series(image, tmp_path / "s", tweak=tweak)
     if message is None:  # rounded positions and odd instance numbers are fine
-        assert read_series(tmp_path / "s").volume.reference.GetSize()[2] == image.GetSize()[2]
+        assert read_series(tmp_path / "s").volume.sitk_image.GetSize()[2] == image.GetSize()[2]
         return
     with pytest.raises(InputError, match=message):
         read_series(tmp_path / "s")
@@ -152,7 +152,7 @@ def test_jpeg_ls_jpeg_2000_and_rle_decode_losslessly(phantom, tmp_path, syntax):
     import pydicom
 
     assert str(pydicom.dcmread(next((tmp_path / "s").iterdir())).file_meta.TransferSyntaxUID) == syntax
-    assert _same_voxels(read_series(tmp_path / "s").volume.reference, stored_image(image))
+    assert _same_voxels(read_series(tmp_path / "s").volume.sitk_image, stored_image(image))
 
 
 def test_an_unsupported_transfer_syntax_is_refused_before_decoding(phantom, tmp_path):
@@ -175,7 +175,7 @@ def test_the_geometry_agrees_with_simpleitk_gdcm_series_reader(kind, phantom, tm
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tmp_path / "s")))
     gdcm = reader.Execute()
-    ours = read_series(tmp_path / "s").volume.reference
+    ours = read_series(tmp_path / "s").volume.sitk_image
     assert gdcm.GetSize() == ours.GetSize()
     for get in ("GetOrigin", "GetSpacing", "GetDirection"):
         assert np.allclose(getattr(gdcm, get)(), getattr(ours, get)(), atol=1e-4), get
