@@ -59,7 +59,7 @@ def run_guarded(function, *args, **kwargs) -> int:
     and exit 130 rather than a KeyboardInterrupt traceback or death by a signal. The line says which
     outputs were completed (mask and report both written) before the interruption, if any.
     """
-    from pantherseg.errors import PantherError
+    from pantherseg.errors import PantherError, ResourceError
 
     terminated = []
     deciding = []
@@ -86,7 +86,7 @@ def run_guarded(function, *args, **kwargs) -> int:
         if isinstance(error, MemoryError):
             print("pantherseg error: out of memory; try a machine with more RAM or a smaller image.",
                   file=sys.stderr)
-            return 5
+            return ResourceError.exit_code
         raise
     return int(result or 0)
 

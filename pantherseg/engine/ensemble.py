@@ -85,8 +85,10 @@ class Ensemble:
         self.load_s = load_s
         self.autocast_dtype = autocast_dtype
         self.backend = backend
-        # Torch networks are built when a member runs; for a single case they are dropped right
-        # after, so only one member's weights are in memory at a time (6 ResEnc-L = 2.4 GB).
+        # Torch networks are built when a member runs and kept for the next case (the default: an
+        # ensemble loaded once predicts many cases). False drops each right after its member ran, so
+        # only one member's weights are in memory at a time (6 ResEnc-L = 2.4 GB): segment() sets it
+        # for a single case.
         self.keep_networks = True
 
     @classmethod

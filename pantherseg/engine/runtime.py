@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from pantherseg.config import BACKENDS as CONFIG_BACKENDS
+from pantherseg.config import PRECISIONS as CONFIG_PRECISIONS
 from pantherseg.errors import PantherError, ResourceError
 from pantherseg.engine.members import Member
 
@@ -40,6 +41,8 @@ def resolve_precision(name: str, device):
     """The autocast dtype for ``name`` on ``device``; None means plain float32."""
     import torch
 
+    if name not in CONFIG_PRECISIONS:
+        raise PantherError(f"Precision must be one of {list(CONFIG_PRECISIONS)}, found {name!r}.")
     if name == "auto":
         name = "fp16" if device.type == "cuda" else "fp32"
     if name == "fp16" and device.type != "cuda":

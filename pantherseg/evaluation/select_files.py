@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from pantherseg.config import EnsembleConfig
-from pantherseg.errors import InputError
+from pantherseg.errors import InputError, one_line
 from pantherseg.evaluation.folders import case_files, read_mask
 from pantherseg.evaluation.selection import SelectionResult, ValidationCase
+from pantherseg.io.images import itk_error_line
 
 
 def load_validation_cases(member_outputs: Path, gt_dir: Path, members: list[str],
@@ -48,7 +49,7 @@ def load_validation_cases(member_outputs: Path, gt_dir: Path, members: list[str]
         truth, spacing_xyz = read_mask(truth_files[case])
         probabilities = {}
         for name in members:
-            image = sitk.ReadImage(str(member_files[name][case]))
+            image = _read_map(member_files[name][case])
             array = sitk.GetArrayFromImage(image)
             if image.GetNumberOfComponentsPerPixel() > 1:
                 array = np.moveaxis(array, -1, 0).astype(np.float16)
@@ -74,9 +75,17 @@ def costs_from_reports(report_dir: Path, members: list[str]) -> dict[str, float]
         raise InputError(f"No run reports (*.report.json) in {report_dir} to take member costs from; "
                          f"pass --costs with a JSON object of member -> seconds per case instead.")
     for path in reports:
-        for outcome in json.loads(path.read_text())["members"]:
-            if outcome["name"] in seconds and outcome["status"] == "ran":
-                seconds[outcome["name"]].append(outcome["network_s"])
+        report = _read_json(path, "a run report")
+        outcomes = report.get("members") if isinstance(report, dict) else None
+        if not isinstance(outcomes, list) or not all(isinstance(o, dict) for o in outcomes):
+            raise InputError(f"{path} is not a pantherseg run report: expected a 'members' list of objects.")
+        for outcome in outcomes:
+            if outcome.get("name") in seconds and outcome.get("status") == "ran":
+                network_s = outcome.get("network_s")
+                if isinstance(network_s, bool) or not isinstance(network_s, (int, float)) or not network_s >= 0:
+                    raise InputError(f"{path}: member '{outcome['name']}' has no network_s in seconds, "
+                                     f"found {network_s!r}.")
+                seconds[outcome["name"]].append(float(network_s))
     missing = [name for name, values in seconds.items() if not values]
     if missing:
         raise InputError(f"The run reports in {report_dir} have no completed run of member(s) {missing}.")
@@ -84,11 +93,33 @@ def costs_from_reports(report_dir: Path, members: list[str]) -> dict[str, float]
 
 
 def costs_from_json(path: Path, members: list[str]) -> dict[str, float]:
-    costs = json.loads(Path(path).read_text())
-    missing = [m for m in members if not isinstance(costs.get(m), (int, float))]
+    """``{member name: seconds per case}`` from a JSON file; InputError naming the file for anything else."""
+    costs = _read_json(Path(path), "a JSON object of member -> seconds per case")
+    if not isinstance(costs, dict):
+        raise InputError(f"{path} must be a JSON object of member -> seconds per case, found {type(costs).__name__}.")
+    missing = [m for m in members if isinstance(costs.get(m), bool) or not isinstance(costs.get(m), (int, float))
+               or not 0 <= costs[m] < float("inf")]
     if missing:
-        raise InputError(f"{path} must give seconds per case for every member; missing {missing}.")
+        raise InputError(f"{path} must give seconds per case (a number >= 0) for every member; missing {missing}.")
     return {m: float(costs[m]) for m in members}
+
+
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path} cannot be read: {getattr(error, 'strerror', None) or error}.") from None
+    except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
+        raise InputError(f"{path} is not valid JSON ({one_line(str(error))}); expected {what}.") from None
+
+
+def _read_map(path: Path):
+    import SimpleITK as sitk
+
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise InputError(f"cannot read the probability map {path}: {itk_error_line(str(error))}") from None
 
 
 def selected_config(base: EnsembleConfig, task: str, result: SelectionResult) -> dict:

@@ -58,7 +58,7 @@ def write_preview(volume: "Volume", mask_zyx: np.ndarray, path: Path | str) -> P
     mask_zyx = np.asarray(mask_zyx)
     if mask_zyx.shape != volume.shape_zyx:
         raise ValueError(f"mask shape {mask_zyx.shape} (z,y,x) does not match the image {volume.shape_zyx}")
-    panels, centre = preview_panels(volume, mask_zyx)
+    panels, _ = preview_panels(volume, mask_zyx)
     low, high = intensity_window(volume.data[0])
 
     figure = Figure(figsize=(PREVIEW_SIZE_PX[0] / DPI, PREVIEW_SIZE_PX[1] / DPI), dpi=DPI, facecolor="black")
