@@ -166,3 +166,10 @@ def test_the_public_names_are_re_exported_flat():
     assert pantherseg.CaseResult is not evaluation.folders.CaseEvaluation  # two different things, two names
     with pytest.raises(AttributeError):
         pantherseg.no_such_name  # noqa: B018
+
+
+def test_inference_py_only_wires():
+    """The container's entry point holds no logic of its own: that lives in pantherseg.container.entry_point."""
+    tree = ast.parse((PACKAGE.parent / "inference.py").read_text(encoding="utf-8"))
+    defined = [node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.ClassDef))]
+    assert defined == []
