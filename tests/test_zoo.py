@@ -17,7 +17,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import ROOT, SAMPLES
-from test_inference_contract import requires_sandbox, run_like_grand_challenge
+from sandbox import requires_sandbox, run_like_grand_challenge
 from pantherseg.evaluation.folders import evaluate
 from pantherseg.paths import default_config, default_weights
 

@@ -8,56 +8,17 @@ Needs `unshare` with user namespaces (present on the project's machines); skippe
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import ROOT, synthetic_image, write_gc_input
+from conftest import synthetic_image, write_gc_input
+from sandbox import last_stderr_line, requires_sandbox, run_like_grand_challenge
 
 OUTPUT_SLUG = "pancreatic-tumor-segmentation"
-
-
-def _sandbox_available() -> bool:
-    if not shutil.which("unshare"):
-        return False
-    probe = subprocess.run(["unshare", "-rmn", "true"], capture_output=True)
-    return probe.returncode == 0
-
-
-requires_sandbox = pytest.mark.skipif(not _sandbox_available(), reason="unshare -rmn (user namespaces) unavailable")
-
-
-def run_like_grand_challenge(tmp_path: Path, input_dir: Path, model_dir: Path, config: Path,
-                             extra: list[str] = ()) -> tuple[subprocess.CompletedProcess, Path, Path]:
-    """Run inference.py in a sandbox; returns (process, output folder, tmp folder)."""
-    output_dir = tmp_path / "output"
-    tmp_dir = tmp_path / "tmp"
-    home = tmp_path / "home"
-    for folder in (output_dir, tmp_dir, home):
-        folder.mkdir()
-    read_only = [input_dir, model_dir, config.parent, home, ROOT]
-    mounts = " && ".join(f"mount --bind '{p}' '{p}' && mount -o remount,bind,ro '{p}'" for p in read_only)
-    command = [sys.executable, "inference.py", "--input", str(input_dir), "--output", str(output_dir),
-               "--weights", str(model_dir), "--config", str(config), "--device", "cpu",
-               "--report", str(tmp_dir / "run_report.json"), *extra]
-    env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp_dir), "PYTHONDONTWRITEBYTECODE": "1",
-           "MPLCONFIGDIR": str(tmp_dir / "mpl")}
-    process = subprocess.run(
-        ["unshare", "-rmn", "sh", "-c", f"{mounts} && exec \"$@\"", "sandbox", *command],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
-    return process, output_dir, tmp_dir
-
-
-def last_stderr_line(process: subprocess.CompletedProcess) -> str:
-    lines = [line for line in process.stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
 
 
 def all_files(folder: Path) -> list[Path]:
