@@ -28,6 +28,8 @@ from pantherseg.errors import ResourceError
 from pantherseg.io.images import Volume
 from pantherseg.engine.members import Member, build_network, load_members
 from pantherseg.engine.runtime import prepare_networks, resolve_backend, resolve_device, resolve_precision
+from pantherseg.engine.weighted_mean import SharedPreprocessing, WeightedMean
+from pantherseg.io.report import USED_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ class MemberOutcome:
     name: str
     role: str
     weight: float
-    status: str = "pending"  # ran | partial | skipped | stopped
+    status: str = "pending"  # ran | partial | skipped | stopped (USED_STATUSES: its map is in the mean)
     reason: str = ""
     tiles_done: int = 0
     tiles_total: int = 0
@@ -56,7 +58,7 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
 
     def members_used(self) -> list[str]:
-        return [o.name for o in self.outcomes if o.status in ("ran", "partial")]
+        return [o.name for o in self.outcomes if o.status in USED_STATUSES]
 
 
 class ProgressListener:
@@ -125,9 +127,12 @@ class Ensemble:
     def predict(self, volume: Volume, *, deadline: Deadline | None = None,
                 keep_member_probabilities: bool = False,
                 progress: ProgressListener | None = None) -> Prediction:
-        """Segment one volume; the mask is (z, y, x) uint8 like ``volume.data[0]``."""
-        from pantherseg.engine.to_image_space import logits_to_probabilities
-        from pantherseg.engine.preprocessing import preprocess
+        """Segment one volume; the mask is (z, y, x) uint8 like ``volume.data[0]``.
+
+        Members run in priority order. For each: its group's preprocessed input (shared), the skip
+        decision (would it finish in the budget left?), the sliding window (which may stop it), the
+        way back to image space, and its weighted share of the mean."""
+        from pantherseg.engine.to_image_space import logits_to_probabilities  # torch: imported when needed
 
         progress = progress or ProgressListener()
         deadline = deadline or Deadline.unlimited()
@@ -135,70 +140,29 @@ class Ensemble:
         outcomes = [MemberOutcome(m.name, m.spec.role, m.spec.weight) for m in self.members]
         prediction = Prediction(mask=np.zeros(volume.shape_zyx, dtype=np.uint8), probabilities=None,
                                 outcomes=outcomes, timings_s=timings, notes=list(volume.notes))
-
-        data = volume.data
-        if float(data.min()) == float(data.max()):
-            # No structure to find: nnU-Net would normalise to zeros and predict from bias alone.
-            note = f"constant image (every voxel {float(data.min())}): empty mask, networks not run"
-            log.warning("%s: %s", volume.source, note)
-            prediction.notes.append(note)
-            for outcome in outcomes:
-                outcome.status, outcome.reason = "skipped", "constant image"
+        if self._constant_image(volume, prediction):
             return prediction
 
         cost_model = TileCostModel()
-        preprocessed = {}
-        remaining_uses = defaultdict(int)
-        for member in self.members:
-            remaining_uses[member.preprocessing_key] += 1
-        accumulated: np.ndarray | None = None
-        weight_sum = 0.0
-        voxel_weights = 0.0  # per voxel once a partial member ran: it only counts where its tiles were
-        export_estimate = 0.0
-
+        inputs = SharedPreprocessing(self.members, volume, timings)
+        mean = WeightedMean()
+        export_estimate = 0.0  # the slowest export so far: kept free at the end of the budget
         for member, outcome in zip(self.members, outcomes):
-            key = member.preprocessing_key
-            if key not in preprocessed:
-                started = time.perf_counter()
-                preprocessed[key] = preprocess(volume, member)
-                timings["preprocess"] += time.perf_counter() - started
-            case = preprocessed[key]
-            remaining_uses[key] -= 1
-
+            case = inputs.get(member)
             outcome.tiles_total = _count_tiles(case.data.shape[1:], member.patch_size, self.config.tile_step_size)
-            cost_key = _cost_key(member)
-            patch_voxels = int(np.prod(member.patch_size))
-            per_tile = cost_model.estimate(cost_key, patch_voxels)
-            if per_tile is not None and weight_sum > 0:
-                projected = per_tile * outcome.tiles_total + export_estimate
-                if projected > deadline.remaining_for_members():
-                    outcome.status = "skipped"
-                    outcome.reason = (f"projected {projected:.0f} s ({outcome.tiles_total} tiles) but only "
-                                      f"{max(0.0, deadline.remaining_for_members()):.0f} s of the budget left")
-                    log.warning("Skipping %s: %s", member.name, outcome.reason)
-                    progress.member_finished(outcome)
-                    self._release(preprocessed, remaining_uses, key)
-                    continue
+            if mean.has_members and self._would_not_finish(member, outcome, cost_model, deadline, export_estimate):
+                progress.member_finished(outcome)
+                inputs.done(member)
+                continue
 
             logits, completed = self._run_member(member, case.data, outcome, deadline, export_estimate,
                                                  may_stop=True, progress=progress)
-            cost_model.record(cost_key, patch_voxels, outcome.tiles_done, outcome.network_s)
+            cost_model.record(_cost_key(member), _patch_voxels(member), outcome.tiles_done, outcome.network_s)
             timings["network"] += outcome.network_s
-            if not completed and weight_sum > 0:
-                outcome.status = "stopped"
-                outcome.reason = (f"stopped after {outcome.tiles_done}/{outcome.tiles_total} tiles: "
-                                  f"it would not finish within the budget")
-                log.warning("%s %s", member.name, outcome.reason)
+            if not self._settle_status(member, outcome, completed, others_finished=mean.has_members):
                 progress.member_finished(outcome)
-                self._release(preprocessed, remaining_uses, key)
+                inputs.done(member)
                 continue
-            if not completed:
-                outcome.status = "partial"
-                outcome.reason = (f"only {outcome.tiles_done}/{outcome.tiles_total} tiles fit the budget; "
-                                  f"kept because no other member had finished (its unvisited voxels get no weight)")
-                log.warning("%s: %s", member.name, outcome.reason)
-            else:
-                outcome.status = "ran"
 
             started = time.perf_counter()
             probabilities = logits_to_probabilities(logits, member, case.properties)
@@ -208,26 +172,71 @@ class Ensemble:
             export_estimate = max(export_estimate, export_s)
 
             started = time.perf_counter()
-            weight = member.spec.weight if completed else _coverage_weight(probabilities, member.spec.weight)
-            if accumulated is None:
-                accumulated = probabilities * weight
-            else:
-                accumulated += probabilities * weight
-            weight_sum += member.spec.weight
-            voxel_weights = voxel_weights + weight
+            mean.add(probabilities, member.spec.weight, complete=completed)
             if keep_member_probabilities:
                 prediction.member_probabilities[member.name] = probabilities
             del probabilities
             timings["ensemble"] += time.perf_counter() - started
             progress.member_finished(outcome)
-            self._release(preprocessed, remaining_uses, key)
+            inputs.done(member)
 
         started = time.perf_counter()
-        _divide_by_weights(accumulated, voxel_weights)
-        prediction.probabilities = accumulated
-        prediction.mask = (accumulated.argmax(0) == self.task.tumor_label).astype(np.uint8)
+        prediction.probabilities = mean.mean()
+        prediction.mask = (prediction.probabilities.argmax(0) == self.task.tumor_label).astype(np.uint8)
         timings["ensemble"] += time.perf_counter() - started
         return prediction
+
+    @staticmethod
+    def _constant_image(volume: Volume, prediction: Prediction) -> bool:
+        """No structure to find: nnU-Net would normalise to zeros and predict from bias alone. Every
+        member is skipped and the mask stays empty."""
+        low, high = float(volume.data.min()), float(volume.data.max())
+        if low != high:
+            return False
+        note = f"constant image (every voxel {low}): empty mask, networks not run"
+        log.warning("%s: %s", volume.source, note)
+        prediction.notes.append(note)
+        for outcome in prediction.outcomes:
+            outcome.status, outcome.reason = "skipped", "constant image"
+        return True
+
+    @staticmethod
+    def _would_not_finish(member: Member, outcome: MemberOutcome, cost_model: TileCostModel, deadline: Deadline,
+                          export_estimate: float) -> bool:
+        """The skip decision, once another member has finished: the measured cost of its tiles (from
+        members with the same network) says it would not finish within the budget left."""
+        per_tile = cost_model.estimate(_cost_key(member), _patch_voxels(member))
+        if per_tile is None:
+            return False
+        projected = per_tile * outcome.tiles_total + export_estimate
+        if projected <= deadline.remaining_for_members():
+            return False
+        outcome.status = "skipped"
+        outcome.reason = (f"projected {projected:.0f} s ({outcome.tiles_total} tiles) but only "
+                          f"{max(0.0, deadline.remaining_for_members()):.0f} s of the budget left")
+        log.warning("Skipping %s: %s", member.name, outcome.reason)
+        return True
+
+    @staticmethod
+    def _settle_status(member: Member, outcome: MemberOutcome, completed: bool, *, others_finished: bool) -> bool:
+        """ran, partial or stopped after the sliding window; True if the member's logits are used.
+
+        A member the deadline stopped is dropped when another member has finished, and kept as
+        ``partial`` when none has (its unvisited voxels get no weight): some mask beats none."""
+        if completed:
+            outcome.status = "ran"
+            return True
+        if others_finished:
+            outcome.status = "stopped"
+            outcome.reason = (f"stopped after {outcome.tiles_done}/{outcome.tiles_total} tiles: "
+                              f"it would not finish within the budget")
+            log.warning("%s %s", member.name, outcome.reason)
+            return False
+        outcome.status = "partial"
+        outcome.reason = (f"only {outcome.tiles_done}/{outcome.tiles_total} tiles fit the budget; "
+                          f"kept because no other member had finished (its unvisited voxels get no weight)")
+        log.warning("%s: %s", member.name, outcome.reason)
+        return True
 
     def _run_member(self, member: Member, data, outcome: MemberOutcome, deadline: Deadline,
                     export_estimate: float, *, may_stop: bool, progress: ProgressListener):
@@ -250,8 +259,8 @@ class Ensemble:
 
         network = self.network(member)
         logits = _predict_with_memory_fallback(
-            member, network, data, self.device, self.num_classes, self.config, self.tile_batch_size, on_batch,
-            self.autocast_dtype,
+            member, network, data, device=self.device, num_classes=self.num_classes, config=self.config,
+            tile_batch_size=self.tile_batch_size, on_batch=on_batch, autocast_dtype=self.autocast_dtype,
         )
         # Measured on the deadline's clock, so the cost model and the budget speak the same time.
         outcome.network_s = deadline.clock() - started
@@ -261,32 +270,6 @@ class Ensemble:
             member.network.release()  # OpenVINO: free the compiled model and its buffers
         return logits, state["completed"]
 
-    @staticmethod
-    def _release(preprocessed: dict, remaining_uses: dict, key: str) -> None:
-        if remaining_uses[key] == 0:
-            preprocessed.pop(key, None)
-
-
-def _coverage_weight(probabilities: np.ndarray, weight: float) -> np.ndarray:
-    """A partial member's weight per voxel: 0 where no tile reached (NaN from the sliding window).
-
-    Those voxels of ``probabilities`` are set to background 1 in place, so the member's own map
-    (``--member-outputs``) stays a probability map."""
-    uncovered = np.isnan(probabilities).any(0)
-    probabilities[:, uncovered] = 0.0
-    probabilities[0, uncovered] = 1.0
-    return np.where(uncovered, np.float32(0), np.float32(weight))
-
-
-def _divide_by_weights(accumulated: np.ndarray, voxel_weights) -> None:
-    """Weighted sum -> weighted mean, in place; voxels no member looked at become background."""
-    if np.ndim(voxel_weights) == 0:
-        accumulated /= voxel_weights
-        return
-    empty = voxel_weights == 0
-    accumulated /= np.where(empty, np.float32(1), voxel_weights)
-    accumulated[0][empty] = 1.0
-
 
 def _count_tiles(shape, patch_size, step_size) -> int:
     from pantherseg.engine.sliding_window import count_tiles
@@ -294,13 +277,17 @@ def _count_tiles(shape, patch_size, step_size) -> int:
     return count_tiles(shape, patch_size, step_size)
 
 
+def _patch_voxels(member: Member) -> int:
+    return int(np.prod(member.patch_size))
+
+
 def _cost_key(member: Member) -> str:
     cm = member.configuration_manager
     return f"{cm.network_arch_class_name}|{cm.network_arch_init_kwargs}|{list(cm.patch_size)}"
 
 
-def _predict_with_memory_fallback(member, network, data, device, num_classes, config, tile_batch_size,
-                                  on_batch: Callable[[int, int], bool], autocast_dtype=None):
+def _predict_with_memory_fallback(member, network, data, *, device, num_classes: int, config: EnsembleConfig,
+                                  tile_batch_size: int, on_batch: Callable[[int, int], bool], autocast_dtype=None):
     """Run the sliding window; on CUDA out-of-memory, retry with sums on the CPU, then smaller batches."""
     import torch
 

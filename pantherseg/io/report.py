@@ -13,6 +13,9 @@ from pathlib import Path
 
 from pantherseg import __version__
 
+# A member's status in the report: ran | partial | skipped | stopped. These put its map in the mean.
+USED_STATUSES = ("ran", "partial")
+
 
 def software_versions() -> dict[str, str]:
     versions = {"pantherseg": __version__, "python": platform.python_version()}
@@ -42,7 +45,7 @@ def build_report(*, task: str, input_path: str, output_path: str, device: str, g
         "weights": weights,
         "config": config,
         "members": outcomes,
-        "members_used": [o["name"] for o in outcomes if o["status"] in ("ran", "partial")],
+        "members_used": [o["name"] for o in outcomes if o["status"] in USED_STATUSES],
         "timings_s": {stage: round(seconds, 3) for stage, seconds in timings_s.items()},
         "notes": notes,
     }
