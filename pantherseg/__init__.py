@@ -14,6 +14,7 @@ _EXPORTS = {
     "segment_case": "pantherseg.api",
     "CaseResult": "pantherseg.api",
     "collect_inputs": "pantherseg.api",
+    "RunOptions": "pantherseg.options",
     "Ensemble": "pantherseg.engine.ensemble",
     "Prediction": "pantherseg.engine.ensemble",
     "EnsembleConfig": "pantherseg.config",

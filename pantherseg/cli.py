@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from pantherseg import __version__
-from pantherseg.options import add_run_options, budget_from_flag
+from pantherseg.options import add_run_options
 
 log = logging.getLogger("pantherseg")
 
@@ -110,17 +110,15 @@ def _predict(args: argparse.Namespace) -> int:
     if wants_cohort(args):
         return predict_cohort(args)
     from pantherseg.api import segment
+    from pantherseg.options import RunOptions
     from pantherseg.progress import make_progress
 
-    results = segment(
-        args.input, output_dir=args.output, task=args.task, config=args.config, weights=args.weights,
-        device=args.device, report_dir=None if args.no_report else args.output,
+    options = RunOptions.from_args(
+        args, task=args.task, weights=args.weights, report_dir=None if args.no_report else args.output,
         member_outputs_dir=args.member_outputs, preview_dir=args.output if args.preview else None,
-        time_budget_s=budget_from_flag(args.time_budget), tile_batch_size=args.tile_batch_size,
-        precision=args.precision, backend=args.backend, stop_on_error=False, progress=make_progress(args.quiet),
-        output_formats=args.output_format, series_uid=args.series_uid, roi_name=args.roi_name,
-        budget_from_process_start=True,
+        stop_on_error=False, output_formats=args.output_format, series_uid=args.series_uid, roi_name=args.roi_name,
     )
+    results = segment(args.input, output_dir=args.output, options=options, progress=make_progress(args.quiet))
     failed = [r for r in results if r.error]
     for result in results:
         if result.output is not None:

@@ -5,8 +5,8 @@ The layers, lowest first (README, "How it works"):
 - base: ``errors``, ``config``, ``paths``, ``run_state``;
 - ``io`` and ``dicom`` (files in and out; they may use each other, module cycles aside);
 - ``engine`` (uses base and io) and ``evaluation`` (uses base and io only: never the engine);
-- ``api`` and ``progress`` (use everything below);
-- the entry points: ``cli``, ``options``, ``__main__``, ``cohort``, ``container``.
+- ``api``, ``options`` (RunOptions and the run flags) and ``progress`` (use everything below);
+- the entry points: ``cli``, ``__main__``, ``cohort``, ``container``.
 
 Every import counts, also those inside functions (the lazy ones that keep ``--help`` fast) and those
 under ``TYPE_CHECKING``: a lazy import closes a cycle as surely as one at the top. The package's own
@@ -29,8 +29,8 @@ LAYERS = {
     "dicom": {"dicom"},
     "engine": {"engine"},
     "evaluation": {"evaluation"},
-    "api": {"api", "progress"},
-    "entry": {"cli", "options", "__main__", "cohort", "container"},
+    "api": {"api", "options", "progress"},
+    "entry": {"cli", "__main__", "cohort", "container"},
 }
 MAY_IMPORT = {
     "base": {"base"},

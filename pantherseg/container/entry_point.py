@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from pantherseg.cli import configure_logging, run_guarded
-from pantherseg.options import add_run_options, budget_from_flag
+from pantherseg.options import RunOptions, add_run_options
 
 GRAND_CHALLENGE_INPUT = Path("/input")
 GRAND_CHALLENGE_OUTPUT = Path("/output")
@@ -73,13 +73,11 @@ def run_case(args: argparse.Namespace) -> int:
     check_output_folder_free(output_path.parent, output_path.name)
     log.info("task %s: %s (uploaded as %s)", case.task.name, case.image, case.uploaded_name or "unknown")
 
-    segment(
-        case.image, output_dir=output_path.parent, task=case.task.name, config=config, weights=weights,
-        device=args.device, report_dir=report_dir, preview_dir=report_dir if args.preview else None,
-        time_budget_s=budget_from_flag(args.time_budget), tile_batch_size=args.tile_batch_size,
-        precision=args.precision, backend=args.backend, progress=make_progress(args.quiet),
-        report_name=None if report is None else report.name, budget_from_process_start=True,
+    options = RunOptions.from_args(
+        args, task=case.task.name, config=config, weights=weights, report_dir=report_dir,
+        report_name=None if report is None else report.name, preview_dir=report_dir if args.preview else None,
     )
+    segment(case.image, output_dir=output_path.parent, options=options, progress=make_progress(args.quiet))
     check_single_output(output_path.parent)
     print(output_path)
     return 0

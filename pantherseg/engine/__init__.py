@@ -9,7 +9,8 @@ The data flow, one module a step:
 - ``preprocessing``: nnU-Net's own preprocessing, once per preprocessing group;
 - ``sliding_window``: tiles, Gaussian weighting, batching, early stop;
 - ``resampling``, ``to_image_space``: logits back to the image grid, as nnU-Net's export does;
-- ``ensemble``: members in priority order, the time budget (``deadline``), the weighted mean;
+- ``ensemble``: members in priority order, the time budget (``deadline``); ``weighted_mean``: the shared
+  preprocessed inputs and the running weighted mean;
 - ``memory_estimate``: will this prediction fit in the memory left (checked before predicting).
 
 The engine reads images only through ``pantherseg.io`` and never imports the API or the entry points.
