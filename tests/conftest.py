@@ -52,6 +52,18 @@ def budget_counts_from_the_test_start(monkeypatch):
     monkeypatch.setattr(deadline, "seconds_since_process_start", lambda: time.monotonic() - started)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (then back): on two shared cores two threads mostly wait for
+    each other. Modules of many tiny predictions use it with ``pytest.mark.usefixtures``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 MODEL_A = "Dataset801_Test/nnUNetTrainer_DA5Segord0_150epochs__nnUNetPlans__3d_fullres"
 MODEL_B = "Dataset802_Test/nnUNetTrainer_Foo__nnUNetPlans__3d_fullres"
 

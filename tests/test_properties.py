@@ -30,6 +30,9 @@ from pantherseg.errors import PantherError
 from pantherseg.io.images import mask_image, volume_from_image, write_image_atomically
 from pantherseg.engine.memory_estimate import check_prediction_fits
 
+# Two threads on two shared cores mostly wait for each other; one is several times faster here.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # The fixtures (ensembles, one torch thread) hold no per-example state.
 SLOW_AND_FIXTURES = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 MICRO_MODEL = "Dataset803_Micro/nnUNetTrainer_Micro__nnUNetPlans__3d_fullres"
@@ -55,17 +58,6 @@ def micro_ensemble(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_ensemble(tiny_weights, tiny_config):
     return Ensemble.load(config=load_config(tiny_config), task="t1", weights=tiny_weights, device="cpu")
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Two threads on two shared cores mostly wait for each other; one is several times faster here."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @st.composite

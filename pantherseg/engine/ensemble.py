@@ -47,6 +47,11 @@ class MemberOutcome:
     tiles_total: int = 0
     network_s: float = 0.0
 
+    def settle(self, status: str, reason: str) -> None:
+        """A status other than plain 'ran', with the reason the run report and the log give."""
+        self.status, self.reason = status, reason
+        log.warning("%s (%s): %s", self.name, status, reason)
+
 
 @dataclass
 class Prediction:
@@ -159,7 +164,7 @@ class Ensemble:
                                                  may_stop=True, progress=progress)
             cost_model.record(_cost_key(member), _patch_voxels(member), outcome.tiles_done, outcome.network_s)
             timings["network"] += outcome.network_s
-            if not self._settle_status(member, outcome, completed, others_finished=mean.has_members):
+            if not self._settle_status(outcome, completed, others_finished=mean.has_members):
                 progress.member_finished(outcome)
                 inputs.done(member)
                 continue
@@ -211,14 +216,12 @@ class Ensemble:
         projected = per_tile * outcome.tiles_total + export_estimate
         if projected <= deadline.remaining_for_members():
             return False
-        outcome.status = "skipped"
-        outcome.reason = (f"projected {projected:.0f} s ({outcome.tiles_total} tiles) but only "
-                          f"{max(0.0, deadline.remaining_for_members()):.0f} s of the budget left")
-        log.warning("Skipping %s: %s", member.name, outcome.reason)
+        outcome.settle("skipped", f"projected {projected:.0f} s ({outcome.tiles_total} tiles) but only "
+                                  f"{max(0.0, deadline.remaining_for_members()):.0f} s of the budget left")
         return True
 
     @staticmethod
-    def _settle_status(member: Member, outcome: MemberOutcome, completed: bool, *, others_finished: bool) -> bool:
+    def _settle_status(outcome: MemberOutcome, completed: bool, *, others_finished: bool) -> bool:
         """ran, partial or stopped after the sliding window; True if the member's logits are used.
 
         A member the deadline stopped is dropped when another member has finished, and kept as
@@ -227,15 +230,11 @@ class Ensemble:
             outcome.status = "ran"
             return True
         if others_finished:
-            outcome.status = "stopped"
-            outcome.reason = (f"stopped after {outcome.tiles_done}/{outcome.tiles_total} tiles: "
-                              f"it would not finish within the budget")
-            log.warning("%s %s", member.name, outcome.reason)
+            outcome.settle("stopped", f"stopped after {outcome.tiles_done}/{outcome.tiles_total} tiles: "
+                                      f"it would not finish within the budget")
             return False
-        outcome.status = "partial"
-        outcome.reason = (f"only {outcome.tiles_done}/{outcome.tiles_total} tiles fit the budget; "
-                          f"kept because no other member had finished (its unvisited voxels get no weight)")
-        log.warning("%s: %s", member.name, outcome.reason)
+        outcome.settle("partial", f"only {outcome.tiles_done}/{outcome.tiles_total} tiles fit the budget; kept "
+                                  f"because no other member had finished (its unvisited voxels get no weight)")
         return True
 
     def _run_member(self, member: Member, data, outcome: MemberOutcome, deadline: Deadline,

@@ -33,6 +33,9 @@ from pantherseg.engine.ensemble import Ensemble
 from pantherseg.errors import InputError, ResourceError
 from pantherseg.io.images import mask_image, read_volume, volume_from_image, write_image_atomically
 
+# Two threads on two shared cores mostly wait for each other; one is several times faster here.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REPO = Path(__file__).resolve().parents[2]
 OUTPUT_SLUG = "pancreatic-tumor-segmentation"
 OBLIQUE_LEFT_HANDED = (0.99619, 0, 0.08716, 0, -1, 0, -0.08716, 0, 0.99619)  # det = -1 (y flipped)
@@ -303,17 +306,6 @@ def micro_weights(tmp_path_factory):
 def micro_ensemble(micro_weights):
     root, config = micro_weights
     return Ensemble.load(config=load_config(config), task="t2", weights=root, device="cpu")
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Two threads on two shared cores mostly wait for each other; one is several times faster here."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def assert_mask_matches(mask, image) -> None:
