@@ -56,8 +56,8 @@ def child(work: Path, threads: int | None) -> dict:
 
     from pantherseg.config import load_config
     from pantherseg.engine.ensemble import Ensemble
-    from pantherseg.io.images import mask_image, read_volume, write_image_atomically
     from pantherseg.engine.memory_estimate import check_prediction_fits
+    from pantherseg.io.images import mask_image, read_volume, write_image_atomically
 
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     timings = {}

@@ -22,11 +22,11 @@ from pantherseg.errors import InputError, PantherError
 from pantherseg.io.images import (check_writable, image_stem, is_image_file, mask_image, read_volume,
                                   write_image_atomically)
 from pantherseg.io.outputs import check_output_formats, write_outputs
+from pantherseg.io.report import build_report, write_report
+from pantherseg.io.tumour_stats import tumour_statistics
 from pantherseg.options import RunOptions
 from pantherseg.paths import default_config, default_weights
-from pantherseg.io.report import build_report, write_report
 from pantherseg.run_state import mark_completed
-from pantherseg.io.tumour_stats import tumour_statistics
 
 log = logging.getLogger(__name__)
 

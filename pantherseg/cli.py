@@ -144,10 +144,11 @@ def _select(args: argparse.Namespace) -> int:
 
     from pantherseg.config import load_config
     from pantherseg.errors import InputError
-    from pantherseg.paths import default_config
     from pantherseg.evaluation.select_files import (costs_from_json, costs_from_reports, load_validation_cases,
-                                         selected_config)
-    from pantherseg.evaluation.selection import format_comparison, ranking_objective, select_ensemble, weighted_objective
+                                                    selected_config)
+    from pantherseg.evaluation.selection import (format_comparison, ranking_objective, select_ensemble,
+                                                 weighted_objective)
+    from pantherseg.paths import default_config
 
     base = load_config(args.config or default_config())
     members = [m.name for m in base.task(args.task).members]
@@ -191,9 +192,9 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
 def _export_openvino(args: argparse.Namespace) -> int:
     from pantherseg.config import load_config
-    from pantherseg.errors import ResourceError
     from pantherseg.engine.members import load_members
     from pantherseg.engine.openvino_backend import INSTALL_HINT, convert_member, ir_path, is_available
+    from pantherseg.errors import ResourceError
     from pantherseg.paths import default_config, default_weights
 
     if not is_available():

@@ -97,7 +97,8 @@ def test_undecodable_config_files_are_one_line(tmp_path, text, reason):
 
 def test_roles_are_free_text():
     """The paper's three roles are examples: a user's own ensemble may name other experts."""
-    raw = config_dict([member("a", "m/T__P__3d_fullres", role="pancreas-head expert"), member("b", "m/T__P__3d_fullres")])
+    raw = config_dict([member("a", "m/T__P__3d_fullres", role="pancreas-head expert"),
+                       member("b", "m/T__P__3d_fullres")])
     config = parse_config(raw)
     assert [m.role for m in config.task("t1").members] == ["pancreas-head expert", "all-rounder"]
     for bad in ("", "  ", "x" * 129, "line\nbreak", None):

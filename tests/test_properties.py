@@ -26,9 +26,9 @@ from model_factory import config_dict, load_plans, make_model_folder, member, sh
 
 from pantherseg.config import load_config
 from pantherseg.engine.ensemble import Ensemble
+from pantherseg.engine.memory_estimate import check_prediction_fits
 from pantherseg.errors import PantherError
 from pantherseg.io.images import mask_image, volume_from_image, write_image_atomically
-from pantherseg.engine.memory_estimate import check_prediction_fits
 
 # Two threads on two shared cores mostly wait for each other; one is several times faster here.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

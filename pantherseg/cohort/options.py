@@ -44,11 +44,11 @@ def wants_cohort(args: argparse.Namespace) -> bool:
 
 def predict_cohort(args: argparse.Namespace) -> int:
     """``pantherseg predict`` in the cohort route: prints each mask path; exit 1 if any case failed."""
-    from pantherseg.options import RunOptions
     from pantherseg.cohort.progress import make_cohort_progress
     from pantherseg.cohort.report import report_stem
     from pantherseg.cohort.run import run_cohort
     from pantherseg.errors import InputError
+    from pantherseg.options import RunOptions
 
     if args.member_outputs is not None or args.preview:
         raise InputError("--member-outputs and --preview are not available in the cohort route "

@@ -101,7 +101,8 @@ class CohortReport:
         """Write ``<stem>.csv`` and ``<stem>.json`` (each atomically); returns both paths."""
         stem = Path(stem)
         csv_path = write_text_atomically(stem.with_name(stem.name + ".csv"), self.csv_text())
-        json_path = write_text_atomically(stem.with_name(stem.name + ".json"), json.dumps(self.as_dict(), indent=2) + "\n")
+        json_path = write_text_atomically(stem.with_name(stem.name + ".json"),
+                                          json.dumps(self.as_dict(), indent=2) + "\n")
         return csv_path, json_path
 
     def summary(self) -> str:

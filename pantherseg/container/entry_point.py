@@ -28,7 +28,8 @@ log = logging.getLogger("pantherseg")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="inference.py", description="Segment the pancreatic tumour of one case in grand-challenge's folder layout.")
+        prog="inference.py",
+        description="Segment the pancreatic tumour of one case in grand-challenge's folder layout.")
     parser.add_argument("--input", type=Path, default=GRAND_CHALLENGE_INPUT,
                         help="folder holding inputs.json and images/<slug>/ (default: /input)")
     parser.add_argument("--output", type=Path, default=GRAND_CHALLENGE_OUTPUT,

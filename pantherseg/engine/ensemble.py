@@ -24,11 +24,11 @@ import numpy as np
 
 from pantherseg.config import EnsembleConfig, TaskSpec
 from pantherseg.engine.deadline import Deadline, TileCostModel
-from pantherseg.errors import ResourceError
-from pantherseg.io.images import Volume
 from pantherseg.engine.members import Member, build_network, load_members
 from pantherseg.engine.runtime import prepare_networks, resolve_backend, resolve_device, resolve_precision
 from pantherseg.engine.weighted_mean import SharedPreprocessing, WeightedMean
+from pantherseg.errors import ResourceError
+from pantherseg.io.images import Volume
 from pantherseg.io.report import USED_STATUSES
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pantherseg.config import MemberSpec, TaskSpec
 from pantherseg.engine.architectures import build_network_on_meta, check_architecture
 from pantherseg.engine.checkpoint import Checkpoint, load_checkpoint
-from pantherseg.config import MemberSpec, TaskSpec
 from pantherseg.errors import ModelError
 
 if TYPE_CHECKING:

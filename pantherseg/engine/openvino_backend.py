@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pantherseg.errors import ModelError, ResourceError
 from pantherseg.engine.checkpoint import checkpoint_sha256
 from pantherseg.engine.members import Member, build_network
+from pantherseg.errors import ModelError, ResourceError
 
 log = logging.getLogger(__name__)
 

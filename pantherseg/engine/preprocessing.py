@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pantherseg.io.images import Volume
 from pantherseg.engine.members import Member
+from pantherseg.io.images import Volume
 
 
 @dataclass

@@ -14,8 +14,8 @@ import logging
 
 from pantherseg.config import BACKENDS as CONFIG_BACKENDS
 from pantherseg.config import PRECISIONS as CONFIG_PRECISIONS
-from pantherseg.errors import PantherError, ResourceError
 from pantherseg.engine.members import Member
+from pantherseg.errors import PantherError, ResourceError
 
 log = logging.getLogger(__name__)
 

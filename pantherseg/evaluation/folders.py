@@ -29,9 +29,9 @@ from typing import Sequence
 import numpy as np
 
 from pantherseg.errors import InputError
-from pantherseg.io.images import IMAGE_SUFFIXES, image_stem, is_image_file, itk_error_line
 from pantherseg.evaluation.metrics import (METRIC_NAMES, Aggregate, CaseMetrics, LeaderboardEntry,
-                                aggregate, binarise, case_metrics, leaderboard)
+                                           aggregate, binarise, case_metrics, leaderboard)
+from pantherseg.io.images import IMAGE_SUFFIXES, image_stem, is_image_file, itk_error_line
 
 logger = logging.getLogger(__name__)
 

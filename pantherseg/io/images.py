@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pantherseg.errors import InputError, OutputError, one_line
 from pantherseg.io.detached_headers import data_file, require_data_file
 from pantherseg.io.files import atomic_file
-from pantherseg.errors import InputError, OutputError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ class Volume:
 
     data: np.ndarray  # (1, z, y, x) float32
     spacing_zyx: tuple[float, float, float]
-    sitk_image: object = field(repr=False)  # the SimpleITK image as read: the mask copies its size, spacing, origin, direction
+    # The SimpleITK image as read: the mask copies its size, spacing, origin and direction.
+    sitk_image: object = field(repr=False)
     source: str = "<memory>"
     notes: list[str] = field(default_factory=list)
 

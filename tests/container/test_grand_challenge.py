@@ -9,8 +9,8 @@ import pytest
 from conftest import synthetic_image, write_gc_input
 from model_factory import config_dict, member
 from pantherseg.config import parse_config
-from pantherseg.errors import InputError
 from pantherseg.container.grand_challenge import check_single_output, locate_case
+from pantherseg.errors import InputError
 
 CONFIG = parse_config(config_dict([member("a", "M/T__P__3d_fullres")], [member("b", "M/T__P__3d_fullres")]))
 IMAGE = synthetic_image(shape_zyx=(8, 8, 8))

@@ -16,8 +16,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from pantherseg.errors import ModelError
 from pantherseg.container.model_tarball import build_model_tarball, human_size, main, scan_weights, verify_model_tarball
+from pantherseg.errors import ModelError
 
 REPO = Path(__file__).resolve().parents[2]
 EXPORT_SH = REPO / "export.sh"

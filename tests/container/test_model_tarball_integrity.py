@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pantherseg.errors import ModelError
 from pantherseg.container.model_tarball import build_model_tarball, main, verify_model_tarball
+from pantherseg.errors import ModelError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -166,8 +166,8 @@ def test_segment_counts_from_the_call_unless_the_entry_point_says_process_start(
     # start) count the interpreter's life too, and here that is already past the budget.
     import SimpleITK as sitk
 
-    from pantherseg.engine import deadline as deadline_module
     from pantherseg.api import segment
+    from pantherseg.engine import deadline as deadline_module
 
     monkeypatch.setattr(deadline_module, "seconds_since_process_start", lambda: 3600.0)
     path = tmp_path / "case.mha"

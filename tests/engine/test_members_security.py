@@ -17,8 +17,8 @@ from conftest import MODEL_A
 from model_factory import config_dict, member
 
 from pantherseg.config import parse_config
-from pantherseg.errors import ModelError
 from pantherseg.engine.members import load_members
+from pantherseg.errors import ModelError
 
 
 @pytest.fixture

@@ -17,11 +17,11 @@ from model_factory import config_dict, member  # noqa: E402
 from pantherseg.cli import main  # noqa: E402
 from pantherseg.config import load_config  # noqa: E402
 from pantherseg.engine.ensemble import Ensemble  # noqa: E402
+from pantherseg.engine.openvino_backend import (  # noqa: E402
+    CHECKSUM_KEY, OpenVinoNetwork, check_precision, find_current, find_or_convert, ir_path, native_bf16)
 from pantherseg.engine.runtime import resolve_backend  # noqa: E402
 from pantherseg.errors import PantherError, ResourceError  # noqa: E402
 from pantherseg.io.images import volume_from_image  # noqa: E402
-from pantherseg.engine.openvino_backend import (CHECKSUM_KEY, OpenVinoNetwork, check_precision, find_current,  # noqa: E402
-                                         find_or_convert, ir_path, native_bf16)
 
 
 @pytest.fixture(scope="module")

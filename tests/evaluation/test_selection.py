@@ -6,7 +6,7 @@ import pytest
 from pantherseg.errors import InputError, ResourceError
 from pantherseg.evaluation.metrics import Aggregate
 from pantherseg.evaluation.selection import (ValidationCase, format_comparison, ranking_objective,
-                                  select_ensemble, weighted_objective)
+                                             select_ensemble, weighted_objective)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # scipy.ndimage.filters use
 

@@ -19,8 +19,8 @@ import pytest
 import SimpleITK as sitk
 
 from pantherseg.engine import memory_estimate
-from pantherseg.io import host_memory
 from pantherseg.errors import InputError, ResourceError
+from pantherseg.io import host_memory
 from pantherseg.io.images import read_volume, volume_from_image
 
 VOXELS_8 = np.arange(512, dtype="<f4").tobytes()
