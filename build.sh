@@ -56,7 +56,7 @@ if [[ "$bake" == true ]]; then
     # Docker copies a symlink as a link: dangling in the image if it points out of weights/.
     [[ ! -L "$repo/weights" ]] \
         || fail "weights/ is a symlink, which Docker cannot copy into the image: make it a real folder (or use the model tarball)"
-    PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$python" -m pantherseg.model_tarball check --weights "$repo/weights" \
+    PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$python" -m pantherseg.container.model_tarball check --weights "$repo/weights" \
         || fail "weights/ cannot be baked into the image (see the line above)"
 fi
 

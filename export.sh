@@ -71,7 +71,7 @@ mkdir -p "$output"
 output="$(cd "$output" && pwd)"
 
 echo "== model.tar.gz from $weights" >&2
-"$python" -m pantherseg.model_tarball build \
+"$python" -m pantherseg.container.model_tarball build \
     --weights "$weights" --output "$output/model.tar.gz" \
     || fail "model.tar.gz was not written (see the line above)"
 
@@ -91,7 +91,7 @@ if [[ "$skip_image" != 1 ]]; then
 fi
 
 size_of() {
-    "$python" -c 'import os, sys; from pantherseg.model_tarball import human_size; print(human_size(os.path.getsize(sys.argv[1])))' "$1"
+    "$python" -c 'import os, sys; from pantherseg.container.model_tarball import human_size; print(human_size(os.path.getsize(sys.argv[1])))' "$1"
 }
 
 echo

@@ -55,9 +55,9 @@ def child(work: Path, threads: int | None) -> dict:
     import torch
 
     from pantherseg.config import load_config
-    from pantherseg.engine import Ensemble
-    from pantherseg.image_io import mask_image, read_volume, write_image_atomically
-    from pantherseg.memory import check_prediction_fits
+    from pantherseg.engine.ensemble import Ensemble
+    from pantherseg.engine.memory_estimate import check_prediction_fits
+    from pantherseg.io.images import mask_image, read_volume, write_image_atomically
 
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     timings = {}
@@ -81,7 +81,7 @@ def child(work: Path, threads: int | None) -> dict:
     stand_in_s = sum(s.seconds for s in stand_ins)
     timings["sliding-window bookkeeping (tiles, Gaussian sums)"] = prediction.timings_s["network"] - stand_in_s
     started = time.perf_counter()
-    write_image_atomically(mask_image(prediction.mask, volume.reference), work / "mask.mha")
+    write_image_atomically(mask_image(prediction.mask, volume.sitk_image), work / "mask.mha")
     timings["write"] = time.perf_counter() - started
     return {
         "timings_s": timings, "cpu_side_s": sum(timings.values()), "stand_in_network_s": stand_in_s,

@@ -147,7 +147,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         build_workload(work, args.members)
-        from pantherseg.openvino_backend import native_bf16
+        from pantherseg.engine.openvino_backend import native_bf16
 
         routes = [r for r in args.routes.split(",") if native_bf16() or not r.endswith("bf16")]
         routes = ([] if args.skip_reference else ["reference"]) + routes

@@ -84,7 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from pantherseg.openvino_backend import native_bf16
+    from pantherseg.engine.openvino_backend import native_bf16
 
     rows, raw = [], {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,20 +16,21 @@ from typing import Sequence
 import numpy as np
 
 from pantherseg.config import EnsembleConfig, load_config
-from pantherseg.deadline import Deadline
-from pantherseg.engine import Ensemble, ProgressListener, outcomes_as_dicts
+from pantherseg.engine.deadline import Deadline
+from pantherseg.engine.ensemble import Ensemble, ProgressListener, outcomes_as_dicts
 from pantherseg.errors import InputError, PantherError
-from pantherseg.image_io import (check_writable, image_stem, is_image_file, mask_image, read_volume,
+from pantherseg.io.images import (check_writable, image_stem, is_image_file, mask_image, read_volume,
                                   write_image_atomically)
-from pantherseg.outputs import check_output_formats, write_outputs
+from pantherseg.io.outputs import check_output_formats, write_outputs
+from pantherseg.io.report import build_report, write_report
+from pantherseg.io.tumour_stats import tumour_statistics
+from pantherseg.options import RunOptions
 from pantherseg.paths import default_config, default_weights
-from pantherseg.report import build_report, write_report
 from pantherseg.run_state import mark_completed
-from pantherseg.tumour_stats import tumour_statistics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["segment", "segment_case", "Ensemble", "CaseResult", "collect_inputs"]
+__all__ = ["segment", "segment_case", "Ensemble", "CaseResult", "RunOptions", "collect_inputs"]
 
 
 @dataclass
@@ -74,59 +75,22 @@ def segment(
     inputs: Path | str | Sequence[Path | str],
     *,
     output_dir: Path | str,
-    task: str = "t1",
-    config: Path | str | EnsembleConfig | None = None,
-    weights: Path | str | None = None,
-    device: str = "auto",
-    report_dir: Path | str | None = None,
-    member_outputs_dir: Path | str | None = None,
-    preview_dir: Path | str | None = None,
-    time_budget_s: float | None = None,
-    tile_batch_size: int = 1,
-    precision: str | None = None,
-    backend: str | None = None,
-    stop_on_error: bool = True,
+    options: RunOptions | None = None,
     progress: ProgressListener | None = None,
     clock=time.monotonic,
-    output_formats: Sequence[str] = ("mha",),
-    series_uid: str | None = None,
-    roi_name: str | None = None,
-    report_name: str | None = None,
-    budget_from_process_start: bool = False,
+    **fields,
 ) -> list[CaseResult]:
     """Segment the tumour in each input image and write ``<output_dir>/<image stem>.mha``.
 
     Args:
         inputs: an image file, a folder of images, or a list of image files.
         output_dir: where the uint8 {0,1} masks go, one per input, with the input's geometry.
-        task: a task name of the config ("t1", "t2").
-        config: an ``ensemble_config.json`` path or a parsed config (default: the shipped one).
-        weights: the weights root the config's member folders are relative to (default: ``weights/``).
-        device: "auto" (CUDA if available), "cpu" or "cuda[:N]".
-        report_dir: where ``<stem>.report.json`` run reports go; None writes none.
-        member_outputs_dir: if set, each member's probabilities (float32, one vector component per
-            class) are written to ``<dir>/<member name>/<stem>.mha`` (the input ``pantherseg select``
-            needs) and the
-            member's own mask (its argmax) to ``<dir>/<member name>/masks/<stem>.mha``.
-        preview_dir: if set, also write ``<dir>/<stem>.preview.png`` (three orthogonal slices through the
-            tumour, or the image centre, with the mask overlaid).
-        time_budget_s: seconds per case (the first case counts from this call, model loading included);
-            default from the config; ``float('inf')`` disables the deadline.
-        tile_batch_size: tiles per network pass.
-        precision: "auto", "fp32", "bf16" or "fp16" (default: the config's, normally auto = fp16 on
-            CUDA, fp32 on the CPU).
-        backend: "auto", "torch", "onnxruntime" or "openvino" (default: the config's; see docs/speed.md).
-        stop_on_error: raise at the first bad case; False logs it, goes on, and returns it with ``error`` set.
+        options: how to segment (:class:`pantherseg.options.RunOptions`: task, config, weights, device,
+            time budget, precision, backend, output formats, where reports and previews go, ...).
         progress: progress listener (see pantherseg.progress).
         clock: monotonic clock in seconds (injectable for tests).
-        output_formats: one or more of "mha", "nii.gz", "dicom-seg", "rtstruct" (pantherseg.outputs); the
-            DICOM ones need DICOM folder inputs and the ``pantherseg[dicom]`` extra (docs/dicom.md).
-        series_uid: the SeriesInstanceUID to segment in a DICOM folder holding several series.
-        roi_name: the RTSTRUCT's ROI name (default "Pancreatic tumour").
-        report_name: the report's file name in ``report_dir`` (default ``<stem>.report.json``; one input only).
-        budget_from_process_start: the first case's budget counts from process start instead of this call,
-            as grand-challenge counts from container start (the entry points set it; a long-lived process
-            such as a notebook or a server must not, or its later calls would start out of time).
+        **fields: RunOptions fields as keywords, over ``options``: ``segment(path, output_dir=out,
+            task="t2", device="cpu")``.
 
     Output folders are probed (created, written, enough free space) before any model is loaded. A case
     that fails after its mask was written leaves neither mask nor report: both exist, or neither.
@@ -134,19 +98,22 @@ def segment(
     Every model is validated before the first image is read; errors are PantherError subclasses.
     """
     called_at = clock()
+    options = (options or RunOptions()).but(**fields)
     paths = collect_inputs(inputs)
-    output_formats = check_output_formats(output_formats, paths)  # before any model is loaded
-    if report_name is not None and len(paths) != 1:
+    options = options.but(output_formats=check_output_formats(options.output_formats, paths))  # before loading
+    if options.report_name is not None and len(paths) != 1:
         raise InputError(f"report_name names one report, but there are {len(paths)} inputs.")
-    check_writable([output_dir, report_dir, member_outputs_dir, preview_dir],
+    check_writable([output_dir, options.report_dir, options.member_outputs_dir, options.preview_dir],
                    [Path(output_dir) / f"{image_stem(p)}.mha" for p in paths])
     output_dir = Path(output_dir)
+    config = options.config
     config = config if isinstance(config, EnsembleConfig) else load_config(config or default_config())
-    weights = Path(weights) if weights is not None else default_weights()
-    ensemble = Ensemble.load(config=config, task=task, weights=weights, device=device,
-                             tile_batch_size=tile_batch_size, precision=precision, backend=backend)
+    weights = Path(options.weights) if options.weights is not None else default_weights()
+    ensemble = Ensemble.load(config=config, task=options.task, weights=weights, device=options.device,
+                             tile_batch_size=options.tile_batch_size, precision=options.precision,
+                             backend=options.backend)
     ensemble.keep_networks = len(paths) > 1
-    budget = config.time_budget_s if time_budget_s is None else time_budget_s
+    budget = config.time_budget_s if options.time_budget_s is None else options.time_budget_s
 
     results = []
     for index, path in enumerate(paths):
@@ -155,16 +122,14 @@ def segment(
         if index > 0:
             started_at = clock()
         else:
-            started_at = None if budget_from_process_start else called_at  # None: Deadline uses process start
+            started_at = None if options.budget_from_process_start else called_at  # None: from process start
         deadline = Deadline(budget_s=budget, reserve_s=min(config.export_reserve_s, budget / 2), clock=clock,
                             started_at=started_at)
         try:
-            results.append(_segment_one(ensemble, path, output_dir, output_formats=output_formats, series_uid=series_uid,
-                                        roi_name=roi_name, deadline=deadline, report_dir=report_dir,
-                                        member_outputs_dir=member_outputs_dir, preview_dir=preview_dir, progress=progress,
-                                        weights=weights, config=config, report_name=report_name))
+            results.append(_segment_one(ensemble, path, output_dir, options=options, deadline=deadline,
+                                        progress=progress, weights=weights, config=config))
         except PantherError as error:
-            if stop_on_error:
+            if options.stop_on_error:
                 raise
             log.error("%s: %s", path.name, error)
             results.append(CaseResult(input=path, output=None, report=None, error=str(error)))
@@ -184,22 +149,21 @@ def segment_case(ensemble: Ensemble, path: Path | str, *, output_dir: Path | str
     budget = config.time_budget_s if time_budget_s is None else time_budget_s
     deadline = Deadline(budget_s=budget, reserve_s=min(config.export_reserve_s, budget / 2), clock=clock,
                         started_at=clock())
-    return _segment_one(ensemble, Path(path), Path(output_dir), deadline=deadline, report_dir=report_dir,
-                        member_outputs_dir=None, preview_dir=None, progress=progress, weights=Path(weights),
-                        config=config, name=name, run_hash=run_hash)
+    return _segment_one(ensemble, Path(path), Path(output_dir), options=RunOptions(report_dir=report_dir),
+                        deadline=deadline, progress=progress, weights=Path(weights), config=config, name=name,
+                        run_hash=run_hash)
 
 
-def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, output_formats: Sequence[str] = ("mha",),
-                 series_uid: str | None = None, roi_name: str | None = None, deadline: Deadline, report_dir,
-                 member_outputs_dir, preview_dir, progress, weights: Path, config: EnsembleConfig,
-                 name: str | None = None, run_hash: str | None = None, report_name: str | None = None) -> CaseResult:
+def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, options: RunOptions, deadline: Deadline,
+                 progress, weights: Path, config: EnsembleConfig, name: str | None = None,
+                 run_hash: str | None = None) -> CaseResult:
     stem = name or image_stem(path)
     started = time.perf_counter()
     dicom_series = None
     if path.is_dir():  # collect_inputs gives folders only when they hold DICOM files
         from pantherseg.dicom.series import read_series
 
-        dicom_series = read_series(path, series_uid=series_uid)
+        dicom_series = read_series(path, series_uid=options.series_uid)
         volume = dicom_series.volume
     else:
         volume = read_volume(path)
@@ -208,46 +172,45 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, output_for
     if output_path.resolve() == path.resolve():
         raise InputError(f"The mask would overwrite its input {path}; choose another output folder.")
 
-    from pantherseg.memory import check_prediction_fits
+    from pantherseg.engine.memory_estimate import check_prediction_fits
 
     check_prediction_fits(volume, ensemble)  # before the engine allocates anything big
     prediction = ensemble.predict(volume, deadline=deadline, progress=progress,
-                                  keep_member_probabilities=member_outputs_dir is not None)
+                                  keep_member_probabilities=options.member_outputs_dir is not None)
 
     started = time.perf_counter()
     written, output_notes = write_outputs(
-        output_formats, prediction.mask, volume.reference, output_path.parent, output_path.name[: -len(".mha")],
-        dicom_series=dicom_series, algorithm=None if dicom_series is None else _algorithm(ensemble, prediction),
-        roi_name=roi_name)
+        options.output_formats, prediction.mask, volume.sitk_image, output_path.parent,
+        output_path.name[: -len(".mha")], dicom_series=dicom_series,
+        algorithm=None if dicom_series is None else _algorithm(ensemble, prediction), roi_name=options.roi_name)
     try:  # from here on a failure (or SIGTERM) removes the outputs: mask and report exist together or not at all
         result = _finish_case(ensemble, path, volume, prediction, written, output_notes, started, read_s, stem,
-                              report_dir=report_dir, report_name=report_name, member_outputs_dir=member_outputs_dir,
-                              weights=weights, config=config, run_hash=run_hash)
+                              options=options, weights=weights, config=config, run_hash=run_hash)
     except BaseException:
         for leftover in written:
             Path(leftover).unlink(missing_ok=True)
         raise
     mark_completed(written)
-    if preview_dir is not None:
-        from pantherseg.preview import write_preview
+    if options.preview_dir is not None:
+        from pantherseg.io.preview import write_preview
 
         try:
             result.preview_path = write_preview(volume, prediction.mask,
-                                                Path(preview_dir) / f"{stem}.preview.png")
+                                                Path(options.preview_dir) / f"{stem}.preview.png")
         except (OSError, ImportError, RuntimeError) as error:
             # The mask is written and correct; a missing picture must not fail the case.
             log.warning("%s: preview not written: %s", path.name, error)
     return result
 
 
-def _finish_case(ensemble, path, volume, prediction, written, output_notes, started, read_s, stem, *, report_dir,
-                 report_name, member_outputs_dir, weights, config, run_hash) -> CaseResult:
+def _finish_case(ensemble, path, volume, prediction, written, output_notes, started, read_s, stem, *,
+                 options: RunOptions, weights, config, run_hash) -> CaseResult:
     """Member outputs and the report, once the mask is written."""
     output_path = written[0]
     prediction.notes.extend(output_notes)
     write_s = time.perf_counter() - started
-    if member_outputs_dir is not None:
-        _write_member_probabilities(prediction, volume, Path(member_outputs_dir), stem, ensemble)
+    if options.member_outputs_dir is not None:
+        _write_member_probabilities(prediction, volume, Path(options.member_outputs_dir), stem, ensemble)
 
     timings = {"load": ensemble.load_s, "read": read_s, **prediction.timings_s, "write": write_s}
     voxel_volume = float(np.prod(volume.spacing_zyx))
@@ -256,7 +219,7 @@ def _finish_case(ensemble, path, volume, prediction, written, output_notes, star
         task=ensemble.task.name, input_path=str(path), output_path=str(output_path),
         device=f"{ensemble.device} ({ensemble.backend}, {ensemble.autocast_dtype or 'float32'})",
         geometry=volume.geometry(), outcomes=outcomes_as_dicts(prediction.outcomes), timings_s=timings,
-        tumor_statistics=tumour_statistics(prediction.mask, volume.reference), output_paths=[str(p) for p in written],
+        tumor_statistics=tumour_statistics(prediction.mask, volume.sitk_image), output_paths=[str(p) for p in written],
         notes=prediction.notes, weights=str(weights), config=str(config.source or "<in memory>"),
         tumor_voxels=tumor_voxels, tumor_volume_mm3=tumor_voxels * voxel_volume, run_hash=run_hash,
     )
@@ -264,8 +227,9 @@ def _finish_case(ensemble, path, volume, prediction, written, output_notes, star
              tumor_voxels * voxel_volume / 1000, report["members_used"])
     log.info("time per stage (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     result = CaseResult(input=path, output=output_path, report=report)
-    if report_dir is not None:
-        result.report_path = write_report(report, Path(report_dir) / (report_name or f"{stem}.report.json"))
+    if options.report_dir is not None:
+        name = options.report_name or f"{stem}.report.json"
+        result.report_path = write_report(report, Path(options.report_dir) / name)
     return result
 
 
@@ -295,7 +259,7 @@ def _write_member_probabilities(prediction, volume, folder: Path, stem: str, ens
     for name, probabilities in prediction.member_probabilities.items():
         image = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(probabilities, 0, -1), dtype=np.float32),
                                        isVector=True)
-        image.CopyInformation(volume.reference)
+        image.CopyInformation(volume.sitk_image)
         write_image_atomically(image, folder / name / f"{stem}.mha")
         own_mask = (probabilities.argmax(0) == tumor).astype(np.uint8)
-        write_image_atomically(mask_image(own_mask, volume.reference), folder / name / "masks" / f"{stem}.mha")
+        write_image_atomically(mask_image(own_mask, volume.sitk_image), folder / name / "masks" / f"{stem}.mha")

@@ -16,40 +16,9 @@ import sys
 from pathlib import Path
 
 from pantherseg import __version__
+from pantherseg.options import add_run_options
 
 log = logging.getLogger("pantherseg")
-
-
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``pantherseg predict`` and ``inference.py``."""
-    from pantherseg.config import BACKENDS
-
-    parser.add_argument("--config", type=Path, default=None,
-                        help="ensemble_config.json (default: the one shipped next to the package)")
-    parser.add_argument("--device", default="auto",
-                        help="auto (CUDA if available, else CPU), cpu, or cuda[:N] (default: auto)")
-    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                        help="seconds per case before members are skipped (default: the config's "
-                             "time_budget_s, 300; 0 disables the deadline)")
-    parser.add_argument("--tile-batch-size", type=int, default=1, metavar="N",
-                        help="tiles per network pass (default: 1)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
-                        help="network arithmetic (default: the config's, auto = fp16 autocast on CUDA, "
-                             "fp32 on the CPU; bf16 is about 3x faster on CPUs with AMX)")
-    parser.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="run the networks with PyTorch, ONNX Runtime or OpenVINO (CPU only) (default: the "
-                             "config's, auto = OpenVINO on the CPU if installed, else torch; torch on CUDA)")
-    parser.add_argument("--preview", action="store_true",
-                        help="also write <case>.preview.png: three slices with the mask overlaid")
-    verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-
-
-def budget_from_flag(value: float | None) -> float | None:
-    if value is None:
-        return None
-    return float("inf") if value == 0 else value
 
 
 class _CurrentStderrHandler(logging.StreamHandler):
@@ -90,7 +59,7 @@ def run_guarded(function, *args, **kwargs) -> int:
     and exit 130 rather than a KeyboardInterrupt traceback or death by a signal. The line says which
     outputs were completed (mask and report both written) before the interruption, if any.
     """
-    from pantherseg.errors import PantherError
+    from pantherseg.errors import PantherError, ResourceError
 
     terminated = []
     deciding = []
@@ -117,7 +86,7 @@ def run_guarded(function, *args, **kwargs) -> int:
         if isinstance(error, MemoryError):
             print("pantherseg error: out of memory; try a machine with more RAM or a smaller image.",
                   file=sys.stderr)
-            return 5
+            return ResourceError.exit_code
         raise
     return int(result or 0)
 
@@ -141,17 +110,15 @@ def _predict(args: argparse.Namespace) -> int:
     if wants_cohort(args):
         return predict_cohort(args)
     from pantherseg.api import segment
+    from pantherseg.options import RunOptions
     from pantherseg.progress import make_progress
 
-    results = segment(
-        args.input, output_dir=args.output, task=args.task, config=args.config, weights=args.weights,
-        device=args.device, report_dir=None if args.no_report else args.output,
+    options = RunOptions.from_args(
+        args, task=args.task, weights=args.weights, report_dir=None if args.no_report else args.output,
         member_outputs_dir=args.member_outputs, preview_dir=args.output if args.preview else None,
-        time_budget_s=budget_from_flag(args.time_budget), tile_batch_size=args.tile_batch_size,
-        precision=args.precision, backend=args.backend, stop_on_error=False, progress=make_progress(args.quiet),
-        output_formats=args.output_format, series_uid=args.series_uid, roi_name=args.roi_name,
-        budget_from_process_start=True,
+        stop_on_error=False, output_formats=args.output_format, series_uid=args.series_uid, roi_name=args.roi_name,
     )
+    results = segment(args.input, output_dir=args.output, options=options, progress=make_progress(args.quiet))
     failed = [r for r in results if r.error]
     for result in results:
         if result.output is not None:
@@ -164,7 +131,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from pantherseg.evaluation import evaluate, format_table
+    from pantherseg.evaluation.folders import evaluate, format_table
 
     result = evaluate(args.pred, args.gt, xyz_spacing_order=args.xyz_spacing, json_path=args.json,
                       csv_path=args.csv)
@@ -177,13 +144,13 @@ def _select(args: argparse.Namespace) -> int:
 
     from pantherseg.config import load_config
     from pantherseg.errors import InputError
+    from pantherseg.evaluation.select_files import (costs_from_json, costs_from_reports, load_validation_cases,
+                                                    selected_config)
+    from pantherseg.evaluation.selection import (format_comparison, ranking_objective, select_ensemble,
+                                                 weighted_objective)
     from pantherseg.paths import default_config
-    from pantherseg.select_files import (costs_from_json, costs_from_reports, load_validation_cases,
-                                         selected_config)
-    from pantherseg.selection import format_comparison, ranking_objective, select_ensemble, weighted_objective
 
-    config_path = args.config or default_config()
-    base = load_config(config_path)
+    base = load_config(args.config or default_config())
     members = [m.name for m in base.task(args.task).members]
     cases = load_validation_cases(args.member_outputs, args.gt, members, base.task(args.task).tumor_label)
     if args.costs is not None:
@@ -199,8 +166,7 @@ def _select(args: argparse.Namespace) -> int:
             raise InputError(f"--objective must look like dice=1,hd95=0.5, found '{args.objective}'.") from None
         objective = weighted_objective(weights)
     result = select_ensemble(cases, costs, budget, objective=objective, max_steps=args.max_steps)
-    raw = json.loads(Path(config_path).read_text(encoding="utf-8"))
-    args.out.write_text(json.dumps(selected_config(base, raw, args.task, result), indent=2) + "\n")
+    args.out.write_text(json.dumps(selected_config(base, args.task, result), indent=2) + "\n")
     print(f"{len(cases)} validation case(s), budget {budget:.1f} s per case")
     print(format_comparison(result))
     print(f"wrote {args.out}")
@@ -209,8 +175,8 @@ def _select(args: argparse.Namespace) -> int:
 
 def _export_onnx(args: argparse.Namespace) -> int:
     from pantherseg.config import load_config
-    from pantherseg.members import build_network, load_members
-    from pantherseg.onnx_backend import export_member, onnx_path
+    from pantherseg.engine.members import build_network, load_members
+    from pantherseg.engine.onnx_backend import export_member, onnx_path
     from pantherseg.paths import default_config, default_weights
 
     import torch
@@ -226,9 +192,9 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
 def _export_openvino(args: argparse.Namespace) -> int:
     from pantherseg.config import load_config
+    from pantherseg.engine.members import load_members
+    from pantherseg.engine.openvino_backend import INSTALL_HINT, convert_member, ir_path, is_available
     from pantherseg.errors import ResourceError
-    from pantherseg.members import load_members
-    from pantherseg.openvino_backend import INSTALL_HINT, convert_member, ir_path, is_available
     from pantherseg.paths import default_config, default_weights
 
     if not is_available():

@@ -41,7 +41,10 @@ from pathlib import Path
 from pantherseg.errors import ConfigError
 
 SUPPORTED_VERSIONS = (1,)
+# The winners' three kinds of expert; examples, not a restriction: a role is free text (it is reported,
+# never acted on), so a user's own ensemble may name other experts.
 KNOWN_ROLES = ("all-rounder", "volume", "boundary")
+MAX_ROLE_LENGTH = 128
 
 _TOP_KEYS = {"version", "tile_step_size", "use_mirroring", "time_budget_s", "export_reserve_s", "precision", "backend",
              "tasks"}
@@ -71,6 +74,13 @@ class MemberSpec:
     def describe(self) -> str:
         return f"member '{self.name}' ({self.model}, fold {self.fold}, {self.checkpoint})"
 
+    def to_dict(self) -> dict:
+        out = {"name": self.name, "role": self.role, "model": self.model, "fold": self.fold,
+               "checkpoint": self.checkpoint, "weight": self.weight}
+        if self.configuration != _configuration_from_folder(self.model):
+            out["configuration"] = self.configuration
+        return out
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -79,6 +89,10 @@ class TaskSpec:
     output_slug: str
     tumor_label: int
     members: tuple[MemberSpec, ...]
+
+    def to_dict(self) -> dict:
+        return {"input_slug": self.input_slug, "output_slug": self.output_slug, "tumor_label": self.tumor_label,
+                "members": [member.to_dict() for member in self.members]}
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,17 @@ class EnsembleConfig:
     version: int = 1
     source: Path | None = field(default=None, compare=False)
 
+    def to_dict(self) -> dict:
+        """The config as ``ensemble_config.json`` holds it: ``parse_config(config.to_dict())`` gives it back.
+
+        A member's ``configuration`` is written only where it differs from the one its folder name gives."""
+        return {
+            "version": self.version, "tile_step_size": self.tile_step_size, "use_mirroring": self.use_mirroring,
+            "time_budget_s": self.time_budget_s, "export_reserve_s": self.export_reserve_s,
+            "precision": self.precision, "backend": self.backend,
+            "tasks": {name: task.to_dict() for name, task in self.tasks.items()},
+        }
+
     def task(self, name: str) -> TaskSpec:
         if name not in self.tasks:
             raise ConfigError(
@@ -102,13 +127,21 @@ class EnsembleConfig:
             )
         return self.tasks[name]
 
+    @property
+    def input_slugs(self) -> list[str]:
+        """The input interface slugs of all tasks, sorted (for messages)."""
+        return sorted(t.input_slug for t in self.tasks.values())
+
+    def takes_slug(self, slug: str) -> bool:
+        return any(t.input_slug == slug for t in self.tasks.values())
+
     def task_for_slug(self, slug: str) -> TaskSpec:
+        """The task whose input interface is ``slug`` (ConfigError naming the known slugs if none)."""
         for task in self.tasks.values():
             if task.input_slug == slug:
                 return task
-        known = sorted(t.input_slug for t in self.tasks.values())
         raise ConfigError(
-            f"No task takes the input interface '{slug}'{_where(self.source)}; known input slugs: {known}."
+            f"No task takes the input interface '{slug}'{_where(self.source)}; known input slugs: {self.input_slugs}."
         )
 
 
@@ -237,8 +270,9 @@ def _parse_member(key: str, raw: object, fail, where: str) -> MemberSpec:
     if Path(model).is_absolute() or ".." in Path(model).parts:
         raise fail(f"{key}.model", "a folder path relative to the weights root, without '..'", model)
     role = raw.get("role", "all-rounder")
-    if role not in KNOWN_ROLES:
-        raise fail(f"{key}.role", f"one of {list(KNOWN_ROLES)}", role)
+    if not isinstance(role, str) or not role.strip() or len(role) > MAX_ROLE_LENGTH or not role.isprintable():
+        raise fail(f"{key}.role", f"a short free-text name of up to {MAX_ROLE_LENGTH} printable characters "
+                                  f"(e.g. one of {list(KNOWN_ROLES)})", role)
     fold = raw.get("fold")
     if not (fold == "all" or (isinstance(fold, int) and not isinstance(fold, bool) and fold >= 0)):
         raise fail(f"{key}.fold", "a non-negative integer or \"all\"", fold)

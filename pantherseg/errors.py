@@ -44,3 +44,14 @@ class ResourceError(PantherError):
     """The case cannot be processed within the memory or time available."""
 
     exit_code = 5
+
+
+def one_line(text: str, *, last: bool = False, default: str = "unknown error") -> str:
+    """One stripped, non-blank line of a library's multi-line message, for a one-line PantherError.
+
+    The first line by default (what went wrong, as torch and Ray put it first); ``last=True`` for a
+    traceback, which ends with the exception itself. ``default`` when there is no such line."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    if not lines:
+        return default
+    return lines[-1] if last else lines[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from pantherseg.engine import MemberOutcome, ProgressListener
+from pantherseg.engine.ensemble import MemberOutcome, ProgressListener
 
 log = logging.getLogger("pantherseg")
 

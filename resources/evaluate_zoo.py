@@ -33,7 +33,7 @@ import phantoms  # noqa: E402
 from pantherseg.api import segment  # noqa: E402
 from pantherseg.cli import main as cli_main  # noqa: E402
 from pantherseg.config import load_config  # noqa: E402
-from pantherseg.evaluation import evaluate, format_table  # noqa: E402
+from pantherseg.evaluation.folders import evaluate, format_table  # noqa: E402
 from pantherseg.paths import default_config  # noqa: E402
 
 VALIDATION_SEEDS = {"t1": tuple(range(2000, 2010)), "t2": tuple(range(2000, 2010))}

@@ -29,10 +29,39 @@ def pytest_collection_modifyitems(config, items):
     skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
     skip_container = pytest.mark.skip(reason="needs a built image: make container-test")
     for item in items:
-        if "slow" in item.keywords and not config.getoption("--runslow"):
+        # Markers, not keywords: a test's keywords include its folder names (tests/container/).
+        if item.get_closest_marker("slow") and not config.getoption("--runslow"):
             item.add_marker(skip_slow)
-        if "container" in item.keywords and not config.getoption("--container"):
+        if item.get_closest_marker("container") and not config.getoption("--container"):
             item.add_marker(skip_container)
+
+
+@pytest.fixture(autouse=True)
+def budget_counts_from_the_test_start(monkeypatch):
+    """Each test is a fresh process as far as the time budget is concerned.
+
+    The entry points (``main()``, ``inference.py``'s ``run()``) count the budget from process start, as
+    grand-challenge counts from container start. Called in process, that start is the test session's:
+    a test that ran after five minutes of others began out of time and skipped members (whether it did
+    depended on the order of the files). Subprocess tests are real processes and are unaffected."""
+    import time
+
+    from pantherseg.engine import deadline
+
+    started = time.monotonic()
+    monkeypatch.setattr(deadline, "seconds_since_process_start", lambda: time.monotonic() - started)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (then back): on two shared cores two threads mostly wait for
+    each other. Modules of many tiny predictions use it with ``pytest.mark.usefixtures``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 MODEL_A = "Dataset801_Test/nnUNetTrainer_DA5Segord0_150epochs__nnUNetPlans__3d_fullres"

@@ -46,7 +46,7 @@ def test_card_peaks_are_found_by_device_name(name, key, peak):
 
 
 def test_largest_task1_case_is_24_tiles_per_member():
-    from pantherseg.sliding_window import count_tiles
+    from pantherseg.engine.sliding_window import count_tiles
 
     at_1mm = [round(s * sp) for s, sp in zip(winners.LARGEST_T1_ZYX, winners.LARGEST_T1_SPACING_ZYX)]
     assert at_1mm == [264, 322, 393]

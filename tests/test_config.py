@@ -49,7 +49,7 @@ def _mutated(change):
     (lambda c: c["tasks"]["t1"]["members"][0].update(weight=0), "'tasks.t1.members[0].weight' must be a positive"),
     (lambda c: c["tasks"]["t1"]["members"][0].update(weight=-2), "must be a positive number, found -2"),
     (lambda c: c["tasks"]["t1"]["members"][0].update(fold=-1), "'tasks.t1.members[0].fold' must be"),
-    (lambda c: c["tasks"]["t1"]["members"][0].update(role="magic"), "'tasks.t1.members[0].role' must be one of"),
+    (lambda c: c["tasks"]["t1"]["members"][0].update(role=3), "'tasks.t1.members[0].role' must be a short free-text"),
     (lambda c: c["tasks"]["t1"]["members"][0].update(model="/abs/path"), "relative to the weights root"),
     (lambda c: c["tasks"]["t1"]["members"][0].update(model="../outside"), "relative to the weights root"),
     (lambda c: c["tasks"]["t1"]["members"][0].update(checkpoint="model.ckpt"), "checkpoint file name"),
@@ -93,3 +93,26 @@ def test_undecodable_config_files_are_one_line(tmp_path, text, reason):
     with pytest.raises(ConfigError) as error:
         load_config(path)
     assert reason in str(error.value) and "\n" not in str(error.value) and len(str(error.value)) < 400
+
+
+def test_roles_are_free_text():
+    """The paper's three roles are examples: a user's own ensemble may name other experts."""
+    raw = config_dict([member("a", "m/T__P__3d_fullres", role="pancreas-head expert"),
+                       member("b", "m/T__P__3d_fullres")])
+    config = parse_config(raw)
+    assert [m.role for m in config.task("t1").members] == ["pancreas-head expert", "all-rounder"]
+    for bad in ("", "  ", "x" * 129, "line\nbreak", None):
+        raw["tasks"]["t1"]["members"][0]["role"] = bad
+        with pytest.raises(ConfigError, match=r"members\[0\]\.role' must be a short free-text"):
+            parse_config(raw)
+
+
+def test_to_dict_gives_the_config_back():
+    raw = config_dict([member("a", "m/T__P__3d_fullres", weight=2.0), member("b", "m/T__P__2d", fold="all")])
+    raw["tasks"]["t1"]["members"][1]["configuration"] = "3d_lowres"
+    config = parse_config(raw)
+    again = config.to_dict()
+    assert parse_config(again) == config
+    assert "configuration" not in again["tasks"]["t1"]["members"][0]  # the folder name gives it
+    assert again["tasks"]["t1"]["members"][1]["configuration"] == "3d_lowres"
+    assert json.loads(json.dumps(again)) == again

@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from conftest import synthetic_image, write_gc_input
 
 from pantherseg.errors import OutputError
-from pantherseg.image_io import write_image_atomically
+from pantherseg.io.images import write_image_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 STARTED = re.compile(r"member \S+: \d+ tiles$")
@@ -150,3 +150,15 @@ def test_sigterm_after_the_mask_is_complete_says_so(tmp_path):
     assert "no mask was written" not in lines[0]
     assert lines[0].startswith("pantherseg error: interrupted after 1 complete output(s)") and str(mask) in lines[0]
     assert mask.read_bytes() == b"complete mask"
+
+
+def test_running_out_of_host_memory_is_the_resource_exit_code(capsys):
+    """A MemoryError outside the memory check ends like a ResourceError: one line, exit 5."""
+    from pantherseg.cli import run_guarded
+    from pantherseg.errors import ResourceError
+
+    def work():
+        raise MemoryError
+
+    assert run_guarded(work) == ResourceError.exit_code == 5
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("pantherseg error: out of memory")

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from model_factory import config_dict, member
 
 from pantherseg.config import load_config, parse_config
+from pantherseg.container.grand_challenge import locate_case
 from pantherseg.errors import ConfigError, InputError, PantherError
-from pantherseg.grand_challenge import locate_case
 
 KEYS = ["version", "tile_step_size", "use_mirroring", "time_budget_s", "export_reserve_s", "precision", "backend",
         "tasks", "t1", "input_slug", "output_slug", "tumor_label", "members", "name", "role", "model", "fold",

@@ -25,10 +25,13 @@ from hypothesis import strategies as st
 from model_factory import config_dict, load_plans, make_model_folder, member, shrink
 
 from pantherseg.config import load_config
-from pantherseg.engine import Ensemble
+from pantherseg.engine.ensemble import Ensemble
+from pantherseg.engine.memory_estimate import check_prediction_fits
 from pantherseg.errors import PantherError
-from pantherseg.image_io import mask_image, volume_from_image, write_image_atomically
-from pantherseg.memory import check_prediction_fits
+from pantherseg.io.images import mask_image, volume_from_image, write_image_atomically
+
+# Two threads on two shared cores mostly wait for each other; one is several times faster here.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # The fixtures (ensembles, one torch thread) hold no per-example state.
 SLOW_AND_FIXTURES = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
@@ -55,17 +58,6 @@ def micro_ensemble(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_ensemble(tiny_weights, tiny_config):
     return Ensemble.load(config=load_config(tiny_config), task="t1", weights=tiny_weights, device="cpu")
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Two threads on two shared cores mostly wait for each other; one is several times faster here."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @st.composite
@@ -126,7 +118,7 @@ def segment_or_refuse(ensemble: Ensemble, image) -> None:
     volume = volume_from_image(image, source="generated.mha")
     check_prediction_fits(volume, ensemble)
     prediction = ensemble.predict(volume)
-    mask = mask_image(prediction.mask, volume.reference)
+    mask = mask_image(prediction.mask, volume.sitk_image)
     with tempfile.TemporaryDirectory() as folder:
         written = sitk.ReadImage(str(write_image_atomically(mask, Path(folder) / "mask.mha")))
     assert written.GetPixelID() == sitk.sitkUInt8

@@ -17,8 +17,8 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import ROOT, SAMPLES
-from test_inference_contract import requires_sandbox, run_like_grand_challenge
-from pantherseg.evaluation import evaluate
+from sandbox import requires_sandbox, run_like_grand_challenge
+from pantherseg.evaluation.folders import evaluate
 from pantherseg.paths import default_config, default_weights
 
 pytestmark = pytest.mark.skipif(not (default_weights() / "README.md").exists() or not default_config().exists(),

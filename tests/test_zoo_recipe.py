@@ -195,8 +195,8 @@ def test_shipped_openvino_conversions_are_current():
     """The shipped IR carries its checkpoint's hash: a retrained zoo without re-export would fall back silently."""
     pytest.importorskip("openvino")
     from pantherseg.config import load_config
-    from pantherseg.members import load_members
-    from pantherseg.openvino_backend import find_current, ir_path
+    from pantherseg.engine.members import load_members
+    from pantherseg.engine.openvino_backend import find_current, ir_path
 
     config = load_config(ROOT / "ensemble_config.json")
     for task in config.tasks:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pantherseg.errors import InputError
-from pantherseg.image_io import image_stem, is_image_file
+from pantherseg.io.images import image_stem, is_image_file
 
 SUBFOLDER_SEPARATOR = "__"
 

@@ -44,11 +44,11 @@ def wants_cohort(args: argparse.Namespace) -> bool:
 
 def predict_cohort(args: argparse.Namespace) -> int:
     """``pantherseg predict`` in the cohort route: prints each mask path; exit 1 if any case failed."""
-    from pantherseg.cli import budget_from_flag
     from pantherseg.cohort.progress import make_cohort_progress
     from pantherseg.cohort.report import report_stem
     from pantherseg.cohort.run import run_cohort
     from pantherseg.errors import InputError
+    from pantherseg.options import RunOptions
 
     if args.member_outputs is not None or args.preview:
         raise InputError("--member-outputs and --preview are not available in the cohort route "
@@ -77,10 +77,11 @@ def predict_cohort(args: argparse.Namespace) -> int:
         # One line per case comes from the cohort's progress; the per-case detail is in the reports.
         logging.getLogger("pantherseg.api").setLevel(logging.WARNING)
     num_parts = args.num_parts or 1
+    options = RunOptions.from_args(args, task=args.task, weights=args.weights)
     report = run_cohort(
-        args.input, output_dir=args.output, task=args.task, config=args.config, weights=args.weights,
-        device=args.device, tile_batch_size=args.tile_batch_size, precision=args.precision, backend=args.backend,
-        time_budget_s=budget_from_flag(args.time_budget), num_parts=num_parts, part_id=args.part_id,
+        args.input, output_dir=args.output, task=options.task, config=options.config, weights=options.weights,
+        device=options.device, tile_batch_size=options.tile_batch_size, precision=options.precision,
+        backend=options.backend, time_budget_s=options.time_budget_s, num_parts=num_parts, part_id=args.part_id,
         resume=not args.overwrite, ray=ray_options, progress=make_cohort_progress(args.quiet),
     )
     for row in sorted(report.rows, key=lambda r: r.name):

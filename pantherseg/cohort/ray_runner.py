@@ -30,7 +30,7 @@ from pantherseg.cohort.cases import Case
 from pantherseg.cohort.progress import CohortProgress
 from pantherseg.cohort.report import CaseRow
 from pantherseg.cohort.worker import CaseWorker, CohortSettings, raise_load_error
-from pantherseg.errors import ResourceError
+from pantherseg.errors import ResourceError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def _drive(ray, slots: list[_Slot], new_actor, cases: Sequence[Case], options: R
             continue
         except RayTaskError as error:  # process() reports bad cases itself; this is a bug, reported
             value = CaseRow(name=case.name, input=str(case.path), status="error", worker=slot.worker,
-                            error=f"unexpected error in the worker: {_first_line(str(error))}")
+                            error=f"unexpected error in the worker: {one_line(str(error))}")
         if case is None:
             if "error" in value:
                 raise_load_error(value["error"])
@@ -230,8 +230,7 @@ def _case_failed(case: Case, slot: _Slot, error: Exception, attempts: Counter, m
 
 def _init_error(error: Exception) -> str:
     """The last line of the constructor's traceback (``RuntimeError: ...``), not Ray's preamble."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
+    return one_line(str(error), last=True, default=type(error).__name__)
 
 
 def _is_restarting(error: Exception) -> bool:
@@ -250,10 +249,6 @@ def _death_reason(error: Exception) -> str:
     text = str(error)
     for marker in ("Worker exit detail:", "The actor is dead because", "The actor"):
         if marker in text:
-            return _first_line(text[text.index(marker):])[:200]
+            return one_line(text[text.index(marker):])[:200]
     return type(error).__name__
 
-
-def _first_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else "unknown error"

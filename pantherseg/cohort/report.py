@@ -18,9 +18,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from pantherseg.io.files import write_text_atomically
 
 STATUSES = ("done", "skipped", "error", "worker-died")
 STAGES = ("read", "preprocess", "network", "export", "ensemble", "write")
@@ -99,8 +100,9 @@ class CohortReport:
     def write(self, stem: Path | str) -> tuple[Path, Path]:
         """Write ``<stem>.csv`` and ``<stem>.json`` (each atomically); returns both paths."""
         stem = Path(stem)
-        csv_path = _write_atomically(stem.with_name(stem.name + ".csv"), self.csv_text())
-        json_path = _write_atomically(stem.with_name(stem.name + ".json"), json.dumps(self.as_dict(), indent=2) + "\n")
+        csv_path = write_text_atomically(stem.with_name(stem.name + ".csv"), self.csv_text())
+        json_path = write_text_atomically(stem.with_name(stem.name + ".json"),
+                                          json.dumps(self.as_dict(), indent=2) + "\n")
         return csv_path, json_path
 
     def summary(self) -> str:
@@ -121,13 +123,3 @@ def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
-def _write_atomically(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path

@@ -25,10 +25,10 @@ from pathlib import Path
 from pantherseg.cohort.cases import Case
 from pantherseg.config import EnsembleConfig
 from pantherseg.errors import ModelError
+from pantherseg.io.files import file_sha256
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1 << 20
 
 
 def run_hash(config: EnsembleConfig, task: str, weights: Path | str, *, precision: str | None = None,
@@ -55,16 +55,12 @@ def run_hash(config: EnsembleConfig, task: str, weights: Path | str, *, precisio
 
 
 def _file_sha256(path: Path, owner: str) -> str:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(CHUNK_BYTES):
-                digest.update(chunk)
+        return file_sha256(path)
     except FileNotFoundError:
         raise ModelError(f"{owner}: file not found: expected {path}.") from None
     except OSError as error:
         raise ModelError(f"{owner}: cannot read {path}: {error.strerror or error}.") from None
-    return digest.hexdigest()
 
 
 def mask_path(output_dir: Path, case: Case) -> Path:

@@ -71,7 +71,7 @@ class CaseWorker:
             self.load_error = (type(error).__name__, str(error))
 
     def _load(self) -> None:
-        from pantherseg.engine import Ensemble
+        from pantherseg.engine.ensemble import Ensemble
 
         s = self.settings
         self.ensemble = Ensemble.load(config=s.config, task=s.task, weights=Path(s.weights), device=s.device,

@@ -23,7 +23,7 @@ from pantherseg.errors import InputError
 ORIENTATION_TOLERANCE = 1e-4  # direction cosines that differ by less are the same orientation
 ORTHONORMAL_TOLERANCE = 1e-3
 POSITION_TOLERANCE_MM = 0.01  # slice steps and in-plane drift may deviate this much (rounded decimals)
-MIN_SLICES = 4  # the engine refuses axes shorter than 4 voxels (image_io.MIN_VOXELS_PER_AXIS)
+MIN_SLICES = 4  # the engine refuses axes shorter than 4 voxels (io.images.MIN_VOXELS_PER_AXIS)
 
 
 @dataclass(frozen=True)

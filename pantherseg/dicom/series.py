@@ -24,7 +24,7 @@ import numpy as np
 from pantherseg.dicom import INSTALL_HINT
 from pantherseg.dicom.geometry import SliceGeometry, stack_geometry
 from pantherseg.errors import InputError
-from pantherseg.image_io import Volume, volume_from_image
+from pantherseg.io.images import Volume, volume_from_image
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def read_series(folder: Path | str, *, series_uid: str | None = None) -> DicomSe
     """Find, choose and read one series of ``folder``; the volume has the exact DICOM geometry."""
     import SimpleITK as sitk
 
-    from pantherseg.memory import check_image_fits
+    from pantherseg.io.host_memory import check_image_fits
 
     pydicom = _pydicom()
     folder = Path(folder)

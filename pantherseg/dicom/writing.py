@@ -8,12 +8,12 @@ reader never sees a partial object.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from pantherseg.dicom.seg import Algorithm
+from pantherseg.io.files import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -21,16 +21,8 @@ log = logging.getLogger(__name__)
 
 def save_atomically(dataset, path: Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
+    with atomic_file(path) as tmp:
         dataset.save_as(tmp, enforce_file_format=True)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -54,7 +54,7 @@ DOCKER_MEMORY=16g DOCKER_CPUS="$cpus" OUTPUT_ROOT="$repo/work/container-test/run
 echo "== pytest -m container" >&2
 PANTHERSEG_IMAGE="$image" DOCKER_MEMORY=16g DOCKER_CPUS="$cpus" \
     "$python" -m pytest -q -m container --container -p no:cacheprovider \
-    "$repo/tests/test_container_image.py" ${pytest_args[@]+"${pytest_args[@]}"}
+    "$repo/tests/container/test_container_image.py" ${pytest_args[@]+"${pytest_args[@]}"}
 
 if ((measure)); then
     "$python" "$here/measure.py" --image "$image" --standin "$standin" --cpus "$cpus" \

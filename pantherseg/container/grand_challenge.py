@@ -1,0 +1,170 @@
+"""grand-challenge.org's folder contract: find the one input image, name the one output mask.
+
+The platform writes ``/input/inputs.json`` (a list of {"interface": {"slug", "relative_path"},
+"image": {"name"}} objects) and the image itself under ``/input/<relative_path>/<opaque>.mha``.
+It expects exactly one image in ``/output/images/<output slug>/`` and shows the user only the
+last line of stderr when something fails, so every problem here is one InputError line.
+"""
+
+from __future__ import annotations
+
+import json
+import reprlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pantherseg.config import EnsembleConfig, TaskSpec
+from pantherseg.errors import InputError, PantherError
+from pantherseg.io.images import image_stem, is_image_file
+
+INPUTS_JSON = "inputs.json"
+
+
+@dataclass(frozen=True)
+class GrandChallengeCase:
+    task: TaskSpec
+    image: Path
+    uploaded_name: str | None  # the uploader's original file name, from inputs.json
+
+    def output_path(self, output_dir: Path) -> Path:
+        return Path(output_dir) / "images" / self.task.output_slug / f"{image_stem(self.image)}.mha"
+
+
+def locate_case(input_dir: Path, config: EnsembleConfig, *, task: str | None = None) -> GrandChallengeCase:
+    """Find the task and the single image of a grand-challenge style ``input_dir``."""
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise InputError(f"Input folder not found: expected grand-challenge's input at {input_dir}.")
+    inputs_json = input_dir / INPUTS_JSON
+    if inputs_json.exists():
+        entries = _read_inputs_json(inputs_json)
+        task_spec, folder, uploaded = _case_from_inputs_json(entries, input_dir, config, task)
+    else:
+        task_spec, folder = _case_from_folders(input_dir, config, task)
+        uploaded = None
+    return GrandChallengeCase(task=task_spec, image=_single_image(folder, task_spec), uploaded_name=uploaded)
+
+
+def _read_inputs_json(path: Path) -> list[dict]:
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path} cannot be read: {error}.") from None
+    except json.JSONDecodeError as error:
+        raise InputError(
+            f"{path} is not valid JSON ({error.msg} at line {error.lineno}); expected grand-challenge's list of inputs."
+        ) from None
+    except (ValueError, RecursionError) as error:  # 4300+ digit integers; brackets nested too deep
+        reason = "it is nested too deeply" if isinstance(error, RecursionError) else str(error).split(";")[0]
+        raise InputError(f"{path} cannot be decoded ({reason}); expected grand-challenge's list of inputs.") from None
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("interface"), dict) and isinstance(e["interface"].get("slug"), str)
+        for e in entries
+    ):
+        raise InputError(
+            f"{path} must be a list of objects with interface.slug, as grand-challenge writes it; found {_short(entries)}."
+        )
+    return entries
+
+
+def _case_from_inputs_json(entries, input_dir: Path, config: EnsembleConfig, task: str | None):
+    slugs = [e["interface"]["slug"] for e in entries]
+    if task is not None:
+        forced = config.task(task)
+        matching = [(forced, e) for e in entries if e["interface"]["slug"] == forced.input_slug]
+        if not matching:
+            # The user forced the task; accept its folder even if inputs.json lists something else.
+            return forced, input_dir / "images" / forced.input_slug, None
+    else:
+        matching = [(config.task_for_slug(e["interface"]["slug"]), e) for e in entries
+                    if config.takes_slug(e["interface"]["slug"])]
+        if not matching:
+            raise InputError(f"inputs.json names interface(s) {_short(slugs)}; this algorithm takes one of "
+                             f"{config.input_slugs}.")
+    if len(matching) > 1:
+        raise InputError(
+            f"inputs.json names {len(matching)} inputs this algorithm could take ({[e['interface']['slug'] for _, e in matching]}); "
+            f"expected exactly one of {config.input_slugs}."
+        )
+    spec, entry = matching[0]
+    relative = entry["interface"].get("relative_path") or f"images/{spec.input_slug}"
+    if not isinstance(relative, str) or "\x00" in relative:
+        raise InputError(f"inputs.json relative_path of '{spec.input_slug}' must be a folder path relative to the "
+                         f"input folder, found {_short(relative)}.")
+    folder = (input_dir / relative).resolve()
+    if input_dir.resolve() not in folder.parents:
+        raise InputError(f"inputs.json relative_path '{relative}' points outside {input_dir}.")
+    image = entry.get("image") if isinstance(entry.get("image"), dict) else {}
+    name = image.get("name")
+    return spec, folder, name if isinstance(name, str) else None
+
+
+def _case_from_folders(input_dir: Path, config: EnsembleConfig, task: str | None):
+    images_dir = input_dir / "images"
+    if task is not None:
+        spec = config.task(task)
+        return spec, images_dir / spec.input_slug
+    present = [config.task_for_slug(slug) for slug in config.input_slugs if (images_dir / slug).is_dir()]
+    if not present:
+        found = sorted(p.name for p in images_dir.iterdir()) if images_dir.is_dir() else []
+        raise InputError(
+            f"No input image folder found: expected {input_dir}/images/<slug> with slug one of {config.input_slugs}, "
+            f"found {found or 'nothing'}."
+        )
+    if len(present) > 1:
+        raise InputError(
+            f"Input folders for several tasks found ({[t.input_slug for t in present]}); expected exactly one."
+        )
+    return present[0], images_dir / present[0].input_slug
+
+
+def _single_image(folder: Path, task: TaskSpec) -> Path:
+    if not folder.is_dir():
+        raise InputError(f"No image for '{task.input_slug}': the folder {folder} does not exist.")
+    candidates = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in candidates if is_image_file(p)]
+    if not images:
+        found = [p.name for p in candidates]
+        raise InputError(
+            f"No image for '{task.input_slug}' in {folder}: expected one .mha file, found {found or 'an empty folder'}."
+        )
+    if len(images) > 1:
+        raise InputError(
+            f"{len(images)} images for '{task.input_slug}' in {folder} ({[p.name for p in images]}); expected exactly one."
+        )
+    return images[0]
+
+
+def check_single_output(output_folder: Path) -> Path:
+    """The one mask grand-challenge will upload; more or fewer is an error."""
+    files = sorted(p for p in Path(output_folder).iterdir() if p.is_file() and not p.name.startswith("."))
+    if len(files) != 1:
+        raise PantherError(f"{output_folder} must hold exactly one image for grand-challenge, found {[p.name for p in files]}.")
+    return files[0]
+
+
+def check_output_folder_free(output_folder: Path, mask_name: str) -> None:
+    """Before any network runs: the output folder must hold no image but (at most) this run's own mask.
+
+    grand-challenge fails a job whose output folder ends with two images; finding that out after the
+    prediction would waste the budget and leave the new mask beside the old one.
+    """
+    folder = Path(output_folder)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise PantherError(f"Output folder {folder} is a file; grand-challenge expects a folder there.")
+    others = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.name != mask_name)
+    if others:
+        raise PantherError(f"Output folder {folder} already holds {_short(others)}; grand-challenge needs exactly "
+                           f"one image there at the end: empty it before running.")
+    if (folder / mask_name).is_dir():
+        raise PantherError(f"The mask path {folder / mask_name} is a folder; remove it before running.")
+
+
+def _short(value: object) -> str:
+    """A bounded repr for messages: nested or huge JSON values must not make the line (or recursion) explode."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 3, 6, 6, 60, 60
+    shown = short.repr(value)
+    return shown if len(shown) <= 200 else shown[:197] + "..."

@@ -1,0 +1,326 @@
+"""The ensemble engine: one image in, one tumour mask out.
+
+Data flow for one case::
+
+    Volume (1, z, y, x) --preprocess once per preprocessing group--> network input
+      --sliding window, member by member in priority order--> logits (preprocessed space)
+      --export (resample, softmax, uncrop, untranspose)--> probabilities (image space)
+      --weighted mean over members--> argmax == tumour label --> uint8 mask (z, y, x)
+
+This is ``nnUNetPredictor`` per member followed by ``nnUNetv2_ensemble``, with per-member weights,
+without writing probabilities to disk, and with a deadline that skips members which cannot finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pantherseg.config import EnsembleConfig, TaskSpec
+from pantherseg.engine.deadline import Deadline, TileCostModel
+from pantherseg.engine.members import Member, build_network, load_members
+from pantherseg.engine.runtime import prepare_networks, resolve_backend, resolve_device, resolve_precision
+from pantherseg.engine.weighted_mean import SharedPreprocessing, WeightedMean
+from pantherseg.errors import ResourceError
+from pantherseg.io.images import Volume
+from pantherseg.io.report import USED_STATUSES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MemberOutcome:
+    """What happened to one member in one prediction."""
+
+    name: str
+    role: str
+    weight: float
+    status: str = "pending"  # ran | partial | skipped | stopped (USED_STATUSES: its map is in the mean)
+    reason: str = ""
+    tiles_done: int = 0
+    tiles_total: int = 0
+    network_s: float = 0.0
+
+    def settle(self, status: str, reason: str) -> None:
+        """A status other than plain 'ran', with the reason the run report and the log give."""
+        self.status, self.reason = status, reason
+        log.warning("%s (%s): %s", self.name, status, reason)
+
+
+@dataclass
+class Prediction:
+    mask: np.ndarray  # (z, y, x) uint8 in {0, 1}: 1 where the ensemble's argmax is the tumour label
+    probabilities: np.ndarray | None  # (classes, z, y, x) float32 weighted mean, None if nothing ran
+    member_probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    outcomes: list[MemberOutcome] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def members_used(self) -> list[str]:
+        return [o.name for o in self.outcomes if o.status in USED_STATUSES]
+
+
+class ProgressListener:
+    """Receives progress events; the default does nothing (see pantherseg.progress)."""
+
+    def member_started(self, name: str, tiles_total: int) -> None:
+        pass
+
+    def tiles_done(self, name: str, done: int, total: int) -> None:
+        pass
+
+    def member_finished(self, outcome: MemberOutcome) -> None:
+        pass
+
+
+class Ensemble:
+    """A validated, loaded ensemble for one task. Load once, predict many cases."""
+
+    def __init__(self, *, config: EnsembleConfig, task: TaskSpec, members: list[Member], device,
+                 tile_batch_size: int = 1, load_s: float = 0.0, autocast_dtype=None, backend: str = "torch"):
+        self.config = config
+        self.task = task
+        self.members = members
+        self.device = device
+        self.tile_batch_size = tile_batch_size
+        self.load_s = load_s
+        self.autocast_dtype = autocast_dtype
+        self.backend = backend
+        # Torch networks are built when a member runs and kept for the next case (the default: an
+        # ensemble loaded once predicts many cases). False drops each right after its member ran, so
+        # only one member's weights are in memory at a time (6 ResEnc-L = 2.4 GB): segment() sets it
+        # for a single case.
+        self.keep_networks = True
+
+    @classmethod
+    def load(cls, *, config: EnsembleConfig, task: str, weights: Path, device: str = "auto",
+             tile_batch_size: int = 1, precision: str | None = None,
+             backend: str | None = None) -> "Ensemble":
+        """Validate every member (files, label maps, checkpoint vs plans), then build the networks.
+
+        ``precision`` ("auto", "fp32", "bf16", "fp16") and ``backend`` ("auto", "torch",
+        "onnxruntime", "openvino") override the config's."""
+        started = time.perf_counter()
+        task_spec = config.task(task)
+        members = load_members(task_spec, Path(weights))
+        torch_device = resolve_device(device)
+        autocast_dtype = resolve_precision(precision or config.precision, torch_device)
+        backend = resolve_backend(backend or config.backend, torch_device, members)
+        autocast_dtype = prepare_networks(members, backend, torch_device, autocast_dtype)
+        load_s = time.perf_counter() - started
+        log.info("Loaded %d members for task %s on %s (%s, %s) in %.1f s", len(members), task_spec.name,
+                 torch_device, backend, autocast_dtype or "float32", load_s)
+        return cls(config=config, task=task_spec, members=members, device=torch_device,
+                   tile_batch_size=tile_batch_size, load_s=load_s, autocast_dtype=autocast_dtype, backend=backend)
+
+    def network(self, member: Member):
+        """The member's network, built from its plans and checkpoint if it is not in memory."""
+        if member.network is None:
+            build_network(member, self.device)
+        return member.network
+
+    @property
+    def num_classes(self) -> int:
+        return self.members[0].label_manager.num_segmentation_heads
+
+    def predict(self, volume: Volume, *, deadline: Deadline | None = None,
+                keep_member_probabilities: bool = False,
+                progress: ProgressListener | None = None) -> Prediction:
+        """Segment one volume; the mask is (z, y, x) uint8 like ``volume.data[0]``.
+
+        Members run in priority order. For each: its group's preprocessed input (shared), the skip
+        decision (would it finish in the budget left?), the sliding window (which may stop it), the
+        way back to image space, and its weighted share of the mean."""
+        from pantherseg.engine.to_image_space import logits_to_probabilities  # torch: imported when needed
+
+        progress = progress or ProgressListener()
+        deadline = deadline or Deadline.unlimited()
+        timings: dict[str, float] = defaultdict(float)
+        outcomes = [MemberOutcome(m.name, m.spec.role, m.spec.weight) for m in self.members]
+        prediction = Prediction(mask=np.zeros(volume.shape_zyx, dtype=np.uint8), probabilities=None,
+                                outcomes=outcomes, timings_s=timings, notes=list(volume.notes))
+        if self._constant_image(volume, prediction):
+            return prediction
+
+        cost_model = TileCostModel()
+        inputs = SharedPreprocessing(self.members, volume, timings)
+        mean = WeightedMean()
+        export_estimate = 0.0  # the slowest export so far: kept free at the end of the budget
+        for member, outcome in zip(self.members, outcomes):
+            case = inputs.get(member)
+            outcome.tiles_total = _count_tiles(case.data.shape[1:], member.patch_size, self.config.tile_step_size)
+            if mean.has_members and self._would_not_finish(member, outcome, cost_model, deadline, export_estimate):
+                progress.member_finished(outcome)
+                inputs.done(member)
+                continue
+
+            logits, completed = self._run_member(member, case.data, outcome, deadline, export_estimate,
+                                                 may_stop=True, progress=progress)
+            cost_model.record(_cost_key(member), _patch_voxels(member), outcome.tiles_done, outcome.network_s)
+            timings["network"] += outcome.network_s
+            if not self._settle_status(outcome, completed, others_finished=mean.has_members):
+                progress.member_finished(outcome)
+                inputs.done(member)
+                continue
+
+            started = time.perf_counter()
+            probabilities = logits_to_probabilities(logits, member, case.properties)
+            del logits
+            export_s = time.perf_counter() - started
+            timings["export"] += export_s
+            export_estimate = max(export_estimate, export_s)
+
+            started = time.perf_counter()
+            mean.add(probabilities, member.spec.weight, complete=completed)
+            if keep_member_probabilities:
+                prediction.member_probabilities[member.name] = probabilities
+            del probabilities
+            timings["ensemble"] += time.perf_counter() - started
+            progress.member_finished(outcome)
+            inputs.done(member)
+
+        started = time.perf_counter()
+        prediction.probabilities = mean.mean()
+        prediction.mask = (prediction.probabilities.argmax(0) == self.task.tumor_label).astype(np.uint8)
+        timings["ensemble"] += time.perf_counter() - started
+        return prediction
+
+    @staticmethod
+    def _constant_image(volume: Volume, prediction: Prediction) -> bool:
+        """No structure to find: nnU-Net would normalise to zeros and predict from bias alone. Every
+        member is skipped and the mask stays empty."""
+        low, high = float(volume.data.min()), float(volume.data.max())
+        if low != high:
+            return False
+        note = f"constant image (every voxel {low}): empty mask, networks not run"
+        log.warning("%s: %s", volume.source, note)
+        prediction.notes.append(note)
+        for outcome in prediction.outcomes:
+            outcome.status, outcome.reason = "skipped", "constant image"
+        return True
+
+    @staticmethod
+    def _would_not_finish(member: Member, outcome: MemberOutcome, cost_model: TileCostModel, deadline: Deadline,
+                          export_estimate: float) -> bool:
+        """The skip decision, once another member has finished: the measured cost of its tiles (from
+        members with the same network) says it would not finish within the budget left."""
+        per_tile = cost_model.estimate(_cost_key(member), _patch_voxels(member))
+        if per_tile is None:
+            return False
+        projected = per_tile * outcome.tiles_total + export_estimate
+        if projected <= deadline.remaining_for_members():
+            return False
+        outcome.settle("skipped", f"projected {projected:.0f} s ({outcome.tiles_total} tiles) but only "
+                                  f"{max(0.0, deadline.remaining_for_members()):.0f} s of the budget left")
+        return True
+
+    @staticmethod
+    def _settle_status(outcome: MemberOutcome, completed: bool, *, others_finished: bool) -> bool:
+        """ran, partial or stopped after the sliding window; True if the member's logits are used.
+
+        A member the deadline stopped is dropped when another member has finished, and kept as
+        ``partial`` when none has (its unvisited voxels get no weight): some mask beats none."""
+        if completed:
+            outcome.status = "ran"
+            return True
+        if others_finished:
+            outcome.settle("stopped", f"stopped after {outcome.tiles_done}/{outcome.tiles_total} tiles: "
+                                      f"it would not finish within the budget")
+            return False
+        outcome.settle("partial", f"only {outcome.tiles_done}/{outcome.tiles_total} tiles fit the budget; kept "
+                                  f"because no other member had finished (its unvisited voxels get no weight)")
+        return True
+
+    def _run_member(self, member: Member, data, outcome: MemberOutcome, deadline: Deadline,
+                    export_estimate: float, *, may_stop: bool, progress: ProgressListener):
+        """Sliding window for one member; returns (logits, completed)."""
+        state = {"completed": True}
+        started = deadline.clock()
+        progress.member_started(member.name, outcome.tiles_total)
+
+        def on_batch(done: int, total: int) -> bool:
+            outcome.tiles_done = done
+            progress.tiles_done(member.name, done, total)
+            if not may_stop or done >= total:
+                return True
+            spent = deadline.clock() - started
+            projected_rest = spent / done * (total - done) + export_estimate
+            if projected_rest > deadline.remaining_for_members():
+                state["completed"] = False
+                return False
+            return True
+
+        network = self.network(member)
+        logits = _predict_with_memory_fallback(
+            member, network, data, device=self.device, num_classes=self.num_classes, config=self.config,
+            tile_batch_size=self.tile_batch_size, on_batch=on_batch, autocast_dtype=self.autocast_dtype,
+        )
+        # Measured on the deadline's clock, so the cost model and the budget speak the same time.
+        outcome.network_s = deadline.clock() - started
+        if not self.keep_networks and self.backend == "torch":
+            member.network = None
+        elif not self.keep_networks and hasattr(member.network, "release"):
+            member.network.release()  # OpenVINO: free the compiled model and its buffers
+        return logits, state["completed"]
+
+
+def _count_tiles(shape, patch_size, step_size) -> int:
+    from pantherseg.engine.sliding_window import count_tiles
+
+    return count_tiles(shape, patch_size, step_size)
+
+
+def _patch_voxels(member: Member) -> int:
+    return int(np.prod(member.patch_size))
+
+
+def _cost_key(member: Member) -> str:
+    cm = member.configuration_manager
+    return f"{cm.network_arch_class_name}|{cm.network_arch_init_kwargs}|{list(cm.patch_size)}"
+
+
+def _predict_with_memory_fallback(member, network, data, *, device, num_classes: int, config: EnsembleConfig,
+                                  tile_batch_size: int, on_batch: Callable[[int, int], bool], autocast_dtype=None):
+    """Run the sliding window; on CUDA out-of-memory, retry with sums on the CPU, then smaller batches."""
+    import torch
+
+    from pantherseg.engine.sliding_window import predict_logits
+
+    mirror_axes = None
+    if config.use_mirroring:
+        mirror_axes = member.checkpoint.mirroring_axes or (0, 1, 2)
+    attempts = [(True, tile_batch_size)]
+    if device.type == "cuda":
+        attempts.append((False, tile_batch_size))
+        batch = tile_batch_size
+        while batch > 1:
+            batch //= 2
+            attempts.append((False, batch))
+    for index, (on_device, batch) in enumerate(attempts):
+        try:
+            return predict_logits(
+                network, data, patch_size=member.patch_size, num_classes=num_classes,
+                step_size=config.tile_step_size, device=device, accumulate_on_device=on_device,
+                tile_batch_size=batch, mirror_axes=mirror_axes, autocast_dtype=autocast_dtype, on_batch=on_batch,
+            )
+        except torch.cuda.OutOfMemoryError:
+            if index == len(attempts) - 1:
+                raise ResourceError(
+                    f"{member.describe()}: the GPU ran out of memory even with results on the CPU and one tile "
+                    f"per batch (patch {list(member.patch_size)}); use a GPU with more memory or --device cpu."
+                ) from None
+            next_on_device, next_batch = attempts[index + 1]
+            log.warning("%s: CUDA out of memory; retrying with sums on %s and %d tile(s) per batch",
+                        member.name, "the GPU" if next_on_device else "the CPU", next_batch)
+            torch.cuda.empty_cache()
+    raise AssertionError("unreachable")
+
+
+def outcomes_as_dicts(outcomes: list[MemberOutcome]) -> list[dict]:
+    return [asdict(o) for o in outcomes]

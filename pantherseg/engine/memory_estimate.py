@@ -1,0 +1,176 @@
+"""Will this prediction fit in memory? Checked after reading the image and before the big arrays exist.
+
+:func:`check_prediction_fits` runs once the ensemble is known (``api._segment_one`` calls it after
+reading and before predicting): the peak host memory of ``Ensemble.predict`` is estimated from the
+image's size and the members' plans and compared with what this process may still use
+(:func:`pantherseg.io.host_memory.available_bytes`); a case that cannot fit is refused with a
+ResourceError giving both figures. It also refuses, as an InputError, an image whose non-zero part is
+thinner than half a voxel at some member's spacing: nnU-Net would resample it to nothing. The image
+header itself was checked when it was read (:mod:`pantherseg.io.host_memory`).
+
+The estimate is an upper bound of the arrays the engine holds at its peak (see
+:func:`estimate_prediction`), in bytes, for the engine's data flow: the image (as read and as
+float32), each preprocessing group's resampled input, the image-space probability accumulator, and
+the largest member's own peak: either its sliding window (padded input, float32 logits and tile
+weights; plus the network's activations for one tile batch when running on the CPU) or its export
+(the logits, a float64 copy of them should nnU-Net's own resampling run instead of the torch one,
+and the resampled, softmaxed, uncropped and transposed probabilities in image space). Network
+weights are not counted: the checkpoints are memory-mapped when the ensemble is loaded, before the
+check, and a network built on the CPU adopts those tensors rather than copying them.
+Memory on the GPU is not estimated here; the engine retries with smaller batches on CUDA out-of-memory.
+
+Sizes are numbers of voxels; axis orders do not matter for them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from pantherseg.errors import InputError, ResourceError
+from pantherseg.io import host_memory
+from pantherseg.io.host_memory import FLOAT32, gb, image_read_bytes
+
+if TYPE_CHECKING:
+    from pantherseg.engine.ensemble import Ensemble
+    from pantherseg.io.images import Volume
+
+FLOAT64 = 8
+# Python objects per sliding-window tile (its origin tuple and slices, engine bookkeeping), generously.
+TILE_BOOKKEEPING_BYTES = 1024
+_HUGE = 1 << 62
+
+
+@dataclass
+class MemoryEstimate:
+    """Peak bytes of one prediction, with the parts that make it up (for the error message and tests)."""
+
+    parts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.parts.values()))
+
+    def describe(self) -> str:
+        largest = sorted(self.parts.items(), key=lambda item: -item[1])[:3]
+        return ", ".join(f"{name} {gb(value)}" for name, value in largest)
+
+
+def count_tiles(shape: Sequence[int], patch_size: Sequence[int], step_size: float) -> int:
+    """nnU-Net's tile count (``compute_steps_for_sliding_window``) without listing the tiles."""
+    total = 1
+    for size, patch in zip(shape, patch_size):
+        size, patch = max(int(size), int(patch)), int(patch)
+        total *= 1 if size == patch else math.ceil((size - patch) / (patch * step_size)) + 1
+    return total
+
+
+def resampled_shape(shape_zyx: Sequence[int], spacing_zyx: Sequence[float], member) -> tuple[int, ...]:
+    """The shape ``member``'s preprocessing resamples an array of ``shape_zyx`` to, in the plans' transposed
+    axis order (nnU-Net's ``compute_new_shape``: round(spacing / target * shape))."""
+    order = list(member.plans_manager.transpose_forward)
+    target = list(member.configuration_manager.spacing)
+    sizes = (spacing_zyx[axis] / t * shape_zyx[axis] for axis, t in zip(order, target))
+    return tuple(int(round(s)) if s < _HUGE else _HUGE for s in sizes)  # capped: 1e308 mm must not overflow
+
+
+def activation_bytes(arch_kwargs: dict, patch_size: Sequence[int], tile_batch_size: int) -> int:
+    """Feature maps of one tile batch in a U-Net forward pass: every stage's skip tensor kept for the
+    decoder, plus four full-resolution first-stage maps as working buffers (conv output, concatenation)."""
+    features = list(arch_kwargs.get("features_per_stage") or [32])
+    strides = list(arch_kwargs.get("strides") or [[1] * len(patch_size)] * len(features))
+    voxels = math.prod(int(p) for p in patch_size)
+    total = 0
+    first = None
+    for stage_features, stride in zip(features, strides):
+        stride = [stride] * len(patch_size) if isinstance(stride, int) else list(stride)
+        voxels = max(1, voxels // max(1, math.prod(int(s) for s in stride)))
+        first = first if first is not None else int(stage_features) * voxels
+        total += int(stage_features) * voxels
+    return tile_batch_size * FLOAT32 * (total + 4 * (first or 0))
+
+
+def estimate_prediction(*, shape_zyx: Sequence[int], spacing_zyx: Sequence[float], source_bytes_per_voxel: int,
+                        members: Sequence, num_classes: int, device_type: str = "cpu",
+                        tile_batch_size: int = 1, tile_step_size: float = 0.5) -> MemoryEstimate:
+    """Peak host memory of ``Ensemble.predict`` on an image of ``shape_zyx`` voxels at ``spacing_zyx`` mm.
+
+    ``members`` are :class:`pantherseg.engine.members.Member` objects (their plans give the target spacing,
+    patch size and network). Cropping to the non-zero region is ignored (an upper bound).
+    """
+    image_voxels = math.prod(int(s) for s in shape_zyx)
+    parts = {"image": image_read_bytes(image_voxels, source_bytes_per_voxel) - image_voxels,  # finite mask is freed
+             "probability accumulator": num_classes * image_voxels * FLOAT32}
+    groups: dict[str, int] = {}
+    member_peak = 0
+    for member in members:
+        cm = member.configuration_manager
+        preprocessed = resampled_shape(shape_zyx, spacing_zyx, member)
+        preprocessed_voxels = math.prod(max(1, s) for s in preprocessed)
+        padded_voxels = math.prod(max(max(1, s), int(p)) for s, p in zip(preprocessed, member.patch_size))
+        groups[member.preprocessing_key] = preprocessed_voxels * FLOAT32
+        network = (num_classes + 2) * padded_voxels * FLOAT32
+        network += count_tiles(preprocessed, member.patch_size, tile_step_size) * TILE_BOOKKEEPING_BYTES
+        if device_type == "cpu":
+            network += activation_bytes(cm.network_arch_init_kwargs or {}, member.patch_size, tile_batch_size)
+        export = (num_classes * preprocessed_voxels * (FLOAT32 + FLOAT64)
+                  + num_classes * image_voxels * 3 * FLOAT32 + image_voxels * FLOAT64)
+        member_peak = max(member_peak, network, export)
+    parts["preprocessed input"] = sum(groups.values())
+    parts["largest member (sliding window or export)"] = member_peak
+    return MemoryEstimate(parts)
+
+
+def check_prediction_fits(volume: "Volume", ensemble: "Ensemble") -> MemoryEstimate:
+    """Raise ResourceError if predicting ``volume`` with ``ensemble`` would not fit in the available memory,
+    or InputError if the image would not fit the members' voxel grid (thinner than half a target voxel)."""
+    _check_resampled_shapes(volume, ensemble)
+    estimate = estimate_prediction(
+        shape_zyx=volume.shape_zyx, spacing_zyx=volume.spacing_zyx,
+        source_bytes_per_voxel=_bytes_per_voxel(volume.sitk_image), members=ensemble.members,
+        num_classes=ensemble.num_classes, device_type=getattr(ensemble.device, "type", "cpu"),
+        tile_batch_size=ensemble.tile_batch_size, tile_step_size=ensemble.config.tile_step_size,
+    )
+    available = host_memory.available_bytes()
+    if available is not None and estimate.total > available * host_memory.USABLE_FRACTION:
+        raise ResourceError(
+            f"{volume.source}: not enough memory to segment this image: it needs about {gb(estimate.total)} "
+            f"({estimate.describe()}) for size {list(reversed(volume.shape_zyx))} (x,y,z) at "
+            f"[{', '.join(f'{s:.4g}' for s in reversed(volume.spacing_zyx))}] mm, but only {gb(available)} is available; "
+            f"crop the image or use a machine with more RAM."
+        )
+    return estimate
+
+
+def _check_resampled_shapes(volume: "Volume", ensemble: "Ensemble") -> None:
+    """nnU-Net crops the image to its non-zero voxels, then resamples the crop to each member's spacing;
+    a crop thinner than half a target voxel would become an empty array (a ValueError deep in nnU-Net)."""
+    nonzero = volume.data[0] != 0
+    extent = []
+    for axis in range(3):
+        present = np.flatnonzero(nonzero.any(axis=tuple(a for a in range(3) if a != axis)))
+        if present.size == 0:
+            return  # all zero: the engine returns an empty mask without preprocessing
+        extent.append(int(present[-1] - present[0] + 1))
+    del nonzero
+    for member in ensemble.members:
+        shape = resampled_shape(extent, volume.spacing_zyx, member)
+        if min(shape) < 1:
+            millimetres = [round(n * s, 3) for n, s in zip(extent, volume.spacing_zyx)]
+            target = [member.configuration_manager.spacing[list(member.plans_manager.transpose_forward).index(a)]
+                      for a in range(3)]
+            raise InputError(
+                f"{volume.source}: the image's non-zero part is only {list(reversed(millimetres))} mm across "
+                f"(x,y,z); at {member.describe()}'s spacing {list(reversed(target))} mm that is less than one "
+                f"voxel on some axis. Check the spacing in the header."
+            )
+
+
+def _bytes_per_voxel(image) -> int:
+    try:
+        return int(image.GetSizeOfPixelComponent()) * int(image.GetNumberOfComponentsPerPixel())
+    except AttributeError:
+        return FLOAT32

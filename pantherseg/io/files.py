@@ -1,0 +1,58 @@
+"""Files written whole or not at all, and files hashed: the one way each is done in the package.
+
+Every output (masks, reports, previews, DICOM objects, cohort reports, ONNX graphs, the model
+tarball) goes through :func:`atomic_file`: a reader, a crash or a SIGTERM never sees a half-written
+file under the final name. Errors are not translated here; each caller says in its own words what
+could not be written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+CHUNK_BYTES = 1 << 20
+
+
+@contextmanager
+def atomic_file(path: Path | str, *, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to; when the block ends, the file there is
+    flushed to disk and renamed over ``path``. On any error (a SIGTERM turned into an exception
+    included) the temporary file is removed and ``path`` is left as it was.
+
+    The temporary name is hidden and unique (``.<name>.partial-<pid>-<random><suffix>``), so concurrent
+    runs into one folder never share it; ``suffix`` lets a writer that picks its format by the file
+    name ending (SimpleITK) see the right one. The parent folder is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    try:
+        yield tmp
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomically(path: Path | str, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_file`; OSError if it cannot."""
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def file_sha256(path: Path | str) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks; OSError if it cannot be read."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,153 @@
+"""How much memory this process may still use, and whether an image's voxels can even be read.
+
+A process that runs out of memory on grand-challenge is killed (exit 137, "out of memory") and leaves
+no mask and no readable reason. So image reading (``pantherseg.io.images.read_volume``) asks, from the
+file header alone and before any voxel is read:
+
+- :func:`check_voxel_count`: no more voxels than any abdominal MRI has (``MAX_VOXELS``);
+- :func:`check_image_fits`: the voxels, as read and as float32, fit in :func:`available_bytes`.
+
+The prediction's own peak is estimated once the ensemble is known, on the engine side
+(:mod:`pantherseg.engine.memory_estimate`), against the same :func:`available_bytes`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+from pantherseg.errors import ResourceError
+from pantherseg.io.cgroup import cgroup_entries
+
+GB = 1024**3
+FLOAT32 = 4
+# Only this fraction of the available memory is planned for: allocator overhead, Python objects,
+# libraries' own scratch buffers and estimation error need the rest.
+USABLE_FRACTION = 0.9
+
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+_MEMINFO = Path("/proc/meminfo")
+_PROC_CGROUP = Path("/proc/self/cgroup")
+_UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a number close to 2^63
+# 2^28 voxels (e.g. 640^3): 11 times the largest PANTHER training image (88 x 466 x 570).
+MAX_VOXELS = 1 << 28
+# Python objects per sliding-window tile (its origin tuple and slices, engine bookkeeping), generously.
+
+def gb(value: float) -> str:
+    """``1.5 GB``; beyond a million GB in powers of ten, so a 1e300 mm spacing does not print 300 digits."""
+    value = value / GB
+    return f"{value:.1f} GB" if value < 1e6 else f"{value:.2g} GB"
+
+
+# --- what is available ---------------------------------------------------------------------------
+
+def available_bytes() -> int | None:
+    """Bytes this process can still allocate: the smaller of the cgroup's headroom (v2 memory.max,
+    v1 memory.limit_in_bytes, minus current usage) and /proc/meminfo's MemAvailable; None if unknown."""
+    candidates = [value for value in (_cgroup_headroom(), _meminfo_available()) if value is not None]
+    return min(candidates) if candidates else None
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in _MEMINFO.read_text(encoding="ascii").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cgroup_headroom() -> int | None:
+    """The tightest limit minus usage over this process's cgroup and its ancestors, v2 or v1."""
+    headrooms = []
+    for folder, limit_name, usage_name in _cgroup_folders():
+        limit = _read_int(folder / limit_name)
+        if limit is None or limit >= _UNLIMITED:
+            continue
+        # Page cache counts as usage but is given back under pressure, as docker and the kubelet reckon it.
+        usage = (_read_int(folder / usage_name) or 0) - _inactive_file(folder)
+        headrooms.append(max(0, limit - max(0, usage)))
+    return min(headrooms) if headrooms else None
+
+
+def _cgroup_folders():
+    """(folder, limit file, usage file) for the process's own cgroup and its ancestors, then the mount root."""
+    found = []
+    for entry in cgroup_entries(_PROC_CGROUP):
+        if entry.unified:
+            base, limit, usage = _CGROUP_ROOT, "memory.max", "memory.current"  # v2 (unified)
+            if not (base / limit).exists() and (base / "unified").is_dir():
+                base = base / "unified"
+        elif "memory" in entry.controllers:
+            base, limit, usage = _CGROUP_ROOT / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"
+        else:
+            continue
+        for ancestor in entry.with_ancestors():
+            found.append((base / ancestor, limit, usage))
+    if not found:
+        found = [(_CGROUP_ROOT, "memory.max", "memory.current"),
+                 (_CGROUP_ROOT / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes")]
+    return found
+
+
+def _inactive_file(folder: Path) -> int:
+    try:
+        for line in (folder / "memory.stat").read_text(encoding="ascii").splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("total_inactive_file", "inactive_file"):
+                return int(value)
+    except (OSError, ValueError):
+        return 0
+    return 0
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except OSError:
+        return None
+    if text == "max":
+        return _UNLIMITED
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+# --- what is needed ------------------------------------------------------------------------------
+
+def image_read_bytes(voxels: int, bytes_per_voxel: int) -> int:
+    """Reading an image: SimpleITK's copy in its pixel type, the float32 copy for nnU-Net, a finite mask."""
+    return voxels * (bytes_per_voxel + FLOAT32 + 1)
+
+
+def check_image_fits(size: Sequence[int], bytes_per_voxel: int, *, source: str) -> None:
+    """Refuse, from the header alone, an image whose voxels cannot even be read into memory."""
+    available = available_bytes()
+    if available is None:
+        return
+    needed = image_read_bytes(math.prod(int(s) for s in size), bytes_per_voxel)
+    if needed > available * USABLE_FRACTION:
+        raise ResourceError(
+            f"{source}: the image is too large for this machine: its size {list(size)} (x,y,z) needs about "
+            f"{gb(needed)} just to be read, but only {gb(available)} of memory is available; "
+            f"crop or downsample it, or use a machine with more RAM."
+        )
+
+
+def check_voxel_count(size: Sequence[int], *, source: str) -> None:
+    """Refuse, from the header alone, more voxels than any abdominal MRI has (``MAX_VOXELS``).
+
+    Why a fixed bound besides the memory check: a compressed file can claim a size it does not hold
+    (a 1.3 MB zlib bomb claims 1100^3 voxels) and on a large machine the memory check would let it be
+    decompressed; and such an image could not be segmented within the time budget anyway.
+    """
+    voxels = math.prod(int(s) for s in size)
+    if voxels > MAX_VOXELS:
+        raise ResourceError(
+            f"{source}: the header claims {voxels:.3g} voxels (size {list(size)} (x,y,z)), more than the "
+            f"{MAX_VOXELS:.3g} this container segments (the largest PANTHER image has 2.3e7); refused before "
+            f"reading or decompressing the voxels. Crop or downsample the image."
+        )

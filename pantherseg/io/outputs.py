@@ -1,0 +1,79 @@
+"""The formats a mask can be written in, and writing them: ``--output-format``.
+
+``mha`` and ``nii.gz`` hold the uint8 {0, 1} mask with the input's geometry (SimpleITK);
+``dicom-seg`` and ``rtstruct`` need a DICOM series as input, since they reference its images
+(pantherseg.dicom, the ``pantherseg[dicom]`` extra, imported only when asked for). Every file is
+written atomically. File names: ``<stem>.mha``, ``<stem>.nii.gz``, ``<stem>.seg.dcm``,
+``<stem>.rtstruct.dcm``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pantherseg.errors import InputError
+from pantherseg.io.images import mask_image, write_image_atomically
+
+OUTPUT_FORMATS = ("mha", "nii.gz", "dicom-seg", "rtstruct")
+DICOM_FORMATS = ("dicom-seg", "rtstruct")
+_SUFFIXES = {"mha": ".mha", "nii.gz": ".nii.gz", "dicom-seg": ".seg.dcm", "rtstruct": ".rtstruct.dcm"}
+
+
+def output_path(output_dir: Path, stem: str, output_format: str) -> Path:
+    return Path(output_dir) / f"{stem}{_SUFFIXES[output_format]}"
+
+
+def check_output_formats(formats: Sequence[str], inputs: Sequence[Path]) -> tuple[str, ...]:
+    """Known formats, no repeats; the DICOM ones only for DICOM folder inputs. Raises InputError."""
+    formats = tuple(dict.fromkeys(formats))  # keeps the order, drops repeats
+    if not formats:
+        raise InputError(f"--output-format needs at least one of {', '.join(OUTPUT_FORMATS)}.")
+    unknown = [f for f in formats if f not in OUTPUT_FORMATS]
+    if unknown:
+        raise InputError(f"Unknown output format(s) {unknown}; choose from {', '.join(OUTPUT_FORMATS)}.")
+    if any(f in DICOM_FORMATS for f in formats):
+        import importlib.util
+
+        from pantherseg.dicom import INSTALL_HINT, is_dicom_folder
+
+        missing = [name for name in ("pydicom", "highdicom", "skimage") if importlib.util.find_spec(name) is None]
+        if missing:
+            raise InputError(f"dicom-seg and rtstruct need {', '.join(missing)}: {INSTALL_HINT}.")
+
+        not_dicom = [p.name for p in inputs if not is_dicom_folder(p)]
+        if not_dicom:
+            raise InputError(f"dicom-seg and rtstruct reference the images of a DICOM series, but {not_dicom} "
+                             f"{'is' if len(not_dicom) == 1 else 'are'} not a DICOM folder; use mha or nii.gz there.")
+    return formats
+
+
+def write_outputs(formats: Sequence[str], mask_zyx: np.ndarray, reference, output_dir: Path, stem: str, *,
+                  dicom_series=None, algorithm=None, roi_name: str | None = None) -> tuple[list[Path], list[str]]:
+    """Write ``mask_zyx`` in each of ``formats``; returns the paths (in that order) and notes.
+
+    All or nothing: if one format fails (or the process is interrupted), the ones already written
+    are removed, so a failed case leaves no output behind.
+    """
+    written, notes = [], []
+    try:
+        for output_format in formats:
+            path = output_path(output_dir, stem, output_format)
+            if output_format in DICOM_FORMATS:
+                if dicom_series is None:
+                    raise InputError(f"{output_format} needs a DICOM series as input.")
+                from pantherseg.dicom.writing import write_dicom_output
+
+                path, more = write_dicom_output(output_format, mask_zyx, dicom_series.datasets, path,
+                                                algorithm=algorithm, roi_name=roi_name)
+                notes.extend(more)
+            else:
+                write_image_atomically(mask_image(mask_zyx, reference), path)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written, notes

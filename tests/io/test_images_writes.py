@@ -1,0 +1,208 @@
+"""Writing the mask and its report: checked before the networks run, one line when it fails late,
+and a failed case leaves nothing (mask and report exist together, or neither).
+
+The end-to-end cases use the micro model (one 16x32x32 tile per case) or stop before any model is
+loaded, so the module takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import signal
+import threading
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import synthetic_image, write_gc_input
+from model_factory import config_dict, load_plans, make_model_folder, member, shrink
+
+from pantherseg import api
+from pantherseg.errors import OutputError
+from pantherseg.io.images import check_writable, write_image_atomically
+from pantherseg.io.report import write_report
+
+REPO = Path(__file__).resolve().parents[2]
+SLUG = "pancreatic-tumor-segmentation"
+DiskUsage = namedtuple("DiskUsage", "total used free")
+MICRO_MODEL = "Dataset805_Micro/nnUNetTrainer__nnUNetPlans__3d_fullres"
+
+
+def mask() -> sitk.Image:
+    return sitk.GetImageFromArray(np.ones((4, 5, 6), np.uint8))
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def one_line(error: Exception) -> str:
+    assert "\n" not in str(error)
+    return str(error)
+
+
+# --- the atomic writers ----------------------------------------------------------------------------
+
+def test_mask_path_that_is_a_folder_is_one_line(tmp_path):
+    (tmp_path / "case.mha").mkdir()
+    with pytest.raises(OutputError) as caught:
+        write_image_atomically(mask(), tmp_path / "case.mha")
+    assert "a folder of that name is in the way" in one_line(caught.value)
+    assert files_under(tmp_path) == []
+
+
+def test_output_folder_under_a_file_is_one_line(tmp_path):
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    with pytest.raises(OutputError, match="Cannot write"):
+        write_image_atomically(mask(), tmp_path / "blocker" / "case.mha")
+
+
+def test_full_disk_while_itk_writes_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    real_write = sitk.WriteImage
+
+    def write_then_run_out_of_space(image, path, *args, **kwargs):
+        real_write(image, path, *args, **kwargs)
+        raise RuntimeError("Exception thrown in SimpleITK WriteImage: ITK ERROR: MetaImageIO(0x55d): "
+                           "File cannot be written: No space left on device")
+
+    monkeypatch.setattr(sitk, "WriteImage", write_then_run_out_of_space)
+    with pytest.raises(OutputError) as caught:
+        write_image_atomically(mask(), tmp_path / "case.mha")
+    assert "No space left on device" in one_line(caught.value) and "0x55d" not in str(caught.value)
+    assert files_under(tmp_path) == []
+
+
+def test_report_that_cannot_be_written_is_one_line(tmp_path):
+    (tmp_path / "run_report.json").mkdir()
+    with pytest.raises(OutputError, match="Cannot write the run report"):
+        write_report({"a": 1}, tmp_path / "run_report.json")
+
+
+def test_concurrent_writers_into_one_folder_never_share_a_temporary_file(tmp_path):
+    errors = []
+
+    def write(index: int) -> None:
+        try:
+            for _ in range(10):
+                write_report({"writer": index}, tmp_path / "run_report.json")
+                write_image_atomically(mask(), tmp_path / "case.mha")
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case.mha", "run_report.json"]
+
+
+# --- the probe before the networks run -------------------------------------------------------------
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_output_folder_is_refused_by_the_probe(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(OutputError, match="is not writable"):
+            check_writable([folder])
+    finally:
+        folder.chmod(0o700)
+
+
+def test_probe_refuses_a_full_disk_and_a_folder_in_the_way(tmp_path, monkeypatch):
+    (tmp_path / "case.mha").mkdir()
+    with pytest.raises(OutputError, match="a folder of that name is in the way"):
+        check_writable([tmp_path], [tmp_path / "case.mha"])
+    monkeypatch.setattr("shutil.disk_usage", lambda _path: DiskUsage(total=1 << 30, used=(1 << 30) - 4096, free=4096))
+    with pytest.raises(OutputError, match="has only 4 KiB free"):
+        check_writable([tmp_path / "other"])
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # the probe file is gone
+
+
+@pytest.fixture
+def inference(capsys, monkeypatch):
+    """``inference.run(argv)`` in this process, with Ensemble.load made to fail: what refuses first wins."""
+    spec = importlib.util.spec_from_file_location("pantherseg_inference_writes", REPO / "inference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    handlers, level, sigterm = logging.getLogger().handlers[:], logging.getLogger().level, signal.getsignal(
+        signal.SIGTERM)
+
+    def call(*argv: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = module.run([*argv, "--device", "cpu"])
+        return code, capsys.readouterr().err
+
+    yield call
+    logging.getLogger().handlers[:] = handlers
+    logging.getLogger().setLevel(level)
+    signal.signal(signal.SIGTERM, sigterm)
+
+
+def models_must_not_load(monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the models were loaded before the output was checked")
+
+    monkeypatch.setattr("pantherseg.engine.ensemble.Ensemble.load", refuse)
+
+
+def test_output_folder_already_holding_an_image_is_refused_first(tmp_path, inference, monkeypatch, tiny_weights,
+                                                                tiny_config):
+    models_must_not_load(monkeypatch)
+    input_dir = write_gc_input(tmp_path, synthetic_image((8, 16, 16)))
+    stale = tmp_path / "output" / "images" / SLUG / "older-case.mha"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"a previous run's mask")
+    code, stderr = inference("--input", str(input_dir), "--output", str(tmp_path / "output"),
+                             "--weights", str(tiny_weights), "--config", str(tiny_config))
+    last = stderr.strip().splitlines()[-1]
+    assert code == 1 and last.startswith("pantherseg error: Output folder") and "older-case.mha" in last
+    assert files_under(tmp_path / "output") == [stale]
+
+
+def test_mask_path_that_is_a_folder_is_refused_before_the_networks_run(tmp_path, inference, monkeypatch,
+                                                                      tiny_weights, tiny_config):
+    models_must_not_load(monkeypatch)
+    input_dir = write_gc_input(tmp_path, synthetic_image((8, 16, 16)))
+    (tmp_path / "output" / "images" / SLUG / "9a1c-image.mha").mkdir(parents=True)
+    code, stderr = inference("--input", str(input_dir), "--output", str(tmp_path / "output"),
+                             "--weights", str(tiny_weights), "--config", str(tiny_config))
+    assert code == 1 and "is a folder" in stderr.strip().splitlines()[-1]
+
+
+# --- a case that fails after its mask was written --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    plans = shrink(load_plans("task2"), divisor=16)
+    plans["configurations"]["3d_fullres"]["patch_size"] = [16, 32, 32]
+    root = tmp_path_factory.mktemp("micro-weights")
+    make_model_folder(root, MICRO_MODEL, plans=plans)
+    config = root / "ensemble_config.json"
+    config.write_text(json.dumps(config_dict([member("a", MICRO_MODEL)], [member("micro", MICRO_MODEL)])))
+    return root, config
+
+
+@pytest.mark.parametrize("failure", [OutputError("Cannot write the run report: disk full"), KeyboardInterrupt()])
+def test_report_failure_or_sigterm_after_the_mask_leaves_neither(tmp_path, micro, monkeypatch, failure):
+    """The mask is renamed into place, then writing the report fails (or SIGTERM arrives): no mask stays."""
+    image_path = tmp_path / "case.mha"
+    sitk.WriteImage(synthetic_image((8, 16, 16)), str(image_path))
+
+    def fail(*_args, **_kwargs):
+        assert (tmp_path / "out" / "case.mha").is_file()  # the mask was complete at this moment
+        raise failure
+
+    monkeypatch.setattr(api, "write_report", fail)
+    with pytest.raises(type(failure)):
+        api.segment(image_path, output_dir=tmp_path / "out", report_dir=tmp_path / "out", task="t2",
+                    config=micro[1], weights=micro[0], device="cpu")
+    assert files_under(tmp_path / "out") == []
