@@ -25,10 +25,9 @@ from pathlib import Path
 from pantherseg.cohort.cases import Case
 from pantherseg.config import EnsembleConfig
 from pantherseg.errors import ModelError
-from pantherseg.io.files import file_sha256
+from pantherseg.io.files import cached_file_sha256
 
 log = logging.getLogger(__name__)
-
 
 
 def run_hash(config: EnsembleConfig, task: str, weights: Path | str, *, precision: str | None = None,
@@ -56,7 +55,7 @@ def run_hash(config: EnsembleConfig, task: str, weights: Path | str, *, precisio
 
 def _file_sha256(path: Path, owner: str) -> str:
     try:
-        return file_sha256(path)
+        return cached_file_sha256(path)  # the workers' backends reuse it in this process
     except FileNotFoundError:
         raise ModelError(f"{owner}: file not found: expected {path}.") from None
     except OSError as error:

@@ -9,14 +9,13 @@ refused before it runs.
 
 from __future__ import annotations
 
-import functools
 import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pantherseg.errors import ModelError, one_line
-from pantherseg.io.files import file_sha256
+from pantherseg.io.files import cached_file_sha256
 
 
 @dataclass
@@ -89,14 +88,8 @@ def load_checkpoint(path: Path, *, owner: str) -> Checkpoint:
 
 
 def checkpoint_sha256(path: Path) -> str:
-    """SHA-256 of a checkpoint file, computed once per (path, size, modification time) in this process.
+    """SHA-256 of a checkpoint file, read once per process (:func:`cached_file_sha256`).
 
     The ONNX and OpenVINO backends store it in their converted graphs and compare it on loading, so a
     graph converted from other weights is never run."""
-    status = Path(path).stat()
-    return _cached_sha256(str(path), status.st_size, status.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(path)
+    return cached_file_sha256(path)

@@ -8,6 +8,7 @@ could not be written.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import secrets
@@ -56,3 +57,18 @@ def file_sha256(path: Path | str) -> str:
         while block := handle.read(CHUNK_BYTES):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cached_file_sha256(path: Path | str) -> str:
+    """:func:`file_sha256`, computed once per (path, size, modification time) in this process.
+
+    Member files are hashed by the cohort's run hash and again by the ONNX and OpenVINO backends
+    (which store the checkpoint's hash in their converted graphs); a checkpoint of several hundred MB
+    is read once for all of them."""
+    status = Path(path).stat()
+    return _cached_sha256(str(path), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)

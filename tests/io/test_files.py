@@ -45,3 +45,17 @@ def test_text_and_hash(tmp_path):
     assert file_sha256(big) == hashlib.sha256(big.read_bytes()).hexdigest()
     with pytest.raises(FileNotFoundError):
         file_sha256(tmp_path / "missing")
+
+
+def test_cached_hash_is_read_once_and_again_after_the_file_changes(tmp_path, monkeypatch):
+    from pantherseg.io import files
+
+    path = tmp_path / "checkpoint.pth"
+    path.write_bytes(b"a" * 10)
+    reads = []
+    real = files.file_sha256
+    monkeypatch.setattr(files, "file_sha256", lambda p: reads.append(p) or real(p))
+    first = files.cached_file_sha256(path)
+    assert files.cached_file_sha256(path) == first and len(reads) == 1
+    path.write_bytes(b"b" * 11)  # other size: hashed again
+    assert files.cached_file_sha256(path) == hashlib.sha256(b"b" * 11).hexdigest() and len(reads) == 2
