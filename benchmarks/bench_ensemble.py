@@ -174,10 +174,13 @@ def main() -> None:
         import numpy as np
         import torch
 
+        from machine import cpu_line, describe_cpu
+
         baseline = results.get("reference")
+        cpu = describe_cpu()
         lines = [f"Workload: {args.members} members, organisers' Task 1 plans (PlainConvUNet, patch 48x192x224), "
                  f"random weights, {SHAPE_ZYX[0]}x{SHAPE_ZYX[1]}x{SHAPE_ZYX[2]} at {SPACING_XYZ[2]}x{SPACING_XYZ[1]}x"
-                 f"{SPACING_XYZ[0]} mm, CPU ({torch.get_num_threads()} threads), torch {torch.__version__}.", "",
+                 f"{SPACING_XYZ[0]} mm, CPU: {cpu_line(cpu)}, torch {torch.__version__}.", "",
                  "| route | wall s | speed-up | peak RSS MB | RSS ratio | mask agreement | split (s) |",
                  "|---|---|---|---|---|---|---|"]
         for route, figures in results.items():
@@ -206,7 +209,8 @@ def main() -> None:
         print(table)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"results": results, "conversions": conversions, "table": table,
-                                         "members": args.members, "load_average": load, "unix_time": time.time()},
+                                         "members": args.members, "cpu": cpu, "load_average": load,
+                                         "unix_time": time.time()},
                                         indent=2))
 
 

@@ -9,7 +9,8 @@ FlopCounterMode, times the tiles run) against the card's dense fp16 tensor peak,
 
     python benchmarks/bench_gpu.py                       # on a machine with a CUDA GPU; ~1-3 min
     python benchmarks/bench_gpu.py --members 1 --tile-batch-size 2
-    python benchmarks/bench_gpu.py --tiny --device cpu --precision fp32    # what the tests run
+    python benchmarks/bench_gpu.py --reference           # also nnU-Net's own route, same device: ratio, agreement
+    python benchmarks/bench_gpu.py --tiny --device cpu --precision fp32 --reference   # what the tests run
 
 ``--tiny`` shrinks everything (features / 16, patch 64^3, a small image) so the script runs on a CPU
 in seconds and cannot rot.
@@ -77,7 +78,38 @@ def run(work: Path, *, device: str, precision: str, tile_batch_size: int, plans:
         "fraction_of_peak": achieved / peak if peak else None,
         "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         "peak_gpu_reserved_gb": torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
+        "mask": str(result.output),
     }
+
+
+def run_reference(work: Path, *, device: str, members: int) -> dict:
+    """nnU-Net 2.8's own route on the same device and image: ``nnUNetPredictor`` per member (on a GPU with
+    everything on the device and fp16 autocast, nnU-Net's defaults there; no mirroring), probabilities to
+    .npz, then ``ensemble_folders``, as ``nnUNetv2_ensemble`` does. It runs after the engine, so it finds
+    CUDA already initialised: the ratio leans towards nnU-Net, if anything."""
+    from nnunet_reference import predict_member
+    from nnunetv2.ensembling.ensemble import ensemble_folders
+
+    started = time.perf_counter()
+    folders = [str(predict_member(work / "weights" / winners.MODEL, 0, "checkpoint_final.pth", work / "case.mha",
+                                  work / "reference" / f"m{index}", device=device)) for index in range(members)]
+    ensemble_folders(folders, str(work / "reference" / "ensemble"), save_merged_probabilities=False,
+                     num_processes=1, dataset_json_file_or_dict=str(Path(folders[0]) / "dataset.json"),
+                     plans_json_file_or_dict=str(Path(folders[0]) / "plans.json"))
+    return {"wall_s": time.perf_counter() - started,
+            "mask": str(next((work / "reference" / "ensemble").glob("case.*")))}
+
+
+def tumour_agreement(engine_mask: str, reference_mask: str, tumor_label: int) -> dict:
+    """Voxel agreement and Dice of the engine's tumour mask and the tumour label of nnU-Net's segmentation."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    ours = sitk.GetArrayFromImage(sitk.ReadImage(engine_mask)) > 0
+    theirs = sitk.GetArrayFromImage(sitk.ReadImage(reference_mask)) == tumor_label
+    both = int(ours.sum() + theirs.sum())
+    return {"voxel_agreement": float((ours == theirs).mean()),
+            "tumour_dice": 2 * float((ours & theirs).sum()) / both if both else 1.0}
 
 
 def format_result(r: dict, members: int) -> str:
@@ -90,7 +122,11 @@ def format_result(r: dict, members: int) -> str:
             f"  wall time           {r['wall_s']:.1f} s   (split: {split})\n"
             f"  network             {r['network_s']:.1f} s = {r['network_share'] * 100:.0f}% of the wall time\n"
             f"  achieved            {r['achieved_tflops']:.2f} TFLOP/s = {peak}\n"
-            f"  peak GPU memory     {memory}")
+            f"  peak GPU memory     {memory}"
+            + (f"\n  nnU-Net's route     {r['reference']['wall_s']:.1f} s on the same device: the engine is "
+               f"{r['reference']['wall_s'] / r['wall_s']:.2f}x faster; tumour masks agree on "
+               f"{r['reference']['voxel_agreement'] * 100:.4f}% of voxels (Dice {r['reference']['tumour_dice']:.4f})"
+               if "reference" in r else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,10 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--members", type=int, default=None, help="default: 6 (1 with --tiny)")
     parser.add_argument("--tile-batch-size", type=int, default=1)
     parser.add_argument("--tiny", action="store_true", help="a tiny configuration that runs on a CPU in seconds")
+    parser.add_argument("--cudnn-benchmark", action="store_true",
+                        help="let cuDNN autotune its convolution algorithms (torch.backends.cudnn.benchmark)")
+    parser.add_argument("--reference", action="store_true",
+                        help="also run nnU-Net's own route on the same device and print the ratio and mask agreement")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
+    if args.cudnn_benchmark:
+        import torch
+
+        torch.backends.cudnn.benchmark = True
     divisor, patch = (TINY["divisor"], TINY["patch"]) if args.tiny else (1, None)
     shape = TINY["shape_zyx"] if args.tiny else winners.LARGEST_T1_ZYX
     members = args.members or (TINY["members"] if args.tiny else 6)
@@ -113,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         winners.build_workload(work, members=members, divisor=divisor, patch=patch, shape_zyx=shape)
         result = run(work, device=args.device, precision=args.precision, tile_batch_size=args.tile_batch_size,
                      plans=plans, num_classes=len(dataset["labels"]))
+        if args.reference:
+            reference = run_reference(work, device=args.device, members=members)
+            reference.update(tumour_agreement(result["mask"], reference["mask"], dataset["labels"]["tumor"]))
+            result["reference"] = {k: v for k, v in reference.items() if k != "mask"}
+        del result["mask"]  # in a folder that is gone after this block
     if not args.tiny and result["tiles"] != winners.TILES_PER_MEMBER * members:
         raise SystemExit(f"expected {winners.TILES_PER_MEMBER * members} tiles, ran {result['tiles']}")
     print(format_result(result, members))

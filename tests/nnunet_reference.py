@@ -19,7 +19,9 @@ import torch
 
 
 def predict_member(model_folder: Path, fold, checkpoint_name: str, image: Path, out_dir: Path,
-                   *, configuration: str = "3d_fullres", step_size: float = 0.5) -> Path:
+                   *, configuration: str = "3d_fullres", step_size: float = 0.5, device: str = "cpu") -> Path:
+    """One member's probabilities and segmentation in ``out_dir``. On a CUDA device nnU-Net runs as it does by
+    default there: everything on the device, fp16 autocast."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -34,7 +36,8 @@ def predict_member(model_folder: Path, fold, checkpoint_name: str, image: Path, 
                                      plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
                                      allow_init=True, deep_supervision=False)
     predictor = nnUNetPredictor(tile_step_size=step_size, use_gaussian=True, use_mirroring=False,
-                                perform_everything_on_device=False, device=torch.device("cpu"),
+                                perform_everything_on_device=torch.device(device).type == "cuda",
+                                device=torch.device(device),
                                 verbose=False, verbose_preprocessing=False, allow_tqdm=False)
     predictor.manual_initialization(network, plans_manager, cm, [checkpoint["network_weights"]], dataset_json,
                                     checkpoint["trainer_name"], None)

@@ -15,20 +15,51 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import bench_cpu_tile  # noqa: E402
 import bench_gpu  # noqa: E402
+import bench_gpu_tile  # noqa: E402
 import winners  # noqa: E402
 
 
 def test_gpu_benchmark_tiny_configuration_runs_on_the_cpu(tmp_path, capsys):
     out = tmp_path / "gpu.json"
-    assert bench_gpu.main(["--tiny", "--device", "cpu", "--precision", "fp32", "--json", str(out)]) == 0
+    assert bench_gpu.main(["--tiny", "--device", "cpu", "--precision", "fp32", "--reference", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    for label in ("wall time", "network", "achieved", "peak GPU memory"):
+    for label in ("wall time", "network", "achieved", "peak GPU memory", "nnU-Net's route"):
         assert label in printed
     result = json.loads(out.read_text())
     assert result["tiles"] == 1 and result["members"] == 1
     assert 0 < result["network_s"] <= result["wall_s"] and 0 < result["network_share"] <= 1
     assert result["achieved_tflops"] == pytest.approx(result["tflop_per_tile"] / result["network_s"])
+    # Same network, same fp32 maths on the CPU: nnU-Net's route and the engine give the same mask.
+    assert result["reference"]["wall_s"] > 0 and result["reference"]["voxel_agreement"] > 0.999
+
+
+def test_gpu_tile_benchmark_tiny_configuration_runs_on_the_cpu(capsys):
+    rows = bench_gpu_tile.main(["--tiny", "--device", "cpu"])
+    assert [row["variant"] for row in rows] == [variant[0] for variant in bench_gpu_tile.VARIANTS]
+    assert rows[0]["speed_up"] == 1.0 and all(row["ms_per_tile"] > 0 for row in rows)
+    assert "ms per tile" in capsys.readouterr().out
+
+
+def test_cpu_tile_benchmark_tiny_configuration_names_the_cpu(tmp_path, capsys):
+    pytest.importorskip("openvino")
+    figures = bench_cpu_tile.main(["--tiny", "--json", str(tmp_path / "tile.json")])
+    assert {"torch fp32", "OpenVINO fp32"} <= set(figures["seconds_per_tile"])
+    assert all(seconds > 0 for seconds in figures["seconds_per_tile"].values())
+    assert figures["cpu"]["model"] and figures["cpu"]["threads"] >= 1
+    assert "CPU: " in capsys.readouterr().out and json.loads((tmp_path / "tile.json").read_text())["patch"]
+
+
+def test_machine_reads_model_and_vector_flags(tmp_path):
+    import machine
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Example CPU 9000\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    described = machine.describe_cpu(cpuinfo)
+    assert described["model"] == "Example CPU 9000"
+    assert described["vector_flags"] == ["avx2", "avx512f", "avx512_bf16"]
+    assert machine.cpu_model(tmp_path / "missing") == "unknown CPU"
 
 
 def test_winners_tile_is_the_published_4_84_tflop():
