@@ -183,11 +183,12 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, options: R
         options.output_formats, prediction.mask, volume.sitk_image, output_path.parent,
         output_path.name[: -len(".mha")], dicom_series=dicom_series,
         algorithm=None if dicom_series is None else _algorithm(ensemble, prediction), roi_name=options.roi_name)
+    extras: list[Path] = []  # member outputs, named here before each is written
     try:  # from here on a failure (or SIGTERM) removes the outputs: mask and report exist together or not at all
         result = _finish_case(ensemble, path, volume, prediction, written, output_notes, started, read_s, stem,
-                              options=options, weights=weights, config=config, run_hash=run_hash)
+                              options=options, weights=weights, config=config, run_hash=run_hash, extras=extras)
     except BaseException:
-        for leftover in written:
+        for leftover in [*written, *extras]:
             Path(leftover).unlink(missing_ok=True)
         raise
     mark_completed(written)
@@ -204,13 +205,13 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, options: R
 
 
 def _finish_case(ensemble, path, volume, prediction, written, output_notes, started, read_s, stem, *,
-                 options: RunOptions, weights, config, run_hash) -> CaseResult:
-    """Member outputs and the report, once the mask is written."""
+                 options: RunOptions, weights, config, run_hash, extras: list[Path]) -> CaseResult:
+    """Member outputs (their paths added to ``extras``) and the report, once the mask is written."""
     output_path = written[0]
     prediction.notes.extend(output_notes)
     write_s = time.perf_counter() - started
     if options.member_outputs_dir is not None:
-        _write_member_probabilities(prediction, volume, Path(options.member_outputs_dir), stem, ensemble)
+        _write_member_probabilities(prediction, volume, Path(options.member_outputs_dir), stem, ensemble, extras)
 
     timings = {"load": ensemble.load_s, "read": read_s, **prediction.timings_s, "write": write_s}
     voxel_volume = float(np.prod(volume.spacing_zyx))
@@ -247,8 +248,10 @@ def _algorithm(ensemble: Ensemble, prediction):
                      members=tuple(prediction.members_used()))
 
 
-def _write_member_probabilities(prediction, volume, folder: Path, stem: str, ensemble: Ensemble) -> None:
-    """Each member's probabilities (float32, a vector component per class) and its own mask (argmax).
+def _write_member_probabilities(prediction, volume, folder: Path, stem: str, ensemble: Ensemble,
+                                written: list[Path]) -> None:
+    """Each member's probabilities (float32, a vector component per class) and its own mask (argmax);
+    each path is added to ``written`` before its file is written, so a failed case can remove them all.
 
     All classes, not the tumour's alone: the ensemble's mask is the argmax of the mean, which the
     tumour probability alone cannot reproduce (0.45 tumour beats 0.30 pancreas and 0.25 background).
@@ -260,6 +263,8 @@ def _write_member_probabilities(prediction, volume, folder: Path, stem: str, ens
         image = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(probabilities, 0, -1), dtype=np.float32),
                                        isVector=True)
         image.CopyInformation(volume.sitk_image)
-        write_image_atomically(image, folder / name / f"{stem}.mha")
+        probabilities_path, mask_path = folder / name / f"{stem}.mha", folder / name / "masks" / f"{stem}.mha"
+        written.extend([probabilities_path, mask_path])
+        write_image_atomically(image, probabilities_path)
         own_mask = (probabilities.argmax(0) == tumor).astype(np.uint8)
-        write_image_atomically(mask_image(own_mask, volume.sitk_image), folder / name / "masks" / f"{stem}.mha")
+        write_image_atomically(mask_image(own_mask, volume.sitk_image), mask_path)

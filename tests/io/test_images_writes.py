@@ -206,3 +206,19 @@ def test_report_failure_or_sigterm_after_the_mask_leaves_neither(tmp_path, micro
         api.segment(image_path, output_dir=tmp_path / "out", report_dir=tmp_path / "out", task="t2",
                     config=micro[1], weights=micro[0], device="cpu")
     assert files_under(tmp_path / "out") == []
+
+
+def test_report_failure_after_member_outputs_removes_them_too(tmp_path, micro, monkeypatch):
+    """--member-outputs are written after the mask; a case that then fails leaves none of them."""
+    image_path = tmp_path / "case.mha"
+    sitk.WriteImage(synthetic_image((8, 16, 16)), str(image_path))
+
+    def fail(*_args, **_kwargs):
+        assert len(files_under(tmp_path / "members")) == 2  # probabilities and own mask of the one member
+        raise OutputError("Cannot write the run report: disk full")
+
+    monkeypatch.setattr(api, "write_report", fail)
+    with pytest.raises(OutputError):
+        api.segment(image_path, output_dir=tmp_path / "out", report_dir=tmp_path / "out", task="t2",
+                    config=micro[1], weights=micro[0], device="cpu", member_outputs_dir=tmp_path / "members")
+    assert files_under(tmp_path / "out") == [] and files_under(tmp_path / "members") == []
