@@ -11,7 +11,11 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 from collections import namedtuple
 from pathlib import Path
@@ -105,16 +109,46 @@ def test_concurrent_writers_into_one_folder_never_share_a_temporary_file(tmp_pat
 
 # --- the probe before the networks run -------------------------------------------------------------
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_output_folder_is_refused_by_the_probe(tmp_path):
+PROBE_AS_NOBODY = """
+import sys
+from pantherseg.errors import OutputError
+from pantherseg.io.images import check_writable
+try:
+    check_writable([sys.argv[1]])
+except OutputError as error:
+    print(error)
+    raise SystemExit(3)
+"""
+
+
+def test_read_only_output_folder_is_refused_by_the_probe():
+    """Root writes into read-only folders, so as root (CI, containers' build machines) the probe runs as
+    'nobody' in a child process: the check must hold for the unprivileged user grand-challenge runs."""
+    # Not pytest's tmp_path: its folders are 0700, and 'nobody' has to reach the folder to be refused by it.
+    tmp_path = Path(tempfile.mkdtemp(prefix="pantherseg-read-only-"))
+    tmp_path.chmod(0o755)
     folder = tmp_path / "out"
     folder.mkdir()
-    folder.chmod(0o500)
+    folder.chmod(0o555)
     try:
-        with pytest.raises(OutputError, match="is not writable"):
-            check_writable([folder])
+        if os.geteuid() != 0:
+            with pytest.raises(OutputError, match="is not writable"):
+                check_writable([folder])
+            return
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root and util-linux's setpriv is missing: no unprivileged user to probe as")
+        for parent in tmp_path.parents:  # the path down to the folder must be traversable by 'nobody'
+            if parent.stat().st_mode & 0o001 == 0:
+                pytest.skip(f"{parent} is not traversable by other users")
+        child = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                                "-c", PROBE_AS_NOBODY, str(folder)], capture_output=True, text=True,
+                               cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+        assert child.returncode == 3, child.stderr[-2000:]
+        assert "is not writable" in child.stdout
     finally:
         folder.chmod(0o700)
+        shutil.rmtree(tmp_path)
 
 
 def test_probe_refuses_a_full_disk_and_a_folder_in_the_way(tmp_path, monkeypatch):
