@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from pantherseg.engine.sliding_window import count_tiles
 from pantherseg.errors import InputError, ResourceError
 from pantherseg.io import host_memory
 from pantherseg.io.host_memory import FLOAT32, gb, image_read_bytes
@@ -57,15 +58,6 @@ class MemoryEstimate:
     def describe(self) -> str:
         largest = sorted(self.parts.items(), key=lambda item: -item[1])[:3]
         return ", ".join(f"{name} {gb(value)}" for name, value in largest)
-
-
-def count_tiles(shape: Sequence[int], patch_size: Sequence[int], step_size: float) -> int:
-    """nnU-Net's tile count (``compute_steps_for_sliding_window``) without listing the tiles."""
-    total = 1
-    for size, patch in zip(shape, patch_size):
-        size, patch = max(int(size), int(patch)), int(patch)
-        total *= 1 if size == patch else math.ceil((size - patch) / (patch * step_size)) + 1
-    return total
 
 
 def resampled_shape(shape_zyx: Sequence[int], spacing_zyx: Sequence[float], member) -> tuple[int, ...]:

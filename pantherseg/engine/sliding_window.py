@@ -15,6 +15,7 @@ Array layout: ``data`` is (channels, z, y, x) in nnU-Net's transposed axis order
 from __future__ import annotations
 
 import itertools
+import math
 from contextlib import nullcontext
 from typing import Callable, Sequence
 
@@ -32,8 +33,13 @@ def tile_origins(image_shape: Sequence[int], patch_size: Sequence[int], step_siz
 
 
 def count_tiles(image_shape: Sequence[int], patch_size: Sequence[int], step_size: float) -> int:
-    padded = [max(s, p) for s, p in zip(image_shape, patch_size)]
-    return len(tile_origins(padded, patch_size, step_size))
+    """How many tiles ``tile_origins`` gives for ``image_shape`` (padded to the patch first), computed with
+    nnU-Net's formula instead of listing them: the memory check counts tiles of untrusted, possibly huge shapes."""
+    total = 1
+    for size, patch in zip(image_shape, patch_size):
+        size, patch = max(int(size), int(patch)), int(patch)
+        total *= math.ceil((size - patch) / (patch * step_size)) + 1
+    return total
 
 
 @torch.inference_mode()

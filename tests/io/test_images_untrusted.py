@@ -181,10 +181,12 @@ def test_absurd_spacing_gives_a_short_memory_message(tiny_weights, monkeypatch):
 def test_tile_count_matches_nnunet_and_enters_the_estimate(tiny_weights):
     from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
 
+    from pantherseg.engine.sliding_window import count_tiles
+
     for shape, patch, step in [((90, 200, 240), (64, 112, 160), 0.5), ((64, 64, 64), (64, 64, 64), 0.1),
                                ((300, 420, 420), (192, 192, 192), 0.1)]:
         steps = compute_steps_for_sliding_window(shape, patch, step)
-        assert memory_estimate.count_tiles(shape, patch, step) == int(np.prod([len(s) for s in steps]))
+        assert count_tiles(shape, patch, step) == int(np.prod([len(s) for s in steps]))
     from conftest import MODEL_A
     from model_factory import config_dict, member
 
