@@ -102,7 +102,6 @@ def run_reference(work: Path, *, device: str, members: int) -> dict:
 
 def tumour_agreement(engine_mask: str, reference_mask: str, tumor_label: int) -> dict:
     """Voxel agreement and Dice of the engine's tumour mask and the tumour label of nnU-Net's segmentation."""
-    import numpy as np
     import SimpleITK as sitk
 
     ours = sitk.GetArrayFromImage(sitk.ReadImage(engine_mask)) > 0

@@ -79,6 +79,23 @@ def tiny_weights(tmp_path_factory) -> Path:
     return root
 
 
+MICRO_MODEL = "Dataset803_Micro/nnUNetTrainer_Micro__nnUNetPlans__3d_fullres"
+
+
+@pytest.fixture(scope="session")
+def micro_weights(tmp_path_factory) -> tuple[Path, Path]:
+    """(weights, config): one real nnU-Net folder from the organisers' Task 2 plans with a 16x32x32 patch,
+    one member "micro" for each task. Small images are one tile, so a case takes well under a second (the
+    real patch makes it 2-5 s on a shared CPU)."""
+    plans = shrink(load_plans("task2"), divisor=16)
+    plans["configurations"]["3d_fullres"]["patch_size"] = [16, 32, 32]  # strides divide it; bottleneck 1x2x1
+    root = tmp_path_factory.mktemp("micro-weights")
+    make_model_folder(root, MICRO_MODEL, plans=plans)
+    config = root / "ensemble_config.json"
+    config.write_text(json.dumps(config_dict([member("micro", MICRO_MODEL)], [member("micro", MICRO_MODEL)])))
+    return root, config
+
+
 def tiny_members_t1() -> list[dict]:
     return [member("a-f0", MODEL_A), member("a-f1", MODEL_A, fold=1, weight=2.0, role="volume"),
             member("b-f0", MODEL_B, checkpoint="checkpoint_best.pth", role="boundary")]

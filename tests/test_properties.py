@@ -13,7 +13,6 @@ a case); ``--runslow`` draws 60 larger images through the three-member Task 1 en
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import pytest
 import SimpleITK as sitk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from model_factory import config_dict, load_plans, make_model_folder, member, shrink
 
 from pantherseg.config import load_config
 from pantherseg.engine.ensemble import Ensemble
@@ -35,7 +33,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # The fixtures (ensembles, one torch thread) hold no per-example state.
 SLOW_AND_FIXTURES = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
-MICRO_MODEL = "Dataset803_Micro/nnUNetTrainer_Micro__nnUNetPlans__3d_fullres"
 PIXEL_TYPES = {
     "uint8": sitk.sitkUInt8, "int16": sitk.sitkInt16, "uint16": sitk.sitkUInt16, "int32": sitk.sitkInt32,
     "float32": sitk.sitkFloat32, "float64": sitk.sitkFloat64,
@@ -43,15 +40,8 @@ PIXEL_TYPES = {
 
 
 @pytest.fixture(scope="module")
-def micro_ensemble(tmp_path_factory):
-    """One real nnU-Net folder from the organisers' Task 2 plans with a 16x32x32 patch (also in
-    test_bad_inputs.py; a candidate for conftest)."""
-    plans = shrink(load_plans("task2"), divisor=16)
-    plans["configurations"]["3d_fullres"]["patch_size"] = [16, 32, 32]  # strides divide it; bottleneck 1x2x1
-    root = tmp_path_factory.mktemp("micro-weights")
-    make_model_folder(root, MICRO_MODEL, plans=plans)
-    config = root / "ensemble_config.json"
-    config.write_text(json.dumps(config_dict([member("micro", MICRO_MODEL)])))
+def micro_ensemble(micro_weights):
+    root, config = micro_weights
     return Ensemble.load(config=load_config(config), task="t1", weights=root, device="cpu")
 
 

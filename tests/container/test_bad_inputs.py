@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import synthetic_image, write_gc_input
-from model_factory import config_dict, load_plans, make_model_folder, member, shrink
+from model_factory import load_plans
 
 from pantherseg.config import load_config
 from pantherseg.engine.ensemble import Ensemble
@@ -284,23 +284,6 @@ def test_itk_error_keeps_no_object_address(tmp_path):
 
 
 # --- inputs that must be segmented -----------------------------------------------------------------
-
-MICRO_MODEL = "Dataset803_Micro/nnUNetTrainer_Micro__nnUNetPlans__3d_fullres"
-
-
-@pytest.fixture(scope="module")
-def micro_weights(tmp_path_factory):
-    """One real nnU-Net folder from the organisers' Task 2 plans with a 16x32x32 patch: small images are
-    one tile, so a case takes well under a second (the real patch makes it 2-5 s on a shared CPU).
-    (Also in test_properties.py; a candidate for conftest.)"""
-    plans = shrink(load_plans("task2"), divisor=16)
-    plans["configurations"]["3d_fullres"]["patch_size"] = [16, 32, 32]  # strides divide it; bottleneck 1x2x1
-    root = tmp_path_factory.mktemp("micro-weights")
-    make_model_folder(root, MICRO_MODEL, plans=plans)
-    config = root / "ensemble_config.json"
-    config.write_text(json.dumps(config_dict([member("a", MICRO_MODEL)], [member("micro", MICRO_MODEL)])))
-    return root, config
-
 
 @pytest.fixture(scope="module")
 def micro_ensemble(micro_weights):

@@ -8,7 +8,6 @@ loaded, so the module takes a few seconds.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -24,7 +23,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import synthetic_image, write_gc_input
-from model_factory import config_dict, load_plans, make_model_folder, member, shrink
 
 from pantherseg import api
 from pantherseg.errors import OutputError
@@ -34,9 +32,6 @@ from pantherseg.io.report import write_report
 REPO = Path(__file__).resolve().parents[2]
 SLUG = "pancreatic-tumor-segmentation"
 DiskUsage = namedtuple("DiskUsage", "total used free")
-MICRO_MODEL = "Dataset805_Micro/nnUNetTrainer__nnUNetPlans__3d_fullres"
-
-
 def mask() -> sitk.Image:
     return sitk.GetImageFromArray(np.ones((4, 5, 6), np.uint8))
 
@@ -214,19 +209,8 @@ def test_mask_path_that_is_a_folder_is_refused_before_the_networks_run(tmp_path,
 
 # --- a case that fails after its mask was written --------------------------------------------------
 
-@pytest.fixture(scope="module")
-def micro(tmp_path_factory):
-    plans = shrink(load_plans("task2"), divisor=16)
-    plans["configurations"]["3d_fullres"]["patch_size"] = [16, 32, 32]
-    root = tmp_path_factory.mktemp("micro-weights")
-    make_model_folder(root, MICRO_MODEL, plans=plans)
-    config = root / "ensemble_config.json"
-    config.write_text(json.dumps(config_dict([member("a", MICRO_MODEL)], [member("micro", MICRO_MODEL)])))
-    return root, config
-
-
 @pytest.mark.parametrize("failure", [OutputError("Cannot write the run report: disk full"), KeyboardInterrupt()])
-def test_report_failure_or_sigterm_after_the_mask_leaves_neither(tmp_path, micro, monkeypatch, failure):
+def test_report_failure_or_sigterm_after_the_mask_leaves_neither(tmp_path, micro_weights, monkeypatch, failure):
     """The mask is renamed into place, then writing the report fails (or SIGTERM arrives): no mask stays."""
     image_path = tmp_path / "case.mha"
     sitk.WriteImage(synthetic_image((8, 16, 16)), str(image_path))
@@ -238,11 +222,11 @@ def test_report_failure_or_sigterm_after_the_mask_leaves_neither(tmp_path, micro
     monkeypatch.setattr(api, "write_report", fail)
     with pytest.raises(type(failure)):
         api.segment(image_path, output_dir=tmp_path / "out", report_dir=tmp_path / "out", task="t2",
-                    config=micro[1], weights=micro[0], device="cpu")
+                    config=micro_weights[1], weights=micro_weights[0], device="cpu")
     assert files_under(tmp_path / "out") == []
 
 
-def test_report_failure_after_member_outputs_removes_them_too(tmp_path, micro, monkeypatch):
+def test_report_failure_after_member_outputs_removes_them_too(tmp_path, micro_weights, monkeypatch):
     """--member-outputs are written after the mask; a case that then fails leaves none of them."""
     image_path = tmp_path / "case.mha"
     sitk.WriteImage(synthetic_image((8, 16, 16)), str(image_path))
@@ -254,5 +238,5 @@ def test_report_failure_after_member_outputs_removes_them_too(tmp_path, micro, m
     monkeypatch.setattr(api, "write_report", fail)
     with pytest.raises(OutputError):
         api.segment(image_path, output_dir=tmp_path / "out", report_dir=tmp_path / "out", task="t2",
-                    config=micro[1], weights=micro[0], device="cpu", member_outputs_dir=tmp_path / "members")
+                    config=micro_weights[1], weights=micro_weights[0], device="cpu", member_outputs_dir=tmp_path / "members")
     assert files_under(tmp_path / "out") == [] and files_under(tmp_path / "members") == []
