@@ -10,6 +10,10 @@ precision may become a default.
 
     python benchmarks/bench_zoo_agreement.py                     # both tasks, all routes, ~10 min on 2 cores
     python benchmarks/bench_zoo_agreement.py --tasks t2 --routes openvino-fp32
+    python benchmarks/bench_zoo_agreement.py --device cuda --routes torch-fp16,torch-fp32   # on a GPU
+
+With ``--device cuda`` nnU-Net's route runs on the GPU too, as nnU-Net runs there by default (everything
+on the device, fp16 autocast).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 SAMPLES = {"t1": ["t1-phantom", "t1-amos_0540"], "t2": ["t2-phantom"]}
-ROUTES = {"torch-fp32": ("torch", "fp32"), "torch-bf16": ("torch", "bf16"),
+ROUTES = {"torch-fp32": ("torch", "fp32"), "torch-bf16": ("torch", "bf16"), "torch-fp16": ("torch", "fp16"),
           "openvino-fp32": ("openvino", "fp32"), "openvino-bf16": ("openvino", "bf16"),
           "onnxruntime": ("onnxruntime", "fp32")}
 
@@ -38,7 +42,7 @@ def sample_images(task: str) -> list[Path]:
     return images
 
 
-def reference_masks(task: str, images: list[Path], work: Path) -> dict[str, "object"]:
+def reference_masks(task: str, images: list[Path], work: Path, device: str = "cpu") -> dict[str, "object"]:
     """nnU-Net's own route for the shipped ensemble of ``task``: {image name: (z, y, x) uint8 mask}."""
     from nnunet_reference import reference_tumour_mask
     from pantherseg.config import load_config
@@ -50,18 +54,19 @@ def reference_masks(task: str, images: list[Path], work: Path) -> dict[str, "obj
         if m.weight != int(m.weight):
             raise SystemExit(f"nnU-Net's route repeats folders for weights; {m.name} has weight {m.weight}")
         members.append((default_weights() / m.model, m.fold, m.checkpoint, int(m.weight)))
-    return {image.name: reference_tumour_mask(members, image, work / image.stem, tumor_label=spec.tumor_label)
+    return {image.name: reference_tumour_mask(members, image, work / image.stem, tumor_label=spec.tumor_label,
+                                              device=device)
             for image in images}
 
 
-def route_masks(task: str, images: list[Path], work: Path, route: str) -> tuple[dict, float]:
+def route_masks(task: str, images: list[Path], work: Path, route: str, device: str = "cpu") -> tuple[dict, float]:
     """{image name: mask} of one engine route, and its network seconds summed over the images."""
     import SimpleITK as sitk
 
     from pantherseg.api import segment
 
     backend, precision = ROUTES[route]
-    results = segment(images, output_dir=work / route, task=task, device="cpu", backend=backend,
+    results = segment(images, output_dir=work / route, task=task, device=device, backend=backend,
                       precision=precision, time_budget_s=float("inf"))
     masks = {r.input.name: sitk.GetArrayFromImage(sitk.ReadImage(str(r.output))) for r in results}
     return masks, sum(r.report["timings_s"]["network"] for r in results)
@@ -79,6 +84,7 @@ def main() -> None:
     parser.add_argument("--tasks", default="t1,t2")
     parser.add_argument("--routes", default="torch-fp32,torch-bf16,openvino-fp32,openvino-bf16",
                         help=f"comma-separated, of {list(ROUTES)}")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU routes (torch-fp16, torch-fp32)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "zoo_agreement_cpu.json",
                         help="where the figures go (the shipped ones: zoo_agreement_cpu_t1.json, _t2.json)")
     args = parser.parse_args()
@@ -92,22 +98,24 @@ def main() -> None:
         for task in args.tasks.split(","):
             images = sample_images(task)
             started = time.perf_counter()
-            reference = reference_masks(task, images, work / f"reference-{task}")
+            reference = reference_masks(task, images, work / f"reference-{task}", args.device)
             raw[f"{task}/reference"] = {"wall_s": time.perf_counter() - started,
                                         "tumour_voxels": int(sum(int(m.sum()) for m in reference.values()))}
             for route in args.routes.split(","):
-                if route.endswith("bf16") and not native_bf16():
+                if route.endswith("bf16") and args.device == "cpu" and not native_bf16():
                     rows.append(f"| {task} | {route} | - | - | not run: this CPU has no native bf16 |")
                     continue
-                masks, network_s = route_masks(task, images, work / task, route)
+                masks, network_s = route_masks(task, images, work / task, route, args.device)
                 share = agreement(masks, reference)
                 raw[f"{task}/{route}"] = {"agreement": share, "network_s": network_s,
                                           "tumour_voxels": int(sum(int(m.sum()) for m in masks.values()))}
                 rows.append(f"| {task} | {route} | {share * 100:.4f}% | {network_s:.1f} | "
                             f"{raw[f'{task}/{route}']['tumour_voxels']} vs {raw[f'{task}/reference']['tumour_voxels']} |")
                 print(rows[-1], file=sys.stderr)
-    header = [f"Demo zoo (trained members), shipped ensembles, samples {SAMPLES}; CPU, {torch.get_num_threads()} "
-              f"threads, torch {torch.__version__}.", "",
+    where = (torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda")
+             else f"CPU, {torch.get_num_threads()} threads")
+    header = [f"Demo zoo (trained members), shipped ensembles, samples {SAMPLES}; {where} (nnU-Net's route on "
+              f"the same device), torch {torch.__version__}.", "",
               "| task | route | mask agreement with nnU-Net's route | network s | tumour voxels (route vs nnU-Net) |",
               "|---|---|---|---|---|"]
     table = "\n".join(header + rows)

@@ -51,13 +51,13 @@ def predict_member(model_folder: Path, fold, checkpoint_name: str, image: Path, 
 
 
 def reference_tumour_mask(members: list[tuple[Path, object, str, int]], image: Path, work: Path,
-                          *, tumor_label: int = 1) -> np.ndarray:
+                          *, tumor_label: int = 1, device: str = "cpu") -> np.ndarray:
     """members: (model folder, fold, checkpoint name, integer weight). Returns the (z, y, x) uint8 mask."""
     from nnunetv2.ensembling.ensemble import ensemble_folders
 
     folders = []
     for index, (folder, fold, checkpoint_name, weight) in enumerate(members):
-        predicted = predict_member(folder, fold, checkpoint_name, image, work / f"member{index}")
+        predicted = predict_member(folder, fold, checkpoint_name, image, work / f"member{index}", device=device)
         folders.extend([str(predicted)] * int(weight))
     merged = work / "ensemble"
     ensemble_folders(folders, str(merged), save_merged_probabilities=False, num_processes=1,
