@@ -22,17 +22,15 @@ import math
 import os
 from pathlib import Path
 
-from pantherseg.io.cgroup import PROC_CGROUP, cgroup_entries
+from pantherseg.io.cgroup import CGROUP_ROOT, PROC_CGROUP, controller_folders
 
 log = logging.getLogger(__name__)
-
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def cpu_quota(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> float | None:
     """The tightest CPU quota, in CPUs (e.g. 4.0 or 1.5), over the process's cgroups; None if unlimited."""
-    quotas = [q for q in (_read_quota(folder, version) for folder, version in _cpu_folders(cgroup_root, proc_cgroup))
-              if q is not None]
+    quotas = [quota for folder, version in controller_folders("cpu", cgroup_root, proc_cgroup)
+              if (quota := _read_quota(folder, version)) is not None]
     return min(quotas) if quotas else None
 
 
@@ -52,30 +50,6 @@ def available_cpus(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGR
     if quota is None:
         return affinity
     return max(1, min(affinity, math.floor(quota + 1e-9)))
-
-
-def _cpu_folders(cgroup_root: Path, proc_cgroup: Path) -> list[tuple[Path, int]]:
-    """(folder, cgroup version) for the process's cpu cgroup, its ancestors, and the mount roots."""
-    found: list[tuple[Path, int]] = []
-    for entry in cgroup_entries(proc_cgroup):
-        if entry.unified:
-            bases = [(cgroup_root, 2), (cgroup_root / "unified", 2)]
-        elif "cpu" in entry.controllers:
-            bases = [(cgroup_root / ",".join(entry.controllers), 1), (cgroup_root / "cpu", 1),
-                     (cgroup_root / "cpu,cpuacct", 1)]
-        else:
-            continue
-        for base, version in bases:
-            for ancestor in entry.with_ancestors():
-                found.append((base / ancestor, version))
-    # Inside a container without a cgroup namespace, /proc/self/cgroup names the host's path, which
-    # does not exist there: the container's own cgroup is mounted at the root.
-    found += [(cgroup_root, 2), (cgroup_root / "cpu", 1), (cgroup_root / "cpu,cpuacct", 1)]
-    unique = []
-    for item in found:
-        if item not in unique:
-            unique.append(item)
-    return unique
 
 
 def _read_quota(folder: Path, version: int) -> float | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pantherseg.errors import ResourceError
-from pantherseg.io.cgroup import cgroup_entries
+from pantherseg.io.cgroup import CGROUP_ROOT, PROC_CGROUP, controller_folders
 
 GB = 1024**3
 FLOAT32 = 4
@@ -26,13 +26,13 @@ FLOAT32 = 4
 # libraries' own scratch buffers and estimation error need the rest.
 USABLE_FRACTION = 0.9
 
-_CGROUP_ROOT = Path("/sys/fs/cgroup")
+_CGROUP_ROOT = CGROUP_ROOT
 _MEMINFO = Path("/proc/meminfo")
-_PROC_CGROUP = Path("/proc/self/cgroup")
+_PROC_CGROUP = PROC_CGROUP
 _UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a number close to 2^63
 # 2^28 voxels (e.g. 640^3): 11 times the largest PANTHER training image (88 x 466 x 570).
 MAX_VOXELS = 1 << 28
-# Python objects per sliding-window tile (its origin tuple and slices, engine bookkeeping), generously.
+
 
 def gb(value: float) -> str:
     """``1.5 GB``; beyond a million GB in powers of ten, so a 1e300 mm spacing does not print 300 digits."""
@@ -72,24 +72,14 @@ def _cgroup_headroom() -> int | None:
     return min(headrooms) if headrooms else None
 
 
+# The files of a memory limit and of the usage it is checked against, by cgroup version.
+_LIMIT_FILES = {2: ("memory.max", "memory.current"), 1: ("memory.limit_in_bytes", "memory.usage_in_bytes")}
+
+
 def _cgroup_folders():
-    """(folder, limit file, usage file) for the process's own cgroup and its ancestors, then the mount root."""
-    found = []
-    for entry in cgroup_entries(_PROC_CGROUP):
-        if entry.unified:
-            base, limit, usage = _CGROUP_ROOT, "memory.max", "memory.current"  # v2 (unified)
-            if not (base / limit).exists() and (base / "unified").is_dir():
-                base = base / "unified"
-        elif "memory" in entry.controllers:
-            base, limit, usage = _CGROUP_ROOT / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"
-        else:
-            continue
-        for ancestor in entry.with_ancestors():
-            found.append((base / ancestor, limit, usage))
-    if not found:
-        found = [(_CGROUP_ROOT, "memory.max", "memory.current"),
-                 (_CGROUP_ROOT / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes")]
-    return found
+    """(folder, limit file, usage file) for the process's own cgroup, its ancestors, and the mount roots."""
+    return [(folder, *_LIMIT_FILES[version])
+            for folder, version in controller_folders("memory", _CGROUP_ROOT, _PROC_CGROUP)]
 
 
 def _inactive_file(folder: Path) -> int:

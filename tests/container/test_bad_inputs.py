@@ -460,6 +460,17 @@ def test_available_memory_under_a_cgroup_v1_limit(tmp_path, monkeypatch):
     assert memory.available_bytes() == 3 * gib
 
 
+def test_cgroup_v1_host_path_absent_inside_the_container_uses_the_mount_root(tmp_path, monkeypatch):
+    """Docker on a cgroup v1 host without a cgroup namespace: /proc/self/cgroup names the host's path, which
+    does not exist in the container; the container's own limit is at the mount root (as for the CPU quota,
+    through the same folder list)."""
+    gib = 1024**3
+    memory = _fake_proc(tmp_path, monkeypatch, cgroup_line="4:memory:/docker/0123abcd", mem_available_kb=10 * 1024**2,
+                        files={"memory/memory.limit_in_bytes": str(2 * gib),
+                               "memory/memory.usage_in_bytes": str(gib // 2)})
+    assert memory.available_bytes() == gib + gib // 2
+
+
 def test_available_memory_without_a_limit_is_meminfo(tmp_path, monkeypatch):
     memory = _fake_proc(tmp_path, monkeypatch, cgroup_line="0::/", mem_available_kb=1234,
                         files={"memory.max": "max"})

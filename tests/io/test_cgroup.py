@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pantherseg.io.cgroup import cgroup_entries
+from pantherseg.io.cgroup import cgroup_entries, controller_folders
 
 
 def test_v1_and_v2_lines_and_their_ancestors(tmp_path):
@@ -21,3 +21,14 @@ def test_v1_and_v2_lines_and_their_ancestors(tmp_path):
 
 def test_no_file_is_no_cgroups(tmp_path):
     assert cgroup_entries(tmp_path / "missing") == []
+
+
+def test_controller_folders_cover_ancestors_mounts_and_roots(tmp_path):
+    proc = tmp_path / "cgroup"
+    proc.write_text("4:cpu,cpuacct:/docker/abc\n9:memory:/docker/abc\n")
+    root = tmp_path / "cg"
+    cpu = controller_folders("cpu", root, proc)
+    assert (root / "cpu,cpuacct" / "docker" / "abc", 1) in cpu and (root / "cpu" / "docker", 1) in cpu
+    # Own cgroup, ancestors, then the roots (where a container without a cgroup namespace has its own), once each.
+    assert controller_folders("memory", root, proc) == [
+        (root / "memory" / "docker" / "abc", 1), (root / "memory" / "docker", 1), (root / "memory", 1), (root, 2)]
