@@ -32,11 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from pantherseg.errors import ModelError, PantherError
-from pantherseg.io.files import atomic_file, file_sha256
+from pantherseg.io.files import CHUNK_BYTES, atomic_file, file_sha256
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1024 * 1024
 # The most ``verify`` extracts: the winners' 11 ResEnc-L checkpoints are about 6 GiB; a 3 MB tarball
 # that unpacks to 3 GiB (a decompression bomb) should not fill the disk first.
 MAX_UNPACKED_BYTES = 32 * 1024**3
@@ -236,7 +235,7 @@ def _check_stream(tarball: Path, max_unpacked_bytes: int) -> None:
     unpacked = 0
     try:
         with gzip.open(tarball, "rb") as stream:
-            while chunk := stream.read(_CHUNK):
+            while chunk := stream.read(CHUNK_BYTES):
                 unpacked += len(chunk)
                 if unpacked > max_unpacked_bytes:
                     raise ModelError(
