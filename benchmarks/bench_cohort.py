@@ -121,7 +121,6 @@ def measure(route: str, cases: Path, config: Path, work: Path) -> dict:
 
 def agreement(work: Path) -> float:
     """Fraction of voxels on which the two routes' masks agree (different torch thread counts)."""
-    import numpy as np
     import SimpleITK as sitk
 
     same = total = 0

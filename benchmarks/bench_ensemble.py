@@ -121,7 +121,6 @@ def child(args) -> None:
 
 
 def agreement(mask_a: str, mask_b: str) -> float:
-    import numpy as np
     import SimpleITK as sitk
 
     a = sitk.GetArrayFromImage(sitk.ReadImage(mask_a))
@@ -171,7 +170,6 @@ def main() -> None:
             results[route] = json.loads(line[len("RESULT "):])
             print(f"{route}: {results[route]['wall_s']:.1f} s", file=sys.stderr)
 
-        import numpy as np
         import torch
 
         from machine import cpu_line, describe_cpu

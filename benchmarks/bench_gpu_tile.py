@@ -52,8 +52,8 @@ def time_variant(network, patch, *, device, cudnn_benchmark, channels_last, batc
 
 def main(argv: list[str] | None = None) -> list[dict]:
     import torch
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from model_factory import network_from_plans
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
@@ -64,16 +64,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                       else winners.load_winner_plans())
     repeats = 1 if args.tiny else args.repeats
     num_classes = len(dataset["labels"])
-    cm = PlansManager(plans).get_configuration("3d_fullres")
-    network = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                     cm.network_arch_init_kwargs_req_import, 1, num_classes,
-                                     allow_init=True, deep_supervision=False).to(args.device).eval()
+    patch = plans["configurations"]["3d_fullres"]["patch_size"]
+    network = network_from_plans(plans, num_classes).to(args.device).eval()
     flops = winners.tile_flops(plans, num_classes)
     name = torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else "CPU"
-    print(f"{name}, torch {torch.__version__}, one {'x'.join(map(str, cm.patch_size))} tile = {flops / 1e12:.2f} TFLOP")
+    print(f"{name}, torch {torch.__version__}, one {'x'.join(map(str, patch))} tile = {flops / 1e12:.2f} TFLOP")
     rows = []
     for label, cudnn_benchmark, channels_last, batch, dtype in VARIANTS:
-        seconds = time_variant(network, cm.patch_size, device=args.device, cudnn_benchmark=cudnn_benchmark,
+        seconds = time_variant(network, patch, device=args.device, cudnn_benchmark=cudnn_benchmark,
                                channels_last=channels_last, batch=batch, dtype=dtype, repeats=repeats)
         rows.append({"variant": label, "ms_per_tile": seconds * 1e3, "tflops": flops / seconds / 1e12,
                      "speed_up": rows[0]["ms_per_tile"] / (seconds * 1e3) if rows else 1.0})

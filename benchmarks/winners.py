@@ -81,16 +81,14 @@ def abdomen_like_image(shape_zyx, spacing_zyx, seed: int = 0):
 def tile_flops(plans: dict, num_classes: int) -> float:
     """Floating-point operations of one forward pass of one patch (multiply-add = 2), counted by torch."""
     import torch
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     from torch.utils.flop_counter import FlopCounterMode
 
-    cm = PlansManager(plans).get_configuration("3d_fullres")
+    from model_factory import network_from_plans
+
+    patch = plans["configurations"]["3d_fullres"]["patch_size"]
     with torch.device("meta"):
-        network = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                         cm.network_arch_init_kwargs_req_import, 1, num_classes,
-                                         allow_init=False, deep_supervision=False)
+        network = network_from_plans(plans, num_classes, allow_init=False)
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():
-            network(torch.zeros((1, 1, *cm.patch_size)))
+            network(torch.zeros((1, 1, *patch)))
     return float(counter.get_total_flops())

@@ -33,26 +33,32 @@ def shrink(plans: dict, *, divisor: int = 8, configuration: str = "3d_fullres", 
     return plans
 
 
+def network_from_plans(plans: dict, num_classes: int, *, configuration: str = "3d_fullres",
+                       deep_supervision: bool = False, allow_init: bool = True) -> torch.nn.Module:
+    """The plans' network with random weights, built as nnU-Net builds it (one input channel)."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    cm = PlansManager(plans).get_configuration(configuration)
+    return get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                  cm.network_arch_init_kwargs_req_import, 1, num_classes,
+                                  allow_init=allow_init, deep_supervision=deep_supervision)
+
+
 def make_model_folder(root: Path, name: str, *, plans: dict, labels: dict | None = None,
                       folds=(0,), checkpoint_name: str = "checkpoint_final.pth",
                       trainer_name: str = UNINSTALLED_TRAINER, configuration: str = "3d_fullres",
                       seed: int = 0, nnunet_style: bool = True) -> Path:
     """Write ``root/name`` as an nnU-Net results folder with random-weight checkpoints; returns it."""
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
     labels = labels or {"background": 0, "tumor": 1}
     folder = Path(root) / name
     folder.mkdir(parents=True, exist_ok=True)
     dataset_json = {"channel_names": {"0": "MRI"}, "labels": labels, "numTraining": 10, "file_ending": ".mha"}
     (folder / "plans.json").write_text(json.dumps(plans, indent=1))
     (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=1))
-    cm = PlansManager(plans).get_configuration(configuration)
     for index, fold in enumerate(folds):
         torch.manual_seed(seed * 100 + index)
-        network = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                         cm.network_arch_init_kwargs_req_import, 1, len(labels),
-                                         allow_init=True, deep_supervision=True)
+        network = network_from_plans(plans, len(labels), configuration=configuration, deep_supervision=True)
         _perturb_norms(network, seed * 100 + index)
         checkpoint = {"network_weights": network.state_dict(), "trainer_name": trainer_name,
                       "init_args": {"configuration": configuration, "fold": fold},

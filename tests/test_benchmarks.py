@@ -44,8 +44,8 @@ def test_gpu_tile_benchmark_tiny_configuration_runs_on_the_cpu(capsys):
 
 def test_cpu_tile_benchmark_tiny_configuration_names_the_cpu(tmp_path, capsys):
     pytest.importorskip("openvino")
-    figures = bench_cpu_tile.main(["--tiny", "--json", str(tmp_path / "tile.json")])
-    assert {"torch fp32", "OpenVINO fp32"} <= set(figures["seconds_per_tile"])
+    figures = bench_cpu_tile.main(["--tiny", "--alternatives", "--json", str(tmp_path / "tile.json")])
+    assert {"torch fp32", "OpenVINO fp32", "OpenVINO fp32, 2 tiles per inference"} <= set(figures["seconds_per_tile"])
     assert all(seconds > 0 for seconds in figures["seconds_per_tile"].values())
     assert figures["cpu"]["model"] and figures["cpu"]["threads"] >= 1
     assert "CPU: " in capsys.readouterr().out and json.loads((tmp_path / "tile.json").read_text())["patch"]
