@@ -19,7 +19,7 @@ Weights are random, from the ResEnc-L plans at 1 mm isotropic with a 192^3 patch
 (``benchmarks/data/resencl-l-iso1mm-192``, the winners' configuration, 102.35 M parameters):
 
 - ``--size full``: that network (about 0.8 GB a checkpoint): real sizes and timings, not real masks;
-- ``--size tiny`` (the default, and the tests'): the same layout with features / 32 and a 32^3 patch:
+- ``--size tiny`` (the default, and the tests'): the same layout with features / 32 and a 64^3 patch:
   kilobytes, seconds.
 
 What is a guess: the real archives' file names (here ``<Dataset>.zip``), the configuration's content
@@ -52,7 +52,7 @@ CONFIGURATION = "3d_fullres_iso1x1x1"
 CHECKPOINT = "checkpoint_best.pth"
 TRAINER = "nnUNetTrainer1e3"
 TINY_DIVISOR = 32
-TINY_PATCH = (32, 32, 32)  # five stride-2 stages: the smallest patch the ResEnc-L layout takes
+TINY_PATCH = (64, 64, 64)  # five stride-2 stages: a 2^3 bottleneck (instance norm needs more than 1 voxel)
 # nnU-Net's trainer: SGD, Nesterov momentum 0.99, weight decay 3e-5, fp16 grad scaler on CUDA.
 SGD_GROUP = {"lr": 1e-3, "momentum": 0.99, "dampening": 0, "weight_decay": 3e-5, "nesterov": True,
              "maximize": False, "foreach": None, "differentiable": False, "fused": None}

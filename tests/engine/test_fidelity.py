@@ -29,7 +29,9 @@ RANDOM_WEIGHT_AGREEMENT = 0.995
 TRAINED_AGREEMENT = 0.999
 TRAINED_TUMOUR_DICE = 0.99
 sys.path.insert(0, str(ROOT / "resources"))
-from release_replica import CHECKPOINT, RELEASE, ZOO_T1, zoo_release_folder  # noqa: E402
+from release_replica import CHECKPOINT, RELEASE, ZOO_T1, build_replica, zoo_release_folder  # noqa: E402
+
+PRESET = ROOT / "configs" / "panther-release.json"
 
 
 REFERENCE_MEMBERS = {  # name in tiny_members_t1() -> (model, fold, checkpoint, integer weight)
@@ -118,3 +120,19 @@ def test_trained_folds_of_one_folder_match_nnunet_predictor_over_its_folds(tmp_p
     assert reference.sum() > 100  # the comparison needs a tumour to compare
     assert float((ours == reference).mean()) >= TRAINED_AGREEMENT
     assert _dice(ours.astype(bool), reference.astype(bool)) >= TRAINED_TUMOUR_DICE
+
+
+def test_the_release_preset_on_a_random_replica_matches_nnunet_predictor_over_its_folds(tmp_path):
+    # The preset as shipped, on the tiny replica (the release's folders, random weights): six folds of one
+    # folder, one predictor in nnU-Net's route. One 64^3 tile per fold keeps it quick; six random networks
+    # averaged call little of it tumour, so the bar is on every voxel (the trained test above holds the tumour).
+    build_replica(tmp_path / "replica", tasks=("t1",))
+    weights = tmp_path / "replica" / "results"
+    model = RELEASE["t1"]
+    image_path = tmp_path / "case.mha"
+    sitk.WriteImage(synthetic_image(shape_zyx=(22, 54, 54), spacing_xyz=(1.1, 1.1, 2.8), seed=4), str(image_path))
+    ours, report = _ours(image_path, weights, PRESET, tmp_path / "ours", [f"fold{f}" for f in model.folds], "torch")
+    reference = reference_tumour_mask([(weights / model.folder, f, CHECKPOINT, 1) for f in model.folds],
+                                      image_path, tmp_path / "reference")
+    assert reference.sum() > 0
+    assert float((ours == reference).mean()) >= RANDOM_WEIGHT_AGREEMENT
