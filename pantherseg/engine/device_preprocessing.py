@@ -90,11 +90,9 @@ def _resampling_kind(member: Member) -> str | None:
     return None
 
 
-def preprocess_on_device(volume, member: Member, device: torch.device):
-    """``volume`` preprocessed for ``member`` as nnU-Net would, computed on ``device``."""
+def preprocess_on_device(volume, member: Member, device: torch.device) -> tuple[torch.Tensor, dict]:
+    """``volume`` preprocessed for ``member`` as nnU-Net would, computed on ``device``: (data, properties)."""
     from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
-
-    from pantherseg.engine.preprocessing import Preprocessed
 
     plans_manager, cm = member.plans_manager, member.configuration_manager
     properties = copy.deepcopy(volume.nnunet_properties())
@@ -118,7 +116,7 @@ def preprocess_on_device(volume, member: Member, device: torch.device):
     normalise(data, mask, cm, plans_manager.foreground_intensity_properties_per_channel)
     del mask
     data = resample_data(data, new_shape, original_spacing, target_spacing, member)
-    return Preprocessed(data=data, properties=properties)
+    return data, properties
 
 
 # --- crop ---------------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ def preprocess(volume: Volume, member: Member, device: torch.device | None = Non
     from pantherseg.engine import device_preprocessing
 
     if device_preprocessing.wanted(member, device):
-        return device_preprocessing.preprocess_on_device(volume, member, torch.device(device))
+        data, properties = device_preprocessing.preprocess_on_device(volume, member, torch.device(device))
+        return Preprocessed(data=data, properties=properties)
     preprocessor = member.configuration_manager.preprocessor_class(verbose=False)
     properties = copy.deepcopy(volume.nnunet_properties())
     data, _, properties = preprocessor.run_case_npy(

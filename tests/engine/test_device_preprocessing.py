@@ -49,7 +49,8 @@ def _zoo(task: str, device: str = "cpu"):
 
 def _assert_same_preprocessing(volume, member, atol=1e-4):
     reference = preprocess(volume, member)
-    ours = preprocess_on_device(volume, member, CPU)
+    data, properties = preprocess_on_device(volume, member, CPU)
+    ours = types.SimpleNamespace(data=data, properties=properties)
     for key in ("shape_before_cropping", "bbox_used_for_cropping", "shape_after_cropping_and_before_resampling"):
         assert [list(map(int, np.ravel(v))) for v in [ours.properties[key]]] == \
                [list(map(int, np.ravel(v))) for v in [reference.properties[key]]], key
