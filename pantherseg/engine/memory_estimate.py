@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLOAT64 = 8
-FLOAT16 = 2
 # A typical PANTHER image (Task 1 median of the organisers' fingerprint), (z, y, x) voxels and mm: a member
 # that cannot segment this within the memory has absurd plans, whatever image it is given.
 TYPICAL_IMAGE = ((72, 258, 318), (3.0, 1.19, 1.19))
@@ -241,14 +240,14 @@ def parameter_bytes(member) -> int:
 
 def estimate_device_prediction(*, shape_zyx: Sequence[int], spacing_zyx: Sequence[float], members: Sequence,
                                num_classes: int, weight_bytes: int, tile_batch_size: int = 1,
-                               activation_bytes_per_value: int = FLOAT16) -> MemoryEstimate:
+                               activation_bytes_per_value: int = FLOAT32) -> MemoryEstimate:
     """Peak GPU memory of one prediction when preprocessing, sliding window and export run on the device.
 
     Upper bounds, no cropping: the image (float32) and the largest resampling stage (its input and output
     both held) for device preprocessing; every preprocessing group's input (kept until its last member);
     the largest member's sliding window (padded copy, float32 logits and tile weights, the Gaussian, one
-    tile batch's input and output and its activations at ``activation_bytes_per_value``, 2 for fp16
-    autocast) or its export (logits, resampled and softmaxed in the crop, uncropped and transposed in
+    tile batch's input and output and its activations at ``activation_bytes_per_value``: 4, as under
+    fp16 autocast the instance norms run in float32) or its export (logits, resampled and softmaxed in the crop, uncropped and transposed in
     image space); one network's weights (``weight_bytes``; one member runs at a time)."""
     image_voxels = math.prod(int(s) for s in shape_zyx)
     groups: dict[str, int] = {}

@@ -101,7 +101,10 @@ def test_winners_configuration_fits_a_16_gb_t4_with_margin():
                                           members=[member] * 6, num_classes=len(dataset["labels"]),
                                           weight_bytes=weights)
     assert estimate.total < T4_BYTES * DEVICE_USABLE_FRACTION, estimate.describe()
+    # An upper bound of what the H200 measured for this case (docs/speed.md: 4.21 GB allocated at batch 1,
+    # 7.65 GB at batch 2, with preprocessing still on the CPU).
+    assert estimate.total > 4.21 * 1024**3
     batched = estimate_device_prediction(shape_zyx=winners.LARGEST_T1_ZYX, spacing_zyx=winners.LARGEST_T1_SPACING_ZYX,
                                          members=[member] * 6, num_classes=len(dataset["labels"]),
                                          weight_bytes=weights, tile_batch_size=4)
-    assert batched.total > estimate.total
+    assert batched.total > 7.65 * 1024**3
