@@ -81,4 +81,5 @@ def peak_line(peak: dict) -> str:
     if peak["gflops"] is None:
         return "fp32 peak unknown (no clock in /proc/cpuinfo)"
     return (f"fp32 peak {peak['gflops']:.0f} GFLOP/s = {peak['lanes']} lanes x 2 (FMA) x "
-            f"{peak['fma_units_per_core']} FMA units (assumed) x {peak['clock_ghz']:.2f} GHz x {peak['threads']} threads")
+            f"{peak['fma_units_per_core']} FMA units (assumed) x {peak['clock_ghz']:.2f} GHz x "
+            f"{peak['threads']} threads")

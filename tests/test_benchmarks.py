@@ -23,8 +23,8 @@ import winners  # noqa: E402
 
 def test_gpu_benchmark_tiny_configuration_runs_on_the_cpu(tmp_path, capsys):
     out = tmp_path / "gpu.json"
-    assert bench_gpu.main(["--tiny", "--device", "cpu", "--precision", "fp32", "--reference", "--cpus", "1", "--preprocessing", "on",
-                           "--json", str(out)]) == 0
+    assert bench_gpu.main(["--tiny", "--device", "cpu", "--precision", "fp32", "--reference", "--cpus", "1",
+                           "--preprocessing", "on", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     for label in ("wall time", "network", "achieved", "peak GPU memory", "nnU-Net's route", "preprocess ",
                   "sliding window", "of the bare network pass's rate", "idle between tiles"):

@@ -176,7 +176,8 @@ def _blame_a_member(ensemble: "Ensemble", available: int) -> None:
             raise ModelError(
                 f"{member.describe()}: its plans (target spacing {_spacing_xyz(member)} mm (x,y,z), patch "
                 f"{list(reversed(member.patch_size))}) would not fit in memory even for a typical PANTHER image "
-                f"(size {list(reversed(shape))} at {list(reversed(spacing))} mm): it {shortfall(alone.total, available)} "
+                f"(size {list(reversed(shape))} at {list(reversed(spacing))} mm): it "
+                f"{shortfall(alone.total, available)} "
                 f"({alone.describe()}). Check the model's plans.json (spacing, patch_size)."
             )
 
@@ -247,8 +248,8 @@ def estimate_device_prediction(*, shape_zyx: Sequence[int], spacing_zyx: Sequenc
     both held) for device preprocessing; every preprocessing group's input (kept until its last member);
     the largest member's sliding window (padded copy, float32 logits and tile weights, the Gaussian, one
     tile batch's input and output and its activations at ``activation_bytes_per_value``: 4, as under
-    fp16 autocast the instance norms run in float32) or its export (logits, resampled and softmaxed in the crop, uncropped and transposed in
-    image space); one network's weights (``weight_bytes``; one member runs at a time)."""
+    fp16 autocast the instance norms run in float32) or its export (logits, resampled and softmaxed in the
+    crop, uncropped and transposed in image space); one network's weights (``weight_bytes``; one member runs at a time)."""
     image_voxels = math.prod(int(s) for s in shape_zyx)
     groups: dict[str, int] = {}
     preprocessing = window = export = 0

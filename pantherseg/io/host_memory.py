@@ -196,7 +196,8 @@ def check_image_fits(size: Sequence[int], bytes_per_voxel: int, *, source: str) 
     if needed > available * USABLE_FRACTION:
         raise ResourceError(
             f"{source}: the image is too large for this machine: its size {list(size)} (x,y,z) "
-            f"{shortfall(needed, available, purpose=' just to be read')}; crop or downsample it, or use a machine with more RAM."
+            f"{shortfall(needed, available, purpose=' just to be read')}; crop or downsample it, or use a machine "
+            f"with more RAM."
         )
 
 
