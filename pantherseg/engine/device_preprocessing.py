@@ -256,6 +256,8 @@ def low_resolution_operator(size: int, new_size: int, order: int) -> np.ndarray:
 
 
 def _apply_along(data: torch.Tensor, dim: int, operator: np.ndarray) -> torch.Tensor:
+    # A float32 matrix product: on CUDA it must not run in TF32 (torch's default, which nothing here changes;
+    # TF32 would keep 10 mantissa bits and move the result away from nnU-Net's float64).
     matrix = torch.as_tensor(operator, dtype=torch.float32, device=data.device)
     moved = data.movedim(dim, -1)
     return (moved @ matrix.T).movedim(-1, dim).contiguous()
