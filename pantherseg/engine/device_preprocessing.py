@@ -256,11 +256,15 @@ def low_resolution_operator(size: int, new_size: int, order: int) -> np.ndarray:
 
 
 def _apply_along(data: torch.Tensor, dim: int, operator: np.ndarray) -> torch.Tensor:
-    # A float32 matrix product: on CUDA it must not run in TF32 (torch's default, which nothing here changes;
-    # TF32 would keep 10 mantissa bits and move the result away from nnU-Net's float64).
+    # A float32 matrix product: on CUDA it must not run in TF32 (10 mantissa bits would move the result away
+    # from nnU-Net's float64), so TF32 is switched off around it should anything have switched it on.
     matrix = torch.as_tensor(operator, dtype=torch.float32, device=data.device)
-    moved = data.movedim(dim, -1)
-    return (moved @ matrix.T).movedim(-1, dim).contiguous()
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        return (data.movedim(dim, -1) @ matrix.T).movedim(-1, dim).contiguous()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def _range(data: torch.Tensor, keep: tuple[int, ...]):
