@@ -169,7 +169,8 @@ def choose_threshold(rows: list[dict]) -> float:
     """The review threshold with the best Youden index (sensitivity + specificity - 1) for Dice < 0.5."""
     scores = np.array([r["score"] for r in rows])
     bad = np.array([r["dice"] < 0.5 for r in rows])
-    candidates = np.unique(np.round(np.concatenate([scores, scores + 1e-4]), 4))
+    ordered = np.unique(scores)
+    candidates = np.concatenate([[0.0], (ordered[1:] + ordered[:-1]) / 2, [1.0]])  # between neighbouring scores
     best, best_j = 0.5, -1.0
     for threshold in candidates:
         flagged = scores < threshold
@@ -177,7 +178,7 @@ def choose_threshold(rows: list[dict]) -> float:
         specificity = (~flagged[~bad]).mean() if (~bad).any() else 0.0
         if sensitivity + specificity - 1 > best_j:
             best, best_j = float(threshold), sensitivity + specificity - 1
-    return round(best, 3)
+    return round(best, 3)  # a midpoint: rounding keeps it between the two scores unless they are 0.001 apart
 
 
 def figures(rows: list[dict], threshold: float) -> dict:

@@ -12,7 +12,7 @@ what was found, before any model is touched.
       "precision": "auto",            # network arithmetic: auto = fp16 autocast on CUDA (as nnU-Net),
                                       # fp32 on CPU; bf16 = bfloat16 autocast (fast on AMX CPUs)
       "backend": "auto",              # torch, onnxruntime or openvino; auto = see docs/speed.md
-      "quality_review_below": 0.5,    # optional: flag a case for review when its quality score is lower
+      "quality_review_below": 0.41,   # optional: flag a case for review when its quality score is lower
                                       # (docs/quality.md; default chosen on benchmarks/bench_quality.py)
       "tasks": {
         "t1": {
@@ -59,7 +59,7 @@ _MEMBER_KEYS = {"name", "role", "model", "fold", "checkpoint", "weight", "config
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 # The default review threshold on the per-case quality score (pantherseg.engine.quality): chosen on the
 # calibration half of benchmarks/bench_quality.py (docs/quality.md).
-DEFAULT_QUALITY_REVIEW_BELOW = 0.5
+DEFAULT_QUALITY_REVIEW_BELOW = 0.41
 # Below a tenth of the patch nnU-Net's tiling stops making sense: 1000 times the tiles of step 1.
 MIN_TILE_STEP = 0.1
 
