@@ -56,9 +56,10 @@ def mean_pairwise_dice(masks: list[np.ndarray]) -> float | None:
 def volume_spread(masks: list[np.ndarray], voxel_ml: float) -> dict:
     """The members' tumour volumes (ml) and their coefficient of variation (std / mean; 0 if all are 0)."""
     volumes = np.array([int(m.sum()) * voxel_ml for m in masks], dtype=float)
-    mean = float(volumes.mean()) if len(volumes) else 0.0
-    cv = float(volumes.std() / mean) if mean > 0 and len(volumes) > 1 else (None if len(volumes) < 2 else 0.0)
-    return {"member_volumes_ml": [round(v, 3) for v in volumes], "volume_cv": cv}
+    cv = None  # undefined for fewer than two members
+    if len(volumes) > 1:
+        cv = float(volumes.std() / volumes.mean()) if volumes.mean() > 0 else 0.0
+    return {"member_volumes_ml": [round(float(v), 3) for v in volumes], "volume_cv": cv}
 
 
 def majority_disagreement(masks: list[np.ndarray], ensemble_mask: np.ndarray) -> float | None:
