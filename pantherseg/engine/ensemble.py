@@ -152,7 +152,7 @@ class Ensemble:
             return prediction
 
         cost_model = TileCostModel()
-        inputs = SharedPreprocessing(self.members, volume, timings)
+        inputs = SharedPreprocessing(self.members, volume, timings, self.device)
         mean = WeightedMean()
         export_estimate = 0.0  # the slowest export so far: kept free at the end of the budget
         for member, outcome in zip(self.members, outcomes):

@@ -24,8 +24,15 @@ class Preprocessed:
     properties: dict  # nnU-Net's properties: crop box, shapes, spacing
 
 
-def preprocess(volume: Volume, member: Member) -> Preprocessed:
-    """Preprocess ``volume`` exactly as nnU-Net would for ``member``'s plans and configuration."""
+def preprocess(volume: Volume, member: Member, device: torch.device | None = None) -> Preprocessed:
+    """Preprocess ``volume`` exactly as nnU-Net would for ``member``'s plans and configuration.
+
+    On a CUDA ``device`` the same steps run there in torch (pantherseg.engine.device_preprocessing)."""
+    from pantherseg.engine import device_preprocessing
+
+    if device_preprocessing.wanted(member, device):
+        data, properties = device_preprocessing.preprocess_on_device(volume, member, torch.device(device))
+        return Preprocessed(data=data, properties=properties)
     preprocessor = member.configuration_manager.preprocessor_class(verbose=False)
     properties = copy.deepcopy(volume.nnunet_properties())
     data, _, properties = preprocessor.run_case_npy(
