@@ -205,6 +205,23 @@ class Map:
 
 
 @dataclass(frozen=True)
+class PerName:
+    """An object whose schema depends on a sibling that names a function or class (its kwargs).
+
+    ``selector`` is the sibling key; the last dotted part of its value picks the schema in ``table``."""
+
+    table: dict
+    selector: str
+
+    def check(self, value, path, parent):
+        name = str(parent.get(self.selector)).rpartition(".")[2]
+        if name not in self.table:
+            raise SchemaViolation(_join(path.rpartition(".")[0], self.selector), f"one of {sorted(self.table)}",
+                                  parent.get(self.selector))
+        self.table[name].check(value, path, parent)
+
+
+@dataclass(frozen=True)
 class Anything:
     """Declared because something reads it, but nothing is computed from it (names shown in logs)."""
 
@@ -294,14 +311,14 @@ CONFIGURATION = Obj({
     "normalization_schemes": Key(List(Str(choices=NORMALIZATION_SCHEMES), 1)),
     "use_mask_for_norm": Key(List(Bool(), 1)),
     "resampling_fn_data": Key(_RESAMPLING_FN),
-    "resampling_fn_data_kwargs": Key(Obj()),  # per function: CONFIGURATION_RULES
+    "resampling_fn_data_kwargs": Key(PerName(RESAMPLING_KWARGS, "resampling_fn_data")),
     "resampling_fn_seg": Key(_RESAMPLING_FN),
-    "resampling_fn_seg_kwargs": Key(Obj()),
+    "resampling_fn_seg_kwargs": Key(PerName(RESAMPLING_KWARGS, "resampling_fn_seg")),
     "resampling_fn_probabilities": Key(_RESAMPLING_FN),
-    "resampling_fn_probabilities_kwargs": Key(Obj()),
+    "resampling_fn_probabilities_kwargs": Key(PerName(RESAMPLING_KWARGS, "resampling_fn_probabilities")),
     "architecture": Key(Obj({
         "network_class_name": Key(Str(max_length=256)),  # allow-listed by engine.architectures
-        "arch_kwargs": Key(Obj()),  # per class: ARCH_KWARGS
+        "arch_kwargs": Key(PerName(ARCH_KWARGS, "network_class_name")),
         "_kw_requires_import": Key(List(Str(choices=("conv_op", "norm_op", "dropout_op", "nonlin")), (0, 4))),
     })),
     "previous_stage": Key(Null(), required=False),  # cascades are not supported
@@ -342,23 +359,10 @@ def _transpose_is_permutation(plans: dict) -> None:
         raise SchemaViolation("transpose_backward", f"the inverse of transpose_forward {forward}", backward)
 
 
-def _resampling_kwargs(configuration: dict, path: str) -> None:
-    for kind in ("data", "seg", "probabilities"):
-        name = configuration[f"resampling_fn_{kind}"]
-        key = f"resampling_fn_{kind}_kwargs"
-        RESAMPLING_KWARGS[name].check(configuration[key], _join(path, key), configuration)
-
-
 def _arch_kwargs(configuration: dict, path: str) -> None:
     architecture = configuration["architecture"]
-    class_name = str(architecture["network_class_name"]).rpartition(".")[2]
-    spec = ARCH_KWARGS.get(class_name)
     where = _join(path, "architecture.arch_kwargs")
-    if spec is None:
-        raise SchemaViolation(_join(path, "architecture.network_class_name"),
-                              f"one of {sorted(ARCH_KWARGS)}", architecture["network_class_name"])
     kwargs = architecture["arch_kwargs"]
-    spec.check(kwargs, where, architecture)
     for key in architecture["_kw_requires_import"]:
         if key not in kwargs:
             raise SchemaViolation(_join(path, "architecture._kw_requires_import"),
@@ -387,7 +391,7 @@ def _normalisation_has_its_properties(configuration: dict, path: str, plans: dic
                                       values["percentile_00_5"])
 
 
-CONFIGURATION_RULES = (_resampling_kwargs, _arch_kwargs)
+CONFIGURATION_RULES = (_arch_kwargs,)
 
 
 def _labels_are_consecutive(dataset: dict) -> None:
@@ -452,6 +456,30 @@ def resolve_configuration(plans: dict, name: str) -> dict:
     for link in reversed(chain):
         resolved.update(configurations[link])
     return resolved
+
+
+def declared(path: str, schema=None) -> bool:
+    """Whether the key path (``configurations.3d_fullres.architecture.arch_kwargs.n_stages``; a ``*`` part
+    for any key) is declared: what the schema test asks of every key the engine and nnU-Net read."""
+    schema = PLANS if schema is None else schema
+    parts = path.split(".") if path else []
+    if not parts:
+        return True
+    if schema is PLANS and parts[0] == "configurations" and len(parts) > 1:
+        return declared(".".join(parts[2:]), CONFIGURATION)
+    for spec in _options(schema):
+        if isinstance(spec, Obj) and parts[0] in spec.keys:
+            if declared(".".join(parts[1:]), spec.keys[parts[0]].spec):
+                return True
+        elif isinstance(spec, Map) and declared(".".join(parts[1:]), spec.value):
+            return True
+        elif isinstance(spec, PerName) and any(declared(path, option) for option in spec.table.values()):
+            return True
+    return False
+
+
+def _options(spec) -> tuple:
+    return tuple(o for option in spec.options for o in _options(option)) if isinstance(spec, AnyOf) else (spec,)
 
 
 def estimated_parameters(kwargs: dict) -> int:
