@@ -321,6 +321,8 @@ def human_size(n_bytes: int) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from pantherseg.options import integer, number  # the standard library only, as this module
+
     parser = argparse.ArgumentParser(
         prog="python -m pantherseg.container.model_tarball",
         description="Build, verify or check the model tarball grand-challenge extracts to /opt/ml/model/.",
@@ -329,10 +331,10 @@ def _parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="pack a weights folder into a .tar.gz, then verify it")
     build.add_argument("--weights", type=Path, required=True, help="the folder to pack (becomes /opt/ml/model/)")
     build.add_argument("--output", type=Path, required=True, help="the .tar.gz to write (replaced if present)")
-    build.add_argument("--compresslevel", type=int, default=6, help="gzip level 0-9 (default: 6)")
+    build.add_argument("--compresslevel", type=integer(0, 9), default=6, help="gzip level 0-9 (default: 6)")
     verify = commands.add_parser("verify", help="check that a .tar.gz extracts with filter='data'")
     verify.add_argument("tarball", type=Path)
-    verify.add_argument("--max-unpacked-gib", type=float, default=MAX_UNPACKED_BYTES / 1024**3,
+    verify.add_argument("--max-unpacked-gib", type=number(above=True, maximum=1e6), default=MAX_UNPACKED_BYTES / 1024**3,
                         help=f"refuse a tarball unpacking to more (default: {MAX_UNPACKED_BYTES // 1024**3})")
     check = commands.add_parser("check", help="check that a weights folder can be packed (no symlinks, not empty)")
     check.add_argument("--weights", type=Path, required=True)
