@@ -175,7 +175,8 @@ class Ensemble:
             started = time.perf_counter()
             probabilities = logits_to_probabilities(logits, member, case.properties)
             del logits
-            _require_finite(probabilities, member)
+            if completed:  # a partial member's unvisited voxels are NaN by design: they carry no weight
+                _require_finite(probabilities, member)
             export_s = time.perf_counter() - started
             timings["export"] += export_s
             export_estimate = max(export_estimate, export_s)
