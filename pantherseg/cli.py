@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from pantherseg import __version__
-from pantherseg.options import add_run_options
+from pantherseg.options import add_run_options, integer, number
 
 log = logging.getLogger("pantherseg")
 
@@ -281,13 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: look in --member-outputs)")
     select.add_argument("--costs", type=Path, default=None, metavar="JSON",
                         help="member -> seconds per case, e.g. measured on the target GPU (overrides --reports)")
-    select.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+    select.add_argument("--budget", type=number(above=True), default=None, metavar="SECONDS",
                         help="seconds per case for all chosen members together (default: the config's "
                              "time_budget_s minus export_reserve_s)")
     select.add_argument("--objective", default=None, metavar="METRIC=W,...",
                         help="weighted objective instead of the challenge ranking, e.g. dice=1,hd95=0.5 "
                              "(metrics: dice, surface_dice, hd95, masd, volume_rmse)")
-    select.add_argument("--max-steps", type=int, default=10, help="members added at most (default: 10)")
+    select.add_argument("--max-steps", type=integer(1, 1000), default=10, help="members added at most (default: 10)")
     select.set_defaults(handler=_select, quiet=False, verbose=False)
 
     export_onnx = commands.add_parser(

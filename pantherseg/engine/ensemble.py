@@ -28,7 +28,7 @@ from pantherseg.engine.members import Member, build_network, load_members
 from pantherseg.engine.quality import tumour_mask
 from pantherseg.engine.runtime import prepare_networks, resolve_backend, resolve_device, resolve_precision
 from pantherseg.engine.weighted_mean import SharedPreprocessing, WeightedMean
-from pantherseg.errors import ResourceError
+from pantherseg.errors import ModelError, ResourceError
 from pantherseg.io.images import Volume
 from pantherseg.io.report import USED_STATUSES
 
@@ -175,6 +175,8 @@ class Ensemble:
             started = time.perf_counter()
             probabilities = logits_to_probabilities(logits, member, case.properties)
             del logits
+            if completed:  # a partial member's unvisited voxels are NaN by design: they carry no weight
+                _require_finite(probabilities, member)
             export_s = time.perf_counter() - started
             timings["export"] += export_s
             export_estimate = max(export_estimate, export_s)
@@ -193,7 +195,8 @@ class Ensemble:
 
         started = time.perf_counter()
         prediction.probabilities = mean.mean()
-        prediction.mask = (prediction.probabilities.argmax(0) == self.task.tumor_label).astype(np.uint8)
+        channel = tumour_channel(self.members[0], self.task.tumor_label)
+        prediction.mask = (prediction.probabilities.argmax(0) == channel).astype(np.uint8)
         timings["ensemble"] += time.perf_counter() - started
         return prediction
 
@@ -274,6 +277,21 @@ class Ensemble:
         elif not self.keep_networks and hasattr(member.network, "release"):
             member.network.release()  # OpenVINO: free the compiled model and its buffers
         return logits, state["completed"]
+
+
+def tumour_channel(member: Member, tumor_label: int) -> int:
+    """The output channel of ``tumor_label``: its place among the label map's labels, not its value."""
+    labels = list(member.label_manager.all_labels)
+    if tumor_label not in labels:
+        raise ModelError(f"{member.describe()}: tumor_label {tumor_label} is not one of its labels {labels}.")
+    return labels.index(tumor_label)
+
+
+def _require_finite(probabilities: np.ndarray, member: Member) -> None:
+    """Post-condition: a mask is made from finite probabilities only (NaN weights give NaN, argmax 0: empty)."""
+    if not np.isfinite(probabilities).all():
+        raise ModelError(f"{member.describe()}: its network produced non-finite probabilities (NaN or infinity) "
+                         f"from a finite input; its weights are broken. No mask was written.")
 
 
 def _count_tiles(shape, patch_size, step_size) -> int:
