@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import cpu_line, describe_cpu
+from machine import cpu_line, describe_cpu, fp32_peak, peak_line
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -108,9 +108,18 @@ def main(argv: list[str] | None = None) -> dict:
             timings[f"OpenVINO {precision}"] = seconds_per_call(lambda: compiled(tile), repeats)
         if args.alternatives:
             timings.update(alternatives(path, tile, cpu["threads"], repeats))
+    from winners import tile_flops
+
+    flops = tile_flops(plans, 3)
+    peak = fp32_peak(threads=cpu["threads"])
+    print(f"  one tile = {flops / 1e9:.1f} GFLOP; {peak_line(peak)}")
+    gflops = {route: flops / seconds / 1e9 for route, seconds in timings.items()}
     for route, seconds in timings.items():
-        print(f"  {route:<40} {seconds:7.2f} s per tile   {timings['torch fp32'] / seconds:5.2f}x torch fp32")
-    figures = {"cpu": cpu, "patch": patch, "seconds_per_tile": timings, "unix_time": time.time()}
+        share = f" = {gflops[route] / peak['gflops'] * 100:4.1f}% of peak" if peak["gflops"] else ""
+        print(f"  {route:<40} {seconds:7.2f} s per tile   {timings['torch fp32'] / seconds:5.2f}x torch fp32   "
+              f"{gflops[route]:7.1f} GFLOP/s{share}")
+    figures = {"cpu": cpu, "patch": patch, "seconds_per_tile": timings, "gflop_per_tile": flops / 1e9,
+               "gflops": gflops, "fp32_peak": peak, "unix_time": time.time()}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))

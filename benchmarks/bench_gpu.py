@@ -5,11 +5,18 @@ weights), the largest Task 1 image (88 x 466 x 570 at 3.0 x 0.69 x 0.69 mm -> 24
 6 members, fp16 autocast, through ``pantherseg.segment`` as grand-challenge runs it (a single case:
 networks built when their member runs and dropped after). Printed: wall time of the call, the
 network's share of it, achieved TFLOP/s over the network time (FLOPs of one tile counted by torch's
-FlopCounterMode, times the tiles run) against the card's dense fp16 tensor peak, and peak GPU memory.
+FlopCounterMode, times the tiles run) against the card's dense fp16 tensor peak, and peak GPU memory;
+each stage's time and share, the sliding window's rate against the bare network pass (one tile on
+the device, timed alone after the run), and the device's idle time between tile batches (CUDA events
+in the stream; on the CPU the host's own gaps between batches).
+``--cpus N`` pins the process to N CPUs (``os.sched_setaffinity``) and sizes torch's threads to them,
+as on grand-challenge's g4dn.xlarge (4 vCPUs).
 
     python benchmarks/bench_gpu.py                       # on a machine with a CUDA GPU; ~1-3 min
     python benchmarks/bench_gpu.py --members 1 --tile-batch-size 2
     python benchmarks/bench_gpu.py --reference           # also nnU-Net's own route, same device: ratio, agreement
+    python benchmarks/bench_gpu.py --cpus 4              # the T4 instance's 4 vCPUs (issue 24's measurement)
+    python benchmarks/bench_gpu.py --cpus 4 --preprocessing off --reference   # nnU-Net's CPU preprocessing instead
     python benchmarks/bench_gpu.py --tiny --device cpu --precision fp32 --reference   # what the tests run
 
 ``--tiny`` shrinks everything (features / 16, patch 64^3, a small image) so the script runs on a CPU
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -49,6 +57,74 @@ def card_peak(name: str) -> tuple[str | None, float | None]:
     return key, PEAK_FP16_TFLOPS[key]
 
 
+def pin_cpus(count: int) -> list[int]:
+    """Pin this process to the first ``count`` CPUs it may use, and size torch's threads to them."""
+    import torch
+
+    allowed = sorted(os.sched_getaffinity(0))
+    if count > len(allowed):
+        raise SystemExit(f"--cpus {count}: only {len(allowed)} CPUs are available to this process")
+    chosen = allowed[:count]
+    os.sched_setaffinity(0, chosen)
+    torch.set_num_threads(count)
+    return chosen
+
+
+class Timelines:
+    """Wraps the engine's sliding window so that every member's tile batches are marked on a BatchTimeline."""
+
+    def __init__(self):
+        self.timelines = []
+
+    def __enter__(self):
+        from pantherseg.engine import sliding_window
+
+        self._module, self._original = sliding_window, sliding_window.predict_logits
+
+        def marked(*args, **kwargs):
+            timeline = sliding_window.BatchTimeline(kwargs.get("device", "cpu"))
+            self.timelines.append(timeline)
+            return self._original(*args, timeline=timeline, **kwargs)
+
+        sliding_window.predict_logits = marked
+        return self
+
+    def __exit__(self, *exc):
+        self._module.predict_logits = self._original
+
+    def busy_s(self) -> float:
+        return sum(t.busy_s() for t in self.timelines)
+
+    def idle_s(self) -> float:
+        return sum(t.idle_between_batches_s() for t in self.timelines)
+
+    def gaps(self) -> int:
+        return sum(max(0, t.batches - 1) for t in self.timelines)
+
+
+def bare_pass_s(plans: dict, num_classes: int, *, device: str, precision: str, batch: int, repeats: int) -> float:
+    """Seconds per tile of the network alone: one fixed tile batch already on the device, after a warm-up."""
+    import torch
+
+    from model_factory import network_from_plans
+
+    network = network_from_plans(plans, num_classes).to(device).eval()
+    patch = plans["configurations"]["3d_fullres"]["patch_size"]
+    tiles = torch.randn((batch, 1, *patch), device=device)
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+    cuda = device.startswith("cuda")
+    with torch.inference_mode(), torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype is not None):
+        network(tiles)
+        if cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            network(tiles)
+        if cuda:
+            torch.cuda.synchronize()
+    return (time.perf_counter() - started) / repeats / batch
+
+
 def run(work: Path, *, device: str, precision: str, tile_batch_size: int, plans: dict, num_classes: int) -> dict:
     import torch
 
@@ -58,9 +134,11 @@ def run(work: Path, *, device: str, precision: str, tile_batch_size: int, plans:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    [result] = segment(work / "case.mha", output_dir=work / "out", task="t1", config=work / "ensemble_config.json",
-                       weights=work / "weights", device=device, precision=precision, backend="torch",
-                       tile_batch_size=tile_batch_size, time_budget_s=float("inf"))
+    with Timelines() as timelines:
+        [result] = segment(work / "case.mha", output_dir=work / "out", task="t1",
+                           config=work / "ensemble_config.json", weights=work / "weights", device=device,
+                           precision=precision, backend="torch", tile_batch_size=tile_batch_size,
+                           time_budget_s=float("inf"))
     wall = time.perf_counter() - started
     report = result.report
     tiles = sum(o["tiles_done"] for o in report["members"]) if "members" in report else None
@@ -79,6 +157,9 @@ def run(work: Path, *, device: str, precision: str, tile_batch_size: int, plans:
         "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         "peak_gpu_reserved_gb": torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
         "mask": str(result.output),
+        "stage_shares": {k: v / wall for k, v in report["timings_s"].items()},
+        "batches_busy_s": timelines.busy_s(), "idle_between_batches_s": timelines.idle_s(),
+        "batch_gaps": timelines.gaps(),
     }
 
 
@@ -116,10 +197,18 @@ def format_result(r: dict, members: int) -> str:
             if r["peak_tflops"] else "no peak known for this device (see PEAK_FP16_TFLOPS)")
     memory = (f"{r['peak_gpu_memory_gb']:.2f} GB allocated at peak ({r['peak_gpu_reserved_gb']:.2f} GB reserved)"
               if r["peak_gpu_memory_gb"] is not None else "n/a (not a GPU)")
-    split = ", ".join(f"{k} {v:.1f}" for k, v in r["timings_s"].items())
+    stages = "\n".join(f"    {k:<18}{v:8.2f} s  {r['stage_shares'][k] * 100:5.1f}%" for k, v in r["timings_s"].items())
+    idle = r["idle_between_batches_s"]
+    rate = (f"  sliding window      {r['window_rate_of_bare'] * 100:.0f}% of the bare network pass's rate "
+            f"({r['tiles'] / r['network_s']:.2f} tiles/s vs {1 / r['bare_s_per_tile']:.2f} tiles/s for one tile "
+            f"already on the device)\n" if "bare_s_per_tile" in r else "")
     return (f"{r['device']}, {r['precision']}, {members} members, {r['tiles']} tiles of {r['tflop_per_tile']:.2f} TFLOP\n"
-            f"  wall time           {r['wall_s']:.1f} s   (split: {split})\n"
+            f"  wall time           {r['wall_s']:.1f} s; stages (seconds, share of the wall time):\n{stages}\n"
             f"  network             {r['network_s']:.1f} s = {r['network_share'] * 100:.0f}% of the wall time\n"
+            + rate +
+            f"  idle between tiles  {idle * 1e3:.1f} ms over {r['batch_gaps']} gaps between batches "
+            f"({'GPU idle, CUDA events' if r['peak_gpu_memory_gb'] is not None else 'host time between batches'}; "
+            f"batches themselves {r['batches_busy_s']:.2f} s)\n"
             f"  achieved            {r['achieved_tflops']:.2f} TFLOP/s = {peak}\n"
             f"  peak GPU memory     {memory}"
             + (f"\n  nnU-Net's route     {r['reference']['wall_s']:.1f} s on the same device: the engine is "
@@ -139,14 +228,38 @@ def main(argv: list[str] | None = None) -> int:
                         help="let cuDNN autotune its convolution algorithms (torch.backends.cudnn.benchmark)")
     parser.add_argument("--reference", action="store_true",
                         help="also run nnU-Net's own route on the same device and print the ratio and mask agreement")
+    parser.add_argument("--cpus", type=int, default=None,
+                        help="pin the process to this many CPUs and size torch's threads to them (T4 instance: 4)")
+    parser.add_argument("--preprocessing", choices=("auto", "on", "off"), default=None,
+                        help="PANTHERSEG_DEVICE_PREPROCESSING for the run: auto (on the device if CUDA), on (also on "
+                             "the CPU), off (nnU-Net's CPU preprocessing)")
+    parser.add_argument("--bare-repeats", type=int, default=None, help="bare network passes timed (default 10; 1 tiny)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    import torch
+
+    affinity, threads = os.sched_getaffinity(0), torch.get_num_threads()
+    environment = os.environ.get("PANTHERSEG_DEVICE_PREPROCESSING")
+    try:
+        return _measure(args, pin_cpus(args.cpus) if args.cpus else None)
+    finally:  # main() is also called in-process (tests): leave the caller's CPUs and threads as they were
+        os.sched_setaffinity(0, affinity)
+        torch.set_num_threads(threads)
+        os.environ.pop("PANTHERSEG_DEVICE_PREPROCESSING", None)
+        if environment is not None:
+            os.environ["PANTHERSEG_DEVICE_PREPROCESSING"] = environment
+
+
+def _measure(args, pinned: list[int] | None) -> int:
+    import torch
+
+    from pantherseg.engine import device_preprocessing
 
     if args.cudnn_benchmark:
-        import torch
-
         torch.backends.cudnn.benchmark = True
+    if args.preprocessing:
+        os.environ[device_preprocessing.ENVIRONMENT_VARIABLE] = args.preprocessing
     divisor, patch = (TINY["divisor"], TINY["patch"]) if args.tiny else (1, None)
     shape = TINY["shape_zyx"] if args.tiny else winners.LARGEST_T1_ZYX
     members = args.members or (TINY["members"] if args.tiny else 6)
@@ -156,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         winners.build_workload(work, members=members, divisor=divisor, patch=patch, shape_zyx=shape)
         result = run(work, device=args.device, precision=args.precision, tile_batch_size=args.tile_batch_size,
                      plans=plans, num_classes=len(dataset["labels"]))
+        result["pinned_cpus"] = pinned
+        result["bare_s_per_tile"] = bare_pass_s(plans, len(dataset["labels"]), device=args.device,
+                                                precision=args.precision, batch=args.tile_batch_size,
+                                                repeats=args.bare_repeats or (1 if args.tiny else 10))
+        result["window_rate_of_bare"] = result["bare_s_per_tile"] * result["tiles"] / result["network_s"]
         if args.reference:
             reference = run_reference(work, device=args.device, members=members)
             reference.update(tumour_agreement(result["mask"], reference["mask"], dataset["labels"]["tumor"]))

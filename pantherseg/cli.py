@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from pantherseg import __version__
-from pantherseg.options import add_run_options
+from pantherseg.options import add_run_options, integer, number
 
 log = logging.getLogger("pantherseg")
 
@@ -242,9 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "(input for 'pantherseg select')")
     predict.add_argument("--no-report", action="store_true", help="do not write <case>.report.json")
     predict.add_argument("--output-format", nargs="+", default=["mha"], metavar="FORMAT",
-                         choices=("mha", "nii.gz", "dicom-seg", "rtstruct"),
-                         help="one or more of mha, nii.gz, dicom-seg, rtstruct (the last two need a DICOM input "
-                              "folder and pantherseg[dicom]; see docs/dicom.md) (default: mha)")
+                         choices=("mha", "nii.gz", "dicom-seg", "rtstruct", "uncertainty"),
+                         help="one or more of mha, nii.gz, dicom-seg, rtstruct (these two need a DICOM input "
+                              "folder and pantherseg[dicom]; see docs/dicom.md), uncertainty (beside a mask: "
+                              "<case>.uncertainty.mha, float32 per-voxel entropy; docs/quality.md) (default: mha)")
     predict.add_argument("--series-uid", default=None, metavar="UID",
                          help="the SeriesInstanceUID to segment when a DICOM folder holds several series")
     predict.add_argument("--roi-name", default=None, metavar="NAME",
@@ -288,13 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: look in --member-outputs)")
     select.add_argument("--costs", type=Path, default=None, metavar="JSON",
                         help="member -> seconds per case, e.g. measured on the target GPU (overrides --reports)")
-    select.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+    select.add_argument("--budget", type=number(above=True), default=None, metavar="SECONDS",
                         help="seconds per case for all chosen members together (default: the config's "
                              "time_budget_s minus export_reserve_s)")
     select.add_argument("--objective", default=None, metavar="METRIC=W,...",
                         help="weighted objective instead of the challenge ranking, e.g. dice=1,hd95=0.5 "
                              "(metrics: dice, surface_dice, hd95, masd, volume_rmse)")
-    select.add_argument("--max-steps", type=int, default=10, help="members added at most (default: 10)")
+    select.add_argument("--max-steps", type=integer(1, 1000), default=10, help="members added at most (default: 10)")
     select.set_defaults(handler=_select, quiet=False, verbose=False)
 
     export_onnx = commands.add_parser(

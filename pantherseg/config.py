@@ -12,6 +12,8 @@ what was found, before any model is touched.
       "precision": "auto",            # network arithmetic: auto = fp16 autocast on CUDA (as nnU-Net),
                                       # fp32 on CPU; bf16 = bfloat16 autocast (fast on AMX CPUs)
       "backend": "auto",              # torch, onnxruntime or openvino; auto = see docs/speed.md
+      "quality_review_below": 0.41,   # optional: flag a case for review when its quality score is lower
+                                      # (docs/quality.md; default chosen on benchmarks/bench_quality.py)
       "tasks": {
         "t1": {
           "input_slug": "abdominal-t1-mri",
@@ -47,7 +49,7 @@ KNOWN_ROLES = ("all-rounder", "volume", "boundary")
 MAX_ROLE_LENGTH = 128
 
 _TOP_KEYS = {"version", "tile_step_size", "use_mirroring", "time_budget_s", "export_reserve_s", "precision", "backend",
-             "tasks"}
+             "quality_review_below", "tasks"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 _TASK_KEYS = {"input_slug", "output_slug", "tumor_label", "members"}
@@ -55,6 +57,9 @@ _MEMBER_KEYS = {"name", "role", "model", "fold", "checkpoint", "weight", "config
 # Slugs and member names become folder and file names (output folder, --member-outputs): no separators,
 # no '..', no NUL. grand-challenge's slugs are lower-case letters, digits and hyphens.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# The default review threshold on the per-case quality score (pantherseg.engine.quality): chosen on the
+# calibration half of benchmarks/bench_quality.py (docs/quality.md).
+DEFAULT_QUALITY_REVIEW_BELOW = 0.41
 # Below a tenth of the patch nnU-Net's tiling stops making sense: 1000 times the tiles of step 1.
 MIN_TILE_STEP = 0.1
 
@@ -105,6 +110,7 @@ class EnsembleConfig:
     export_reserve_s: float = 20.0
     precision: str = "auto"
     backend: str = "auto"
+    quality_review_below: float = DEFAULT_QUALITY_REVIEW_BELOW
     version: int = 1
     source: Path | None = field(default=None, compare=False)
 
@@ -115,7 +121,7 @@ class EnsembleConfig:
         return {
             "version": self.version, "tile_step_size": self.tile_step_size, "use_mirroring": self.use_mirroring,
             "time_budget_s": self.time_budget_s, "export_reserve_s": self.export_reserve_s,
-            "precision": self.precision, "backend": self.backend,
+            "precision": self.precision, "backend": self.backend, "quality_review_below": self.quality_review_below,
             "tasks": {name: task.to_dict() for name, task in self.tasks.items()},
         }
 
@@ -152,24 +158,77 @@ def _where(source: Path | None) -> str:
 def load_config(path: Path | str) -> EnsembleConfig:
     """Read and validate an ensemble_config.json file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"Ensemble config not found: expected a JSON file at {path}.") from None
-    except OSError as error:
-        raise ConfigError(f"Ensemble config {path} cannot be read: {error.strerror}.") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"Ensemble config {path} is not UTF-8 text: {error.reason} at byte {error.start}.") from None
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ConfigError(
-            f"Ensemble config {path} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}."
-        ) from None
-    except (ValueError, RecursionError) as error:  # integers of over 4300 digits; brackets nested too deep
-        reason = "it is nested too deeply" if isinstance(error, RecursionError) else str(error).split(";")[0]
-        raise ConfigError(f"Ensemble config {path} cannot be decoded: {reason}.") from None
+    raw = read_json_object(path, error=ConfigError, what="Ensemble config", missing="Ensemble config not found",
+                           top=object)  # parse_config names a top level of the wrong type
     return parse_config(raw, source=path)
+
+
+# Untrusted JSON (configs, model files, grand-challenge's inputs.json) is small: a winners' plans.json is 20 KB.
+MAX_JSON_BYTES = 16 << 20
+# No number the package reads needs more digits; Python's own limit (4300) is a setting, not a contract.
+MAX_JSON_DIGITS = 40
+
+
+def read_json_object(path: Path | str, *, error: type, what: str, missing: str | None = None,
+                     max_bytes: int = MAX_JSON_BYTES, top: type = dict):
+    """Decode the JSON file ``path`` (a ``top`` value, an object by default) from an untrusted source.
+
+    Every failure is ``error`` (a PantherError class) with one line that starts with ``what`` and the path:
+    a missing file (``missing`` replaces the start of that message), a FIFO, device or folder (refused
+    from its status, before anything is read: opening a FIFO to read would wait for a writer), more than
+    ``max_bytes``, text that is not UTF-8 or not JSON, integers of more than
+    :data:`MAX_JSON_DIGITS` digits, brackets nested too deeply, and a top-level value of another type."""
+    import os
+    import stat
+
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise error(f"{missing or what + ' not found'}: expected a JSON file at {path}.") from None
+    except OSError as failure:
+        raise error(f"{what} {path} cannot be read: {failure.strerror or failure}.") from None
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            kind = "a folder" if stat.S_ISDIR(status.st_mode) else "a FIFO" if stat.S_ISFIFO(status.st_mode) \
+                else "a device or socket"
+            raise error(f"{what} {path} is {kind}, expected a regular JSON file; refused.")
+        if status.st_size > max_bytes:
+            raise error(f"{what} {path} is {status.st_size} bytes, more than the {max_bytes} a JSON file of this "
+                        f"kind may have; refused.")
+        with os.fdopen(fd, "rb", closefd=True) as handle:
+            fd = None
+            data = handle.read(max_bytes + 1)
+    except OSError as failure:
+        raise error(f"{what} {path} cannot be read: {failure.strerror or failure}.") from None
+    finally:
+        if fd is not None:
+            os.close(fd)
+    if len(data) > max_bytes:
+        raise error(f"{what} {path} grew beyond {max_bytes} bytes while being read; refused.")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as failure:
+        raise error(f"{what} {path} is not UTF-8 text: {failure.reason} at byte {failure.start}.") from None
+    try:
+        value = json.loads(text, parse_int=_bounded_int)  # NaN and Infinity decode: schemas refuse them
+    except json.JSONDecodeError as failure:
+        raise error(f"{what} {path} is not valid JSON: {failure.msg} at line {failure.lineno}, "
+                    f"column {failure.colno}.") from None
+    except (ValueError, RecursionError) as failure:
+        reason = "it is nested too deeply" if isinstance(failure, RecursionError) else str(failure).split(";")[0]
+        raise error(f"{what} {path} cannot be decoded: {reason}.") from None
+    if not isinstance(value, top):
+        expected = "a JSON object" if top is dict else f"a JSON {top.__name__}"
+        raise error(f"{what} {path} must hold {expected}, found {type(value).__name__}.")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_DIGITS:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits (at most {MAX_JSON_DIGITS})")
+    return int(text)
 
 
 def parse_config(raw: object, *, source: Path | None = None) -> EnsembleConfig:
@@ -208,6 +267,11 @@ def parse_config(raw: object, *, source: Path | None = None) -> EnsembleConfig:
     if backend not in BACKENDS:
         raise fail("backend", f"one of {list(BACKENDS)}", backend)
 
+    review_below = _number(raw.get("quality_review_below", DEFAULT_QUALITY_REVIEW_BELOW), "quality_review_below", fail)
+    if not 0 <= review_below <= 1:
+        raise fail("quality_review_below", "a number in [0, 1] (the quality score under which a case is flagged)",
+                   review_below)
+
     tasks_raw = raw.get("tasks")
     if not isinstance(tasks_raw, dict) or not tasks_raw:
         raise fail("tasks", "a non-empty object of task name -> task", tasks_raw)
@@ -224,6 +288,7 @@ def parse_config(raw: object, *, source: Path | None = None) -> EnsembleConfig:
         export_reserve_s=reserve,
         precision=precision,
         backend=backend,
+        quality_review_below=review_below,
         version=version,
         source=source,
     )

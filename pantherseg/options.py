@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -70,6 +71,19 @@ class RunOptions:
     stop_on_error: bool = True
     budget_from_process_start: bool = False
 
+    def __post_init__(self) -> None:
+        """The numbers a caller of the API may pass wrong, refused as the flags are (ConfigError, exit 4)."""
+        from pantherseg.errors import ConfigError
+
+        batch = self.tile_batch_size
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_TILE_BATCH:
+            raise ConfigError(f"tile_batch_size must be an integer in [1, {MAX_TILE_BATCH}], found {batch!r}.")
+        budget = self.time_budget_s
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                                   or math.isnan(budget) or budget <= 0):
+            raise ConfigError(f"time_budget_s must be a positive number of seconds (inf: no deadline) or None, "
+                              f"found {budget!r}.")
+
     @classmethod
     def from_args(cls, args: argparse.Namespace, **fields) -> "RunOptions":
         """The flags of :func:`add_run_options` (``--time-budget 0`` is no deadline) as options; an entry
@@ -95,10 +109,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="ensemble_config.json (default: the one shipped next to the package)")
     parser.add_argument("--device", default="auto",
                         help="auto (CUDA if available, else CPU), cpu, or cuda[:N] (default: auto)")
-    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--time-budget", type=number(minimum=0), default=None, metavar="SECONDS",
                         help="seconds per case before members are skipped (default: the config's "
                              "time_budget_s, 300; 0 disables the deadline)")
-    parser.add_argument("--tile-batch-size", type=int, default=1, metavar="N",
+    parser.add_argument("--tile-batch-size", type=integer(1, MAX_TILE_BATCH), default=1, metavar="N",
                         help="tiles per network pass (default: 1)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
                         help="network arithmetic (default: the config's, auto = fp16 autocast on CUDA, "
@@ -111,6 +125,42 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+# Tiles per network pass: nnU-Net runs one; 64 of ResEnc-L's 192^3 already needs hundreds of GB.
+MAX_TILE_BATCH = 64
+
+
+def integer(minimum: int, maximum: int | None = None):
+    """An argparse ``type=``: an integer in [minimum, maximum]; anything else is a usage error (exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            bound = f"in [{minimum}, {maximum}]" if maximum is not None else f"of at least {minimum}"
+            raise argparse.ArgumentTypeError(f"must be an integer {bound}, found {text!r}")
+        return value
+
+    return parse
+
+
+def number(*, minimum: float = 0.0, above: bool = False, maximum: float = 1e9):
+    """An argparse ``type=``: a finite number >= ``minimum`` (> with ``above``) and <= ``maximum``; no NaN, no inf."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value > maximum or (value <= minimum if above else value < minimum):
+            low = f"more than {minimum:g}" if above else f"at least {minimum:g}"
+            raise argparse.ArgumentTypeError(f"must be a finite number {low} and at most {maximum:g}, found {text!r}")
+        return value
+
+    return parse
 
 
 def budget_from_flag(value: float | None) -> float | None:

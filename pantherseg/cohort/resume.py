@@ -23,8 +23,8 @@ import logging
 from pathlib import Path
 
 from pantherseg.cohort.cases import Case
-from pantherseg.config import EnsembleConfig
-from pantherseg.errors import ModelError
+from pantherseg.config import EnsembleConfig, read_json_object
+from pantherseg.errors import ModelError, PantherError
 from pantherseg.io.files import cached_file_sha256
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,13 @@ def _file_sha256(path: Path, owner: str) -> str:
         raise ModelError(f"{owner}: cannot read {path}: {error.strerror or error}.") from None
 
 
+def _recorded_path(report: dict, key: str) -> str | None:
+    """``report[key]["path"]`` if the report (a file anyone could have edited) holds a usable one."""
+    entry = report.get(key)
+    path = entry.get("path") if isinstance(entry, dict) else None
+    return path if isinstance(path, str) and path and "\x00" not in path and len(path) < 4096 else None
+
+
 def mask_path(output_dir: Path, case: Case) -> Path:
     return Path(output_dir) / f"{case.name}.mha"
 
@@ -76,18 +83,24 @@ def finished_report(case: Case, output_dir: Path, expected_hash: str) -> dict | 
     if not (mask.is_file() and report_file.is_file()):
         return None
     try:
-        report = json.loads(report_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        log.warning("%s: unreadable report %s (%s); the case runs again", case.name, report_file, error)
-        return None
-    if not isinstance(report, dict):
+        report = read_json_object(report_file, error=PantherError, what=f"{case.name}: run report")
+    except PantherError as error:  # a FIFO, oversized, not JSON, nested too deep: rerun, never block or crash
+        log.warning("%s; the case runs again", error)
         return None
     if report.get("run_hash") != expected_hash:
         log.debug("%s: made with another config or other weights; it runs again", case.name)
         return None
-    recorded_input = (report.get("input") or {}).get("path")
-    recorded_output = (report.get("output") or {}).get("path")
-    if recorded_input is None or Path(recorded_input).resolve() != case.path.resolve():
+    recorded_input, recorded_output = _recorded_path(report, "input"), _recorded_path(report, "output")
+    used, device = report.get("members_used", []), report.get("device")
+    if not (isinstance(used, list) and all(isinstance(m, str) for m in used)
+            and (device is None or isinstance(device, str))):
+        log.warning("%s: report %s has malformed members_used or device; the case runs again", case.name, report_file)
+        return None
+    try:
+        same_input = recorded_input is not None and Path(recorded_input).resolve() == case.path.resolve()
+    except (OSError, RuntimeError):  # a link loop in the recorded path
+        same_input = False
+    if not same_input:
         log.debug("%s: the report names another input (%s); it runs again", case.name, recorded_input)
         return None
     if recorded_output is None or Path(recorded_output).name != mask.name:

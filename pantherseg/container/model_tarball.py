@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from pantherseg.errors import ModelError, PantherError
-from pantherseg.io.files import CHUNK_BYTES, atomic_file, file_sha256
+from pantherseg.io.files import CHUNK_BYTES, MAX_TREE_DEPTH, MAX_TREE_ENTRIES, TreeLimitError, atomic_file, \
+    file_sha256, walk_tree
 
 log = logging.getLogger(__name__)
 
@@ -72,37 +73,37 @@ def scan_weights(weights_dir: Path | str) -> list[str]:
         raise ModelError(f"weights folder {root} is a file, not a folder: pass the folder that holds the ensemble members")
     real_root = root.resolve()
     names: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise_walk_error, followlinks=False):
-        here = Path(dirpath)
-        for name in sorted(dirnames) + sorted(filenames):
-            path = here / name
-            relative = path.relative_to(root).as_posix()
-            mode = path.lstat().st_mode
-            if stat.S_ISLNK(mode):
+    try:
+        for path, relative, status in walk_tree(root):
+            if stat.S_ISLNK(status.st_mode):
                 raise ModelError(_symlink_message(path, relative, root, real_root))
-            if stat.S_ISDIR(mode):
+            if stat.S_ISDIR(status.st_mode):
                 continue
-            if not stat.S_ISREG(mode):
+            if not stat.S_ISREG(status.st_mode):
                 raise ModelError(
                     f"{relative} in weights folder {root} is not a regular file (a FIFO, socket or device): "
                     "the model tarball may hold regular files only; remove it"
                 )
             names.append(relative)
-        dirnames.sort()
+    except TreeLimitError as error:
+        raise ModelError(f"weights folder {error}: a model folder is a few levels deep; refused") from None
+    except OSError as error:
+        # A folder that cannot be listed: silently leaving it out would be worse.
+        raise ModelError(f"cannot list {error.filename} in the weights folder: {error.strerror}") from None
     if not names:
         raise ModelError(f"weights folder {root} holds no files: there is nothing to upload as a model")
     return sorted(names)
 
 
-def _raise_walk_error(error: OSError) -> None:
-    # os.walk skips folders it cannot list unless told otherwise: a silently missing folder is worse.
-    raise ModelError(f"cannot list {error.filename} in the weights folder: {error.strerror}") from error
-
-
 def _symlink_message(path: Path, relative: str, root: Path, real_root: Path) -> str:
     target = os.readlink(path)
-    resolved = path.resolve()
-    if resolved == real_root or real_root in resolved.parents:
+    try:
+        resolved = path.resolve()
+    except (RuntimeError, OSError):  # a loop (pathlib raises RuntimeError for it in Python 3.11)
+        resolved = None
+    if resolved is None:
+        where = "a symbolic link loop"
+    elif resolved == real_root or real_root in resolved.parents:
         where = "inside the weights folder"
     else:
         where = "OUTSIDE the weights folder"
@@ -214,6 +215,7 @@ def verify_model_tarball(tarball: Path | str, expected: TarballReport | None = N
                 members = tar.getmembers()
                 for member in members:
                     _check_member(member, tarball)
+                _check_member_sizes(members, tarball, max_unpacked_bytes)
                 tar.extractall(destination, filter="data")
         except (tarfile.TarError, OSError, EOFError) as error:
             raise ModelError(f"model tarball {tarball} cannot be extracted with filter='data': {error}") from error
@@ -268,9 +270,27 @@ def _check_member(member: tarfile.TarInfo, tarball: Path) -> None:
         raise ModelError(f"model tarball {tarball} holds an absolute path {member.name}: pack relative names only")
     if ".." in name.parts:
         raise ModelError(f"model tarball {tarball} holds {member.name}, which climbs out of the folder with '..'")
+    if len(name.parts) > MAX_TREE_DEPTH:
+        raise ModelError(f"model tarball {tarball} holds a member {len(name.parts)} folders deep (at most "
+                         f"{MAX_TREE_DEPTH}: a model folder is a few levels deep); refused")
     if not (member.isfile() or member.isdir()):
         kind = "a link" if (member.issym() or member.islnk()) else "not a regular file"
         raise ModelError(f"model tarball {tarball} holds {member.name}, which is {kind}: pack regular files only")
+
+
+def _check_member_sizes(members: list[tarfile.TarInfo], tarball: Path, max_unpacked_bytes: int) -> None:
+    """What extraction would write, from the headers: a sparse member counts at its full extracted size (a
+    159-byte GNU sparse tarball can claim 40 GiB: the stream check sees 159 bytes, the disk would not)."""
+    if len(members) > MAX_TREE_ENTRIES:
+        raise ModelError(f"model tarball {tarball} holds {len(members)} members (at most {MAX_TREE_ENTRIES}); refused")
+    total = 0
+    for member in members:
+        total += max(member.size, 0)
+        if total > max_unpacked_bytes:
+            sparse = " (a sparse member counts at its extracted size)" if member.issparse() else ""
+            raise ModelError(f"model tarball {tarball} extracts to more than {human_size(max_unpacked_bytes)}: "
+                             f"{member.name} alone claims {human_size(member.size)}{sparse}; refused as a possible "
+                             "decompression bomb; raise --max-unpacked-gib if the weights really are that large")
 
 
 def _compare(tarball: Path, expected: TarballReport, files: dict[str, int], digests: dict[str, str]) -> None:
@@ -301,6 +321,8 @@ def human_size(n_bytes: int) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from pantherseg.options import integer, number  # the standard library only, as this module
+
     parser = argparse.ArgumentParser(
         prog="python -m pantherseg.container.model_tarball",
         description="Build, verify or check the model tarball grand-challenge extracts to /opt/ml/model/.",
@@ -309,10 +331,10 @@ def _parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="pack a weights folder into a .tar.gz, then verify it")
     build.add_argument("--weights", type=Path, required=True, help="the folder to pack (becomes /opt/ml/model/)")
     build.add_argument("--output", type=Path, required=True, help="the .tar.gz to write (replaced if present)")
-    build.add_argument("--compresslevel", type=int, default=6, help="gzip level 0-9 (default: 6)")
+    build.add_argument("--compresslevel", type=integer(0, 9), default=6, help="gzip level 0-9 (default: 6)")
     verify = commands.add_parser("verify", help="check that a .tar.gz extracts with filter='data'")
     verify.add_argument("tarball", type=Path)
-    verify.add_argument("--max-unpacked-gib", type=float, default=MAX_UNPACKED_BYTES / 1024**3,
+    verify.add_argument("--max-unpacked-gib", type=number(above=True, maximum=1e6), default=MAX_UNPACKED_BYTES / 1024**3,
                         help=f"refuse a tarball unpacking to more (default: {MAX_UNPACKED_BYTES // 1024**3})")
     check = commands.add_parser("check", help="check that a weights folder can be packed (no symlinks, not empty)")
     check.add_argument("--weights", type=Path, required=True)

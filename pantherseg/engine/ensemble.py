@@ -27,10 +27,11 @@ import numpy as np
 from pantherseg.config import EnsembleConfig, TaskSpec
 from pantherseg.engine.deadline import Deadline, TileCostModel
 from pantherseg.engine.members import Member, build_network, load_members
+from pantherseg.engine.quality import tumour_mask
 from pantherseg.engine.runtime import prepare_networks, resolve_backend, resolve_device, resolve_precision
 from pantherseg.engine.weighted_mean import (FolderResult, ModelFolders, SharedPreprocessing, WeightedMean,
                                              uncovered_to_background)
-from pantherseg.errors import ResourceError
+from pantherseg.errors import ModelError, ResourceError
 from pantherseg.io.images import Volume
 from pantherseg.io.report import USED_STATUSES
 
@@ -61,6 +62,8 @@ class Prediction:
     mask: np.ndarray  # (z, y, x) uint8 in {0, 1}: 1 where the ensemble's argmax is the tumour label
     probabilities: np.ndarray | None  # (classes, z, y, x) float32 weighted mean, None if nothing ran
     member_probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    # Quality control (pantherseg.engine.quality): each used member's own tumour mask, (z, y, x) bool.
+    member_tumour_masks: dict[str, np.ndarray] = field(default_factory=dict)
     outcomes: list[MemberOutcome] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -152,7 +155,7 @@ class Ensemble:
             return prediction
 
         cost_model = TileCostModel()
-        inputs = SharedPreprocessing(self.members, volume, timings)
+        inputs = SharedPreprocessing(self.members, volume, timings, self.device)
         folders = ModelFolders(self.members)
         mean = WeightedMean()
         export_estimate = 0.0  # the slowest export so far: kept free at the end of the budget
@@ -167,8 +170,12 @@ class Ensemble:
                 timings["network"] += outcome.network_s
                 if self._settle_status(outcome, completed, others_finished=folders.has_members):
                     if keep_member_probabilities:  # its own map too: one more export, only when asked
-                        prediction.member_probabilities[member.name] = self._export(member, logits, case.properties,
-                                                                                    timings, own_map=True)
+                        own = self._export(member, logits, case.properties, timings, own_map=True)
+                        if completed:
+                            _require_finite(own, member)
+                        prediction.member_probabilities[member.name] = own
+                        prediction.member_tumour_masks[member.name] = tumour_mask(own, self.task.tumor_label)
+                        del own
                     folders.add(member, logits, case.properties, complete=completed)
                 del logits
             inputs.done(member)
@@ -179,7 +186,8 @@ class Ensemble:
 
         started = time.perf_counter()
         prediction.probabilities = mean.mean()
-        prediction.mask = (prediction.probabilities.argmax(0) == self.task.tumor_label).astype(np.uint8)
+        channel = tumour_channel(self.members[0], self.task.tumor_label)
+        prediction.mask = (prediction.probabilities.argmax(0) == channel).astype(np.uint8)
         timings["ensemble"] += time.perf_counter() - started
         return prediction
 
@@ -205,10 +213,17 @@ class Ensemble:
             probabilities = prediction.member_probabilities[folder.names[0]]
         else:
             probabilities = self._export(folder.member, folder.logits, folder.properties, timings)
+            if folder.complete:  # a partial member's unvisited voxels are NaN by design: they carry no weight
+                _require_finite(probabilities, folder.member)
         folder.logits = None  # the folder's sums: freed before the mean grows
         export_s = time.perf_counter() - started
         started = time.perf_counter()
         mean.add(probabilities, folder.weight, complete=folder.complete)
+        # Quality hook: a member's tumour mask from its own map when one was exported (--member-outputs),
+        # else from its folder's (folds of one folder share one export, as in nnU-Net's predictor).
+        for name in folder.names:
+            if name not in prediction.member_tumour_masks:
+                prediction.member_tumour_masks[name] = tumour_mask(probabilities, self.task.tumor_label)
         del probabilities
         timings["ensemble"] += time.perf_counter() - started
         return export_s
@@ -290,6 +305,21 @@ class Ensemble:
         elif not self.keep_networks and hasattr(member.network, "release"):
             member.network.release()  # OpenVINO: free the compiled model and its buffers
         return logits, state["completed"]
+
+
+def tumour_channel(member: Member, tumor_label: int) -> int:
+    """The output channel of ``tumor_label``: its place among the label map's labels, not its value."""
+    labels = list(member.label_manager.all_labels)
+    if tumor_label not in labels:
+        raise ModelError(f"{member.describe()}: tumor_label {tumor_label} is not one of its labels {labels}.")
+    return labels.index(tumor_label)
+
+
+def _require_finite(probabilities: np.ndarray, member: Member) -> None:
+    """Post-condition: a mask is made from finite probabilities only (NaN weights give NaN, argmax 0: empty)."""
+    if not np.isfinite(probabilities).all():
+        raise ModelError(f"{member.describe()}: its network produced non-finite probabilities (NaN or infinity) "
+                         f"from a finite input; its weights are broken. No mask was written.")
 
 
 def _count_tiles(shape, patch_size, step_size) -> int:

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pantherseg.config import MemberSpec, TaskSpec
+from pantherseg.config import MemberSpec, TaskSpec, read_json_object
 from pantherseg.engine.architectures import build_network_on_meta, check_architecture
-from pantherseg.engine.checkpoint import Checkpoint, load_checkpoint
+from pantherseg.engine.checkpoint import Checkpoint, check_finite, check_state_dict_fits, load_checkpoint
+from pantherseg.engine.model_files import check_member_folder
+from pantherseg.engine.model_schema import SchemaViolation, resolve_configuration, validate_dataset, validate_plans
 from pantherseg.errors import ModelError
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def _resolve_member(spec: MemberSpec, weights_root: Path) -> Member:
         raise ModelError(
             f"{owner}: model folder not found: expected an nnU-Net results folder at {folder}."
         )
-    _refuse_links_outside(folder, weights_root, owner)
+    check_member_folder(folder, weights_root, owner)
     plans = _read_json(folder / "plans.json", owner)
     dataset_json = _read_json(folder / "dataset.json", owner)
 
@@ -105,24 +106,29 @@ def _resolve_member(spec: MemberSpec, weights_root: Path) -> Member:
     if not isinstance(configurations, dict) or spec.configuration not in configurations:
         found = sorted(configurations) if isinstance(configurations, dict) else configurations
         raise ModelError(
-            f"{owner}: plans.json has no configuration '{spec.configuration}'; it defines {found}."
+            f"{owner}: plans.json has no configuration '{spec.configuration}'; it defines {_short(found)}."
         )
+    # Before anything names, imports or calls a class: plans.json comes from an uploaded tarball.
+    try:
+        architecture = resolve_configuration(plans, spec.configuration).get("architecture")
+        if not isinstance(architecture, dict):
+            raise SchemaViolation(f"configurations.{spec.configuration}.architecture", "an object", architecture)
+        check_architecture(architecture.get("network_class_name"), architecture.get("arch_kwargs"),
+                           architecture.get("_kw_requires_import", []), owner=owner)
+        validate_plans(plans, spec.configuration)
+    except SchemaViolation as violation:
+        raise ModelError(f"{owner}: {folder / 'plans.json'}: {violation}.") from None
+    try:
+        validate_dataset(dataset_json)
+    except SchemaViolation as violation:
+        raise ModelError(f"{owner}: {folder / 'dataset.json'}: {violation}.") from None
     try:
         plans_manager = PlansManager(plans)
         configuration_manager = plans_manager.get_configuration(spec.configuration)
         label_manager = plans_manager.get_label_manager(dataset_json)
         arch_class = configuration_manager.network_arch_class_name
-    except (KeyError, TypeError, ValueError, AssertionError, AttributeError, RecursionError) as error:
+    except (KeyError, TypeError, ValueError, AssertionError, AttributeError, RecursionError, RuntimeError) as error:
         raise ModelError(f"{owner}: plans.json or dataset.json is not a valid nnU-Net v2 file: {error!r}.") from None
-    architecture = configuration_manager.configuration.get("architecture")
-    if not isinstance(architecture, dict):
-        raise ModelError(f"{owner}: plans.json configuration '{spec.configuration}' has no 'architecture' object.")
-    # Before anything names, imports or calls the class: plans.json comes from an uploaded tarball.
-    check_architecture(arch_class, architecture.get("arch_kwargs"), architecture.get("_kw_requires_import", []),
-                       owner=owner)
-    _check_plans_numbers(configuration_manager, plans_manager, spec.configuration, owner)
-    if configuration_manager.previous_stage_name is not None:
-        raise ModelError(f"{owner}: cascade stage '{spec.configuration}' needs a previous stage; not supported.")
     channels = dataset_json.get("channel_names", dataset_json.get("modality"))
     if not isinstance(channels, dict) or len(channels) != 1:
         raise ModelError(
@@ -157,68 +163,14 @@ def _resolve_member(spec: MemberSpec, weights_root: Path) -> Member:
     )
 
 
-def _check_plans_numbers(cm, plans_manager, configuration: str, owner: str) -> None:
-    """Patch size, target spacing and intensity statistics: the numbers inference divides and multiplies by.
-
-    Why here: a zero patch divides by zero in the tiling, a negative spacing would be blamed on the
-    image's header, and a NaN normalisation statistic turns every voxel into NaN: a silently empty mask.
-    """
-    patch = cm.patch_size
-    if not isinstance(patch, (list, tuple)) or len(patch) != 3 or not all(
-            isinstance(p, int) and not isinstance(p, bool) and 0 < p <= 4096 for p in patch):
-        raise ModelError(f"{owner}: configuration '{configuration}' must have a 3D patch_size of positive integers "
-                         f"(at most 4096), found {_short(patch)}; only 3D configurations are supported.")
-    spacing = cm.spacing
-    if not isinstance(spacing, (list, tuple)) or len(spacing) != 3 or not all(_finite(s) and 0 < s < 1e4 for s in spacing):
-        raise ModelError(f"{owner}: configuration '{configuration}' must have a target spacing of three positive "
-                         f"finite millimetre values, found {_short(spacing)} in plans.json.")
-    properties = plans_manager.foreground_intensity_properties_per_channel
-    if not isinstance(properties, dict):
-        raise ModelError(f"{owner}: plans.json 'foreground_intensity_properties_per_channel' must be an object, "
-                         f"found {_short(properties)}.")
-    for channel, values in properties.items():
-        if not isinstance(values, dict):
-            raise ModelError(f"{owner}: plans.json intensity properties of channel {channel} must be an object, "
-                             f"found {_short(values)}.")
-        bad = {k: v for k, v in values.items() if not _finite(v)}
-        if bad:
-            raise ModelError(f"{owner}: plans.json intensity properties of channel {channel} must be finite numbers, "
-                             f"found {_short(bad)}; normalising with them would make every voxel NaN.")
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _short(value: object, limit: int = 120) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _refuse_links_outside(folder: Path, weights_root: Path, owner: str) -> None:
-    """A model tarball must not reach outside its folder through symbolic links."""
-    root = weights_root.resolve()
-    for path in [folder, *folder.rglob("*")]:
-        if path.is_symlink() or path == folder:
-            target = path.resolve()
-            if target != root and root not in target.parents:
-                raise ModelError(
-                    f"{owner}: {path} links to {target}, outside the weights folder {root}; refused."
-                )
-
-
 def _read_json(path: Path, owner: str) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{owner}: missing {path.name}: expected it at {path}.") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ModelError(f"{owner}: {path} cannot be read: {error}.") from None
-    except json.JSONDecodeError as error:
-        raise ModelError(f"{owner}: {path} is not valid JSON: {error.msg} at line {error.lineno}.") from None
-    if not isinstance(value, dict):
-        raise ModelError(f"{owner}: {path} must hold a JSON object, found {type(value).__name__}.")
-    return value
+    return read_json_object(path, error=ModelError, what=f"{owner}: {path.name}",
+                            missing=f"{owner}: missing {path.name}")
 
 
 def _check_label_maps_agree(members: list[Member], task: TaskSpec) -> None:
@@ -256,31 +208,13 @@ def _build_on_meta(member: Member) -> "torch.nn.Module":
 
 
 def _check_checkpoint_fits_plans(member: Member) -> None:
-    expected = _build_on_meta(member).state_dict()
-    found = member.checkpoint.state_dict
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    mismatched = [
-        f"{k} {list(found[k].shape)} vs {list(v.shape)}"
-        for k, v in expected.items()
-        if k in found and tuple(found[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or mismatched:
-        details = []
-        if mismatched:
-            details.append(f"{len(mismatched)} tensor(s) of the wrong shape (checkpoint vs plans), e.g. {mismatched[0]}")
-        if missing:
-            details.append(f"{len(missing)} missing, e.g. '{missing[0]}'")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected, e.g. '{unexpected[0]}'")
-        raise ModelError(
-            f"{member.describe()}: checkpoint {member.checkpoint.path} does not fit the network in its "
-            f"plans.json ({member.configuration_manager.network_arch_class_name}): " + "; ".join(details) + "."
-        )
+    check_state_dict_fits(_build_on_meta(member).state_dict(), member.checkpoint, owner=member.describe(),
+                          network=member.configuration_manager.network_arch_class_name)
 
 
 def build_network(member: Member, device: "torch.device") -> "torch.nn.Module":
     """Instantiate the member's network with its checkpoint weights, in eval mode on ``device``."""
+    check_finite(member.checkpoint.state_dict, owner=member.describe(), path=member.checkpoint.path)
     network = _build_on_meta(member)
     # assign=True adopts the checkpoint tensors instead of copying into freshly allocated ones.
     network.load_state_dict(member.checkpoint.state_dict, strict=True, assign=True)

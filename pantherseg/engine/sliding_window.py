@@ -6,7 +6,15 @@ tiles and weights match nnU-Net's own predictor. What differs, and why:
 - logits are accumulated in float32 (nnU-Net sums in float16, which loses precision where many
   tiles overlap and is slow on CPUs);
 - several tiles can go through the network in one batch (``tile_batch_size``), which keeps a GPU busy;
-- a callback after every batch lets the caller report progress and watch the deadline.
+- the case goes to the device once, padded there, and tiles are views of it (a batch of several is
+  one copy on the device): nothing goes through host memory per tile;
+- a callback lets the caller report progress and watch the deadline. On the CPU it is called after
+  every batch (a batch is finished when the network returns). On a GPU the host only queues work, so
+  the callback is called at checks at least ``check_interval_s`` apart (``DEFAULT_CHECK_INTERVAL_S``,
+  1 s) and after the last batch; a check waits for the queued batches to finish (the one
+  synchronisation) so that ``tiles_done`` is true. The GPU is idle at a check for about one kernel
+  launch; a deadline can be overrun by at most the interval plus one batch (docs/speed.md, "How often the
+  deadline looks").
 
 Array layout: ``data`` is (channels, z, y, x) in nnU-Net's transposed axis order; the result is
 (classes, z, y, x) float32 logits.
@@ -16,12 +24,50 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from contextlib import nullcontext
 from typing import Callable, Sequence
 
 import torch
 
 TileCallback = Callable[[int, int], "bool | None"]
+# Seconds between two deadline checks on an asynchronous device (CUDA); the CPU checks every batch.
+DEFAULT_CHECK_INTERVAL_S = 1.0
+
+
+class BatchTimeline:
+    """When each tile batch started and ended on the device's own clock: CUDA events on a GPU (recorded in
+    the stream, no synchronisation), ``time.perf_counter`` on the CPU. Read it after the prediction."""
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+        self._marks: list = []  # start, end, start, end, ...
+
+    def mark(self) -> None:
+        if self.device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._marks.append(event)
+        else:
+            self._marks.append(time.perf_counter())
+
+    def _seconds(self, earlier, later) -> float:
+        if self.device.type == "cuda":
+            later.synchronize()
+            return earlier.elapsed_time(later) / 1000.0
+        return later - earlier
+
+    def busy_s(self) -> float:
+        """Sum over batches of end - start: the device's time inside the batches."""
+        return sum(self._seconds(a, b) for a, b in zip(self._marks[0::2], self._marks[1::2]))
+
+    def idle_between_batches_s(self) -> float:
+        """Sum of the gaps from one batch's end to the next batch's start: the device waiting for the host."""
+        return sum(self._seconds(a, b) for a, b in zip(self._marks[1::2], self._marks[2::2]))
+
+    @property
+    def batches(self) -> int:
+        return len(self._marks) // 2
 
 
 def tile_origins(image_shape: Sequence[int], patch_size: Sequence[int], step_size: float) -> list[tuple[int, ...]]:
@@ -56,12 +102,14 @@ def predict_logits(
     mirror_axes: Sequence[int] | None = None,
     autocast_dtype: torch.dtype | None = None,
     on_batch: TileCallback | None = None,
+    check_interval_s: float | None = None,
+    timeline: BatchTimeline | None = None,
 ) -> torch.Tensor:
     """Gaussian-weighted sliding-window logits of ``network`` over ``data``.
 
     Args:
         network: in eval mode, already on ``device``; maps (B, C, *patch) to (B, num_classes, *patch).
-        data: (C, z, y, x) float32 preprocessed image (any device; tiles are copied to ``device``).
+        data: (C, z, y, x) float32 preprocessed image (any device; moved to ``device`` once, tiles are views).
         patch_size: network input size (z, y, x); smaller images are zero-padded to it.
         step_size: tile step as a fraction of the patch (0.5 = 50% overlap), as in nnU-Net.
         accumulate_on_device: keep the (classes, z, y, x) sums on ``device``; False keeps them on the
@@ -71,7 +119,12 @@ def predict_logits(
         autocast_dtype: run the network under autocast in this dtype (torch.float16 on CUDA as nnU-Net
             does, torch.bfloat16 on CPUs with AMX/AVX512-BF16); None runs it in float32. Sums stay float32.
         on_batch: called as ``on_batch(tiles_done, tiles_total)`` after each forward pass; returning
-            False stops the prediction there (voxels no tile reached get NaN logits: no evidence).
+            False stops the prediction there (voxels no tile reached get NaN logits: no evidence). Called
+            after every batch on the CPU, at checks ``check_interval_s`` apart on other devices, and after
+            the last batch.
+        check_interval_s: least seconds between two ``on_batch`` calls; None: 0 on the CPU (every batch),
+            ``DEFAULT_CHECK_INTERVAL_S`` on other devices (each call waits for the queued batches).
+        timeline: if given, each batch's start and end are marked in it (GPU idle time between tiles).
 
     Returns the logits on the device the sums were kept on (``device`` or the CPU).
     """
@@ -83,7 +136,11 @@ def predict_logits(
     if tile_batch_size < 1:
         raise ValueError(f"tile_batch_size must be >= 1, got {tile_batch_size}")
     patch_size = tuple(int(p) for p in patch_size)
-    padded, revert_padding = pad_nd_image(data, patch_size, "constant", {"value": 0}, True, None)
+    device = torch.device(device)
+    if check_interval_s is None:
+        check_interval_s = 0.0 if device.type == "cpu" else DEFAULT_CHECK_INTERVAL_S
+    padded, revert_padding = pad_nd_image(data.to(device, dtype=torch.float32), patch_size, "constant",
+                                          {"value": 0}, True, None)
     origins = tile_origins(padded.shape[1:], patch_size, step_size)
 
     results_device = device if accumulate_on_device else torch.device("cpu")
@@ -95,10 +152,16 @@ def predict_logits(
     flips = _flip_combinations(mirror_axes)
 
     done = 0
+    last_check = time.perf_counter()
     for start in range(0, len(origins), tile_batch_size):
         batch_origins = origins[start:start + tile_batch_size]
         slicers = [tuple(slice(o, o + p) for o, p in zip(origin, patch_size)) for origin in batch_origins]
-        tiles = torch.stack([padded[(slice(None), *s)] for s in slicers]).to(device, non_blocking=True)
+        if timeline is not None:
+            timeline.mark()
+        if len(slicers) == 1:
+            tiles = padded[(slice(None), *slicers[0])][None]  # a view: no copy at all
+        else:
+            tiles = torch.stack([padded[(slice(None), *s)] for s in slicers])  # one copy, on the device
         with autocast:
             prediction = network(tiles)
             for axes in flips:
@@ -110,8 +173,14 @@ def predict_logits(
         for tile_logits, s in zip(prediction, slicers):
             logits[(slice(None), *s)] += tile_logits * gaussian
             weights[s] += gaussian
+        if timeline is not None:
+            timeline.mark()
         done += len(batch_origins)
-        if on_batch is not None and on_batch(done, len(origins)) is False:
+        if on_batch is None or (done < len(origins) and time.perf_counter() - last_check < check_interval_s):
+            continue
+        _synchronise(device)  # tiles_done must be tiles the device has finished
+        last_check = time.perf_counter()
+        if on_batch(done, len(origins)) is False:
             break
 
     if done < len(origins):
@@ -123,6 +192,11 @@ def predict_logits(
         weights[uncovered] = 1
     logits /= weights
     return logits[(slice(None), *revert_padding[1:])]
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _flip_combinations(mirror_axes: Sequence[int] | None) -> list[tuple[int, ...]]:

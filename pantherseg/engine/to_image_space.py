@@ -8,7 +8,9 @@ we do not need. Ensembling then happens on these probabilities, in the original 
 
 The resampling runs in torch on the logits' device when the plans use nnU-Net's standard order-1
 resampling (see pantherseg.engine.resampling: same numbers, no float64 copy, no per-channel skimage);
-any other resampling function goes through nnU-Net's own.
+any other resampling function goes through nnU-Net's own. On that torch route the softmax, the
+uncrop and the transpose stay on the device too, and the probabilities cross to the host once, at
+the end (or not at all with ``keep_on_device``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from pantherseg.engine.members import Member
 from pantherseg.engine.resampling import resample_linear, torch_resampling_applies
 
 
-def logits_to_probabilities(logits: torch.Tensor, member: Member, properties: dict) -> np.ndarray:
+def logits_to_probabilities(logits: torch.Tensor, member: Member, properties: dict, *,
+                            keep_on_device: bool = False) -> np.ndarray | torch.Tensor:
     """(classes, z', y', x') logits -> (classes, z, y, x) float32 probabilities in the input's array order.
 
     ``properties`` is the dict nnU-Net's preprocessor filled for this image (shape before cropping,
-    crop box, shape after cropping).
+    crop box, shape after cropping). The result is a numpy array, or with ``keep_on_device`` a tensor on
+    the logits' device (where the torch resampling applies; else on the CPU).
     """
     plans_manager = member.plans_manager
     configuration_manager = member.configuration_manager
@@ -46,12 +50,26 @@ def logits_to_probabilities(logits: torch.Tensor, member: Member, properties: di
         )
     probabilities = label_manager.apply_inference_nonlin(resampled)
     del resampled
+    if isinstance(probabilities, torch.Tensor) and not label_manager.has_regions:
+        probabilities = uncrop(probabilities, properties["bbox_used_for_cropping"], properties["shape_before_cropping"])
+    else:
+        if isinstance(probabilities, torch.Tensor):
+            probabilities = probabilities.cpu()
+        probabilities = label_manager.revert_cropping_on_probabilities(
+            probabilities, properties["bbox_used_for_cropping"], properties["shape_before_cropping"]
+        )
+    order = [0] + [i + 1 for i in plans_manager.transpose_backward]
     if isinstance(probabilities, torch.Tensor):
-        probabilities = probabilities.cpu()
-    probabilities = label_manager.revert_cropping_on_probabilities(
-        probabilities, properties["bbox_used_for_cropping"], properties["shape_before_cropping"]
-    )
-    if isinstance(probabilities, torch.Tensor):
-        probabilities = probabilities.numpy()
-    probabilities = probabilities.transpose([0] + [i + 1 for i in plans_manager.transpose_backward])
-    return np.ascontiguousarray(probabilities, dtype=np.float32)
+        probabilities = probabilities.float().permute(order).contiguous()
+        return probabilities if keep_on_device else probabilities.cpu().numpy()  # the one transfer
+    probabilities = np.ascontiguousarray(probabilities.transpose(order), dtype=np.float32)
+    return torch.from_numpy(probabilities) if keep_on_device else probabilities
+
+
+def uncrop(probabilities: torch.Tensor, bbox, shape) -> torch.Tensor:
+    """nnU-Net's ``revert_cropping_on_probabilities`` (labels, not regions) on the tensor's device: the crop
+    back into the full (transposed) image, background probability 1 outside it."""
+    full = torch.zeros((probabilities.shape[0], *shape), dtype=probabilities.dtype, device=probabilities.device)
+    full[0] = 1
+    full[(slice(None), *(slice(int(low), int(high)) for low, high in bbox))] = probabilities
+    return full

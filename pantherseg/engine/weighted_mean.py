@@ -34,8 +34,9 @@ import numpy as np
 class SharedPreprocessing:
     """Each preprocessing group's input, made on first use and released after its last member."""
 
-    def __init__(self, members, volume, timings: dict[str, float]):
+    def __init__(self, members, volume, timings: dict[str, float], device=None):
         self._volume = volume
+        self._device = device  # CUDA: preprocessed there (pantherseg.engine.preprocessing.preprocess)
         self._timings = timings
         self._remaining = Counter(member.preprocessing_key for member in members)
         self._ready: dict[str, object] = {}
@@ -47,7 +48,7 @@ class SharedPreprocessing:
         key = member.preprocessing_key
         if key not in self._ready:
             started = time.perf_counter()
-            self._ready[key] = preprocess(self._volume, member)
+            self._ready[key] = preprocess(self._volume, member, self._device)
             self._timings["preprocess"] += time.perf_counter() - started
         return self._ready[key]
 

@@ -72,3 +72,40 @@ def cached_file_sha256(path: Path | str) -> str:
 @functools.lru_cache(maxsize=64)
 def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(path)
+
+
+# Model folders are a handful of levels deep (Dataset/Trainer__Plans__Config/fold_N/file); a tree deeper
+# than this or with more entries is not one, and walking it (or the paths it makes) has no useful end.
+MAX_TREE_DEPTH = 32
+MAX_TREE_ENTRIES = 100_000
+
+
+class TreeLimitError(ValueError):
+    """A folder walk met more depth or more entries than it may visit; the message says which."""
+
+
+def walk_tree(root: Path | str, *, max_depth: int = MAX_TREE_DEPTH,
+              max_entries: int = MAX_TREE_ENTRIES) -> Iterator[tuple[Path, str, os.stat_result]]:
+    """Every entry under ``root`` as (path, relative POSIX name, ``lstat`` result), parents before children,
+    names sorted; links are reported, never followed. Iterative (no recursion limit to hit); raises
+    TreeLimitError beyond ``max_depth`` levels or ``max_entries`` entries, OSError if a folder cannot be listed."""
+    root = Path(root)
+    pending = [(root, "", 0)]
+    seen = 0
+    while pending:
+        folder, prefix, depth = pending.pop()
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+        children = []
+        for entry in entries:
+            seen += 1
+            if seen > max_entries:
+                raise TreeLimitError(f"{root} holds more than {max_entries} entries")
+            relative = f"{prefix}{entry.name}"
+            status = entry.stat(follow_symlinks=False)
+            yield Path(entry.path), relative, status
+            if entry.is_dir(follow_symlinks=False):
+                if depth + 1 >= max_depth:
+                    raise TreeLimitError(f"{root} is nested more than {max_depth} folders deep (at {relative})")
+                children.append((Path(entry.path), f"{relative}/", depth + 1))
+        pending.extend(reversed(children))

@@ -73,3 +73,41 @@ def test_a_case_is_finished_only_with_mask_report_same_hash_and_same_input(tmp_p
     write_finished(out, case, "h")
     (out / "sub__x.report.json").write_text('{"run_hash": "h", "input": ')
     assert finished_report(case, out, "h") is None  # unreadable report: run again
+
+
+# --- issue 20: a tampered report is a case to run again, never a traceback ------------------------------
+
+@pytest.mark.parametrize("content", [
+    '{"run_hash": "H", "input": "not an object", "output": {"path": "c.mha"}}',
+    '{"run_hash": "H", "input": {"path": 7}, "output": {"path": "c.mha"}}',
+    '{"run_hash": "H", "input": {"path": "IN"}, "output": {"path": ["c.mha"]}}',
+    '{"run_hash": "H", "input": {"path": "IN"}, "output": {"path": "c.mha"}, "members_used": 5}',
+    '{"run_hash": "H", "input": {"path": "IN"}, "output": {"path": "c.mha"}, "device": {"x": 1}}',
+    "[" * 100_000,
+    '{"run_hash": ' + "9" * 5000 + "}",
+    "[1, 2, 3]",
+])
+def test_a_tampered_report_means_the_case_runs_again(tmp_path, content):
+    from pantherseg.cohort.cases import Case
+    from pantherseg.cohort.resume import finished_report, mask_path, report_path
+
+    source = tmp_path / "c.mha"
+    source.write_bytes(b"x")
+    case = Case(name="c", path=source)
+    out = tmp_path / "out"
+    out.mkdir()
+    mask_path(out, case).write_bytes(b"mask")
+    report_path(out, case).write_text(content.replace("IN", str(source)))
+    assert finished_report(case, out, "H") is None
+
+
+def test_a_fifo_as_the_report_does_not_block(tmp_path):
+    import os
+
+    from pantherseg.cohort.cases import Case
+    from pantherseg.cohort.resume import finished_report, mask_path, report_path
+
+    case = Case(name="c", path=tmp_path / "c.mha")
+    mask_path(tmp_path, case).write_bytes(b"mask")
+    os.mkfifo(report_path(tmp_path, case))
+    assert finished_report(case, tmp_path, "H") is None

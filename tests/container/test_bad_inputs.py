@@ -406,7 +406,7 @@ def test_the_check_runs_before_anything_is_read_or_allocated(tmp_path, monkeypat
     monkeypatch.setattr(api.Ensemble, "predict", lambda *a, **k: pytest.fail("predict must not run"))
     path = tmp_path / "case.mha"
     sitk.WriteImage(synthetic_image((24, 64, 72)), str(path))
-    with pytest.raises(ResourceError, match=r"needs about \d+\.\d GB .* but only 0\.1 GB is available"):
+    with pytest.raises(ResourceError, match=r"needs about \d+\.\d+ GB, but only 0\.06\d* GB is available"):
         api.segment(path, output_dir=tmp_path / "out", task="t1", config=tiny_config, weights=tiny_weights,
                     device="cpu")
     assert files_under(tmp_path / "out") == []

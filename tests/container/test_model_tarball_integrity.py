@@ -82,3 +82,79 @@ def test_command_line_errors_are_one_prefixed_line(tmp_path):
 def test_check_errors_carry_the_prefix(tmp_path, capsys):
     assert main(["check", "--weights", str(tmp_path / "nothing")]) == ModelError.exit_code
     assert capsys.readouterr().err.startswith("pantherseg error: weights folder")
+
+
+# --- issue 20: bounded in depth and in what extraction writes ------------------------------------------
+
+def _gnu_sparse_tarball(path: Path, realsize: int) -> Path:
+    """A GNU sparse member of ``realsize`` bytes holding no data: a hundred-odd bytes once gzipped."""
+    import gzip
+
+    block = bytearray(512)
+    block[0:9] = b"weights/x"
+    block[100:108] = b"0000644\0"
+    block[108:116] = block[116:124] = b"0000000\0"
+    block[124:136] = block[136:148] = b"00000000000\0"
+    block[156] = ord("S")
+    block[257:265] = b"ustar  \0"
+    block[483:495] = b"%012o" % realsize
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    path.write_bytes(gzip.compress(bytes(block) + bytes(1024), mtime=0))
+    return path
+
+
+def test_a_tiny_gnu_sparse_tarball_claiming_40_gib_is_refused_before_extraction(tmp_path):
+    import tarfile
+    import time
+
+    tarball = _gnu_sparse_tarball(tmp_path / "sparse.tar.gz", 40 << 30)
+    assert tarball.stat().st_size < 200
+    with tarfile.open(tarball) as tar:
+        assert tar.getmembers()[0].issparse() and tar.getmembers()[0].size == 40 << 30
+    started = time.perf_counter()
+    with pytest.raises(ModelError, match="sparse member counts at its extracted size"):
+        verify_model_tarball(tarball)
+    assert time.perf_counter() - started < 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sparse.tar.gz"]  # no scratch folder left
+
+
+def test_a_tarball_3000_folders_deep_is_refused_with_one_line(tmp_path):
+    import io
+    import tarfile
+
+    tarball = tmp_path / "deep.tar.gz"
+    with tarfile.open(tarball, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("a/" * 3000 + "plans.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    with pytest.raises(ModelError, match="3001 folders deep"):
+        verify_model_tarball(tarball)
+
+
+def test_build_refuses_a_weights_folder_1500_levels_deep(tmp_path):
+    folder = weights_folder(tmp_path)
+    deep = folder
+    for _ in range(1500):  # one mkdir at a time: pathlib's and os.makedirs' recursion would stop first
+        deep = deep / "d"
+        deep.mkdir()
+    (deep / "f").write_text("x")
+    with pytest.raises(ModelError, match="nested more than 32 folders deep"):
+        build_model_tarball(folder, tmp_path / "model.tar.gz")
+    assert not (tmp_path / "model.tar.gz").exists()
+
+
+def test_build_refuses_a_symlink_loop_with_a_line(tmp_path):
+    folder = weights_folder(tmp_path)
+    os.symlink("loop", folder / "loop")
+    with pytest.raises(ModelError, match="symbolic link loop"):
+        build_model_tarball(folder, tmp_path / "model.tar.gz")
+
+
+def test_verify_command_line_refuses_the_sparse_tarball_with_one_line(tmp_path):
+    tarball = _gnu_sparse_tarball(tmp_path / "sparse.tar.gz", 40 << 30)
+    result = subprocess.run([sys.executable, "-m", "pantherseg.container.model_tarball", "verify", str(tarball)],
+                            capture_output=True, text=True, cwd=REPO, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("pantherseg error: ")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fakes import EchoNetwork
-from pantherseg.engine.sliding_window import count_tiles, predict_logits, tile_origins
+from pantherseg.engine.sliding_window import BatchTimeline, count_tiles, predict_logits, tile_origins
 
 
 @pytest.mark.parametrize("shape", [(10, 20, 30), (48, 64, 64), (50, 97, 131), (3, 5, 7)])
@@ -75,3 +75,59 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="tile_batch_size"):
         predict_logits(EchoNetwork(), torch.zeros((1, 8, 8, 8)), patch_size=(8, 8, 8), num_classes=2,
                        tile_batch_size=0)
+
+
+class StorageRecorder(EchoNetwork):
+    """An echo network that remembers where each batch's memory lives."""
+
+    def __init__(self):
+        super().__init__()
+        self.pointers = []
+
+    def forward(self, x):
+        self.pointers.append(x.untyped_storage().data_ptr())
+        return super().forward(x)
+
+
+def test_single_tiles_are_views_of_the_case_not_copies():
+    data = torch.randn((1, 32, 64, 64))  # no padding needed: the padded case is the input itself
+    network = StorageRecorder()
+    predict_logits(network, data, patch_size=(16, 32, 32), num_classes=2)
+    assert network.tiles_seen == count_tiles(data.shape[1:], (16, 32, 32), 0.5) > 1
+    assert set(network.pointers) == {data.untyped_storage().data_ptr()}
+
+
+def test_check_interval_calls_back_at_checks_and_after_the_last_batch():
+    data = torch.randn((1, 16, 32, 96))
+    calls = []
+    logits = predict_logits(EchoNetwork(), data, patch_size=(16, 32, 32), num_classes=2, step_size=1.0,
+                            on_batch=lambda done, total: calls.append((done, total)), check_interval_s=3600)
+    assert calls == [(3, 3)]  # no check was due before the end; the end is always reported
+    torch.testing.assert_close(logits[1], data[0])
+    calls.clear()
+    predict_logits(EchoNetwork(), data, patch_size=(16, 32, 32), num_classes=2, step_size=1.0,
+                   on_batch=lambda done, total: calls.append((done, total)), check_interval_s=0)
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_cpu_default_checks_every_batch_and_a_stop_at_a_check_keeps_what_ran():
+    data = torch.full((1, 16, 32, 128), 2.0)
+    seen = []
+
+    def stop_at_second(done, total):
+        seen.append(done)
+        return done < 2
+
+    logits = predict_logits(EchoNetwork(), data, patch_size=(16, 32, 32), num_classes=2, step_size=1.0,
+                            on_batch=stop_at_second)
+    assert seen == [1, 2]
+    torch.testing.assert_close(logits[1, :, :, :64], data[0, :, :, :64])
+    assert torch.all(torch.isnan(logits[:, :, :, 64:]))
+
+
+def test_timeline_marks_every_batch_on_the_cpu_clock():
+    timeline = BatchTimeline(torch.device("cpu"))
+    predict_logits(EchoNetwork(), torch.randn((1, 16, 32, 96)), patch_size=(16, 32, 32), num_classes=2,
+                   step_size=1.0, tile_batch_size=2, timeline=timeline)
+    assert timeline.batches == 2
+    assert timeline.busy_s() > 0 and timeline.idle_between_batches_s() >= 0

@@ -43,7 +43,7 @@ def test_voxels_no_member_reached_are_background():
 def test_a_group_is_preprocessed_once_and_dropped_after_its_last_member(monkeypatch):
     calls = []
     monkeypatch.setattr("pantherseg.engine.preprocessing.preprocess",
-                        lambda volume, member: calls.append(member.name) or SimpleNamespace(group=member.key))
+                        lambda volume, member, device=None: calls.append(member.name) or SimpleNamespace(group=member.key))
     members = [SimpleNamespace(name=n, preprocessing_key=k, key=k) for n, k in
                [("a1", "A"), ("b1", "B"), ("a2", "A")]]
     timings = {"preprocess": 0.0}
