@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Write the two grand-challenge uploads into one folder, and check them before saying they are ready.
 #
-#   ./export.sh [--model-only] [--output DIR] [--weights DIR] [TAG]
+#   ./export.sh [--model-only] [--output DIR] [--weights DIR] [--task t1|t2 --config FILE] [TAG]
 #
 #   TAG_<timestamp>.tar.gz  the container image (docker save TAG | gzip): upload it under the
 #                           algorithm's Containers
@@ -9,6 +9,11 @@
 #                           extract under tarfile's filter="data" as grand-challenge does: upload it
 #                           under the algorithm's Models; it is extracted to /opt/ml/model/
 #
+# --task T --config FILE: a lean model-T.tar.gz instead of model.tar.gz: only the members task T of
+#                           FILE uses, their checkpoints without optimizer and grad-scaler state (the
+#                           network weights' hash is checked unchanged), and FILE's task T as the
+#                           tarball's own ensemble_config.json, which the entry point prefers to the
+#                           image's: a new model tarball switches models without a new image
 # TAG defaults to "pantherseg". --output (or EXPORT_DIR) defaults to <repo>/export; --weights (or
 # WEIGHTS_DIR) to <repo>/weights. --model-only (or SKIP_IMAGE=1) skips the image: no Docker needed.
 # DOCKER picks the container engine (default docker; DOCKER=podman works too).
@@ -33,6 +38,8 @@ tag="pantherseg"
 skip_image="${SKIP_IMAGE:-0}"
 output="${EXPORT_DIR:-$repo/export}"
 weights="${WEIGHTS_DIR:-$repo/weights}"
+task=""
+config=""
 
 while (($#)); do
     case "$1" in
@@ -44,11 +51,21 @@ while (($#)); do
         --weights)
             (($# >= 2)) || fail "--weights needs a folder"
             weights="$2"; shift ;;
+        --task)
+            (($# >= 2)) || fail "--task needs t1 or t2"
+            task="$2"; shift ;;
+        --config)
+            (($# >= 2)) || fail "--config needs an ensemble_config.json"
+            config="$2"; shift ;;
         -*) fail "unknown option $1 (see ./export.sh --help)" ;;
         *) tag="$1" ;;
     esac
     shift
 done
+
+if [[ -n "$task" && -z "$config" ]] || [[ -z "$task" && -n "$config" ]]; then
+    fail "--task and --config go together (a lean tarball packs one task of one config)"
+fi
 
 python="${PYTHON:-}"
 if [[ -z "$python" ]]; then
@@ -70,10 +87,19 @@ fi
 mkdir -p "$output"
 output="$(cd "$output" && pwd)"
 
-echo "== model.tar.gz from $weights" >&2
-"$python" -m pantherseg.container.model_tarball build \
-    --weights "$weights" --output "$output/model.tar.gz" \
-    || fail "model.tar.gz was not written (see the line above)"
+model_name="model.tar.gz"
+if [[ -n "$task" ]]; then
+    model_name="model-$task.tar.gz"
+    echo "== $model_name (lean: task $task of $config) from $weights" >&2
+    "$python" -m pantherseg.container.lean_model --task "$task" --config "$config" \
+        --weights "$weights" --output "$output/$model_name" \
+        || fail "$model_name was not written (see the line above)"
+else
+    echo "== model.tar.gz from $weights" >&2
+    "$python" -m pantherseg.container.model_tarball build \
+        --weights "$weights" --output "$output/model.tar.gz" \
+        || fail "model.tar.gz was not written (see the line above)"
+fi
 
 image_file=""
 if [[ "$skip_image" != 1 ]]; then
@@ -100,7 +126,7 @@ if [[ -n "$image_file" ]]; then
     echo "  $(basename "$image_file")  $(size_of "$image_file")"
     echo "      -> grand-challenge: your algorithm > Containers > upload a container image"
 fi
-echo "  model.tar.gz  $(size_of "$output/model.tar.gz")"
+echo "  $model_name  $(size_of "$output/$model_name")"
 echo "      -> grand-challenge: your algorithm > Models > upload a model (extracted to /opt/ml/model/)"
 echo "Then, in the algorithm's settings, select a GPU and enough memory for its jobs (both easy to"
 echo "forget), make the new image and model the active ones, and try one case before submitting."

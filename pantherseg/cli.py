@@ -208,6 +208,14 @@ def _export_openvino(args: argparse.Namespace) -> int:
     return 0
 
 
+def _install_weights(args: argparse.Namespace) -> int:
+    from pantherseg.container.install_weights import config_hint, format_report, install_archives, shipped_presets
+
+    report = install_archives(args.archives, args.to, replace=args.replace)
+    print("\n".join(format_report(report) + config_hint(report, shipped_presets())))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pantherseg",
@@ -311,6 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
     export_openvino.add_argument("--config", type=Path, default=None, help="ensemble_config.json (default: shipped)")
     export_openvino.add_argument("--weights", type=Path, default=None, help="weights root (default: weights/)")
     export_openvino.set_defaults(handler=_export_openvino, quiet=False, verbose=False)
+
+    install = commands.add_parser(
+        "install-weights", help="install downloaded nnU-Net model archives (.zip, .tar.gz) into a weights folder",
+        description="Checks every archive (names, links, sizes, CRCs, nnU-Net's pretrained-model layout) before "
+                    "writing anything, extracts beside the target and moves the model folders in only when all "
+                    "archives extracted cleanly; prints the folders, folds, checkpoints with sizes and SHA-256, "
+                    "and the shipped preset to use.",
+    )
+    install.add_argument("archives", type=Path, nargs="+", metavar="ARCHIVE", help="the downloaded archive(s)")
+    install.add_argument("--to", type=Path, required=True, metavar="WEIGHTS_ROOT",
+                         help="the weights folder (created if absent); pass it as --weights when predicting")
+    install.add_argument("--replace", action="store_true", help="replace model folders the target already holds")
+    install.set_defaults(handler=_install_weights, quiet=False, verbose=False)
     return parser
 
 

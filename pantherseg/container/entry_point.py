@@ -5,6 +5,10 @@
 ``/input/inputs.json`` (or the folders under ``/input/images/``), picks the task from the input's
 interface slug, loads the ensemble from ``/opt/ml/model`` (or the bundled ``weights/`` when that is
 absent or empty) and writes exactly one mask to ``/output/images/<output slug>/<input stem>.mha``.
+
+The config travels with the weights: an ``ensemble_config.json`` at the top of the model folder (the
+uploaded model tarball) is preferred to the image's, so uploading a new model tarball switches models
+without a new image. ``--config`` wins over both; the log says which one was used and why.
 Locally the same layout can live anywhere (``--input``, ``--output``). Everything else is
 :func:`pantherseg.api.segment`.
 """
@@ -22,6 +26,7 @@ GRAND_CHALLENGE_INPUT = Path("/input")
 GRAND_CHALLENGE_OUTPUT = Path("/output")
 GRAND_CHALLENGE_MODEL = Path("/opt/ml/model")
 REPORT_NAME = "run_report.json"
+MODEL_CONFIG_NAME = "ensemble_config.json"  # carried by a model tarball, beside its model folders
 
 log = logging.getLogger("pantherseg")
 
@@ -61,9 +66,9 @@ def run_case(args: argparse.Namespace) -> int:
     from pantherseg.paths import default_config, default_weights
     from pantherseg.progress import make_progress
 
-    config = load_config(args.config or default_config())
-    case = locate_case(args.input, config, task=args.task)
     weights = _weights(args.weights, default_weights())
+    config = load_config(config_path(args.config, weights, default_config()))
+    case = locate_case(args.input, config, task=args.task)
     output_path = case.output_path(args.output)
     report = report_path(args)
     report_dir = None if report is None else report.parent
@@ -82,6 +87,20 @@ def run_case(args: argparse.Namespace) -> int:
     check_single_output(output_path.parent)
     print(output_path)
     return 0
+
+
+def config_path(flag: Path | None, weights: Path, image_config: Path) -> Path:
+    """``--config`` if given; else the model folder's own ensemble_config.json; else the image's. Logged."""
+    if flag is not None:
+        log.info("ensemble config: %s (--config)", flag)
+        return flag
+    carried = weights / MODEL_CONFIG_NAME
+    if carried.is_file():
+        log.info("ensemble config: %s, carried by the model (preferred to the image's %s)", carried, image_config)
+        return carried
+    log.info("ensemble config: %s, the image's (the model folder %s carries no %s)", image_config, weights,
+             MODEL_CONFIG_NAME)
+    return image_config
 
 
 def _weights(requested: Path, bundled: Path) -> Path:

@@ -4,11 +4,13 @@ Data flow for one case::
 
     Volume (1, z, y, x) --preprocess once per preprocessing group--> network input
       --sliding window, member by member in priority order--> logits (preprocessed space)
-      --export (resample, softmax, uncrop, untranspose)--> probabilities (image space)
-      --weighted mean over members--> argmax == tumour label --> uint8 mask (z, y, x)
+      --weighted mean over the members of one model folder (its folds)--> folder logits
+      --export once per folder (resample, softmax, uncrop, untranspose)--> probabilities (image space)
+      --weighted mean over folders--> argmax == tumour label --> uint8 mask (z, y, x)
 
-This is ``nnUNetPredictor`` per member followed by ``nnUNetv2_ensemble``, with per-member weights,
-without writing probabilities to disk, and with a deadline that skips members which cannot finish.
+This is ``nnUNetPredictor`` per model folder (over its folds) followed by ``nnUNetv2_ensemble`` across
+folders, with per-member weights, without writing probabilities to disk, and with a deadline that skips
+members which cannot finish.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from pantherseg.engine.deadline import Deadline, TileCostModel
 from pantherseg.engine.members import Member, build_network, load_members
 from pantherseg.engine.quality import tumour_mask
 from pantherseg.engine.runtime import prepare_networks, resolve_backend, resolve_device, resolve_precision
-from pantherseg.engine.weighted_mean import SharedPreprocessing, WeightedMean
+from pantherseg.engine.weighted_mean import (FolderResult, ModelFolders, SharedPreprocessing, WeightedMean,
+                                             uncovered_to_background)
 from pantherseg.errors import ModelError, ResourceError
 from pantherseg.io.images import Volume
 from pantherseg.io.report import USED_STATUSES
@@ -138,10 +141,10 @@ class Ensemble:
         """Segment one volume; the mask is (z, y, x) uint8 like ``volume.data[0]``.
 
         Members run in priority order. For each: its group's preprocessed input (shared), the skip
-        decision (would it finish in the budget left?), the sliding window (which may stop it), the
-        way back to image space, and its weighted share of the mean."""
-        from pantherseg.engine.to_image_space import logits_to_probabilities  # torch: imported when needed
-
+        decision (would it finish in the budget left?), the sliding window (which may stop it), and its
+        weighted share of its model folder's logit sum. Once a folder's last member is settled, the
+        folder's mean logits go back to image space (one export per folder) and into the weighted
+        mean of probabilities across folders (pantherseg.engine.weighted_mean)."""
         progress = progress or ProgressListener()
         deadline = deadline or Deadline.unlimited()
         timings: dict[str, float] = defaultdict(float)
@@ -153,45 +156,33 @@ class Ensemble:
 
         cost_model = TileCostModel()
         inputs = SharedPreprocessing(self.members, volume, timings, self.device)
+        folders = ModelFolders(self.members)
         mean = WeightedMean()
         export_estimate = 0.0  # the slowest export so far: kept free at the end of the budget
         for member, outcome in zip(self.members, outcomes):
             case = inputs.get(member)
             outcome.tiles_total = _count_tiles(case.data.shape[1:], member.patch_size, self.config.tile_step_size)
-            if mean.has_members and self._would_not_finish(member, outcome, cost_model, deadline, export_estimate):
-                progress.member_finished(outcome)
-                inputs.done(member)
-                continue
-
-            logits, completed = self._run_member(member, case.data, outcome, deadline, export_estimate,
-                                                 may_stop=True, progress=progress)
-            cost_model.record(_cost_key(member), _patch_voxels(member), outcome.tiles_done, outcome.network_s)
-            timings["network"] += outcome.network_s
-            if not self._settle_status(outcome, completed, others_finished=mean.has_members):
-                progress.member_finished(outcome)
-                inputs.done(member)
-                continue
-
-            started = time.perf_counter()
-            probabilities = logits_to_probabilities(logits, member, case.properties)
-            del logits
-            if completed:  # a partial member's unvisited voxels are NaN by design: they carry no weight
-                _require_finite(probabilities, member)
-            export_s = time.perf_counter() - started
-            timings["export"] += export_s
-            export_estimate = max(export_estimate, export_s)
-
-            started = time.perf_counter()
-            mean.add(probabilities, member.spec.weight, complete=completed)
-            # Quality hook: the member's own tumour mask, from its own probabilities (after add: a partial
-            # member's unvisited voxels are background by then). Bool, not the map: small per member.
-            prediction.member_tumour_masks[member.name] = tumour_mask(probabilities, self.task.tumor_label)
-            if keep_member_probabilities:
-                prediction.member_probabilities[member.name] = probabilities
-            del probabilities
-            timings["ensemble"] += time.perf_counter() - started
-            progress.member_finished(outcome)
+            if not (folders.has_members and
+                    self._would_not_finish(member, outcome, cost_model, deadline, export_estimate)):
+                logits, completed = self._run_member(member, case.data, outcome, deadline, export_estimate,
+                                                     may_stop=True, progress=progress)
+                cost_model.record(_cost_key(member), _patch_voxels(member), outcome.tiles_done, outcome.network_s)
+                timings["network"] += outcome.network_s
+                if self._settle_status(outcome, completed, others_finished=folders.has_members):
+                    if keep_member_probabilities:  # its own map too: one more export, only when asked
+                        own = self._export(member, logits, case.properties, timings, own_map=True)
+                        if completed:
+                            _require_finite(own, member)
+                        prediction.member_probabilities[member.name] = own
+                        prediction.member_tumour_masks[member.name] = tumour_mask(own, self.task.tumor_label)
+                        del own
+                    folders.add(member, logits, case.properties, complete=completed)
+                del logits
             inputs.done(member)
+            finished = folders.done(member)
+            if finished is not None:
+                export_estimate = max(export_estimate, self._add_folder(finished, mean, prediction, timings))
+            progress.member_finished(outcome)
 
         started = time.perf_counter()
         prediction.probabilities = mean.mean()
@@ -199,6 +190,43 @@ class Ensemble:
         prediction.mask = (prediction.probabilities.argmax(0) == channel).astype(np.uint8)
         timings["ensemble"] += time.perf_counter() - started
         return prediction
+
+    @staticmethod
+    def _export(member: Member, logits, properties: dict, timings: dict[str, float], *, own_map: bool = False):
+        """Logits in ``member``'s preprocessed space -> probabilities in image space (timed as 'export')."""
+        from pantherseg.engine.to_image_space import logits_to_probabilities  # torch: imported when needed
+
+        started = time.perf_counter()
+        probabilities = logits_to_probabilities(logits, member, properties)
+        if own_map:
+            uncovered_to_background(probabilities)
+        timings["export"] += time.perf_counter() - started
+        return probabilities
+
+    def _add_folder(self, folder: FolderResult, mean: WeightedMean, prediction: Prediction,
+                    timings: dict[str, float]) -> float:
+        """One export for the folder's mean logits, then its weighted share of the image-space mean; returns
+        the export's seconds (the deadline keeps the slowest free at the end of the budget)."""
+        started = time.perf_counter()
+        reusable = folder.complete and len(folder.names) == 1 and folder.names[0] in prediction.member_probabilities
+        if reusable:  # a lone complete member whose own map was exported already: the same numbers
+            probabilities = prediction.member_probabilities[folder.names[0]]
+        else:
+            probabilities = self._export(folder.member, folder.logits, folder.properties, timings)
+            if folder.complete:  # a partial member's unvisited voxels are NaN by design: they carry no weight
+                _require_finite(probabilities, folder.member)
+        folder.logits = None  # the folder's sums: freed before the mean grows
+        export_s = time.perf_counter() - started
+        started = time.perf_counter()
+        mean.add(probabilities, folder.weight, complete=folder.complete)
+        # Quality hook: a member's tumour mask from its own map when one was exported (--member-outputs),
+        # else from its folder's (folds of one folder share one export, as in nnU-Net's predictor).
+        for name in folder.names:
+            if name not in prediction.member_tumour_masks:
+                prediction.member_tumour_masks[name] = tumour_mask(probabilities, self.task.tumor_label)
+        del probabilities
+        timings["ensemble"] += time.perf_counter() - started
+        return export_s
 
     @staticmethod
     def _constant_image(volume: Volume, prediction: Prediction) -> bool:

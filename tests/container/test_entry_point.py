@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -63,3 +64,38 @@ class _Case:
 
     def output_path(self, output_dir: Path) -> Path:
         return Path(output_dir) / "images" / "pancreatic-tumor-segmentation" / "case.mha"
+
+
+def test_the_config_a_model_carries_is_preferred_to_the_images_and_the_flag_to_both(tmp_path, caplog):
+    image_config, weights = tmp_path / "image-config.json", tmp_path / "model"
+    weights.mkdir()
+    with caplog.at_level(logging.INFO, logger="pantherseg"):
+        assert entry_point.config_path(None, weights, image_config) == image_config
+        (weights / "ensemble_config.json").write_text("{}")
+        assert entry_point.config_path(None, weights, image_config) == weights / "ensemble_config.json"
+        assert entry_point.config_path(tmp_path / "mine.json", weights, image_config) == tmp_path / "mine.json"
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ensemble config:")]
+    assert "the image's" in said[0] and "carried by the model (preferred to the image's" in said[1]
+    assert said[2].endswith("(--config)")
+
+
+def test_a_model_tarball_with_its_own_config_runs_without_a_new_image(micro_weights, tmp_path, capsys):
+    # micro_weights' folder carries an ensemble_config.json naming its one member; the image's default
+    # config names the zoo's folders, which this model folder does not hold: only the carried one can run.
+    from conftest import synthetic_image, write_gc_input
+
+    weights, carried = micro_weights
+    assert carried == weights / entry_point.MODEL_CONFIG_NAME
+    input_dir = write_gc_input(tmp_path, synthetic_image((12, 24, 24)))
+    output = tmp_path / "output"
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:  # run() sets up the process's logging (to stderr), as inference.py's process would
+        code = entry_point.run(["--input", str(input_dir), "--output", str(output), "--weights", str(weights)])
+    finally:
+        root.handlers[:], root.level = handlers, level
+    stderr = capsys.readouterr().err
+    assert code == 0, stderr[-2000:]
+    assert f"ensemble config: {carried}, carried by the model" in stderr
+    report = json.loads((output / "run_report.json").read_text())
+    assert report["config"] == str(carried) and report["members_used"] == ["micro"]

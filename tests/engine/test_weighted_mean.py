@@ -57,3 +57,58 @@ def test_a_group_is_preprocessed_once_and_dropped_after_its_last_member(monkeypa
     shared.done(members[2])
     assert calls == ["a1", "b1"] and shared._ready == {}
     assert timings["preprocess"] >= 0.0
+
+
+def test_fold_logits_are_a_weighted_mean_and_a_lone_fold_is_untouched():
+    import torch
+
+    from pantherseg.engine.weighted_mean import FoldLogits
+
+    lone = torch.tensor([[[[0.3]]], [[[-1.7]]]])
+    sums = FoldLogits()
+    sums.add(lone, 0.7)
+    assert sums.mean() is lone and torch.equal(lone, torch.tensor([[[[0.3]]], [[[-1.7]]]]))
+    sums = FoldLogits()
+    sums.add(torch.tensor([[[[1.0]]], [[[-8.0]]]]), 1.0)
+    sums.add(torch.tensor([[[[0.0]]], [[[3.0]]]]), 2.0)
+    assert sums.weight_sum == 3.0 and sums.complete
+    torch.testing.assert_close(sums.mean(), torch.tensor([[[[1 / 3]]], [[[-2 / 3]]]]))
+
+
+def test_fold_logits_of_a_partial_fold_count_where_it_looked_and_nan_where_nobody_did():
+    import torch
+
+    from pantherseg.engine.weighted_mean import FoldLogits
+
+    nan = float("nan")
+    sums = FoldLogits()
+    sums.add(torch.tensor([[[[2.0, nan, nan]]], [[[4.0, nan, nan]]]]), 1.0, complete=False)
+    sums.add(torch.tensor([[[[0.0, 6.0, nan]]], [[[0.0, 8.0, nan]]]]), 3.0, complete=False)
+    result = sums.mean()
+    assert not sums.complete and sums.weight_sum == 4.0
+    torch.testing.assert_close(result[:, 0, 0, :2], torch.tensor([[0.5, 6.0], [1.0, 8.0]]))
+    assert torch.isnan(result[:, 0, 0, 2]).all()
+
+
+def test_model_folders_are_ready_after_their_last_member_and_only_if_one_contributed():
+    from pathlib import Path
+
+    import torch
+
+    from pantherseg.engine.weighted_mean import ModelFolders
+
+    def fold(name, folder, weight=1.0):
+        return SimpleNamespace(name=name, folder=Path(folder), spec=SimpleNamespace(configuration="3d_fullres",
+                                                                                   weight=weight))
+
+    a0, b0, a1, c0 = fold("a0", "A"), fold("b0", "B"), fold("a1", "A", 2.0), fold("c0", "C")
+    folders = ModelFolders([a0, b0, a1, c0])
+    assert not folders.has_members
+    folders.add(a0, torch.zeros(2, 1, 1, 1), {"p": 1})
+    assert folders.has_members and folders.done(a0) is None  # a1 is still to come
+    assert folders.done(b0) is None  # B's only member was skipped: nothing to export
+    folders.add(a1, torch.ones(2, 1, 1, 1), {"p": 1})
+    ready = folders.done(a1)
+    assert ready.names == ["a0", "a1"] and ready.weight == 3.0 and ready.member is a0 and ready.complete
+    torch.testing.assert_close(ready.logits, torch.full((2, 1, 1, 1), 2 / 3))
+    assert folders.done(c0) is None
