@@ -72,3 +72,11 @@ def cached_file_sha256(path: Path | str) -> str:
 @functools.lru_cache(maxsize=64)
 def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(path)
+
+
+def resolves_inside(path: Path | str, folder: Path | str) -> bool:
+    """Whether ``path``, links followed, names something inside ``folder`` (links followed too).
+
+    Input images and DICOM slices must not be links out of the folder they were found in: a folder
+    handed to the run must not make it read other files (``/etc/...``, another case's data)."""
+    return Path(folder).resolve() in Path(path).resolve().parents
