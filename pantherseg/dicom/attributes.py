@@ -59,8 +59,14 @@ def header_values(header, path: Path | str, source: str) -> dict[str, tuple]:
 
 def attribute_value(header, attribute: Attribute, path: Path | str, source: str) -> tuple:
     """One attribute's checked values; InputError if absent (and required), miscounted or out of range."""
-    raw = header.get(attribute.name) if attribute.name in header else None
     where = f"{source}: {Path(path).name}: {attribute.name}"
+    try:
+        raw = header.get(attribute.name) if attribute.name in header else None
+    except (ValueError, TypeError, OverflowError):  # pydicom converts on access: "abc" as an IS raises
+        stored = header.get_item(attribute.name).value
+        text = stored.decode("latin-1") if isinstance(stored, bytes) else str(stored)
+        raise InputError(f"{where} holds {_shown([text.strip()])}, not a number; expected {_expected(attribute)}.") \
+            from None
     if raw is None or (hasattr(raw, "value") and raw.value in (None, "", b"")) or raw in ("", b""):
         if attribute.default is not None:
             return attribute.default
