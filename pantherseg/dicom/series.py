@@ -25,6 +25,7 @@ import numpy as np
 from pantherseg.dicom import INSTALL_HINT, is_dicom_file
 from pantherseg.dicom.attributes import header_values
 from pantherseg.dicom.geometry import MIN_SLICES, SliceGeometry, stack_geometry
+from pantherseg.dicom.sources import check_sources
 from pantherseg.dicom.reading import DEFER_BYTES, check_declared_frame, folder_files, max_file_bytes, read_dicom
 from pantherseg.errors import InputError
 from pantherseg.io.host_memory import MAX_VOXELS
@@ -209,6 +210,11 @@ def read_series(folder: Path | str, *, series_uid: str | None = None) -> DicomSe
              tuple(round(s, 4) for s in geometry.spacing_xyz))
     return DicomSeries(folder=folder, uid=chosen.uid, description=chosen.description, datasets=datasets,
                        volume=volume, notes=notes)
+
+
+def check_dicom_sources(series: DicomSeries, formats, *, roi_name: str | None = None) -> None:
+    """Before the prediction: what a requested DICOM-SEG or RTSTRUCT needs of ``series`` (``sources.check_sources``)."""
+    check_sources(series.datasets, formats, roi_name=roi_name, source=f"{series.folder.name} (series {series.uid})")
 
 
 def _slice_geometry(values: dict[str, tuple]) -> SliceGeometry:

@@ -141,7 +141,9 @@ def test_a_failed_write_leaves_no_partial_file(oriented_series, tmp_path, monkey
         raise OSError("disk full")
 
     monkeypatch.setattr(pydicom.dataset.Dataset, "save_as", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    from pantherseg.errors import OutputError
+
+    with pytest.raises(OutputError, match="disk full"):
         write_dicom_output("rtstruct", mask, series.datasets, tmp_path / "x.rtstruct.dcm", algorithm=ALGORITHM)
     assert os.listdir(tmp_path) == []
 
