@@ -44,6 +44,7 @@ class Algorithm:
 def build_seg(mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm, series_number: int = 901):
     """A highdicom ``Segmentation`` of ``mask_zyx`` (z index k = ``datasets[k]``, sorted along the normal)."""
     import highdicom as hd
+    from pydicom.valuerep import format_number_as_ds
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
@@ -65,13 +66,15 @@ def build_seg(mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm, ser
         tracking_id="pancreatic-tumour", tracking_uid=generate_uid(),
     )
     source = datasets[0]
-    step = slice_step(datasets)
-    # The geometry's own step, not the source's SpacingBetweenSlices/SliceThickness (which may disagree with the
-    # positions: readers such as dcmqi rebuild the volume from these measures).
-    measures = hd.PixelMeasuresSequence(pixel_spacing=[float(v) for v in source.PixelSpacing], slice_thickness=step,
-                                        spacing_between_slices=step)
+    # highdicom copies the pixel measures of the first source image; the copies carry the measured step between
+    # positions instead of the source's SpacingBetweenSlices/SliceThickness, which may disagree with them (readers
+    # such as dcmqi rebuild the volume from these measures).
+    step = format_number_as_ds(slice_step(datasets))
+    sources = writer_sources(datasets)
+    for copy in sources:
+        copy.SpacingBetweenSlices = copy.SliceThickness = step
     seg = hd.seg.Segmentation(
-        source_images=writer_sources(datasets), pixel_measures=measures,
+        source_images=sources,
         specific_character_set=OUTPUT_CHARACTER_SET,
         pixel_array=np.ascontiguousarray(mask_zyx, dtype=bool),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
