@@ -42,6 +42,16 @@ ENCAPSULATED_J2K = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
 _SOF_MARKERS = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7}
 
 
+def unreadable_errors() -> tuple[type[BaseException], ...]:
+    """What pydicom raises on hostile bytes: its own errors and the built-in ones its converters let through
+    (a wrong value length, an unknown character set, an unparsable number, a short file...)."""
+    import pydicom.errors
+
+    return (pydicom.errors.InvalidDicomError, pydicom.errors.BytesLengthException, OSError, ValueError, TypeError,
+            EOFError, KeyError, AttributeError, IndexError, OverflowError, LookupError, struct.error,
+            NotImplementedError, RecursionError)
+
+
 def folder_files(folder: Path) -> tuple[list[Path], list[str]]:
     """The regular files under ``folder`` (hidden entries skipped), sorted, and notes on what was not followed."""
     folder = Path(folder)
@@ -104,8 +114,20 @@ def read_dicom(path: Path, *, max_bytes: int, pixels: bool, source: str):
                          f"its slice can take; refused before reading it (an element claiming gigabytes?).")
     meta = pydicom.filereader.read_file_meta_info(path)
     if str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
-        return _read_deflated(path, meta, max_bytes=max_bytes, pixels=pixels, source=source)
-    return pydicom.dcmread(path, defer_size=DEFER_BYTES, stop_before_pixels=not pixels)
+        dataset = _read_deflated(path, meta, max_bytes=max_bytes, pixels=pixels, source=source)
+    else:
+        dataset = pydicom.dcmread(path, defer_size=DEFER_BYTES, stop_before_pixels=not pixels)
+    return converted(dataset)
+
+
+def converted(dataset):
+    """``dataset`` with every loaded top-level value converted now, so that a value pydicom cannot convert
+    (a UL of 10 bytes, an unknown character set) fails here, as an unreadable file, not at a later use.
+    Deferred (large) values stay on disk."""
+    for tag in list(dataset.keys()):
+        if dataset.get_item(tag).value is not None or tag == 0x7FE00010:
+            dataset[tag]
+    return dataset
 
 
 def _read_deflated(path: Path, meta, *, max_bytes: int, pixels: bool, source: str):

@@ -26,7 +26,8 @@ from pantherseg.dicom import INSTALL_HINT, is_dicom_file
 from pantherseg.dicom.attributes import header_values
 from pantherseg.dicom.geometry import MIN_SLICES, SliceGeometry, stack_geometry
 from pantherseg.dicom.sources import check_sources
-from pantherseg.dicom.reading import DEFER_BYTES, check_declared_frame, folder_files, max_file_bytes, read_dicom
+from pantherseg.dicom.reading import (DEFER_BYTES, check_declared_frame, converted, folder_files, max_file_bytes,
+                                     read_dicom, unreadable_errors)
 from pantherseg.errors import InputError
 from pantherseg.io.host_memory import MAX_VOXELS
 from pantherseg.io.images import Volume, volume_from_image
@@ -101,12 +102,11 @@ def scan_folder(folder: Path) -> tuple[dict[str, SeriesSummary], list[str]]:
     for path in paths:
         try:
             header = read_dicom(path, max_bytes=bound, pixels=False, source=folder.name) if is_dicom_file(path) \
-                else pydicom.dcmread(path, stop_before_pixels=True, defer_size=DEFER_BYTES)
-        except (pydicom.errors.InvalidDicomError, OSError, ValueError, TypeError, EOFError, KeyError,
-                AttributeError, IndexError, OverflowError, struct.error):
+                else converted(pydicom.dcmread(path, stop_before_pixels=True, defer_size=DEFER_BYTES))
+            kind = _non_image_kind(header)
+        except unreadable_errors():
             skipped["not DICOM or unreadable"] = skipped.get("not DICOM or unreadable", 0) + 1
             continue
-        kind = _non_image_kind(header)
         if kind is not None:
             skipped[kind] = skipped.get(kind, 0) + 1
             continue
@@ -193,7 +193,7 @@ def read_series(folder: Path | str, *, series_uid: str | None = None) -> DicomSe
         path = chosen.files[index]
         try:
             dataset = read_dicom(path, max_bytes=max_file_bytes(pixel_bytes), pixels=True, source=source)
-        except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError, struct.error) as error:
+        except unreadable_errors() as error:
             raise InputError(f"{source}: {path.name} cannot be read (truncated or corrupt?): "
                              f"{' '.join(str(error).split())[:200]}") from None
         check_declared_frame(dataset, path, source)
@@ -246,7 +246,7 @@ def _decode(dataset, path: Path, source: str, values: dict[str, tuple]) -> np.nd
     """One slice's stored values -> float32 with the modality rescale applied."""
     try:
         stored = dataset.pixel_array
-    except (RuntimeError, ValueError, NotImplementedError, ImportError, AttributeError) as error:
+    except (RuntimeError, ImportError, *unreadable_errors()) as error:
         syntax = dataset.file_meta.get("TransferSyntaxUID", "?")
         reason = " ".join(str(error).split())[:300]
         compressed = getattr(syntax, "is_compressed", False)
