@@ -144,7 +144,7 @@ def checked_reader(path: Path | str):
     check_voxel_count(reader.GetSize(), source=path.name)
     require_data_file(path, voxel_file)
     # ITK zero-fills a truncated NIfTI: every promised byte must be there before it reads.
-    check_voxels_present(path, math.prod(reader.GetSize()) * voxel_bytes)
+    check_voxels_present(path, math.prod(reader.GetSize()) * voxel_bytes * reader.GetNumberOfComponents(), voxel_file)
     return reader
 
 
