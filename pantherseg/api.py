@@ -178,16 +178,19 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, options: R
     check_prediction_fits(volume, ensemble)  # before the engine allocates anything big
     prediction = ensemble.predict(volume, deadline=deadline, progress=progress,
                                   keep_member_probabilities=options.member_outputs_dir is not None)
+    quality = _assess_quality(ensemble, prediction, volume, config)
 
     started = time.perf_counter()
     written, output_notes = write_outputs(
         options.output_formats, prediction.mask, volume.sitk_image, output_path.parent,
         output_path.name[: -len(".mha")], dicom_series=dicom_series,
-        algorithm=None if dicom_series is None else _algorithm(ensemble, prediction), roi_name=options.roi_name)
+        algorithm=None if dicom_series is None else _algorithm(ensemble, prediction, quality),
+        roi_name=options.roi_name, uncertainty=lambda: _uncertainty_map(prediction))
     extras: list[Path] = []  # member outputs, named here before each is written
     try:  # from here on a failure (or SIGTERM) removes the outputs: mask and report exist together or not at all
         result = _finish_case(ensemble, path, volume, prediction, written, output_notes, started, read_s, stem,
-                              options=options, weights=weights, config=config, run_hash=run_hash, extras=extras)
+                              options=options, weights=weights, config=config, run_hash=run_hash, extras=extras,
+                              quality=quality)
     except BaseException:
         for leftover in [*written, *extras]:
             Path(leftover).unlink(missing_ok=True)
@@ -206,7 +209,7 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, options: R
 
 
 def _finish_case(ensemble, path, volume, prediction, written, output_notes, started, read_s, stem, *,
-                 options: RunOptions, weights, config, run_hash, extras: list[Path]) -> CaseResult:
+                 options: RunOptions, weights, config, run_hash, extras: list[Path], quality: dict) -> CaseResult:
     """Member outputs (their paths added to ``extras``) and the report, once the mask is written."""
     output_path = written[0]
     prediction.notes.extend(output_notes)
@@ -224,10 +227,12 @@ def _finish_case(ensemble, path, volume, prediction, written, output_notes, star
         tumor_statistics=tumour_statistics(prediction.mask, volume.sitk_image), output_paths=[str(p) for p in written],
         notes=prediction.notes, weights=str(weights), config=str(config.source or "<in memory>"),
         tumor_voxels=tumor_voxels, tumor_volume_mm3=tumor_voxels * voxel_volume, run_hash=run_hash,
+        quality=quality,
     )
     log.info("%s -> %s: %d tumour voxels (%.1f ml); members used %s", path.name, output_path, tumor_voxels,
              tumor_voxels * voxel_volume / 1000, report["members_used"])
     log.info("time per stage (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    _log_quality(path.name, quality)
     result = CaseResult(input=path, output=output_path, report=report)
     if options.report_dir is not None:
         name = options.report_name or f"{stem}.report.json"
@@ -241,12 +246,42 @@ def _is_dicom_folder(folder: Path) -> bool:
     return is_dicom_folder(folder)
 
 
-def _algorithm(ensemble: Ensemble, prediction):
+def _algorithm(ensemble: Ensemble, prediction, quality: dict | None = None):
     """What the DICOM outputs name as their algorithm: the members that contributed to this mask."""
     from pantherseg.dicom.seg import Algorithm
 
     return Algorithm(task=ensemble.task.name,
-                     members=tuple(prediction.members_used()))
+                     members=tuple(prediction.members_used()),
+                     quality_score=None if quality is None else quality["score"],
+                     quality_review=None if quality is None else quality["review"])
+
+
+def _assess_quality(ensemble: Ensemble, prediction, volume, config: EnsembleConfig) -> dict:
+    """The case's quality block (pantherseg.engine.quality); the members' masks are released after it."""
+    from pantherseg.engine.quality import assess_prediction
+
+    quality = assess_prediction(prediction, members=ensemble.members, image_zyx=volume.data[0],
+                                spacing_zyx=volume.spacing_zyx, review_below=config.quality_review_below)
+    prediction.member_tumour_masks.clear()
+    return quality
+
+
+def _uncertainty_map(prediction):
+    """The ``uncertainty`` output: per-voxel normalised entropy of the mean (zeros if no member ran)."""
+    from pantherseg.engine.quality import normalised_entropy
+
+    if prediction.probabilities is None:
+        return np.zeros(prediction.mask.shape, dtype=np.float32)
+    return normalised_entropy(prediction.probabilities)
+
+
+def _log_quality(name: str, quality: dict) -> None:
+    """The case's last log line: its quality score, and why to review it if so."""
+    if quality["review"]:
+        log.warning("%s: quality score %.2f: REVIEW: %s", name, quality["score"], "; ".join(quality["reasons"]))
+    else:
+        log.info("%s: quality score %.2f (review below %.2f): no review flag", name, quality["score"],
+                 quality["review_below"])
 
 
 def _write_member_probabilities(prediction, volume, folder: Path, stem: str, ensemble: Ensemble,

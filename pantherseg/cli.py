@@ -234,9 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "(input for 'pantherseg select')")
     predict.add_argument("--no-report", action="store_true", help="do not write <case>.report.json")
     predict.add_argument("--output-format", nargs="+", default=["mha"], metavar="FORMAT",
-                         choices=("mha", "nii.gz", "dicom-seg", "rtstruct"),
-                         help="one or more of mha, nii.gz, dicom-seg, rtstruct (the last two need a DICOM input "
-                              "folder and pantherseg[dicom]; see docs/dicom.md) (default: mha)")
+                         choices=("mha", "nii.gz", "dicom-seg", "rtstruct", "uncertainty"),
+                         help="one or more of mha, nii.gz, dicom-seg, rtstruct (these two need a DICOM input "
+                              "folder and pantherseg[dicom]; see docs/dicom.md), uncertainty (beside a mask: "
+                              "<case>.uncertainty.mha, float32 per-voxel entropy; docs/quality.md) (default: mha)")
     predict.add_argument("--series-uid", default=None, metavar="UID",
                          help="the SeriesInstanceUID to segment when a DICOM folder holds several series")
     predict.add_argument("--roi-name", default=None, metavar="NAME",

@@ -12,6 +12,8 @@ what was found, before any model is touched.
       "precision": "auto",            # network arithmetic: auto = fp16 autocast on CUDA (as nnU-Net),
                                       # fp32 on CPU; bf16 = bfloat16 autocast (fast on AMX CPUs)
       "backend": "auto",              # torch, onnxruntime or openvino; auto = see docs/speed.md
+      "quality_review_below": 0.41,   # optional: flag a case for review when its quality score is lower
+                                      # (docs/quality.md; default chosen on benchmarks/bench_quality.py)
       "tasks": {
         "t1": {
           "input_slug": "abdominal-t1-mri",
@@ -47,7 +49,7 @@ KNOWN_ROLES = ("all-rounder", "volume", "boundary")
 MAX_ROLE_LENGTH = 128
 
 _TOP_KEYS = {"version", "tile_step_size", "use_mirroring", "time_budget_s", "export_reserve_s", "precision", "backend",
-             "tasks"}
+             "quality_review_below", "tasks"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 _TASK_KEYS = {"input_slug", "output_slug", "tumor_label", "members"}
@@ -55,6 +57,9 @@ _MEMBER_KEYS = {"name", "role", "model", "fold", "checkpoint", "weight", "config
 # Slugs and member names become folder and file names (output folder, --member-outputs): no separators,
 # no '..', no NUL. grand-challenge's slugs are lower-case letters, digits and hyphens.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# The default review threshold on the per-case quality score (pantherseg.engine.quality): chosen on the
+# calibration half of benchmarks/bench_quality.py (docs/quality.md).
+DEFAULT_QUALITY_REVIEW_BELOW = 0.41
 # Below a tenth of the patch nnU-Net's tiling stops making sense: 1000 times the tiles of step 1.
 MIN_TILE_STEP = 0.1
 
@@ -105,6 +110,7 @@ class EnsembleConfig:
     export_reserve_s: float = 20.0
     precision: str = "auto"
     backend: str = "auto"
+    quality_review_below: float = DEFAULT_QUALITY_REVIEW_BELOW
     version: int = 1
     source: Path | None = field(default=None, compare=False)
 
@@ -115,7 +121,7 @@ class EnsembleConfig:
         return {
             "version": self.version, "tile_step_size": self.tile_step_size, "use_mirroring": self.use_mirroring,
             "time_budget_s": self.time_budget_s, "export_reserve_s": self.export_reserve_s,
-            "precision": self.precision, "backend": self.backend,
+            "precision": self.precision, "backend": self.backend, "quality_review_below": self.quality_review_below,
             "tasks": {name: task.to_dict() for name, task in self.tasks.items()},
         }
 
@@ -208,6 +214,11 @@ def parse_config(raw: object, *, source: Path | None = None) -> EnsembleConfig:
     if backend not in BACKENDS:
         raise fail("backend", f"one of {list(BACKENDS)}", backend)
 
+    review_below = _number(raw.get("quality_review_below", DEFAULT_QUALITY_REVIEW_BELOW), "quality_review_below", fail)
+    if not 0 <= review_below <= 1:
+        raise fail("quality_review_below", "a number in [0, 1] (the quality score under which a case is flagged)",
+                   review_below)
+
     tasks_raw = raw.get("tasks")
     if not isinstance(tasks_raw, dict) or not tasks_raw:
         raise fail("tasks", "a non-empty object of task name -> task", tasks_raw)
@@ -224,6 +235,7 @@ def parse_config(raw: object, *, source: Path | None = None) -> EnsembleConfig:
         export_reserve_s=reserve,
         precision=precision,
         backend=backend,
+        quality_review_below=review_below,
         version=version,
         source=source,
     )

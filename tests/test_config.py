@@ -57,6 +57,8 @@ def _mutated(change):
     (lambda c: c["tasks"]["t1"].update(members=[]), "'tasks.t1.members' must be a non-empty list"),
     (lambda c: c["tasks"]["t1"].update(tumor_label=0), "'tasks.t1.tumor_label' must be a positive integer"),
     (lambda c: c.update(tasks={}), "'tasks' must be a non-empty object"),
+    (lambda c: c.update(quality_review_below=1.5), "'quality_review_below' must be a number in [0, 1]"),
+    (lambda c: c.update(quality_review_below="high"), "'quality_review_below' must be a finite number"),
 ])
 def test_mistakes_are_named(change, message):
     with pytest.raises(ConfigError) as error:

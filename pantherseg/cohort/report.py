@@ -9,7 +9,9 @@ Row status:
   ``attempts``.
 
 Times per stage (read, preprocess, network, export, ensemble, write) are the case's own, from its run
-report; ``seconds`` is the worker's wall time for the case. ``cases_per_hour`` counts done cases over
+report; ``seconds`` is the worker's wall time for the case. ``quality_score`` (in [0, 1], 1 = the members
+agree; sort on it to read the doubtful cases first), ``review`` and ``review_reasons`` come from the run
+report's quality block (docs/quality.md). ``cases_per_hour`` counts done cases over
 the cohort's wall time (start of the run to the last case, ensemble loading included).
 """
 
@@ -40,6 +42,16 @@ class CaseRow:
     members_used: list[str] = field(default_factory=list)
     device: str | None = None
     worker: str | None = None
+    quality_score: float | None = None
+    review: bool | None = None
+    review_reasons: list[str] = field(default_factory=list)
+
+    def take_quality(self, run_report: dict) -> None:
+        """The score, flag and reasons of the run report's quality block (none in an older report)."""
+        quality = run_report.get("quality")
+        if quality:
+            self.quality_score, self.review = quality["score"], quality["review"]
+            self.review_reasons = list(quality["reasons"])
 
 
 @dataclass
@@ -69,6 +81,7 @@ class CohortReport:
             **{status: self.count(status) for status in STATUSES},
             "worker_deaths": self.worker_deaths,
             "wall_s": round(self.wall_s, 3),
+            "review": sum(row.review is True for row in self.rows),
             "cases_per_hour": round(len(done) * 3600 / self.wall_s, 1) if done and self.wall_s > 0 else 0.0,
             "case_seconds_mean": round(sum(row.seconds for row in done) / len(done), 3) if done else None,
             "stage_s": stage_s,
@@ -90,11 +103,13 @@ class CohortReport:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["name", "status", "attempts", "seconds", *(f"{s}_s" for s in STAGES), "members_used",
-                         "device", "worker", "input", "output", "error"])
+                         "device", "worker", "input", "output", "error", "quality_score", "review", "review_reasons"])
         for row in sorted(self.rows, key=lambda r: r.name):
             writer.writerow([row.name, row.status, row.attempts, f"{row.seconds:.3f}",
                              *(_seconds(row.stages_s.get(stage)) for stage in STAGES), ";".join(row.members_used),
-                             row.device or "", row.worker or "", row.input, row.output or "", row.error or ""])
+                             row.device or "", row.worker or "", row.input, row.output or "", row.error or "",
+                             "" if row.quality_score is None else f"{row.quality_score:.4f}",
+                             "" if row.review is None else str(row.review).lower(), ";".join(row.review_reasons)])
         return buffer.getvalue()
 
     def write(self, stem: Path | str) -> tuple[Path, Path]:
@@ -109,7 +124,7 @@ class CohortReport:
         totals = self.totals()
         return (f"{totals['cases']} case(s): {totals['done']} done, {totals['skipped']} skipped, "
                 f"{totals['error'] + totals['worker-died']} failed; {totals['wall_s']:.1f} s, "
-                f"{totals['cases_per_hour']:.0f} cases/hour")
+                f"{totals['cases_per_hour']:.0f} cases/hour; {totals['review']} flagged for quality review")
 
 
 def report_stem(output_dir: Path | str, part: tuple[int, int]) -> Path:

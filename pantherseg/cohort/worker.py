@@ -121,6 +121,7 @@ class CaseWorker:
             row.members_used = list(report["members_used"])
             row.device = report["device"]
             row.stages_s = {k: v for k, v in report["timings_s"].items() if k != "load"}
+            row.take_quality(report)
         row.seconds = round(time.perf_counter() - started, 3)
         if row.error:
             log.error("%s: %s", case.name, row.error)

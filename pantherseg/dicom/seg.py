@@ -36,9 +36,17 @@ class Algorithm:
     version: str = __version__
     task: str = "t1"
     members: tuple[str, ...] = field(default_factory=tuple)
+    # The case's quality control (pantherseg.engine.quality, docs/quality.md): score in [0, 1], review flag.
+    quality_score: float | None = None
+    quality_review: bool | None = None
 
     def parameters(self) -> dict[str, str]:
-        return {"task": self.task, "ensemble_members": ",".join(self.members) or "none"}
+        parameters = {"task": self.task, "ensemble_members": ",".join(self.members) or "none"}
+        if self.quality_score is not None:
+            parameters["quality_score"] = f"{self.quality_score:.4f}"
+        if self.quality_review is not None:
+            parameters["quality_review"] = "true" if self.quality_review else "false"
+        return parameters
 
 
 def build_seg(mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm, series_number: int = 901):

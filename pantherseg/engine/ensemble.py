@@ -25,6 +25,7 @@ import numpy as np
 from pantherseg.config import EnsembleConfig, TaskSpec
 from pantherseg.engine.deadline import Deadline, TileCostModel
 from pantherseg.engine.members import Member, build_network, load_members
+from pantherseg.engine.quality import tumour_mask
 from pantherseg.engine.runtime import prepare_networks, resolve_backend, resolve_device, resolve_precision
 from pantherseg.engine.weighted_mean import SharedPreprocessing, WeightedMean
 from pantherseg.errors import ResourceError
@@ -58,6 +59,8 @@ class Prediction:
     mask: np.ndarray  # (z, y, x) uint8 in {0, 1}: 1 where the ensemble's argmax is the tumour label
     probabilities: np.ndarray | None  # (classes, z, y, x) float32 weighted mean, None if nothing ran
     member_probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    # Quality control (pantherseg.engine.quality): each used member's own tumour mask, (z, y, x) bool.
+    member_tumour_masks: dict[str, np.ndarray] = field(default_factory=dict)
     outcomes: list[MemberOutcome] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -178,6 +181,9 @@ class Ensemble:
 
             started = time.perf_counter()
             mean.add(probabilities, member.spec.weight, complete=completed)
+            # Quality hook: the member's own tumour mask, from its own probabilities (after add: a partial
+            # member's unvisited voxels are background by then). Bool, not the map: small per member.
+            prediction.member_tumour_masks[member.name] = tumour_mask(probabilities, self.task.tumor_label)
             if keep_member_probabilities:
                 prediction.member_probabilities[member.name] = probabilities
             del probabilities

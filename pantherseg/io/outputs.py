@@ -2,24 +2,28 @@
 
 ``mha`` and ``nii.gz`` hold the uint8 {0, 1} mask with the input's geometry (SimpleITK);
 ``dicom-seg`` and ``rtstruct`` need a DICOM series as input, since they reference its images
-(pantherseg.dicom, the ``pantherseg[dicom]`` extra, imported only when asked for). Every file is
-written atomically. File names: ``<stem>.mha``, ``<stem>.nii.gz``, ``<stem>.seg.dcm``,
-``<stem>.rtstruct.dcm``.
+(pantherseg.dicom, the ``pantherseg[dicom]`` extra, imported only when asked for); ``uncertainty``
+is written beside a mask: the per-voxel normalised entropy of the ensemble's mean probabilities,
+float32 in [0, 1], with the input's geometry (docs/quality.md). Every file is written atomically.
+File names: ``<stem>.mha``, ``<stem>.nii.gz``, ``<stem>.seg.dcm``, ``<stem>.rtstruct.dcm``,
+``<stem>.uncertainty.mha``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from pantherseg.errors import InputError
 from pantherseg.io.images import mask_image, write_image_atomically
 
-OUTPUT_FORMATS = ("mha", "nii.gz", "dicom-seg", "rtstruct")
+OUTPUT_FORMATS = ("mha", "nii.gz", "dicom-seg", "rtstruct", "uncertainty")
 DICOM_FORMATS = ("dicom-seg", "rtstruct")
-_SUFFIXES = {"mha": ".mha", "nii.gz": ".nii.gz", "dicom-seg": ".seg.dcm", "rtstruct": ".rtstruct.dcm"}
+MAP_FORMATS = ("uncertainty",)  # not a mask: written beside one, after the masks
+_SUFFIXES = {"mha": ".mha", "nii.gz": ".nii.gz", "dicom-seg": ".seg.dcm", "rtstruct": ".rtstruct.dcm",
+             "uncertainty": ".uncertainty.mha"}
 
 
 def output_path(output_dir: Path, stem: str, output_format: str) -> Path:
@@ -34,6 +38,11 @@ def check_output_formats(formats: Sequence[str], inputs: Sequence[Path]) -> tupl
     unknown = [f for f in formats if f not in OUTPUT_FORMATS]
     if unknown:
         raise InputError(f"Unknown output format(s) {unknown}; choose from {', '.join(OUTPUT_FORMATS)}.")
+    masks = [f for f in formats if f not in MAP_FORMATS]
+    if not masks:
+        raise InputError(f"{', '.join(formats)} is written beside a mask; add one of "
+                         f"{', '.join(f for f in OUTPUT_FORMATS if f not in MAP_FORMATS)}.")
+    formats = (*masks, *(f for f in formats if f in MAP_FORMATS))  # the first output is always a mask
     if any(f in DICOM_FORMATS for f in formats):
         import importlib.util
 
@@ -51,8 +60,12 @@ def check_output_formats(formats: Sequence[str], inputs: Sequence[Path]) -> tupl
 
 
 def write_outputs(formats: Sequence[str], mask_zyx: np.ndarray, reference, output_dir: Path, stem: str, *,
-                  dicom_series=None, algorithm=None, roi_name: str | None = None) -> tuple[list[Path], list[str]]:
+                  dicom_series=None, algorithm=None, roi_name: str | None = None,
+                  uncertainty: Callable[[], np.ndarray] | None = None) -> tuple[list[Path], list[str]]:
     """Write ``mask_zyx`` in each of ``formats``; returns the paths (in that order) and notes.
+
+    ``uncertainty``: gives the (z, y, x) float32 map the ``uncertainty`` format writes; called only
+    when that format is asked for.
 
     All or nothing: if one format fails (or the process is interrupted), the ones already written
     are removed, so a failed case leaves no output behind.
@@ -69,6 +82,10 @@ def write_outputs(formats: Sequence[str], mask_zyx: np.ndarray, reference, outpu
                 path, more = write_dicom_output(output_format, mask_zyx, dicom_series.datasets, path,
                                                 algorithm=algorithm, roi_name=roi_name)
                 notes.extend(more)
+            elif output_format == "uncertainty":
+                if uncertainty is None:
+                    raise ValueError("the uncertainty format needs the ensemble's map")
+                write_image_atomically(float_image(uncertainty(), reference), path)
             else:
                 write_image_atomically(mask_image(mask_zyx, reference), path)
             written.append(path)
@@ -77,3 +94,15 @@ def write_outputs(formats: Sequence[str], mask_zyx: np.ndarray, reference, outpu
             path.unlink(missing_ok=True)
         raise
     return written, notes
+
+
+def float_image(map_zyx: np.ndarray, reference) -> object:
+    """A float32 SimpleITK image of ``map_zyx`` with the reference's size, spacing, origin and direction."""
+    import SimpleITK as sitk
+
+    expected = tuple(reversed(reference.GetSize()))
+    if map_zyx.shape != expected:
+        raise ValueError(f"map shape {map_zyx.shape} (z,y,x) does not match the image {expected}")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(map_zyx, dtype=np.float32))
+    image.CopyInformation(reference)
+    return image

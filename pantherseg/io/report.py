@@ -30,9 +30,11 @@ def software_versions() -> dict[str, str]:
 def build_report(*, task: str, input_path: str, output_path: str, device: str, geometry: dict,
                  outcomes: list[dict], timings_s: dict, notes: list[str], weights: str, config: str,
                  tumor_voxels: int, tumor_volume_mm3: float, tumor_statistics: dict | None = None,
-                 output_paths: list[str] | None = None, run_hash: str | None = None) -> dict:
+                 output_paths: list[str] | None = None, run_hash: str | None = None,
+                 quality: dict | None = None) -> dict:
     """``run_hash``: SHA-256 of the config and member weights (pantherseg.cohort.resume); a cohort
-    rerun skips a case whose report carries the same hash."""
+    rerun skips a case whose report carries the same hash. ``quality``: the case's quality block
+    (pantherseg.engine.quality, docs/quality.md: score in [0, 1], review flag, reasons, measures)."""
     report = {
         "software": software_versions(),
         "task": task,
@@ -49,6 +51,8 @@ def build_report(*, task: str, input_path: str, output_path: str, device: str, g
         "timings_s": {stage: round(seconds, 3) for stage, seconds in timings_s.items()},
         "notes": notes,
     }
+    if quality is not None:
+        report["quality"] = quality
     if run_hash is not None:
         report["run_hash"] = run_hash
     return report

@@ -52,3 +52,21 @@ def test_a_whole_cohort_has_one_report_name_and_an_empty_one_reports_zero_throug
     empty = CohortReport(run_hash="h", task="t1", output_dir=str(tmp_path), runner="local")
     assert empty.totals()["cases_per_hour"] == 0.0 and empty.totals()["case_seconds_mean"] is None
     assert empty.summary().startswith("0 case(s): 0 done, 0 skipped, 0 failed")
+
+
+def test_the_quality_score_review_flag_and_reasons_are_sortable_columns(tmp_path):
+    report = sample_report()
+    report.rows[0].take_quality({"quality": {"score": 0.3125, "review": True, "reasons": ["members disagree", "noisy"]}})
+    report.rows[1].take_quality({"quality": {"score": 0.9, "review": False, "reasons": []}})
+    report.rows[3].take_quality({})  # a report from before quality control: no score
+    csv_path, json_path = report.write(report_stem(tmp_path, (0, 1)))
+    rows = {row["name"]: row for row in csv.DictReader(csv_path.open())}
+    assert (rows["b"]["quality_score"], rows["b"]["review"], rows["b"]["review_reasons"]) == \
+        ("0.3125", "true", "members disagree;noisy")
+    assert (rows["a"]["quality_score"], rows["a"]["review"]) == ("0.9000", "false")
+    assert rows["d"]["quality_score"] == "" and rows["c"]["review"] == ""
+    by_score = sorted((r for r in rows.values() if r["quality_score"]), key=lambda r: float(r["quality_score"]))
+    assert [r["name"] for r in by_score] == ["b", "a"]
+    cases = {case["name"]: case for case in json.loads(json_path.read_text())["cases"]}
+    assert cases["b"]["quality_score"] == 0.3125 and cases["b"]["review"] is True
+    assert report.totals()["review"] == 1 and "1 flagged for quality review" in report.summary()

@@ -89,6 +89,9 @@ def test_several_series_need_series_uid_then_seg_and_rtstruct_are_written(tiny_w
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == "1.2.826.0.1.12"
     members = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmParameters
     assert report["members_used"] == ["b-f0"] and "b-f0" in members
+    # The case's quality (docs/quality.md): the score and flag of its run report, in the SEG.
+    assert f"quality_score={report['quality']['score']:.4f}" in members
+    assert f"quality_review={str(report['quality']['review']).lower()}" in members
 
 
 def test_dicom_formats_for_a_non_dicom_input_are_refused_before_loading(tiny_weights, tiny_config, tmp_path, capsys):
