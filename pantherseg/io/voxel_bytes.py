@@ -15,7 +15,7 @@ on disk, before any voxel is decoded by ITK:
   early, is damaged or fails its CRC is refused. Memory stays at one 1 MiB block.
 
 The cost: the gzip stream is decompressed twice (here, then by ITK). ``docs/robustness.md`` has the
-measurement (about a third more reading time on a 300 MB image).
+measurement (5.3 s beside ITK's 6.3 s read of a 315 MB image: about 1.8x the reading time).
 """
 
 from __future__ import annotations
