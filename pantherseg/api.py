@@ -161,9 +161,10 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, options: R
     started = time.perf_counter()
     dicom_series = None
     if path.is_dir():  # collect_inputs gives folders only when they hold DICOM files
-        from pantherseg.dicom.series import read_series
+        from pantherseg.dicom.series import check_dicom_sources, read_series
 
         dicom_series = read_series(path, series_uid=options.series_uid)
+        check_dicom_sources(dicom_series, options.output_formats, roi_name=options.roi_name)  # before predicting
         volume = dicom_series.volume
     else:
         volume = read_volume(path)

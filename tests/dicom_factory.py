@@ -202,3 +202,45 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(bool), b.astype(bool)
     total = a.sum() + b.sum()
     return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
+
+
+# Explicit VR little endian: these VRs have a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+def element_bytes(tag: int, vr: str, value: bytes) -> bytes:
+    """One explicit VR little endian data element, its value padded to an even length."""
+    import struct
+
+    value = value + (b"\0" if vr in ("OB", "UI", "UN") else b" ") * (len(value) % 2)
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr.encode("latin-1")[:2].ljust(2)
+    if vr.encode("latin-1")[:2] in _LONG_VRS:
+        return head + b"\0\0" + struct.pack("<I", len(value)) + value
+    return head + struct.pack("<H", min(len(value), 0xFFFF)) + value[:0xFFFF]
+
+
+def set_element(path: Path, tag: int, vr: str | None, value: bytes | None) -> None:
+    """Replace, insert (in tag order) or, with ``value`` None, delete a top-level element of an explicit VR
+    little endian file, as bytes: any VR, any value, whatever pydicom would refuse to write."""
+    import struct
+
+    data = Path(path).read_bytes()
+    group_length = struct.unpack("<I", data[140:144])[0]
+    at = 144 + group_length
+    while at + 8 <= len(data):
+        found = struct.unpack("<HH", data[at: at + 4])
+        found = found[0] << 16 | found[1]
+        element_vr = data[at + 4: at + 6]
+        if element_vr in _LONG_VRS:
+            length, header = struct.unpack("<I", data[at + 8: at + 12])[0], 12
+        else:
+            length, header = struct.unpack("<H", data[at + 6: at + 8])[0], 8
+        end = at + header + (0 if length == 0xFFFFFFFF else length)
+        if found >= tag or length == 0xFFFFFFFF:
+            break
+        at = end
+    else:
+        found, end = None, at
+    replaced = end if found == tag else at
+    new = b"" if value is None else element_bytes(tag, vr, value)
+    Path(path).write_bytes(data[:at] + new + data[replaced:])

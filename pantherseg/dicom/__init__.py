@@ -15,8 +15,11 @@ See docs/dicom.md.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
+MAX_QUICK_DEPTH = 16
 DICOM_OUTPUT_FORMATS = ("dicom-seg", "rtstruct")
 INSTALL_HINT = "pip install 'pantherseg[dicom]' (pydicom, highdicom, pylibjpeg, pyjpegls)"
 
@@ -31,22 +34,33 @@ def is_dicom_file(path: Path) -> bool:
 
 
 def dicom_files(folder: Path) -> list[Path]:
-    """Every DICOM Part 10 file under ``folder`` (any depth, hidden entries skipped), sorted."""
-    found = []
-    for path in sorted(Path(folder).rglob("*")):
-        if any(part.startswith(".") for part in path.relative_to(folder).parts):
-            continue
-        if path.is_file() and is_dicom_file(path):
-            found.append(path)
-    return found
+    """Every DICOM Part 10 regular file under ``folder`` (hidden entries skipped, links not followed), sorted.
+
+    A quick look only (how ``collect_inputs`` recognises a DICOM folder); ``series.scan_folder`` is the
+    bounded walk that refuses links out of the folder, FIFOs and devices with a line."""
+    return sorted(_dicom_files(Path(folder)))
+
+
+def _dicom_files(folder: Path):
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not os.path.islink(os.path.join(root, d)))
+        if len(Path(root).relative_to(folder).parts) >= MAX_QUICK_DEPTH:
+            dirs[:] = []
+        for name in sorted(files):
+            path = Path(root) / name
+            if not name.startswith(".") and _regular(path) and is_dicom_file(path):
+                yield path
+
+
+def _regular(path: Path) -> bool:
+    """A regular file, links followed (a link out is refused later, with a line); a FIFO is never opened."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def is_dicom_folder(path: Path) -> bool:
-    """A folder holding at least one DICOM Part 10 file (at any depth)."""
+    """A folder holding at least one DICOM Part 10 regular file (links to folders are not followed)."""
     path = Path(path)
-    if not path.is_dir():
-        return False
-    for candidate in path.rglob("*"):
-        if candidate.is_file() and not candidate.name.startswith(".") and is_dicom_file(candidate):
-            return True
-    return False
+    return path.is_dir() and next(_dicom_files(path), None) is not None

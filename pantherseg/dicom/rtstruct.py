@@ -22,6 +22,7 @@ import logging
 import numpy as np
 
 from pantherseg.dicom.seg import MANUFACTURER, MODEL_NAME, Algorithm
+from pantherseg.dicom.sources import OUTPUT_CHARACTER_SET, TYPE_2_COPIED, check_roi_name
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,7 @@ RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 STUDY_COMPONENT_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"  # the referenced-study SOP class RT objects use
 DEFAULT_ROI_NAME = "Pancreatic tumour"
 ROI_COLOUR = [255, 64, 0]
-_PATIENT_STUDY_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-                       "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
-_OPTIONAL_COPIED = ("IssuerOfPatientID", "PatientAge", "StudyDescription", "SpecificCharacterSet")
+_OPTIONAL_COPIED = ("IssuerOfPatientID", "PatientAge", "StudyDescription")
 
 
 def slice_contours(plane: np.ndarray) -> list[np.ndarray]:
@@ -75,6 +74,7 @@ def build_rtstruct(mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm
     if mask_zyx.shape != (len(datasets), int(datasets[0].Rows), int(datasets[0].Columns)):
         raise ValueError(f"mask shape {mask_zyx.shape} does not match {len(datasets)} slices of "
                          f"{datasets[0].Rows} x {datasets[0].Columns}")
+    roi_name = check_roi_name(roi_name)
     source = datasets[0]
     now = datetime.datetime.now()
     meta = FileMetaDataset()
@@ -83,8 +83,10 @@ def build_rtstruct(mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = FileDataset("rtstruct.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    for tag in _PATIENT_STUDY_TAGS:
-        setattr(ds, tag, source.get(tag, ""))  # type 1 and 2 attributes: empty when the source has none
+    ds.SpecificCharacterSet = OUTPUT_CHARACTER_SET  # UTF-8: source values are decoded by pydicom, names any text
+    ds.StudyInstanceUID = source.StudyInstanceUID
+    for tag in TYPE_2_COPIED:
+        setattr(ds, tag, source.get(tag, ""))  # type 2 attributes: empty when the source has none
     for tag in _OPTIONAL_COPIED:
         if tag in source:
             setattr(ds, tag, source.get(tag))
@@ -128,7 +130,7 @@ def build_rtstruct(mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm
     roi = Dataset()
     roi.ROINumber = 1
     roi.ReferencedFrameOfReferenceUID = source.FrameOfReferenceUID
-    roi.ROIName = roi_name[:64]
+    roi.ROIName = roi_name
     roi.ROIDescription = f"{algorithm.name} {algorithm.version} {algorithm.task} ensemble"[:64]
     roi.ROIGenerationAlgorithm = "AUTOMATIC"
     roi.ROIGenerationDescription = f"{algorithm.name} {algorithm.version}"[:64]

@@ -5,7 +5,9 @@ SCT 108369006 Neoplasm, anatomic region SCT 15776009 Pancreas; algorithm type AU
 algorithm identification (name, version, family "Artificial Intelligence", and the ensemble
 members as parameters). Frames are the source slices that hold tumour (highdicom omits empty
 frames); each frame references its source image, and the SEG shares the series' Study and Frame of
-Reference. An empty mask still gives a valid SEG: highdicom then encodes every frame, all empty
+Reference. Missing type 2 patient/study attributes are written empty; the pixel measures (slice
+thickness and spacing) are the measured step between slice positions; the character set is UTF-8
+(``pantherseg.dicom.sources``). An empty mask still gives a valid SEG: highdicom then encodes every frame, all empty
 (docs/dicom.md).
 """
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pantherseg import __version__
+from pantherseg.dicom.sources import OUTPUT_CHARACTER_SET, slice_step, writer_sources
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ class Algorithm:
 def build_seg(mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm, series_number: int = 901):
     """A highdicom ``Segmentation`` of ``mask_zyx`` (z index k = ``datasets[k]``, sorted along the normal)."""
     import highdicom as hd
+    from pydicom.valuerep import format_number_as_ds
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
@@ -70,8 +74,16 @@ def build_seg(mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm, ser
         tracking_id="pancreatic-tumour", tracking_uid=generate_uid(),
     )
     source = datasets[0]
+    # highdicom copies the pixel measures of the first source image; the copies carry the measured step between
+    # positions instead of the source's SpacingBetweenSlices/SliceThickness, which may disagree with them (readers
+    # such as dcmqi rebuild the volume from these measures).
+    step = format_number_as_ds(slice_step(datasets))
+    sources = writer_sources(datasets)
+    for copy in sources:
+        copy.SpacingBetweenSlices = copy.SliceThickness = step
     seg = hd.seg.Segmentation(
-        source_images=datasets,
+        source_images=sources,
+        specific_character_set=OUTPUT_CHARACTER_SET,
         pixel_array=np.ascontiguousarray(mask_zyx, dtype=bool),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment],

@@ -16,14 +16,20 @@ Rules (docs/dicom.md):
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pantherseg.dicom import INSTALL_HINT
-from pantherseg.dicom.geometry import SliceGeometry, stack_geometry
+from pantherseg.dicom import INSTALL_HINT, is_dicom_file
+from pantherseg.dicom.attributes import header_values
+from pantherseg.dicom.geometry import MIN_SLICES, SliceGeometry, stack_geometry
+from pantherseg.dicom.sources import check_sources
+from pantherseg.dicom.reading import (DEFER_BYTES, check_declared_frame, converted, folder_files, max_file_bytes,
+                                     read_dicom, unreadable_errors)
 from pantherseg.errors import InputError
+from pantherseg.io.host_memory import MAX_VOXELS
 from pantherseg.io.images import Volume, volume_from_image
 
 log = logging.getLogger(__name__)
@@ -43,6 +49,8 @@ DECODABLE_TRANSFER_SYNTAXES = {
     "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
     "1.2.840.10008.1.2.4.91": "JPEG 2000",
 }
+# The largest slice a series may hold: MAX_VOXELS over the fewest slices, 64-bit samples.
+MAX_SLICE_PIXEL_BYTES = (MAX_VOXELS // MIN_SLICES) * 8
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 # Header tags the scan needs; the pixel data is read only for the chosen series.
 _GEOMETRY_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
@@ -81,23 +89,24 @@ def _pydicom():
 
 
 def scan_folder(folder: Path) -> tuple[dict[str, SeriesSummary], list[str]]:
-    """The image series under ``folder`` by SeriesInstanceUID, and notes on what was skipped."""
+    """The image series under ``folder`` by SeriesInstanceUID, and notes on what was skipped.
+
+    Files are found by ``reading.folder_files`` (links out, FIFOs and devices refused) and their
+    headers read within ``reading.max_file_bytes`` of the largest slice a series may hold."""
     pydicom = _pydicom()
     folder = Path(folder)
     series: dict[str, SeriesSummary] = {}
     skipped: dict[str, int] = {}
-    total = 0
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if any(part.startswith(".") for part in path.relative_to(folder).parts):
-            continue
-        total += 1
+    paths, notes = folder_files(folder)
+    bound = max_file_bytes(MAX_SLICE_PIXEL_BYTES)
+    for path in paths:
         try:
-            header = pydicom.dcmread(path, stop_before_pixels=True)
-        except (pydicom.errors.InvalidDicomError, OSError, ValueError, TypeError, EOFError, KeyError,
-                AttributeError, IndexError):
+            header = read_dicom(path, max_bytes=bound, pixels=False, source=folder.name) if is_dicom_file(path) \
+                else converted(pydicom.dcmread(path, stop_before_pixels=True, defer_size=DEFER_BYTES))
+            kind = _non_image_kind(header)
+        except unreadable_errors():
             skipped["not DICOM or unreadable"] = skipped.get("not DICOM or unreadable", 0) + 1
             continue
-        kind = _non_image_kind(header)
         if kind is not None:
             skipped[kind] = skipped.get(kind, 0) + 1
             continue
@@ -109,10 +118,10 @@ def scan_folder(folder: Path) -> tuple[dict[str, SeriesSummary], list[str]]:
                                                      modality=str(header.get("Modality", ""))))
         entry.files.append(path)
         entry.headers.append(header)
-    notes = [f"skipped {count} file(s): {kind}" for kind, count in sorted(skipped.items())]
+    notes += [f"skipped {count} file(s): {kind}" for kind, count in sorted(skipped.items())]
     if not series:
         found = "; ".join(notes) or "no files"
-        raise InputError(f"No DICOM image series in {folder} ({total} file(s) looked at; {found}).")
+        raise InputError(f"No DICOM image series in {folder} ({len(paths)} file(s) looked at; {found}).")
     return series, notes
 
 
@@ -125,11 +134,19 @@ def _non_image_kind(header) -> str | None:
     modality = str(header.get("Modality", ""))
     if modality in ("SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "SR", "PR", "KO", "REG"):
         return f"{modality} object (not an image series)"
-    if int(header.get("NumberOfFrames", 1) or 1) > 1:
+    if _frames(header) > 1:
         return "multi-frame image (enhanced or 4D objects are not supported; export classic single-frame slices)"
     if any(tag not in header for tag in _GEOMETRY_TAGS):
         return "DICOM object without an image plane (no position, orientation or pixel spacing)"
     return None
+
+
+def _frames(header) -> int:
+    """NumberOfFrames as the scan sees it; a value that is not a number is left to the attribute table."""
+    try:
+        return int(str(header.get("NumberOfFrames", 1) or 1).strip())
+    except ValueError:
+        return 1
 
 
 def choose_series(series: dict[str, SeriesSummary], folder: Path, series_uid: str | None = None) -> SeriesSummary:
@@ -152,7 +169,7 @@ def read_series(folder: Path | str, *, series_uid: str | None = None) -> DicomSe
     """Find, choose and read one series of ``folder``; the volume has the exact DICOM geometry."""
     import SimpleITK as sitk
 
-    from pantherseg.io.host_memory import check_image_fits
+    from pantherseg.io.host_memory import check_image_fits, check_voxel_count
 
     pydicom = _pydicom()
     folder = Path(folder)
@@ -162,19 +179,25 @@ def read_series(folder: Path | str, *, series_uid: str | None = None) -> DicomSe
     if len(series) > 1:
         notes.append(f"series {chosen.uid} chosen among {len(series)}")
 
-    geometry = stack_geometry([_slice_geometry(h, path, source) for h, path in zip(chosen.headers, chosen.files)],
-                              source=source)
-    _check_pixels_decodable(chosen.headers, source)
-    check_image_fits(geometry.size_xyz, 4, source=source)  # float32 voxels
+    values = [header_values(h, path, source) for h, path in zip(chosen.headers, chosen.files)]
+    geometry = stack_geometry([_slice_geometry(v) for v in values], source=source)
+    _check_pixels_decodable(chosen.headers, values[0], source)
+    check_voxel_count(geometry.size_xyz, source=source)  # before any pixel is decoded, like an .mha header
+    pixel_bytes = _native_bytes(values[0])
+    # Per voxel: the stored value kept in its dataset, the float32 plane, the stacked array and ITK's copy.
+    check_image_fits(geometry.size_xyz, -(-pixel_bytes // (geometry.size_xyz[0] * geometry.size_xyz[1])) + 8,
+                     source=source)
 
     datasets, planes = [], []
     for index in geometry.order:
+        path = chosen.files[index]
         try:
-            dataset = pydicom.dcmread(chosen.files[index])
-        except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError) as error:
-            raise InputError(f"{source}: {chosen.files[index].name} cannot be read (truncated or corrupt?): "
+            dataset = read_dicom(path, max_bytes=max_file_bytes(pixel_bytes), pixels=True, source=source)
+        except unreadable_errors() as error:
+            raise InputError(f"{source}: {path.name} cannot be read (truncated or corrupt?): "
                              f"{' '.join(str(error).split())[:200]}") from None
-        planes.append(_decode(dataset, chosen.files[index], source))
+        check_declared_frame(dataset, path, source)
+        planes.append(_decode(dataset, path, source, values[index]))
         datasets.append(dataset)
     array = np.stack(planes)  # (z, y, x): z along the slice normal, y down the columns, x along the rows
     image = sitk.GetImageFromArray(array)
@@ -189,20 +212,23 @@ def read_series(folder: Path | str, *, series_uid: str | None = None) -> DicomSe
                        volume=volume, notes=notes)
 
 
-def _slice_geometry(header, path: Path, source: str) -> SliceGeometry:
-    try:
-        return SliceGeometry(
-            position=tuple(float(v) for v in header.ImagePositionPatient),
-            orientation=tuple(float(v) for v in header.ImageOrientationPatient),
-            pixel_spacing=tuple(float(v) for v in header.PixelSpacing),
-            rows=int(header.Rows), columns=int(header.Columns),
-        )
-    except (TypeError, ValueError, AttributeError) as error:
-        raise InputError(f"{source}: {path.name} has an unusable image-plane header "
-                         f"(ImagePositionPatient/ImageOrientationPatient/PixelSpacing): {error}") from None
+def check_dicom_sources(series: DicomSeries, formats, *, roi_name: str | None = None) -> None:
+    """Before the prediction: what a requested DICOM-SEG or RTSTRUCT needs of ``series`` (``sources.check_sources``)."""
+    check_sources(series.datasets, formats, roi_name=roi_name, source=f"{series.folder.name} (series {series.uid})")
 
 
-def _check_pixels_decodable(headers: list, source: str) -> None:
+def _slice_geometry(values: dict[str, tuple]) -> SliceGeometry:
+    return SliceGeometry(position=values["ImagePositionPatient"], orientation=values["ImageOrientationPatient"],
+                         pixel_spacing=values["PixelSpacing"], rows=values["Rows"][0], columns=values["Columns"][0])
+
+
+def _native_bytes(values: dict[str, tuple]) -> int:
+    """What one decoded slice takes: Rows x Columns x SamplesPerPixel x BitsAllocated (rounded up to bytes)."""
+    bits = values["Rows"][0] * values["Columns"][0] * values["SamplesPerPixel"][0] * values["BitsAllocated"][0]
+    return (bits + 7) // 8
+
+
+def _check_pixels_decodable(headers: list, values: dict[str, tuple], source: str) -> None:
     syntaxes = sorted({str(h.file_meta.get("TransferSyntaxUID", "")) for h in headers})
     refused = [uid for uid in syntaxes if uid not in DECODABLE_TRANSFER_SYNTAXES]
     if refused:
@@ -211,18 +237,16 @@ def _check_pixels_decodable(headers: list, source: str) -> None:
         names = ", ".join(f"{UID(uid).name} ({uid})" if uid else "none" for uid in refused)
         raise InputError(f"{source}: transfer syntax {names} is not supported; supported are uncompressed, RLE, "
                          f"JPEG, JPEG-LS and JPEG 2000. Decompress the series first (e.g. dcmdjpeg, gdcmconv --raw).")
-    for header in headers[:1]:
-        samples = int(header.get("SamplesPerPixel", 1))
-        if samples != 1:
-            raise InputError(f"{source}: expected greyscale slices, found {samples} samples per pixel "
-                             f"({header.get('PhotometricInterpretation', '?')}).")
+    if values["SamplesPerPixel"][0] != 1:  # the attribute table allows 1 only; kept for the message
+        raise InputError(f"{source}: expected greyscale slices, found {values['SamplesPerPixel'][0]} samples "
+                         f"per pixel.")
 
 
-def _decode(dataset, path: Path, source: str) -> np.ndarray:
+def _decode(dataset, path: Path, source: str, values: dict[str, tuple]) -> np.ndarray:
     """One slice's stored values -> float32 with the modality rescale applied."""
     try:
         stored = dataset.pixel_array
-    except (RuntimeError, ValueError, NotImplementedError, ImportError, AttributeError) as error:
+    except (RuntimeError, ImportError, *unreadable_errors()) as error:
         syntax = dataset.file_meta.get("TransferSyntaxUID", "?")
         reason = " ".join(str(error).split())[:300]
         compressed = getattr(syntax, "is_compressed", False)
@@ -231,6 +255,5 @@ def _decode(dataset, path: Path, source: str) -> np.ndarray:
                          f"decoded (truncated or corrupt?): {reason}.{advice}") from None
     if stored.ndim != 2:
         raise InputError(f"{source}: {path.name} holds pixel data of shape {stored.shape}, expected one 2D slice.")
-    slope = float(dataset.get("RescaleSlope", 1) or 1)
-    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
+    slope, intercept = values["RescaleSlope"][0], values["RescaleIntercept"][0]
     return (stored.astype(np.float64) * slope + intercept).astype(np.float32)

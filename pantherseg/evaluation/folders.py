@@ -31,13 +31,17 @@ import numpy as np
 from pantherseg.errors import InputError
 from pantherseg.evaluation.metrics import (METRIC_NAMES, Aggregate, CaseMetrics, LeaderboardEntry,
                                            aggregate, binarise, case_metrics, leaderboard)
-from pantherseg.io.images import IMAGE_SUFFIXES, image_stem, is_image_file, itk_error_line
+from pantherseg.io.images import IMAGE_SUFFIXES, checked_reader, image_stem, is_image_file, itk_error_line
 
 logger = logging.getLogger(__name__)
 
 SPACING_TOLERANCE_MM = 1e-4
 """Largest spacing difference (per axis, mm) between a prediction and its truth; the organisers'
 value."""
+
+MIN_SPACING_MM, MAX_SPACING_MM = 1e-6, 1e4
+"""Voxel spacings (mm) a label image may have: beyond them volumes (mm^3) and surface areas
+overflow float64 or round to zero, and the metrics would be NaN."""
 
 CSV_COLUMNS = ("prediction_folder", "case", "status", "dice", "surface_dice", "hd95_mm",
                "masd_mm", "pred_volume_mm3", "truth_volume_mm3", "rule", "prediction_file",
@@ -128,16 +132,18 @@ def read_mask(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     multi-component or non-binary image (see ``metrics.binarise``)."""
     import SimpleITK as sitk
 
+    reader = checked_reader(path)  # the header checks of ``segment``: links, data files, sizes, truncation
     try:
-        image = sitk.ReadImage(str(path))
+        image = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"cannot read {path} as an image: {itk_error_line(str(exc))}") from exc
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{path}: expected a 3D single-component label image, found "
-                         f"{image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} "
-                         f"component(s) per voxel")
+        raise InputError(f"cannot read {path} as an image: {itk_error_line(str(exc))}") from None
+    spacing = tuple(float(s) for s in image.GetSpacing())
+    if not all(MIN_SPACING_MM <= s <= MAX_SPACING_MM for s in spacing):
+        raise InputError(f"{path}: voxel spacing {[float(f'{s:.4g}') for s in spacing]} mm (x,y,z) is outside "
+                         f"[{MIN_SPACING_MM:g}, {MAX_SPACING_MM:g}] mm: volumes and surface areas would overflow "
+                         f"or vanish; the header is corrupt.")
     labels = sitk.GetArrayFromImage(image)  # numpy (z, y, x)
-    return binarise(labels, str(path)), tuple(float(s) for s in image.GetSpacing())
+    return binarise(labels, str(path)), spacing
 
 
 def evaluate_case(case: str, pred_file: Path, truth_file: Path, *,

@@ -109,3 +109,11 @@ def walk_tree(root: Path | str, *, max_depth: int = MAX_TREE_DEPTH,
                     raise TreeLimitError(f"{root} is nested more than {max_depth} folders deep (at {relative})")
                 children.append((Path(entry.path), f"{relative}/", depth + 1))
         pending.extend(reversed(children))
+
+
+def resolves_inside(path: Path | str, folder: Path | str) -> bool:
+    """Whether ``path``, links followed, names something inside ``folder`` (links followed too).
+
+    Input images and DICOM slices must not be links out of the folder they were found in: a folder
+    handed to the run must not make it read other files (``/etc/...``, another case's data)."""
+    return Path(folder).resolve() in Path(path).resolve().parents

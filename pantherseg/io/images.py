@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import re
 import shutil
@@ -31,7 +32,8 @@ import numpy as np
 
 from pantherseg.errors import InputError, OutputError, one_line
 from pantherseg.io.detached_headers import data_file, require_data_file
-from pantherseg.io.files import atomic_file
+from pantherseg.io.files import atomic_file, resolves_inside
+from pantherseg.io.voxel_bytes import check_voxels_present
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,23 @@ def is_image_file(path: Path) -> bool:
 
 def read_volume(path: Path | str) -> Volume:
     """Read an image file and check it is a 3D scalar volume nnU-Net can segment."""
+    path = Path(path)
+    reader = checked_reader(path)
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise _unreadable(path, error) from None
+    return volume_from_image(image, source=path.name)
+
+
+def checked_reader(path: Path | str):
+    """A SimpleITK ``ImageFileReader`` for ``path`` whose header passed every check; no voxel read yet.
+
+    What ``segment`` and ``evaluate`` both ask of a file before its voxels are decoded: a regular file
+    inside its folder (links out refused), a data file named by the header inside that folder, a 3D
+    scalar header with positive finite spacing and a finite rotation, a voxel count and memory need
+    within bounds, and (NIfTI) every promised voxel byte present. Raises InputError or ResourceError.
+    """
     import SimpleITK as sitk
 
     from pantherseg.io.host_memory import check_image_fits, check_voxel_count
@@ -105,6 +124,9 @@ def read_volume(path: Path | str) -> Volume:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Input image not found: expected a file at {path}.")
+    if path.is_symlink() and not resolves_inside(path, path.parent):
+        raise InputError(f"{path.name} is a link to {path.resolve()}, outside its folder {path.parent.resolve()}; "
+                         f"refused (an input folder must not make the run read other files). Copy the image in.")
     # A header naming its voxels' file elsewhere (.mhd, .nrrd) is checked as text before ITK opens anything.
     voxel_file = data_file(path)
     reader = sitk.ImageFileReader()
@@ -112,20 +134,23 @@ def read_volume(path: Path | str) -> Volume:
     try:
         # The header first: a bad or huge image is refused before any voxel is read (or decompressed).
         reader.ReadImageInformation()
-        _check_header(reader.GetDimension(), reader.GetNumberOfComponents(), list(reader.GetSize()),
-                      list(reader.GetSpacing()), sitk.GetPixelIDValueAsString(reader.GetPixelID()), path.name)
-        _check_geometry(list(reader.GetOrigin()), list(reader.GetDirection()), path.name)
-        voxel_bytes = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID()).GetSizeOfPixelComponent()
-        check_image_fits(reader.GetSize(), voxel_bytes, source=path.name)
-        check_voxel_count(reader.GetSize(), source=path.name)
-        require_data_file(path, voxel_file)
-        image = reader.Execute()
     except RuntimeError as error:
-        reason = itk_error_line(str(error))
-        raise InputError(
-            f"{path.name} cannot be read as a medical image (corrupt, truncated or not an image?): {reason}"
-        ) from None
-    return volume_from_image(image, source=path.name)
+        raise _unreadable(path, error) from None
+    _check_header(reader.GetDimension(), reader.GetNumberOfComponents(), list(reader.GetSize()),
+                  list(reader.GetSpacing()), sitk.GetPixelIDValueAsString(reader.GetPixelID()), path.name)
+    _check_geometry(list(reader.GetOrigin()), list(reader.GetDirection()), path.name)
+    voxel_bytes = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID()).GetSizeOfPixelComponent()
+    check_image_fits(reader.GetSize(), voxel_bytes, source=path.name)
+    check_voxel_count(reader.GetSize(), source=path.name)
+    require_data_file(path, voxel_file)
+    # ITK zero-fills a truncated NIfTI: every promised byte must be there before it reads.
+    check_voxels_present(path, math.prod(reader.GetSize()) * voxel_bytes * reader.GetNumberOfComponents(), voxel_file)
+    return reader
+
+
+def _unreadable(path: Path, error: RuntimeError) -> InputError:
+    return InputError(f"{path.name} cannot be read as a medical image (corrupt, truncated or not an image?): "
+                      f"{itk_error_line(str(error))}")
 
 
 def _check_header(dimension: int, components: int, size: list, spacing: list, pixel_type: str, source: str) -> None:

@@ -167,3 +167,24 @@ def test_demo_zoo_on_a_dicom_phantom_series(kind, tmp_path, capsys):
     series = read_series(tmp_path / "dicom")
     contours = rasterise_rtstruct(pydicom.dcmread(tmp_path / "rt" / "dicom.rtstruct.dcm"), series.datasets)
     assert dice_of(contours, mask) >= 0.95
+
+
+def test_a_case_whose_dicom_output_cannot_be_made_fails_alone_before_its_prediction(tiny_weights, tiny_config,
+                                                                                   tmp_path, capsys, monkeypatch):
+    """An anonymised series without FrameOfReferenceUID, then a good one: the first is refused in one line
+    before its networks run, the second is segmented in the same run."""
+    from pantherseg.engine import ensemble as ensemble_module
+
+    image = orient(_small_image(), "axial")
+    write_series(image, tmp_path / "in" / "a-no-frame", tweak=lambda k, ds: delattr(ds, "FrameOfReferenceUID"))
+    write_series(image, tmp_path / "in" / "b-good", tweak=lambda k, ds: delattr(ds, "PatientBirthDate"))
+    predicted = []
+    real_predict = ensemble_module.Ensemble.predict
+    monkeypatch.setattr(ensemble_module.Ensemble, "predict",
+                        lambda self, volume, **kw: predicted.append(volume.source) or real_predict(self, volume, **kw))
+    code = _predict(["-i", str(tmp_path / "in" / "a-no-frame"), str(tmp_path / "in" / "b-good"),
+                     "-o", str(tmp_path / "out"), "--output-format", "dicom-seg"], tiny_weights, tiny_config)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1 and "1 of 2 case(s) failed" in last and "no FrameOfReferenceUID" in last
+    assert len(predicted) == 1 and predicted[0].startswith("b-good")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b-good.report.json", "b-good.seg.dcm"]

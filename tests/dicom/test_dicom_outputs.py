@@ -141,7 +141,9 @@ def test_a_failed_write_leaves_no_partial_file(oriented_series, tmp_path, monkey
         raise OSError("disk full")
 
     monkeypatch.setattr(pydicom.dataset.Dataset, "save_as", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    from pantherseg.errors import OutputError
+
+    with pytest.raises(OutputError, match="disk full"):
         write_dicom_output("rtstruct", mask, series.datasets, tmp_path / "x.rtstruct.dcm", algorithm=ALGORITHM)
     assert os.listdir(tmp_path) == []
 
@@ -178,3 +180,123 @@ def test_a_failing_format_removes_the_formats_already_written(oriented_series, t
         write_outputs(("mha", "dicom-seg", "rtstruct"), mask, series.volume.sitk_image, tmp_path, "case",
                       dicom_series=series, algorithm=ALGORITHM)
     assert os.listdir(tmp_path) == []
+
+
+# --- sources as anonymisers and other vendors write them (pantherseg.dicom.sources) ---------------
+
+from pantherseg.dicom.sources import TYPE_2_COPIED  # noqa: E402
+from pantherseg.errors import InputError, OutputError  # noqa: E402
+
+
+def _small_series(tmp_path, tweak=None):
+    image = orient(phantom_case()[0], "axial")[:, :, :8]
+    write_series(image, tmp_path / "s", tweak=tweak)
+    series = read_series(tmp_path / "s")
+    mask = np.zeros(series.volume.shape_zyx, np.uint8)
+    mask[2:5, 20:30, 20:34] = 1
+    return series, mask
+
+
+@pytest.mark.parametrize("output_format", ["dicom-seg", "rtstruct"])
+def test_type_2_attributes_an_anonymiser_dropped_are_written_empty(output_format, tmp_path):
+    import pydicom
+
+    def anonymise(k, ds):
+        for name in TYPE_2_COPIED:
+            delattr(ds, name)
+
+    series, mask = _small_series(tmp_path, anonymise)
+    path, _ = write_dicom_output(output_format, mask, series.datasets, tmp_path / "out.dcm", algorithm=ALGORITHM)
+    assert dciodvfy_errors(path) == []
+    written = pydicom.dcmread(path)
+    assert all(name in written and str(written[name].value or "") == "" for name in TYPE_2_COPIED)
+    if output_format == "dicom-seg":
+        import highdicom as hd
+
+        assert hd.seg.segread(path).get_volume().array.sum() == mask.sum()
+
+
+def test_a_source_without_frame_of_reference_is_refused_before_the_prediction(tmp_path):
+    from pantherseg.dicom.series import check_dicom_sources
+
+    series, _ = _small_series(tmp_path, lambda k, ds: delattr(ds, "FrameOfReferenceUID"))
+    check_dicom_sources(series, ("mha",))  # the mask alone needs no frame of reference
+    with pytest.raises(InputError, match="8 of 8 slices have no FrameOfReferenceUID .* before the prediction"):
+        check_dicom_sources(series, ("mha", "dicom-seg"))
+
+
+def test_a_library_refusing_to_build_is_one_output_error(tmp_path, monkeypatch):
+    import highdicom as hd
+
+    series, mask = _small_series(tmp_path)
+
+    def refuse(*args, **kwargs):
+        raise ValueError("Source images have no Frame Of Reference UID,\nbut it is required by the IOD.")
+
+    monkeypatch.setattr(hd.seg, "Segmentation", refuse)
+    with pytest.raises(OutputError, match="could not be built .* required by the IOD") as caught:
+        write_dicom_output("dicom-seg", mask, series.datasets, tmp_path / "x.seg.dcm", algorithm=ALGORITHM)
+    assert "\n" not in str(caught.value) and not (tmp_path / "x.seg.dcm").exists()
+
+
+@pytest.mark.parametrize("output_format", ["dicom-seg", "rtstruct"])
+def test_a_multi_valued_charset_with_an_empty_first_value_is_written(output_format, tmp_path):
+    """``\\ISO 2022 IR 87`` (PS3.5 Annex H): the Japanese name survives, re-encoded as UTF-8."""
+    import pydicom
+
+    name = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+
+    def japanese(k, ds):
+        ds.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+        ds.PatientName = name
+
+    series, mask = _small_series(tmp_path, japanese)
+    assert str(series.datasets[0].PatientName) == name
+    path, _ = write_dicom_output(output_format, mask, series.datasets, tmp_path / "out.dcm", algorithm=ALGORITHM)
+    written = pydicom.dcmread(path)
+    assert written.SpecificCharacterSet == "ISO_IR 192" and str(written.PatientName) == name
+    assert dciodvfy_errors(path) == []
+
+
+def test_the_seg_takes_its_spacing_from_the_positions_not_from_the_source_header(tmp_path):
+    """Positions 3 mm apart, SpacingBetweenSlices 6: highdicom's own reader rebuilds the 3 mm grid."""
+    import highdicom as hd
+
+    def inconsistent(k, ds):
+        ds.SpacingBetweenSlices = "6"
+
+    series, mask = _small_series(tmp_path, inconsistent)
+    step = series.volume.spacing_zyx[0]
+    path, _ = write_dicom_output("dicom-seg", mask, series.datasets, tmp_path / "out.seg.dcm", algorithm=ALGORITHM)
+    seg = hd.seg.segread(path)
+    measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert float(measures.SpacingBetweenSlices) == pytest.approx(step, abs=1e-4)
+    assert float(measures.SliceThickness) == pytest.approx(step, abs=1e-4)
+    spacing = seg.get_volume().spacing  # highdicom's own reconstruction, in its axis order
+    assert any(abs(s - step) < 1e-4 for s in spacing) and not any(abs(s - 6) < 1e-4 for s in spacing)
+    assert dciodvfy_errors(path) == []
+
+
+def test_a_non_ascii_roi_name_is_written_in_a_declared_utf8(tmp_path):
+    import pydicom
+
+    series, mask = _small_series(tmp_path)
+    name = "GTV_Pankreas-Tumör_膵臓"
+    path, _ = write_dicom_output("rtstruct", mask, series.datasets, tmp_path / "out.dcm", algorithm=ALGORITHM,
+                                 roi_name=name)
+    assert b"\x1b" not in path.read_bytes() and name.encode("utf-8") in path.read_bytes()
+    written = pydicom.dcmread(path)
+    assert written.SpecificCharacterSet == "ISO_IR 192" and written.StructureSetROISequence[0].ROIName == name
+    assert dciodvfy_errors(path) == []
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("GTV_\udcff", "not valid text"), ("GTV\\auto", "backslashes"), ("GTV\x07", "control"), ("  ", "empty"),
+    ("x" * 65, "at most 64"),
+])
+def test_roi_names_that_cannot_be_an_lo_value_are_refused_before_the_prediction(tmp_path, name, expected):
+    from pantherseg.dicom.series import check_dicom_sources
+
+    series, _ = _small_series(tmp_path)
+    with pytest.raises(InputError, match=expected):
+        check_dicom_sources(series, ("rtstruct",), roi_name=name)

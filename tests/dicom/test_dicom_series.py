@@ -188,3 +188,54 @@ def test_a_truncated_slice_is_refused_naming_the_file(phantom, tmp_path):
     files[2].write_bytes(data[: len(data) - 500])  # the header is intact, the pixel data is not
     with pytest.raises(InputError, match=f"{files[2].name}"):
         read_series(tmp_path / "s")
+
+
+# --- the attribute table (pantherseg.dicom.attributes) --------------------------------------------
+
+def _rewrite(path, keyword: str, text: str) -> None:
+    """Replace an element's value in the file's bytes (explicit VR little endian, short form), as a broken
+    exporter writes it: pydicom itself refuses to write an IS of "abc"."""
+    import struct
+
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    data = path.read_bytes()
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + dictionary_VR(tag).encode()
+    at = data.index(head, 132 + 200)  # past the file meta
+    length = struct.unpack("<H", data[at + 6: at + 8])[0]
+    value = text.encode() + (b" " if len(text) % 2 else b"")
+    path.write_bytes(data[: at + 6] + struct.pack("<H", len(value)) + value + data[at + 8 + length:])
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("ImagePositionPatient", "0\\0", "has 2 value(s)"),
+    ("PixelSpacing", "1\\1\\1", "has 3 value(s)"),
+    ("ImageOrientationPatient", "1\\0\\0\\0\\1", "has 5 value(s)"),
+    ("NumberOfFrames", "abc", "not a number"),
+    ("RescaleSlope", "n/a", "not a number"),
+    ("RescaleIntercept", "inf", "expected one number"),
+    ("PixelSpacing", "0\\1", "expected 2 numbers in [0.0001, 10000]"),
+    ("ImagePositionPatient", "1e300\\0\\0", "expected 3 numbers in"),
+])
+def test_header_values_outside_the_table_are_one_line_naming_the_attribute(phantom, tmp_path, name, text, expected):
+    def placeholder(k, ds):
+        if name not in ds:
+            setattr(ds, name, "1")  # a valid value in every slice, so that the rewrite finds it
+
+    files = write_series(orient(phantom[0], "axial")[:, :, :6], tmp_path / "s", tweak=placeholder)
+    _rewrite(files[2], name, text)
+    with pytest.raises(InputError) as caught:
+        read_series(tmp_path / "s")
+    message = str(caught.value)
+    assert "\n" not in message and name in message and expected in message
+
+
+def test_a_missing_required_attribute_is_named(phantom, tmp_path):
+    def drop(k, ds):
+        if k == 1:
+            del ds.BitsStored
+
+    write_series(orient(phantom[0], "axial")[:, :, :6], tmp_path / "s", tweak=drop)
+    with pytest.raises(InputError, match="BitsStored is missing"):
+        read_series(tmp_path / "s")

@@ -175,3 +175,57 @@ def test_identical_folders_tie(folders, tmp_path):
         (twin / path.name).write_bytes(path.read_bytes())
     board = evaluate([pred, twin], gt).leaderboard
     assert [(e.rank, e.score) for e in board] == [(1, 1.0), (1, 1.0)]
+
+
+# --- the header checks of ``segment`` (pantherseg.io.images.checked_reader) ----------------------------
+
+def test_a_data_file_outside_the_folder_is_never_read(tmp_path):
+    """An .mhd naming a file outside its folder: refused before ITK opens it, its bytes never printed."""
+    secret = tmp_path / "secret.raw"
+    secret.write_bytes(b"\x01" * (8 * 10 * 12))
+    pred = tmp_path / "pred"
+    write(tmp_path / "gt", "case_001.mha", cube())
+    pred.mkdir()
+    (pred / "case_001.mhd").write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 12 10 8\nElementType = MET_UCHAR\n"
+        "ElementSpacing = 1 1 3\nElementDataFile = ../secret.raw\n")
+    with pytest.raises(InputError, match="outside the image's folder"):
+        evaluate(pred, tmp_path / "gt")
+
+
+def test_a_zlib_bomb_is_refused_before_decompressing(tmp_path, monkeypatch):
+    import zlib
+
+    executed = []
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", lambda self: executed.append(1))
+    payload = zlib.compress(bytes(1 << 20), 9)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    write(tmp_path / "gt", "case_001.mha", cube())
+    (pred / "case_001.mha").write_bytes(
+        b"ObjectType = Image\nNDims = 3\nBinaryData = True\nCompressedData = True\n"
+        + f"CompressedDataSize = {len(payload)}\nDimSize = 1100 1100 1100\nElementType = MET_UCHAR\n".encode()
+        + b"ElementSpacing = 1 1 3\nElementDataFile = LOCAL\n" + payload)
+    from pantherseg.errors import ResourceError
+
+    with pytest.raises(ResourceError, match="before reading or decompressing"):
+        evaluate(pred, tmp_path / "gt")
+    assert executed == []
+
+
+@pytest.mark.parametrize("spacing", [(1e300, 1.0, 3.0), (1.0, 1e-300, 3.0)])
+def test_absurd_spacing_is_one_line(tmp_path, spacing):
+    write(tmp_path / "gt", "case_001.mha", cube(), spacing_xyz=spacing)
+    write(tmp_path / "pred", "case_001.mha", cube(), spacing_xyz=spacing)
+    with pytest.raises(InputError, match="outside") as caught:
+        evaluate(tmp_path / "pred", tmp_path / "gt")
+    message = str(caught.value)
+    assert "\n" not in message and ("1e+300" in message or "1e-300" in message)
+
+
+def test_a_truncated_prediction_is_refused(tmp_path):
+    write(tmp_path / "gt", "case_001.nii.gz", cube())
+    path = write(tmp_path / "pred", "case_001.nii", (np.arange(960).reshape(SHAPE_ZYX) % 2).astype(np.uint8))
+    path.write_bytes(path.read_bytes()[:-300])
+    with pytest.raises(InputError, match="truncated"):
+        evaluate(tmp_path / "pred", tmp_path / "gt")

@@ -199,3 +199,71 @@ def test_tile_count_matches_nnunet_and_enters_the_estimate(tiny_weights):
     coarse = memory_estimate.estimate_prediction(**kwargs, tile_step_size=0.5).total
     fine = memory_estimate.estimate_prediction(**kwargs, tile_step_size=1e-4).total
     assert fine > coarse + 1e9  # a tiny step means millions of tiles: counted, not ignored
+
+
+# --- every promised voxel byte present (pantherseg.io.voxel_bytes) ----------------------------------
+
+def _nifti(tmp_path: Path, suffix: str) -> tuple[Path, np.ndarray]:
+    array = (np.arange(16 * 16 * 16, dtype=np.float32).reshape(16, 16, 16) % 97) + 1
+    path = tmp_path / f"case{suffix}"
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path), useCompression=suffix.endswith(".gz"))
+    return path, array
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_truncated_nifti_is_refused_not_zero_filled(tmp_path, suffix):
+    """ITK reads both cut files with exit 0, half the voxels zero; here they are refused in one line."""
+    path, _ = _nifti(tmp_path, suffix)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    message = refused(path)
+    assert "truncated" in message and path.name in message
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_whole_nifti_reads_exactly(tmp_path, suffix):
+    path, array = _nifti(tmp_path, suffix)
+    assert np.array_equal(read_volume(path).data[0], array)
+
+
+def test_a_damaged_gzip_stream_is_refused(tmp_path):
+    path, _ = _nifti(tmp_path, ".nii.gz")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)  # inside the deflate stream
+    path.write_bytes(bytes(data))
+    assert "gzip stream" in refused(path) or "truncated" in refused(path)
+
+
+def test_a_gzip_bomb_is_inflated_no_further_than_the_header_promises(tmp_path, monkeypatch):
+    """A 16^3 float header followed by 64 MiB more zeros in the stream: the check stops within its first 1 MiB block."""
+    import gzip
+
+    from pantherseg.io import voxel_bytes
+
+    path, _ = _nifti(tmp_path, ".nii")
+    raw = path.read_bytes()
+    reads = []
+    real_open = gzip.open
+
+    def counting_open(*args, **kwargs):
+        stream = real_open(*args, **kwargs)
+        real_read = stream.read
+        stream.read = lambda n=-1: reads.append(n) or real_read(n)
+        return stream
+
+    monkeypatch.setattr(voxel_bytes.gzip, "open", counting_open)
+    bomb = tmp_path / "bomb.nii.gz"
+    with real_open(bomb, "wb", compresslevel=1) as out:
+        out.write(raw)
+        for _ in range(64):
+            out.write(bytes(1 << 20))
+    read_volume(bomb)
+    assert len(reads) <= 2
+
+
+def test_an_image_linked_from_outside_its_folder_is_refused(tmp_path):
+    path, _ = _nifti(tmp_path, ".nii.gz")
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "case.nii.gz").symlink_to(path)
+    assert "outside its folder" in refused(inputs / "case.nii.gz")
