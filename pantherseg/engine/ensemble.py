@@ -174,8 +174,11 @@ class Ensemble:
                         if completed:
                             _require_finite(own, member)
                         prediction.member_probabilities[member.name] = own
-                        prediction.member_tumour_masks[member.name] = tumour_mask(own, self.task.tumor_label)
+                        prediction.member_tumour_masks[member.name] = tumour_mask(own, self._tumour_channel)
                         del own
+                    elif folders.shares_export(member):  # quality control needs this fold's own mask
+                        prediction.member_tumour_masks[member.name] = self._own_tumour_mask(
+                            member, logits, case.properties, timings)
                     folders.add(member, logits, case.properties, complete=completed)
                 del logits
             inputs.done(member)
@@ -186,10 +189,23 @@ class Ensemble:
 
         started = time.perf_counter()
         prediction.probabilities = mean.mean()
-        channel = tumour_channel(self.members[0], self.task.tumor_label)
-        prediction.mask = (prediction.probabilities.argmax(0) == channel).astype(np.uint8)
+        prediction.mask = (prediction.probabilities.argmax(0) == self._tumour_channel).astype(np.uint8)
         timings["ensemble"] += time.perf_counter() - started
         return prediction
+
+    @property
+    def _tumour_channel(self) -> int:
+        return tumour_channel(self.members[0], self.task.tumor_label)
+
+    def _own_tumour_mask(self, member: Member, logits, properties: dict, timings: dict[str, float]) -> np.ndarray:
+        """A fold's own tumour mask in image space, from its logits before they join its folder's mean: folds
+        that share one export would otherwise share one mask, and their agreement would say nothing."""
+        from pantherseg.engine.to_image_space import logits_to_tumour_mask  # torch: imported when needed
+
+        started = time.perf_counter()
+        mask = logits_to_tumour_mask(logits, member, properties, self._tumour_channel)
+        timings["export"] += time.perf_counter() - started
+        return mask
 
     @staticmethod
     def _export(member: Member, logits, properties: dict, timings: dict[str, float], *, own_map: bool = False):
@@ -219,11 +235,11 @@ class Ensemble:
         export_s = time.perf_counter() - started
         started = time.perf_counter()
         mean.add(probabilities, folder.weight, complete=folder.complete)
-        # Quality hook: a member's tumour mask from its own map when one was exported (--member-outputs),
-        # else from its folder's (folds of one folder share one export, as in nnU-Net's predictor).
+        # Quality hook: a lone fold's tumour mask is its folder's (folds sharing an export got their own
+        # masks from their logits, and --member-outputs members from their own maps, as they ran).
         for name in folder.names:
             if name not in prediction.member_tumour_masks:
-                prediction.member_tumour_masks[name] = tumour_mask(probabilities, self.task.tumor_label)
+                prediction.member_tumour_masks[name] = tumour_mask(probabilities, self._tumour_channel)
         del probabilities
         timings["ensemble"] += time.perf_counter() - started
         return export_s

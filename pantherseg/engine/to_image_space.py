@@ -73,3 +73,37 @@ def uncrop(probabilities: torch.Tensor, bbox, shape) -> torch.Tensor:
     full[0] = 1
     full[(slice(None), *(slice(int(low), int(high)) for low, high in bbox))] = probabilities
     return full
+
+
+def logits_to_tumour_mask(logits: torch.Tensor, member: Member, properties: dict, channel: int) -> np.ndarray:
+    """One member's own tumour mask, (z, y, x) bool in the input's array order, without a full export.
+
+    For quality control when folds share one export (pantherseg.engine.quality): the tumour channel's
+    margin over the best other channel, ``logit[channel] - max(other logits)``, is resampled like the
+    logits (one channel instead of all), cropped back with "not tumour" outside the crop and
+    transposed back; the mask is where the margin is positive. Linear resampling of the margin is not
+    exactly the argmax of resampled logits at boundary voxels: close enough for agreement measures,
+    never used for the ensemble's own mask. Unvisited voxels of a stopped member (NaN) are not tumour."""
+    others = torch.cat([logits[:channel], logits[channel + 1:]]).amax(0, keepdim=True)
+    margin = (logits[channel:channel + 1] - others).float()
+    plans_manager = member.plans_manager
+    configuration_manager = member.configuration_manager
+    spacing_transposed = [properties["spacing"][i] for i in plans_manager.transpose_forward]
+    shape_after_cropping = properties["shape_after_cropping_and_before_resampling"]
+    current_spacing = (
+        configuration_manager.spacing
+        if len(configuration_manager.spacing) == len(shape_after_cropping)
+        else [spacing_transposed[0], *configuration_manager.spacing]
+    )
+    applies, separate_z, axis = torch_resampling_applies(configuration_manager, current_spacing, spacing_transposed)
+    if applies:
+        resampled = resample_linear(margin, shape_after_cropping, separate_z=separate_z, axis=axis)
+    else:
+        resampled = configuration_manager.resampling_fn_probabilities(
+            margin.cpu(), shape_after_cropping, current_spacing, spacing_transposed
+        )
+    resampled = torch.as_tensor(resampled)
+    positive = (resampled[0] > 0).cpu().numpy()
+    full = np.zeros(tuple(int(s) for s in properties["shape_before_cropping"]), dtype=bool)
+    full[tuple(slice(int(low), int(high)) for low, high in properties["bbox_used_for_cropping"])] = positive
+    return np.ascontiguousarray(full.transpose(plans_manager.transpose_backward))

@@ -205,6 +205,7 @@ class ModelFolders:
 
     def __init__(self, members):
         self._remaining = Counter(folder_key(member) for member in members)
+        self._sizes = Counter(self._remaining)
         self._sums: dict[tuple[str, str], FoldLogits] = {}
         self._first: dict[tuple[str, str], object] = {}
         self._properties: dict[tuple[str, str], dict] = {}
@@ -214,6 +215,10 @@ class ModelFolders:
     def has_members(self) -> bool:
         """Whether any member's logits were added (the deadline's 'another member has finished')."""
         return bool(self._names)
+
+    def shares_export(self, member) -> bool:
+        """Whether ``member`` is one of several folds of its folder (their logits meet before one export)."""
+        return self._sizes[folder_key(member)] > 1
 
     def add(self, member, logits, properties: dict, *, complete: bool = True) -> None:
         key = folder_key(member)

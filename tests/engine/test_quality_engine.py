@@ -49,6 +49,24 @@ def test_each_members_mask_is_its_own_argmax_kept_as_bool(tiny_weights, volume):
     assert quality["measures"]["mean_pairwise_dice"] < 1  # the echo networks differ on purpose
 
 
+def test_folds_sharing_one_export_still_get_their_own_masks(tiny_weights, volume):
+    # The three members are folds of one folder: one export serves them all, but quality control must see
+    # each fold's own mask (from its logits), or their agreement would be 1 by construction.
+    _, own_maps = _predict(tiny_weights, volume, float("inf"), keep_member_probabilities=True)
+    ensemble, prediction = _predict(tiny_weights, volume, float("inf"))
+    assert not prediction.member_probabilities and list(prediction.member_tumour_masks) == list(NAMES)
+    for name, mask in prediction.member_tumour_masks.items():
+        exact = own_maps.member_probabilities[name].argmax(0) == 1
+        assert mask.dtype == bool and mask.shape == volume.shape_zyx and exact.any()
+        assert (mask == exact).mean() >= 0.999
+        assert 2 * (mask & exact).sum() / (mask.sum() + exact.sum()) >= 0.98
+    masks = list(prediction.member_tumour_masks.values())
+    assert not np.array_equal(masks[0], masks[1])
+    quality = assess_prediction(prediction, members=ensemble.members, image_zyx=volume.data[0],
+                                spacing_zyx=volume.spacing_zyx)
+    assert quality["measures"]["mean_pairwise_dice"] < 1
+
+
 def test_a_deadline_that_leaves_one_member_flags_the_case_and_says_why(tiny_weights, volume):
     ensemble, prediction = _predict(tiny_weights, volume, budget=100.0)  # one member's 8 tiles fit, not two
     assert prediction.members_used() == ["a-f0"]
