@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from pantherseg import __version__
-from pantherseg.options import add_run_options, integer, number
+from pantherseg.options import Parser, add_run_options, integer, number
 
 log = logging.getLogger("pantherseg")
 
@@ -217,7 +217,7 @@ def _install_weights(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="pantherseg",
         description="PANTHER pancreatic tumour segmentation with a heterogeneous nnU-Net v2 ensemble.",
     )

@@ -11,6 +11,7 @@ Only the standard library at import: ``--help`` must not import torch.
 from __future__ import annotations
 
 import argparse
+import sys
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -129,6 +130,15 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 # Tiles per network pass: nnU-Net runs one; 64 of ResEnc-L's 192^3 already needs hundreds of GB.
 MAX_TILE_BATCH = 64
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with this product's error line: a usage mistake ends, like every other refusal, with one
+    ``pantherseg error: ...`` line on stderr (the line grand-challenge shows) and exit 2."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"pantherseg error: {message}\n")
 
 
 def integer(minimum: int, maximum: int | None = None):

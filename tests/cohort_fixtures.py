@@ -4,6 +4,7 @@ corrupt file and a 2D image, the demo zoo with one member (the shortest ensemble
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +46,11 @@ def small_config(path: Path, members: int = 1) -> Path:
     return path
 
 
-def reference_masks(cohort: Path, config: Path, out: Path) -> dict[str, np.ndarray]:
-    """The single-process route (pantherseg.segment) for every good case, by cohort name."""
+def reference_masks(cohort: Path, config: Path, out: Path, *, one_cpu: bool = False) -> dict[str, np.ndarray]:
+    """The single-process route (pantherseg.segment) for every good case, by cohort name; with ``one_cpu`` on
+    one CPU, as each Ray worker of the tests has (cpus_per_worker=1). The convolutions' sums then add up in the
+    same order in both routes, so the masks can be compared voxel for voxel: with 2 threads against 1, a tie at
+    one voxel in 76,800 was seen to flip."""
     from pantherseg.api import segment
 
     names = {cohort / f"case{i}.mha": f"case{i}" for i in range(5)}
@@ -55,24 +59,31 @@ def reference_masks(cohort: Path, config: Path, out: Path) -> dict[str, np.ndarr
     groups = [sorted(names), [cohort / "b" / "same.nii.gz"]]
     names[cohort / "b" / "same.nii.gz"] = "b__same"
     masks = {}
-    for index, files in enumerate(groups):
-        results = segment(files, output_dir=out / str(index), task="t1", config=config, weights=default_weights(),
-                          device="cpu", backend="torch", time_budget_s=float("inf"))
-        masks.update({names[r.input]: read_mask(r.output) for r in results})
+    cpus = os.sched_getaffinity(0)
+    if one_cpu:
+        os.sched_setaffinity(0, {min(cpus)})
+    try:
+        for index, files in enumerate(groups):
+            results = segment(files, output_dir=out / str(index), task="t1", config=config,
+                              weights=default_weights(), device="cpu", backend="torch", time_budget_s=float("inf"))
+            masks.update({names[r.input]: read_mask(r.output) for r in results})
+    finally:
+        os.sched_setaffinity(0, cpus)
     return masks
 
 
 _REFERENCE: dict[str, dict[str, np.ndarray]] = {}
 
 
-def shared_reference_masks(tmp_path_factory) -> dict[str, np.ndarray]:
+def shared_reference_masks(tmp_path_factory, *, one_cpu: bool = False) -> dict[str, np.ndarray]:
     """reference_masks() of write_cohort() and small_config(), computed once per test session: the images
     are deterministic (fixed seeds), so the local and the Ray tests compare with the same masks."""
-    if "masks" not in _REFERENCE:
+    key = "one-cpu" if one_cpu else "all-cpus"
+    if key not in _REFERENCE:
         root = tmp_path_factory.mktemp("reference")
-        _REFERENCE["masks"] = reference_masks(write_cohort(root / "cases"), small_config(root / "config.json"),
-                                              root / "out")
-    return _REFERENCE["masks"]
+        _REFERENCE[key] = reference_masks(write_cohort(root / "cases"), small_config(root / "config.json"),
+                                          root / "out", one_cpu=one_cpu)
+    return _REFERENCE[key]
 
 
 def read_mask(path: Path | str) -> np.ndarray:

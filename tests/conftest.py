@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -66,6 +67,32 @@ def one_torch_thread():
 
 MODEL_A = "Dataset801_Test/nnUNetTrainer_DA5Segord0_150epochs__nnUNetPlans__3d_fullres"
 MODEL_B = "Dataset802_Test/nnUNetTrainer_Foo__nnUNetPlans__3d_fullres"
+
+
+@pytest.fixture
+def deep_folder():
+    """make(root, levels) -> the deepest of ``levels`` nested folders "d/d/.../d" under ``root``.
+
+    Made one mkdir at a time and removed deepest first at teardown: pathlib's, os.makedirs' and shutil.rmtree's
+    recursion would stop first (a tree left behind makes pytest's own temp-folder cleanup crash at exit)."""
+    chains: list[list[Path]] = []
+
+    def make(root: Path, levels: int) -> Path:
+        chain, path = [], Path(root)
+        for _ in range(levels):
+            path = path / "d"
+            path.mkdir()
+            chain.append(path)
+        chains.append(chain)
+        return path
+
+    yield make
+    for chain in chains:
+        for folder in reversed(chain):
+            for entry in os.scandir(folder):
+                if not entry.is_dir(follow_symlinks=False):
+                    os.unlink(entry.path)
+            os.rmdir(folder)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 
 from pantherseg.cli import configure_logging, run_guarded
-from pantherseg.options import RunOptions, add_run_options
+from pantherseg.options import Parser, RunOptions, add_run_options
 
 GRAND_CHALLENGE_INPUT = Path("/input")
 GRAND_CHALLENGE_OUTPUT = Path("/output")
@@ -32,7 +32,7 @@ log = logging.getLogger("pantherseg")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="inference.py",
         description="Segment the pancreatic tumour of one case in grand-challenge's folder layout.")
     parser.add_argument("--input", type=Path, default=GRAND_CHALLENGE_INPUT,

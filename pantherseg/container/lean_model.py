@@ -22,7 +22,6 @@ Command line (``export.sh --task t1 --config FILE`` runs it)::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -154,8 +153,9 @@ def extraction_seconds(tarball: Path) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     from pantherseg.container.model_tarball import human_size
+    from pantherseg.options import Parser
 
-    parser = argparse.ArgumentParser(prog="python -m pantherseg.container.lean_model",
+    parser = Parser(prog="python -m pantherseg.container.lean_model",
                                      description="Pack one task's members, without training state, as a model tarball.")
     parser.add_argument("--task", required=True, help="the config's task, e.g. t1 or t2")
     parser.add_argument("--config", type=Path, required=True, help="the ensemble_config.json naming the members")

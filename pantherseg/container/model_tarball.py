@@ -321,9 +321,9 @@ def human_size(n_bytes: int) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from pantherseg.options import integer, number  # the standard library only, as this module
+    from pantherseg.options import Parser, integer, number  # the standard library only, as this module
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m pantherseg.container.model_tarball",
         description="Build, verify or check the model tarball grand-challenge extracts to /opt/ml/model/.",
     )

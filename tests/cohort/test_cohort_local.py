@@ -97,10 +97,14 @@ def test_cohort_flags_that_cannot_work_are_refused(cohort, tmp_path, capsys):
     assert "--no-report cannot be used" in capsys.readouterr().err
     assert main(["predict", "-i", str(cases), "-o", str(tmp_path), "--ray", "--output-format", "nii.gz"]) == 2
     assert "--output-format and --series-uid (DICOM) need plain" in capsys.readouterr().err
-    for flags, message in [(["--part-id", "1"], "--part-id needs --num-parts."),
-                           (["--ray", "--ray-workers", "0"], "--ray-workers must be at least 1, found 0."),
-                           (["--ray", "--max-retries", "-1"], "--max-retries must be 0 or more, found -1.")]:
-        assert main(["predict", "-i", str(cases), "-o", str(tmp_path), *flags]) == 2
+    assert main(["predict", "-i", str(cases), "-o", str(tmp_path), "--part-id", "1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "pantherseg error: --part-id needs --num-parts."
+    # Out-of-range numbers are usage errors of the flag's own type (tests/test_options.py): exit 2, one line.
+    for flags, message in [(["--ray", "--ray-workers", "0"], "argument --ray-workers: must be an integer of at least 1, found '0'"),
+                           (["--ray", "--max-retries", "-1"], "argument --max-retries: must be an integer in [0, 1000], found '-1'")]:
+        with pytest.raises(SystemExit) as caught:
+            main(["predict", "-i", str(cases), "-o", str(tmp_path), *flags])
+        assert caught.value.code == 2
         assert capsys.readouterr().err.strip().splitlines()[-1] == f"pantherseg error: {message}"
 
 

@@ -61,7 +61,7 @@ def test_two_workers_share_the_cohort_and_bad_cases_are_error_rows(first_run):
 
 def test_masks_equal_the_single_process_route(first_run, tmp_path_factory):
     out, _ = first_run
-    reference = shared_reference_masks(tmp_path_factory)
+    reference = shared_reference_masks(tmp_path_factory, one_cpu=True)  # each worker has one CPU
     for name in GOOD:
         np.testing.assert_array_equal(read_mask(out / f"{name}.mha"), reference[name], err_msg=name)
     assert any(mask.any() for mask in reference.values())

@@ -132,12 +132,9 @@ def test_a_tarball_3000_folders_deep_is_refused_with_one_line(tmp_path):
         verify_model_tarball(tarball)
 
 
-def test_build_refuses_a_weights_folder_1500_levels_deep(tmp_path):
+def test_build_refuses_a_weights_folder_1500_levels_deep(tmp_path, deep_folder):
     folder = weights_folder(tmp_path)
-    deep = folder
-    for _ in range(1500):  # one mkdir at a time: pathlib's and os.makedirs' recursion would stop first
-        deep = deep / "d"
-        deep.mkdir()
+    deep = deep_folder(folder, 1500)
     (deep / "f").write_text("x")
     with pytest.raises(ModelError, match="nested more than 32 folders deep"):
         build_model_tarball(folder, tmp_path / "model.tar.gz")

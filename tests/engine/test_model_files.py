@@ -43,11 +43,8 @@ def test_a_two_link_loop(weights):
     refused(weights, "cannot be followed")
 
 
-def test_a_member_folder_1500_levels_deep(weights):
-    path = weights / MODEL_A
-    for _ in range(1500):  # one mkdir at a time: pathlib's and os.makedirs' recursion would stop first
-        path = path / "d"
-        path.mkdir()
+def test_a_member_folder_1500_levels_deep(weights, deep_folder):
+    deep_folder(weights / MODEL_A, 1500)
     refused(weights, "nested more than 32 folders deep")
 
 
