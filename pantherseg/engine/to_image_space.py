@@ -31,23 +31,8 @@ def logits_to_probabilities(logits: torch.Tensor, member: Member, properties: di
     the logits' device (where the torch resampling applies; else on the CPU).
     """
     plans_manager = member.plans_manager
-    configuration_manager = member.configuration_manager
     label_manager = member.label_manager
-
-    spacing_transposed = [properties["spacing"][i] for i in plans_manager.transpose_forward]
-    shape_after_cropping = properties["shape_after_cropping_and_before_resampling"]
-    current_spacing = (
-        configuration_manager.spacing
-        if len(configuration_manager.spacing) == len(shape_after_cropping)
-        else [spacing_transposed[0], *configuration_manager.spacing]
-    )
-    applies, separate_z, axis = torch_resampling_applies(configuration_manager, current_spacing, spacing_transposed)
-    if applies:
-        resampled = resample_linear(logits, shape_after_cropping, separate_z=separate_z, axis=axis)
-    else:
-        resampled = configuration_manager.resampling_fn_probabilities(
-            logits.cpu(), shape_after_cropping, current_spacing, spacing_transposed
-        )
+    resampled = to_cropped_image_grid(logits, member, properties)
     probabilities = label_manager.apply_inference_nonlin(resampled)
     del resampled
     if isinstance(probabilities, torch.Tensor) and not label_manager.has_regions:
@@ -64,6 +49,26 @@ def logits_to_probabilities(logits: torch.Tensor, member: Member, properties: di
         return probabilities if keep_on_device else probabilities.cpu().numpy()  # the one transfer
     probabilities = np.ascontiguousarray(probabilities.transpose(order), dtype=np.float32)
     return torch.from_numpy(probabilities) if keep_on_device else probabilities
+
+
+def to_cropped_image_grid(maps: torch.Tensor, member: Member, properties: dict):
+    """(channels, z', y', x') maps in the member's preprocessed space -> the image's grid inside the crop box
+    (still transposed), with the plans' ``resampling_fn_probabilities`` rule: torch on the maps' device where
+    pantherseg.engine.resampling reproduces it, else nnU-Net's own function (a CPU tensor or array)."""
+    configuration_manager = member.configuration_manager
+    spacing_transposed = [properties["spacing"][i] for i in member.plans_manager.transpose_forward]
+    shape_after_cropping = properties["shape_after_cropping_and_before_resampling"]
+    current_spacing = (
+        configuration_manager.spacing
+        if len(configuration_manager.spacing) == len(shape_after_cropping)
+        else [spacing_transposed[0], *configuration_manager.spacing]
+    )
+    applies, separate_z, axis = torch_resampling_applies(configuration_manager, current_spacing, spacing_transposed)
+    if applies:
+        return resample_linear(maps, shape_after_cropping, separate_z=separate_z, axis=axis)
+    return configuration_manager.resampling_fn_probabilities(
+        maps.cpu(), shape_after_cropping, current_spacing, spacing_transposed
+    )
 
 
 def uncrop(probabilities: torch.Tensor, bbox, shape) -> torch.Tensor:
@@ -86,24 +91,7 @@ def logits_to_tumour_mask(logits: torch.Tensor, member: Member, properties: dict
     never used for the ensemble's own mask. Unvisited voxels of a stopped member (NaN) are not tumour."""
     others = torch.cat([logits[:channel], logits[channel + 1:]]).amax(0, keepdim=True)
     margin = (logits[channel:channel + 1] - others).float()
-    plans_manager = member.plans_manager
-    configuration_manager = member.configuration_manager
-    spacing_transposed = [properties["spacing"][i] for i in plans_manager.transpose_forward]
-    shape_after_cropping = properties["shape_after_cropping_and_before_resampling"]
-    current_spacing = (
-        configuration_manager.spacing
-        if len(configuration_manager.spacing) == len(shape_after_cropping)
-        else [spacing_transposed[0], *configuration_manager.spacing]
-    )
-    applies, separate_z, axis = torch_resampling_applies(configuration_manager, current_spacing, spacing_transposed)
-    if applies:
-        resampled = resample_linear(margin, shape_after_cropping, separate_z=separate_z, axis=axis)
-    else:
-        resampled = configuration_manager.resampling_fn_probabilities(
-            margin.cpu(), shape_after_cropping, current_spacing, spacing_transposed
-        )
-    resampled = torch.as_tensor(resampled)
-    positive = (resampled[0] > 0).cpu().numpy()
+    positive = (torch.as_tensor(to_cropped_image_grid(margin, member, properties))[0] > 0).cpu().numpy()
     full = np.zeros(tuple(int(s) for s in properties["shape_before_cropping"]), dtype=bool)
     full[tuple(slice(int(low), int(high)) for low, high in properties["bbox_used_for_cropping"])] = positive
-    return np.ascontiguousarray(full.transpose(plans_manager.transpose_backward))
+    return np.ascontiguousarray(full.transpose(member.plans_manager.transpose_backward))
