@@ -205,7 +205,7 @@ LAYOUT_CASES = [
 IMAGE_CASES = [
     ("text-with-mha-suffix", _with_bytes(lambda: b"not an image, only text\n" * 20), 2,
      "cannot be read as a medical image"),
-    ("truncated-mha", _with_bytes(_truncated_mha), 2, "cannot be read as a medical image"),
+    ("truncated-mha", _with_bytes(_truncated_mha), 2, "truncated: the header promises"),
     ("2d", _with_image(sitk.Image(32, 32, sitk.sitkFloat32)), 2, "expected a 3D volume, found a 2D image"),
     ("4d", _with_image(_four_d()), 2, "expected a 3D volume, found a 4D image"),
     ("vector-pixels", _with_image(sitk.Image([12, 12, 8], sitk.sitkVectorFloat32, 3)), 2,
