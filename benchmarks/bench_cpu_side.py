@@ -47,8 +47,11 @@ class StandInNetwork:
         self.tiles += tiles.shape[0]
         return logits
 
-    def eval(self):
-        return self
+    def release(self) -> None:  # the Network protocol: nothing to free
+        pass
+
+    def set_threads(self, threads: int) -> None:
+        pass
 
 
 def child(work: Path, threads: int | None) -> dict:
@@ -56,19 +59,22 @@ def child(work: Path, threads: int | None) -> dict:
 
     from pantherseg.config import load_config
     from pantherseg.engine.ensemble import Ensemble
+    from pantherseg.engine.networks import GivenNetworks
+    from pantherseg.engine.runtime import EngineOptions
     from pantherseg.engine.memory_estimate import check_prediction_fits
     from pantherseg.io.images import mask_image, read_volume, write_image_atomically
 
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     timings = {}
     started = time.perf_counter()
-    ensemble = Ensemble.load(config=load_config(work / "ensemble_config.json"), task="t1", weights=work / "weights",
-                             device="cpu", backend="torch")
+    config = load_config(work / "ensemble_config.json")
+    order = [spec.name for spec in config.task("t1").members]
+    stand_ins = GivenNetworks(lambda member: StandInNetwork(member.label_manager.num_segmentation_heads,
+                                                            order.index(member.name)))
+    ensemble = Ensemble.load(config=config, task="t1", weights=work / "weights", engine=EngineOptions(device="cpu"),
+                             backend=stand_ins)
     if threads:
         torch.set_num_threads(threads)
-    stand_ins = [StandInNetwork(ensemble.num_classes, i) for i, _ in enumerate(ensemble.members)]
-    for member, stand_in in zip(ensemble.members, stand_ins):
-        member.network = stand_in
     timings["load (validate members)"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -78,7 +84,7 @@ def child(work: Path, threads: int | None) -> dict:
     prediction = ensemble.predict(volume)
     for stage in ("preprocess", "export", "ensemble"):
         timings[stage] = prediction.timings_s.get(stage, 0.0)
-    stand_in_s = sum(s.seconds for s in stand_ins)
+    stand_in_s = sum(network.seconds for network in ensemble.networks.values())
     timings["sliding-window bookkeeping (tiles, Gaussian sums)"] = prediction.timings_s["network"] - stand_in_s
     started = time.perf_counter()
     write_image_atomically(mask_image(prediction.mask, volume.sitk_image), work / "mask.mha")

@@ -94,8 +94,8 @@ def run_engine(weights: Path, config: Path, image: Path, work: Path, route: str)
     started = time.perf_counter()
     [result] = segment(image, output_dir=work, config=config, weights=weights, device="cpu", precision=precision,
                        backend=backend, time_budget_s=float("inf"))
-    return {"wall_s": time.perf_counter() - started, "timings_s": result.report["timings_s"],
-            "mask": str(result.output), "device": result.report["device"]}
+    return {"wall_s": time.perf_counter() - started, "timings_s": result.report.timings_s,
+            "mask": str(result.output), "device": result.report.device}
 
 
 def child(args) -> None:

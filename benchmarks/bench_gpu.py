@@ -141,23 +141,21 @@ def run(work: Path, *, device: str, precision: str, tile_batch_size: int, plans:
                            time_budget_s=float("inf"))
     wall = time.perf_counter() - started
     report = result.report
-    tiles = sum(o["tiles_done"] for o in report["members"]) if "members" in report else None
-    if tiles is None:
-        raise SystemExit(f"the run report has no per-member outcomes: {sorted(report)}")
-    network_s = report["timings_s"]["network"]
+    tiles = sum(o.tiles_done for o in report.members)
+    network_s = report.timings_s["network"]
     flops = winners.tile_flops(plans, num_classes) * tiles
     name = torch.cuda.get_device_name(torch.device(device)) if cuda else "CPU"
     key, peak = card_peak(name) if cuda else (None, None)
     achieved = flops / network_s / 1e12
     return {
         "device": name, "precision": precision, "wall_s": wall, "network_s": network_s,
-        "network_share": network_s / wall, "timings_s": report["timings_s"], "tiles": tiles,
+        "network_share": network_s / wall, "timings_s": report.timings_s, "tiles": tiles,
         "tflop_per_tile": flops / tiles / 1e12, "achieved_tflops": achieved, "peak_key": key, "peak_tflops": peak,
         "fraction_of_peak": achieved / peak if peak else None,
         "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         "peak_gpu_reserved_gb": torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
         "mask": str(result.output),
-        "stage_shares": {k: v / wall for k, v in report["timings_s"].items()},
+        "stage_shares": {k: v / wall for k, v in report.timings_s.items()},
         "batches_busy_s": timelines.busy_s(), "idle_between_batches_s": timelines.idle_s(),
         "batch_gaps": timelines.gaps(),
     }

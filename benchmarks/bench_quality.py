@@ -147,7 +147,7 @@ def run_task(task: str, cases: int, out: Path, margin_mm: float) -> list[dict]:
         shift, seed = names[name]
         predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(result.output))) > 0
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(truths / f"{name}.mha"))) > 0
-        quality = result.report["quality"]
+        quality = result.report.quality
         rows.append({"task": task, "shift": shift, "seed": seed, "half": "calibration" if seed % 2 == 0 else "test",
                      "dice": round(dice(predicted, truth), 4), "score": quality["score"],
                      "truth_ml": round(float(truth.sum() * np.prod(sitk.ReadImage(str(truths / f"{name}.mha"))
@@ -210,9 +210,9 @@ def amos(out: Path) -> dict | None:
         return None
     images = sorted((AMOS / "images").rglob("*.mha"))
     result = segment(images[0], output_dir=out / "amos", task="t1", device="cpu", time_budget_s=float("inf"))[0]
-    quality = result.report["quality"]
+    quality = result.report.quality
     return {"score": quality["score"], "review": quality["review"], "reasons": quality["reasons"],
-            "measures": quality["measures"], "tumour_ml": round(result.report["output"]["tumor_volume_mm3"] / 1000, 3)}
+            "measures": quality["measures"], "tumour_ml": round(result.report.output.tumor_volume_mm3 / 1000, 3)}
 
 
 def main(argv=None) -> int:

@@ -131,7 +131,7 @@ def member(work: Path) -> None:
     [result] = segment(image, output_dir=work / "member-out", task="t1", config=config_path,
                        weights=work / "results", device="cpu", backend="torch", time_budget_s=float("inf"))
     print(f"member: one full-size member, median Task 1 case, CPU torch fp32: {time.perf_counter() - started:.0f} s "
-          f"wall, CPU {resource.getrusage(resource.RUSAGE_SELF).ru_utime:.0f} s; stages {result.report['timings_s']}")
+          f"wall, CPU {resource.getrusage(resource.RUSAGE_SELF).ru_utime:.0f} s; stages {result.report.timings_s}")
 
 
 STEPS = {"build": build, "load": load, "lean": lean, "export": export, "member": member}

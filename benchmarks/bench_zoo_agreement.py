@@ -69,7 +69,7 @@ def route_masks(task: str, images: list[Path], work: Path, route: str, device: s
     results = segment(images, output_dir=work / route, task=task, device=device, backend=backend,
                       precision=precision, time_budget_s=float("inf"))
     masks = {r.input.name: sitk.GetArrayFromImage(sitk.ReadImage(str(r.output))) for r in results}
-    return masks, sum(r.report["timings_s"]["network"] for r in results)
+    return masks, sum(r.report.timings_s["network"] for r in results)
 
 
 def agreement(masks: dict, reference: dict) -> float:

@@ -17,27 +17,31 @@ import numpy as np
 
 from pantherseg.config import EnsembleConfig, load_config
 from pantherseg.engine.deadline import Deadline
-from pantherseg.engine.ensemble import Ensemble, ProgressListener, outcomes_as_dicts
+from pantherseg.engine.ensemble import Ensemble, Prediction, ProgressListener
+from pantherseg.engine.stage_timer import StageTimer
 from pantherseg.errors import InputError, PantherError
-from pantherseg.io.images import (check_writable, image_stem, is_image_file, mask_image, read_volume,
+from pantherseg.io.images import (Volume, check_writable, image_stem, is_image_file, mask_image, read_volume,
                                   write_image_atomically)
-from pantherseg.io.outputs import check_output_formats, write_outputs
-from pantherseg.io.report import build_report, write_report
+from pantherseg.io.outputs import WrittenFiles, check_output_formats, output_paths, outputs_all_or_none, write_outputs
 from pantherseg.io.tumour_stats import tumour_statistics
 from pantherseg.options import RunOptions
 from pantherseg.paths import default_config, default_weights
+from pantherseg.run_report import OutputRecord, RunReport
 from pantherseg.run_state import mark_completed
 
 log = logging.getLogger(__name__)
 
-__all__ = ["segment", "segment_case", "Ensemble", "CaseResult", "RunOptions", "collect_inputs"]
+__all__ = ["segment", "segment_case", "load_ensemble", "Ensemble", "CaseResult", "RunOptions", "RunReport",
+           "collect_inputs"]
 
 
 @dataclass
 class CaseResult:
+    """One case's outcome: its mask (the first output) and report, or the one-line ``error``."""
+
     input: Path
     output: Path | None
-    report: dict | None
+    report: RunReport | None
     report_path: Path | None = None
     preview_path: Path | None = None
     error: str | None = None
@@ -104,17 +108,8 @@ def segment(
     if options.report_name is not None and len(paths) != 1:
         raise InputError(f"report_name names one report, but there are {len(paths)} inputs.")
     check_writable([output_dir, options.report_dir, options.member_outputs_dir, options.preview_dir],
-                   [Path(output_dir) / f"{image_stem(p)}.mha" for p in paths])
-    output_dir = Path(output_dir)
-    config = options.config
-    config = config if isinstance(config, EnsembleConfig) else load_config(config or default_config())
-    weights = Path(options.weights) if options.weights is not None else default_weights()
-    ensemble = Ensemble.load(config=config, task=options.task, weights=weights, device=options.device,
-                             tile_batch_size=options.tile_batch_size, precision=options.precision,
-                             backend=options.backend)
-    ensemble.keep_networks = len(paths) > 1
-    budget = config.time_budget_s if options.time_budget_s is None else options.time_budget_s
-
+                   [path for p in paths for path in output_paths(Path(output_dir), image_stem(p), options.output_formats)])
+    ensemble = load_ensemble(options, keep_networks=len(paths) > 1)
     results = []
     for index, path in enumerate(paths):
         # The first case's budget includes loading the models (and, for the entry points, the interpreter's
@@ -123,11 +118,10 @@ def segment(
             started_at = clock()
         else:
             started_at = None if options.budget_from_process_start else called_at  # None: from process start
-        deadline = Deadline(budget_s=budget, reserve_s=min(config.export_reserve_s, budget / 2), clock=clock,
-                            started_at=started_at)
+        deadline = _deadline(ensemble, options, started_at=started_at, clock=clock)
         try:
-            results.append(_segment_one(ensemble, path, output_dir, options=options, deadline=deadline,
-                                        progress=progress, weights=weights, config=config))
+            results.append(_segment_one(ensemble, path, Path(output_dir), options=options, deadline=deadline,
+                                        progress=progress))
         except PantherError as error:
             if options.stop_on_error:
                 raise
@@ -136,108 +130,134 @@ def segment(
     return results
 
 
-def segment_case(ensemble: Ensemble, path: Path | str, *, output_dir: Path | str, name: str | None = None,
-                 weights: Path | str, config: EnsembleConfig, time_budget_s: float | None = None,
-                 report_dir: Path | str | None = None, run_hash: str | None = None,
-                 progress: ProgressListener | None = None, clock=time.monotonic) -> CaseResult:
-    """One case on an already loaded ensemble (what each cohort worker calls, case after case).
+def load_ensemble(options: RunOptions, *, keep_networks: bool = True) -> Ensemble:
+    """The ensemble ``options`` name (task, config, weights, engine options), validated and loaded.
 
-    ``name``: the mask's file name without ``.mha`` (default: the image's stem); the report is
-    ``<report_dir>/<name>.report.json`` and carries ``run_hash``. The case gets its own time budget
-    (``time_budget_s``, default the config's) from now. Raises PantherError for a bad case.
+    ``keep_networks``: keep each member's network for the next case (a worker, a server); False frees
+    each once its member ran (one case: only one member's weights in memory at a time)."""
+    config = options.config
+    config = config if isinstance(config, EnsembleConfig) else load_config(config or default_config())
+    weights = Path(options.weights) if options.weights is not None else default_weights()
+    return Ensemble.load(config=config, task=options.task, weights=weights, engine=options.engine_options(),
+                         keep_networks=keep_networks)
+
+
+def segment_case(ensemble: Ensemble, path: Path | str, *, output_dir: Path | str, options: RunOptions | None = None,
+                 name: str | None = None, run_hash: str | None = None, progress: ProgressListener | None = None,
+                 clock=time.monotonic) -> CaseResult:
+    """One case on an already loaded ensemble (what a cohort worker or a DICOM node calls, case after case).
+
+    ``options``: the run's options (output formats, report, member outputs and preview folders, the time
+    budget; their task, config, weights and engine fields were the ensemble's to use). ``name``: the outputs'
+    file name stem (default: the image's stem). ``run_hash`` goes into the report. The case gets its own time
+    budget from now. Output formats are checked here, as :func:`segment` does before loading. Raises
+    PantherError for a bad case.
     """
-    budget = config.time_budget_s if time_budget_s is None else time_budget_s
-    deadline = Deadline(budget_s=budget, reserve_s=min(config.export_reserve_s, budget / 2), clock=clock,
-                        started_at=clock())
-    return _segment_one(ensemble, Path(path), Path(output_dir), options=RunOptions(report_dir=report_dir),
-                        deadline=deadline, progress=progress, weights=Path(weights), config=config, name=name,
-                        run_hash=run_hash)
+    options = options or RunOptions()
+    path = Path(path)
+    options = options.but(output_formats=check_output_formats(options.output_formats, [path]))
+    deadline = _deadline(ensemble, options, started_at=clock(), clock=clock)
+    return _segment_one(ensemble, path, Path(output_dir), options=options, deadline=deadline, progress=progress,
+                        name=name, run_hash=run_hash)
+
+
+def _deadline(ensemble: Ensemble, options: RunOptions, *, started_at: float | None, clock) -> Deadline:
+    """The case's time budget (the options', else the config's) from ``started_at`` (None: process start)."""
+    budget = ensemble.config.time_budget_s if options.time_budget_s is None else options.time_budget_s
+    return Deadline(budget_s=budget, reserve_s=min(ensemble.config.export_reserve_s, budget / 2), clock=clock,
+                    started_at=started_at)
+
+
+@dataclass
+class _Source:
+    """A case's input: the image as the engine reads it, and its DICOM series when it is one."""
+
+    volume: Volume
+    dicom_series: object | None = None
+
+
+def _read_source(path: Path, options: RunOptions) -> _Source:
+    if not path.is_dir():
+        return _Source(read_volume(path))
+    from pantherseg.dicom.series import check_dicom_sources, read_series  # folders: DICOM files only
+
+    series = read_series(path, series_uid=options.series_uid)
+    check_dicom_sources(series, options.output_formats, roi_name=options.roi_name)  # before predicting
+    return _Source(series.volume, series)
 
 
 def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, options: RunOptions, deadline: Deadline,
-                 progress, weights: Path, config: EnsembleConfig, name: str | None = None,
-                 run_hash: str | None = None) -> CaseResult:
+                 progress, name: str | None = None, run_hash: str | None = None) -> CaseResult:
     stem = name or image_stem(path)
-    started = time.perf_counter()
-    dicom_series = None
-    if path.is_dir():  # collect_inputs gives folders only when they hold DICOM files
-        from pantherseg.dicom.series import check_dicom_sources, read_series
-
-        dicom_series = read_series(path, series_uid=options.series_uid)
-        check_dicom_sources(dicom_series, options.output_formats, roi_name=options.roi_name)  # before predicting
-        volume = dicom_series.volume
-    else:
-        volume = read_volume(path)
-    read_s = time.perf_counter() - started
-    output_path = output_dir / f"{stem}.mha"
-    if output_path.resolve() == path.resolve():
-        raise InputError(f"The mask would overwrite its input {path}; choose another output folder.")
+    timer = StageTimer()
+    with timer.stage("read"):
+        source = _read_source(path, options)
+    if any(target.resolve() == path.resolve() for target in output_paths(output_dir, stem, options.output_formats)):
+        raise InputError(f"An output would overwrite its input {path}; choose another output folder.")
 
     from pantherseg.engine.memory_estimate import check_prediction_fits
 
+    volume = source.volume
     check_prediction_fits(volume, ensemble)  # before the engine allocates anything big
     prediction = ensemble.predict(volume, deadline=deadline, progress=progress,
                                   keep_member_probabilities=options.member_outputs_dir is not None)
-    quality = _assess_quality(ensemble, prediction, volume, config)
+    quality = _assess_quality(ensemble, prediction, volume)
 
-    started = time.perf_counter()
-    written, output_notes = write_outputs(
-        options.output_formats, prediction.mask, volume.sitk_image, output_path.parent,
-        output_path.name[: -len(".mha")], dicom_series=dicom_series,
-        algorithm=None if dicom_series is None else _algorithm(ensemble, prediction, quality),
-        roi_name=options.roi_name, uncertainty=lambda: _uncertainty_map(prediction))
-    extras: list[Path] = []  # member outputs, named here before each is written
-    try:  # from here on a failure (or SIGTERM) removes the outputs: mask and report exist together or not at all
-        result = _finish_case(ensemble, path, volume, prediction, written, output_notes, started, read_s, stem,
-                              options=options, weights=weights, config=config, run_hash=run_hash, extras=extras,
-                              quality=quality)
-    except BaseException:
-        for leftover in [*written, *extras]:
-            Path(leftover).unlink(missing_ok=True)
-        raise
-    mark_completed(written)
+    # From here on a failure (or SIGTERM) removes the case's files: mask and report exist together or not at all.
+    with outputs_all_or_none() as written:
+        with timer.stage("write"):
+            outputs, notes = write_outputs(
+                options.output_formats, prediction.mask, volume.sitk_image, output_dir, stem, written=written,
+                dicom_series=source.dicom_series,
+                algorithm=None if source.dicom_series is None else _algorithm(ensemble, prediction, quality),
+                roi_name=options.roi_name, uncertainty=lambda: _uncertainty_map(prediction))
+        prediction.notes.extend(notes)
+        if options.member_outputs_dir is not None:
+            _write_member_probabilities(prediction, volume, Path(options.member_outputs_dir), stem, ensemble, written)
+        report = _run_report(ensemble, path, volume, prediction, outputs, quality, run_hash,
+                             timings={"load": ensemble.load_s, "read": timer.seconds["read"], **prediction.timings_s,
+                                      "write": timer.seconds["write"]})
+        result = CaseResult(input=path, output=outputs[0], report=report)
+        if options.report_dir is not None:
+            result.report_path = report.write(written.add(Path(options.report_dir) /
+                                                          (options.report_name or f"{stem}.report.json")))
+    mark_completed(outputs)
+    _log_case(path.name, report, quality)
     if options.preview_dir is not None:
-        from pantherseg.io.preview import write_preview
-
-        try:
-            result.preview_path = write_preview(volume, prediction.mask,
-                                                Path(options.preview_dir) / f"{stem}.preview.png")
-        except (OSError, ImportError, RuntimeError) as error:
-            # The mask is written and correct; a missing picture must not fail the case.
-            log.warning("%s: preview not written: %s", path.name, error)
+        result.preview_path = _write_preview(volume, prediction, Path(options.preview_dir) / f"{stem}.preview.png",
+                                             path.name)
     return result
 
 
-def _finish_case(ensemble, path, volume, prediction, written, output_notes, started, read_s, stem, *,
-                 options: RunOptions, weights, config, run_hash, extras: list[Path], quality: dict) -> CaseResult:
-    """Member outputs (their paths added to ``extras``) and the report, once the mask is written."""
-    output_path = written[0]
-    prediction.notes.extend(output_notes)
-    write_s = time.perf_counter() - started
-    if options.member_outputs_dir is not None:
-        _write_member_probabilities(prediction, volume, Path(options.member_outputs_dir), stem, ensemble, extras)
-
-    timings = {"load": ensemble.load_s, "read": read_s, **prediction.timings_s, "write": write_s}
-    voxel_volume = float(np.prod(volume.spacing_zyx))
+def _run_report(ensemble: Ensemble, path: Path, volume: Volume, prediction: Prediction, outputs: list[Path],
+                quality: dict, run_hash: str | None, *, timings: dict[str, float]) -> RunReport:
     tumor_voxels = int(prediction.mask.sum())
-    report = build_report(
-        task=ensemble.task.name, input_path=str(path), output_path=str(output_path),
-        device=f"{ensemble.device} ({ensemble.backend}, {ensemble.autocast_dtype or 'float32'})",
-        geometry=volume.geometry(), outcomes=outcomes_as_dicts(prediction.outcomes), timings_s=timings,
-        tumor_statistics=tumour_statistics(prediction.mask, volume.sitk_image), output_paths=[str(p) for p in written],
-        notes=prediction.notes, weights=str(weights), config=str(config.source or "<in memory>"),
-        tumor_voxels=tumor_voxels, tumor_volume_mm3=tumor_voxels * voxel_volume, run_hash=run_hash,
-        quality=quality,
-    )
-    log.info("%s -> %s: %d tumour voxels (%.1f ml); members used %s", path.name, output_path, tumor_voxels,
-             tumor_voxels * voxel_volume / 1000, report["members_used"])
-    log.info("time per stage (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    _log_quality(path.name, quality)
-    result = CaseResult(input=path, output=output_path, report=report)
-    if options.report_dir is not None:
-        name = options.report_name or f"{stem}.report.json"
-        result.report_path = write_report(report, Path(options.report_dir) / name)
-    return result
+    return RunReport(
+        task=ensemble.task.name, input={"path": str(path), **volume.geometry()},
+        output=OutputRecord(path=str(outputs[0]), paths=tuple(str(p) for p in outputs), tumor_voxels=tumor_voxels,
+                            tumor_volume_mm3=tumor_voxels * float(np.prod(volume.spacing_zyx)),
+                            tumor_statistics=tumour_statistics(prediction.mask, volume.sitk_image)),
+        device=ensemble.describe_device(), weights=str(ensemble.weights),
+        config=str(ensemble.config.source or "<in memory>"), members=tuple(prediction.outcomes),
+        timings_s=timings, notes=tuple(prediction.notes), quality=quality, run_hash=run_hash)
+
+
+def _log_case(name: str, report: RunReport, quality: dict) -> None:
+    log.info("%s -> %s: %d tumour voxels (%.1f ml); members used %s", name, report.output.path,
+             report.output.tumor_voxels, report.tumor_volume_ml, report.members_used)
+    log.info("time per stage (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in report.timings_s.items()))
+    _log_quality(name, quality)
+
+
+def _write_preview(volume: Volume, prediction: Prediction, target: Path, name: str) -> Path | None:
+    from pantherseg.io.preview import write_preview
+
+    try:
+        return write_preview(volume, prediction.mask, target)
+    except (OSError, ImportError, RuntimeError) as error:
+        # The mask is written and correct; a missing picture must not fail the case.
+        log.warning("%s: preview not written: %s", name, error)
+        return None
 
 
 def _is_dicom_folder(folder: Path) -> bool:
@@ -256,12 +276,12 @@ def _algorithm(ensemble: Ensemble, prediction, quality: dict | None = None):
                      quality_review=None if quality is None else quality["review"])
 
 
-def _assess_quality(ensemble: Ensemble, prediction, volume, config: EnsembleConfig) -> dict:
+def _assess_quality(ensemble: Ensemble, prediction, volume) -> dict:
     """The case's quality block (pantherseg.engine.quality); the members' masks are released after it."""
     from pantherseg.engine.quality import assess_prediction
 
     quality = assess_prediction(prediction, members=ensemble.members, image_zyx=volume.data[0],
-                                spacing_zyx=volume.spacing_zyx, review_below=config.quality_review_below)
+                                spacing_zyx=volume.spacing_zyx, review_below=ensemble.config.quality_review_below)
     prediction.member_tumour_masks.clear()
     return quality
 
@@ -285,7 +305,7 @@ def _log_quality(name: str, quality: dict) -> None:
 
 
 def _write_member_probabilities(prediction, volume, folder: Path, stem: str, ensemble: Ensemble,
-                                written: list[Path]) -> None:
+                                written: WrittenFiles) -> None:
     """Each member's probabilities (float32, a vector component per class) and its own mask (argmax);
     each path is added to ``written`` before its file is written, so a failed case can remove them all.
 
@@ -299,8 +319,8 @@ def _write_member_probabilities(prediction, volume, folder: Path, stem: str, ens
         image = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(probabilities, 0, -1), dtype=np.float32),
                                        isVector=True)
         image.CopyInformation(volume.sitk_image)
-        probabilities_path, mask_path = folder / name / f"{stem}.mha", folder / name / "masks" / f"{stem}.mha"
-        written.extend([probabilities_path, mask_path])
+        probabilities_path = written.add(folder / name / f"{stem}.mha")
+        mask_path = written.add(folder / name / "masks" / f"{stem}.mha")
         write_image_atomically(image, probabilities_path)
         own_mask = (probabilities.argmax(0) == tumor).astype(np.uint8)
         write_image_atomically(mask_image(own_mask, volume.sitk_image), mask_path)

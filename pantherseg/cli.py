@@ -3,7 +3,8 @@
 Nothing heavy is imported at module level, so ``pantherseg --help`` answers at once.
 
 Exit codes: 0 success; 1 other PantherError (e.g. the output cannot be written); 2 bad input image
-or layout (also argparse usage errors); 3 bad model; 4 bad config; 5 out of memory or time;
+or layout (also argparse usage errors); 3 bad model; 4 bad config or run setting (device, precision,
+backend); 5 out of memory or time;
 130 interrupted (SIGTERM or Ctrl-C; a second SIGTERM changes nothing). docs/robustness.md lists each case.
 """
 
@@ -105,19 +106,14 @@ def _interrupted_message() -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from pantherseg.cohort.options import predict_cohort, wants_cohort
+    from pantherseg.cohort.options import wants_cohort
 
     if wants_cohort(args):
-        return predict_cohort(args)
+        return _predict_cohort(args)
     from pantherseg.api import segment
-    from pantherseg.options import RunOptions
     from pantherseg.progress import make_progress
 
-    options = RunOptions.from_args(
-        args, task=args.task, weights=args.weights, report_dir=None if args.no_report else args.output,
-        member_outputs_dir=args.member_outputs, preview_dir=args.output if args.preview else None,
-        stop_on_error=False, output_formats=args.output_format, series_uid=args.series_uid, roi_name=args.roi_name,
-    )
+    options = _run_options(args, report_dir=None if args.no_report else args.output, stop_on_error=False)
     results = segment(args.input, output_dir=args.output, options=options, progress=make_progress(args.quiet))
     failed = [r for r in results if r.error]
     for result in results:
@@ -126,6 +122,57 @@ def _predict(args: argparse.Namespace) -> int:
     if failed:
         print(f"pantherseg error: {len(failed)} of {len(results)} case(s) failed: "
               + "; ".join(f"{r.input.name}: {r.error}" for r in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_options(args: argparse.Namespace, **fields):
+    """The run options ``pantherseg predict``'s flags give, in both routes."""
+    from pantherseg.options import RunOptions
+
+    return RunOptions.from_args(
+        args, task=args.task, weights=args.weights, member_outputs_dir=args.member_outputs,
+        preview_dir=args.output if args.preview else None, output_formats=args.output_format,
+        series_uid=args.series_uid, roi_name=args.roi_name, **fields)
+
+
+def _predict_cohort(args: argparse.Namespace) -> int:
+    """``pantherseg predict`` in the cohort route: prints each mask path; exit 1 if any case failed."""
+    from pantherseg.cohort.cases import check_part
+    from pantherseg.cohort.progress import make_cohort_progress
+    from pantherseg.cohort.report import report_stem
+    from pantherseg.cohort.run import run_cohort
+    from pantherseg.errors import InputError
+
+    if args.no_report:
+        raise InputError("--no-report cannot be used in the cohort route: the run reports are what resuming reads.")
+    if args.part_id and args.num_parts is None:
+        raise InputError("--part-id needs --num-parts.")
+    num_parts = args.num_parts or 1
+    check_part(num_parts, args.part_id)  # before the inputs are searched
+    ray_options = None
+    if args.ray is not None:
+        from pantherseg.cohort.ray_runner import RayOptions
+
+        ray_options = RayOptions(address=None if args.ray == "local" else args.ray, workers=args.ray_workers,
+                                 cpus_per_worker=args.ray_cpus_per_worker, max_retries=args.max_retries,
+                                 gpus_per_worker=args.ray_gpus_per_worker)
+    if not args.verbose:
+        # One line per case comes from the cohort's progress; the per-case detail is in the reports.
+        logging.getLogger("pantherseg.api").setLevel(logging.WARNING)
+    report = run_cohort(args.input, output_dir=args.output, options=_run_options(args), num_parts=num_parts,
+                        part_id=args.part_id, resume=not args.overwrite, ray=ray_options,
+                        progress=make_cohort_progress(args.quiet))
+    for row in sorted(report.rows, key=lambda r: r.name):
+        if row.output is not None:
+            print(row.output)
+    stem = report_stem(args.output, (args.part_id, num_parts))
+    print(f"{report.summary()}; report: {stem}.csv", file=sys.stderr)
+    failed = report.failed
+    if failed:
+        print(f"pantherseg error: {len(failed)} of {len(report.rows)} case(s) failed (see {stem}.csv): "
+              + "; ".join(f"{row.name}: {row.error}" for row in failed[:3]) + ("; ..." if len(failed) > 3 else ""),
+              file=sys.stderr)
         return 1
     return 0
 
@@ -175,17 +222,14 @@ def _select(args: argparse.Namespace) -> int:
 
 def _export_onnx(args: argparse.Namespace) -> int:
     from pantherseg.config import load_config
-    from pantherseg.engine.members import build_network, load_members
+    from pantherseg.engine.members import load_members
     from pantherseg.engine.onnx_backend import export_member, onnx_path
     from pantherseg.paths import default_config, default_weights
-
-    import torch
 
     config = load_config(args.config or default_config())
     tasks = [args.task] if args.task else list(config.tasks)
     for task in tasks:
         for member in load_members(config.task(task), args.weights or default_weights()):
-            build_network(member, torch.device("cpu"))
             print(export_member(member, onnx_path(member)))
     return 0
 
@@ -204,7 +248,6 @@ def _export_openvino(args: argparse.Namespace) -> int:
     for task in tasks:
         for member in load_members(config.task(task), args.weights or default_weights()):
             print(convert_member(member, ir_path(member)))
-            member.network = None
     return 0
 
 

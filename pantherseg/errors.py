@@ -29,7 +29,8 @@ class ModelError(PantherError):
 
 
 class ConfigError(PantherError):
-    """ensemble_config.json is malformed or names something that does not exist."""
+    """ensemble_config.json is malformed or names something that does not exist, or a run setting (device,
+    precision, backend) is not one this machine can use."""
 
     exit_code = 4
 
@@ -55,3 +56,9 @@ def one_line(text: str, *, last: bool = False, default: str = "unknown error") -
     if not lines:
         return default
     return lines[-1] if last else lines[0]
+
+
+def short_repr(value: object, limit: int = 120) -> str:
+    """``repr(value)``, cut to ``limit`` characters: what an error line shows of a value it refuses."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

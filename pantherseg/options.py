@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from pantherseg.config import EnsembleConfig
+    from pantherseg.engine.runtime import EngineOptions
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class RunOptions:
         budget_from_process_start: the first case's budget counts from process start instead of the call,
             as grand-challenge counts from container start (the entry points set it; a long-lived process
             such as a notebook or a server must not, or its later calls would start out of time).
+        cpu_threads: CPU threads for the networks (default: the process's CPU quota); a cohort worker
+            sharing a node sets its share.
     """
 
     task: str = "t1"
@@ -71,6 +74,7 @@ class RunOptions:
     preview_dir: Path | str | None = None
     stop_on_error: bool = True
     budget_from_process_start: bool = False
+    cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
         """The numbers a caller of the API may pass wrong, refused as the flags are (ConfigError, exit 4)."""
@@ -93,6 +97,13 @@ class RunOptions:
                   "tile_batch_size": args.tile_batch_size, "precision": args.precision, "backend": args.backend,
                   "budget_from_process_start": True}
         return cls(**{**mapped, **fields})
+
+    def engine_options(self) -> "EngineOptions":
+        """How the ensemble runs: device, precision, backend, tile batch size, CPU threads."""
+        from pantherseg.engine.runtime import EngineOptions
+
+        return EngineOptions(device=self.device, precision=self.precision, backend=self.backend,
+                             tile_batch_size=self.tile_batch_size, cpu_threads=self.cpu_threads)
 
     def but(self, **fields) -> "RunOptions":
         """A copy with ``fields`` changed; an unknown name is a TypeError naming it."""

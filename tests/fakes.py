@@ -36,3 +36,22 @@ class EchoNetwork(torch.nn.Module):
         tumour = self.scale * x[:, :1] + self.shift
         others = [torch.zeros_like(tumour)] * (self.classes - 1)
         return torch.cat([others[0], tumour, *others[1:]], dim=1)
+
+
+def run_report(**changes):
+    """A complete run report (pantherseg.run_report.RunReport) with ``changes``: for code that reads reports."""
+    from pantherseg.engine.outcomes import MemberOutcome, MemberStatus
+    from pantherseg.run_report import OutputRecord, RunReport
+
+    fields = dict(
+        task="t1", input={"path": "/in/case.mha", "size_xyz": [4, 5, 6]},
+        output=OutputRecord(path="/out/case.mha", paths=("/out/case.mha", "/out/case.seg.dcm"), tumor_voxels=12,
+                            tumor_volume_mm3=36.0004, tumor_statistics={"volume_ml": 0.036}),
+        device="cpu (torch, float32)", weights="/weights", config="/ensemble_config.json",
+        members=(MemberOutcome("a", "all-rounder", 1.0, MemberStatus.RAN, tiles_done=3, tiles_total=3, network_s=1.5),
+                 MemberOutcome("b", "volume", 2.0, MemberStatus.SKIPPED, reason="projected 400 s")),
+        timings_s={"read": 0.25, "network": 1.5}, notes=("a note",),
+        quality={"score": 0.8, "review": False, "reasons": []}, run_hash="ab" * 32,
+        software={"pantherseg": "0"})
+    fields.update(changes)
+    return RunReport(**fields)

@@ -68,7 +68,7 @@ def test_a_threshold_of_one_flags_every_case_and_zero_none(case, tiny_weights, t
         config = tmp_path / f"config-{threshold}.json"
         config.write_text(json.dumps({**raw, "quality_review_below": threshold}))
         out = tmp_path / str(threshold)
-        quality = _run(case, tiny_weights, config, out, caplog).report["quality"]
+        quality = _run(case, tiny_weights, config, out, caplog).report.quality
         scores.append(quality["score"])
         if threshold == 1.0 and quality["score"] < 1:
             assert quality["review"] and any("below the review threshold 1.00" in r for r in quality["reasons"])

@@ -2,10 +2,10 @@
 
 The layers, lowest first (README, "How it works"):
 
-- base: ``errors``, ``config``, ``paths``, ``run_state``;
+- base: ``errors``, ``config``, ``json_files``, ``paths``, ``run_state``;
 - ``io`` and ``dicom`` (files in and out; they may use each other, module cycles aside);
 - ``engine`` (uses base and io) and ``evaluation`` (uses base and io only: never the engine);
-- ``api``, ``options`` (RunOptions and the run flags) and ``progress`` (use everything below);
+- ``api``, ``options`` (RunOptions and the run flags), ``run_report`` and ``progress`` (use everything below);
 - the entry points: ``cli``, ``__main__``, ``cohort``, ``container``.
 
 Every import counts, also those inside functions (the lazy ones that keep ``--help`` fast) and those
@@ -24,12 +24,12 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "pantherseg"
 
 LAYERS = {
-    "base": {"errors", "config", "paths", "run_state"},
+    "base": {"errors", "config", "json_files", "paths", "run_state"},
     "io": {"io"},
     "dicom": {"dicom"},
     "engine": {"engine"},
     "evaluation": {"evaluation"},
-    "api": {"api", "options", "progress"},
+    "api": {"api", "options", "progress", "run_report"},
     "entry": {"cli", "__main__", "cohort", "container"},
 }
 MAY_IMPORT = {

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from pantherseg.config import load_config
 from pantherseg.engine.ensemble import Ensemble
+from pantherseg.engine.runtime import EngineOptions
 from pantherseg.engine.memory_estimate import check_prediction_fits
 from pantherseg.errors import PantherError
 from pantherseg.io.images import mask_image, volume_from_image, write_image_atomically
@@ -42,12 +43,12 @@ PIXEL_TYPES = {
 @pytest.fixture(scope="module")
 def micro_ensemble(micro_weights):
     root, config = micro_weights
-    return Ensemble.load(config=load_config(config), task="t1", weights=root, device="cpu")
+    return Ensemble.load(config=load_config(config), task="t1", weights=root, engine=EngineOptions(device="cpu"))
 
 
 @pytest.fixture(scope="module")
 def tiny_ensemble(tiny_weights, tiny_config):
-    return Ensemble.load(config=load_config(tiny_config), task="t1", weights=tiny_weights, device="cpu")
+    return Ensemble.load(config=load_config(tiny_config), task="t1", weights=tiny_weights, engine=EngineOptions(device="cpu"))
 
 
 @st.composite

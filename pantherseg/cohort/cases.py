@@ -2,10 +2,13 @@
 
 Rules (the same on every machine, so N processes given the same arguments agree on the list):
 - A folder is searched recursively for image files (.mha, .nii.gz, .nii, .mhd, .nrrd); hidden files
-  and anything inside the output folder are ignored. A file given directly is one case.
+  and anything inside the output folder are ignored. A file given directly is one case. A folder that
+  holds DICOM files and no image files is one case too: its series (pantherseg.dicom), which is what
+  the DICOM output formats (dicom-seg, rtstruct) need.
 - A case's output name is its path relative to the folder it was found in, without the image
   suffix, with "/" replaced by "__": ``site_a/case1.mha`` -> ``site_a__case1``; a file directly in
-  the folder keeps its stem, as ``pantherseg predict`` names it. The name depends on the file alone,
+  the folder keeps its stem, as ``pantherseg predict`` names it; a DICOM folder is named by its path
+  (``site_a/patient7/``, -> ``site_a__patient7``; an input folder that is itself one: its name). The name depends on the file alone,
   never on which other files exist, so adding cases to a cohort never renames finished ones.
 - Two inputs with the same output name are refused, naming both files.
 - The list is sorted by output name; part K of N is every N-th case starting at K (round-robin, as
@@ -27,17 +30,21 @@ SUBFOLDER_SEPARATOR = "__"
 
 @dataclass(frozen=True)
 class Case:
-    """One input image and the name its mask and report get (``<name>.mha``, ``<name>.report.json``)."""
+    """One input (an image file or a DICOM folder) and the stem its outputs and report get
+    (``<name>.mha``, ``<name>.report.json``)."""
 
     name: str
     path: Path
 
 
 def case_name(path: Path, root: Path | None) -> str:
-    """``root/a/b/case.nii.gz`` -> ``a__b__case``; a file given directly (root None) -> its stem."""
+    """``root/a/b/case.nii.gz`` -> ``a__b__case``; a file given directly (root None) -> its stem; a DICOM
+    folder ``root/a/b/`` -> ``a__b``."""
     if root is None:
-        return image_stem(path)
+        return path.name if path.is_dir() else image_stem(path)
     relative = path.relative_to(root)
+    if path.is_dir():
+        return SUBFOLDER_SEPARATOR.join(relative.parts) or path.name
     return SUBFOLDER_SEPARATOR.join([*relative.parent.parts, image_stem(relative.name)])
 
 
@@ -57,10 +64,10 @@ def list_cases(inputs: Path | str | Sequence[Path | str], *, exclude: Path | str
             raise InputError(f"The output folder {item} is also an input folder: its masks would become cases "
                              f"of the next run. Write the masks to another folder.")
         if item.is_dir():
-            found = [Case(case_name(path, item), path) for path in _image_files(item, excluded)]
+            found = [Case(case_name(path, item), path) for path in _case_paths(item, excluded)]
             if not found:
                 raise InputError(f"No images in {item} or its subfolders: expected .mha, .nii.gz, .nii, .mhd "
-                                 f"or .nrrd files.")
+                                 f"or .nrrd files, or folders of DICOM files.")
         elif item.is_file():
             found = [Case(case_name(item, None), item)]
         else:
@@ -68,20 +75,27 @@ def list_cases(inputs: Path | str | Sequence[Path | str], *, exclude: Path | str
         for case in found:
             other = cases.get(case.name)
             if other is not None and other.path != case.path:
-                raise InputError(f"{other.path} and {case.path} would both write the mask '{case.name}.mha'; "
+                raise InputError(f"{other.path} and {case.path} would both write the outputs '{case.name}.*'; "
                                  f"rename one of them.")
             cases[case.name] = case
     return [cases[name] for name in sorted(cases)]
 
 
-def _image_files(root: Path, excluded: Path | None) -> list[Path]:
-    files = []
+def _case_paths(root: Path, excluded: Path | None) -> list[Path]:
+    """The image files under ``root``, and the folders that hold DICOM files but no image file."""
+    from pantherseg.dicom import is_dicom_file  # the standard library only
+
+    paths = []
     for folder, subfolders, names in os.walk(root, followlinks=False):
         here = Path(folder)
         subfolders[:] = sorted(s for s in subfolders
                                if not s.startswith(".") and (excluded is None or (here / s).resolve() != excluded))
-        files.extend(here / name for name in names if is_image_file(here / name))
-    return files
+        images = [here / name for name in names if is_image_file(here / name)]
+        paths.extend(images)
+        if not images and any(not name.startswith(".") and (here / name).is_file() and is_dicom_file(here / name)
+                              for name in names):  # is_file first: a FIFO is never opened
+            paths.append(here)
+    return paths
 
 
 def check_part(num_parts: int, part_id: int) -> None:

@@ -54,7 +54,8 @@ class RayOptions:
 class _Slot:
     actor: object
     worker: str | None = None
-    replacements: int = 0
+    replacements: int = 0  # new actors this slot was given
+    deaths: int = 0  # times its current actor died (Ray restarts it max_restarts times)
 
 
 @dataclass
@@ -83,8 +84,8 @@ def run_ray(cases: Sequence[Case], settings: CohortSettings, options: RayOptions
             actors.append(actor)
             return actor
 
-        return _drive(ray, [_Slot(new_actor()) for _ in range(plan.workers)], new_actor, cases, options, progress,
-                      rows)
+        return _Dispatcher(ray, [_Slot(new_actor()) for _ in range(plan.workers)], new_actor, cases, options,
+                           progress, rows).run()
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
@@ -109,7 +110,7 @@ def plan_workers(cluster: dict, largest_node: dict, settings: CohortSettings, op
                  cases: int) -> _Plan:
     """How many actors, with which resources; ResourceError if one actor fits on no node."""
     gpus, cpus = int(cluster.get("GPU", 0)), float(cluster.get("CPU", 0))
-    use_gpu = gpus > 0 and settings.device != "cpu"
+    use_gpu = gpus > 0 and settings.options.device != "cpu"
     if not 0 < options.gpus_per_worker <= 1:
         raise ResourceError(f"--ray-gpus-per-worker must be in (0, 1], found {options.gpus_per_worker}.")
     if use_gpu:
@@ -117,12 +118,12 @@ def plan_workers(cluster: dict, largest_node: dict, settings: CohortSettings, op
         per_worker_cpus = options.cpus_per_worker or max(1.0, float(int(cpus // workers)))
         actor_options = {"num_gpus": options.gpus_per_worker, "num_cpus": per_worker_cpus}
         # Ray gives each actor its own GPU as cuda:0 (CUDA_VISIBLE_DEVICES).
-        settings = dataclasses.replace(settings, device="cuda")
+        settings = dataclasses.replace(settings, options=settings.options.but(device="cuda"))
     else:
         per_worker_cpus = options.cpus_per_worker or float(min(DEFAULT_CPUS_PER_WORKER, max(1, int(cpus))))
         workers = options.workers or max(1, int(cpus // per_worker_cpus))
         actor_options = {"num_cpus": per_worker_cpus}
-        settings = dataclasses.replace(settings, cpu_threads=max(1, int(per_worker_cpus)))
+        settings = dataclasses.replace(settings, options=settings.options.but(cpu_threads=max(1, int(per_worker_cpus))))
     if per_worker_cpus > largest_node.get("CPU", 0) or (use_gpu and largest_node.get("GPU", 0) < options.gpus_per_worker):
         raise ResourceError(
             f"A Ray worker needs {actor_options} but the largest node has {largest_node}; "
@@ -132,85 +133,106 @@ def plan_workers(cluster: dict, largest_node: dict, settings: CohortSettings, op
     return _Plan(workers=max(1, min(workers, cases)), actor_options=actor_options, settings=settings)
 
 
-def _drive(ray, slots: list[_Slot], new_actor, cases: Sequence[Case], options: RayOptions,
-           progress: CohortProgress, rows: list[CaseRow]) -> tuple[list[dict], int]:
-    """Hand out cases until every one has a row in ``rows``; returns worker descriptions, worker deaths.
+class _Dispatcher:
+    """Hands out cases until every one has a row; one case (or one ready() probe) in flight per slot.
 
-    A slot whose actor died is not given cases while Ray restarts it (calls to a restarting actor
-    fail at once): it is probed with ready() every RESTART_PROBE_S until the new process has loaded
-    the ensemble, and only then gets the next case.
+    A slot whose actor died is not given cases while Ray restarts it (calls to a restarting actor fail at
+    once): it is probed with ready() every RESTART_PROBE_S until the new process has loaded the ensemble,
+    and only then gets the next case. Ray's failures are told apart by their type: ``ActorUnavailableError``
+    (the actor may come back), ``ActorDiedError`` (Ray restarts it while it has restarts left, counted
+    here; after that it is dead for good and a new actor takes the slot, within bounds), an actor whose
+    constructor raised (the ensemble cannot load: the cohort stops), and ``RayTaskError`` (a bug in
+    process(): that case's row).
     """
-    from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
-    queue = deque(cases)
-    attempts: Counter = Counter()
-    pending: dict = {}  # ObjectRef -> (slot, case); case None for a slot's ready() probe
-    resting: list[tuple[float, _Slot]] = []  # (time to probe again, slot) while Ray restarts the actor
-    infos: list[dict] = []
-    deaths = 0
+    def __init__(self, ray, slots: list[_Slot], new_actor, cases: Sequence[Case], options: RayOptions,
+                 progress: CohortProgress, rows: list[CaseRow]):
+        self.ray, self.new_actor, self.options, self.progress, self.rows = ray, new_actor, options, progress, rows
+        self.queue = deque(cases)
+        self.attempts: Counter = Counter()
+        self.pending: dict = {}  # ObjectRef -> (slot, case); case None for a slot's ready() probe
+        self.resting: list[tuple[float, _Slot]] = []  # (time to probe again, slot) while Ray restarts the actor
+        self.infos: list[dict] = []
+        self.deaths = 0
+        for slot in slots:
+            self.probe(slot)
 
-    def dispatch(slot: _Slot) -> None:
-        if queue:
-            case = queue.popleft()
-            pending[slot.actor.process.remote(case)] = (slot, case)
-            progress.case_started(case, slot.worker)
+    def run(self) -> tuple[list[dict], int]:
+        """Returns the workers' descriptions and the number of worker deaths."""
+        while self.queue or any(case is not None for _, case in self.pending.values()):
+            if not self.pending and not self.resting:
+                _fail_remaining(self.queue, self.rows, self.progress, "no Ray worker left (each died repeatedly)")
+                break
+            self.wake_rested()
+            timeout = min([WAIT_LOG_S, *(max(0.0, t - time.monotonic()) for t, _ in self.resting)])
+            if not self.pending:
+                time.sleep(timeout)
+                continue
+            done, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=timeout)
+            if not done:
+                if not self.infos and not self.resting:
+                    log.warning("Waiting for Ray workers to start (a node with the resources asked for)...")
+                continue
+            self.collect(done[0])
+        return self.infos, self.deaths
 
-    def probe(slot: _Slot) -> None:
-        pending[slot.actor.ready.remote()] = (slot, None)
+    def dispatch(self, slot: _Slot) -> None:
+        if self.queue:
+            case = self.queue.popleft()
+            self.pending[slot.actor.process.remote(case)] = (slot, case)
+            self.progress.case_started(case, slot.worker)
 
-    for slot in slots:
-        probe(slot)
-    while queue or any(case is not None for _, case in pending.values()):
-        if not pending and not resting:
-            _fail_remaining(queue, rows, progress, "no Ray worker left (each died repeatedly)")
-            break
+    def probe(self, slot: _Slot) -> None:
+        self.pending[slot.actor.ready.remote()] = (slot, None)
+
+    def wake_rested(self) -> None:
         now = time.monotonic()
-        for entry in [e for e in resting if e[0] <= now]:
-            resting.remove(entry)
-            probe(entry[1])
-        timeout = min([WAIT_LOG_S, *(max(0.0, t - now) for t, _ in resting)])
-        if not pending:
-            time.sleep(timeout)
-            continue
-        done, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
-        if not done:
-            if not infos and not resting:
-                log.warning("Waiting for Ray workers to start (a node with the resources asked for)...")
-            continue
-        slot, case = pending.pop(done[0])
+        for entry in [e for e in self.resting if e[0] <= now]:
+            self.resting.remove(entry)
+            self.probe(entry[1])
+
+    def collect(self, ref) -> None:
+        from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
+
+        slot, case = self.pending.pop(ref)
         try:
-            value = ray.get(done[0])
+            value = self.ray.get(ref)
         except RayActorError as error:
-            if getattr(error, "actor_init_failed", False):  # the constructor raised: every replacement would too
-                raise ResourceError(f"A Ray worker could not load the ensemble: {_init_error(error)}") from None
+            if error.actor_init_failed:  # the constructor raised: every replacement would too
+                raise ResourceError(f"A Ray worker could not load the ensemble: {_init_error(error)}") from error
             if case is not None:
-                deaths += 1
-                _case_failed(case, slot, error, attempts, options.max_retries, queue, rows, progress)
-            if isinstance(error, ActorDiedError) and not _is_restarting(error):
-                # Dead for good (restarts used up, node lost): a new actor takes the slot, within bounds.
-                if slot.replacements >= options.max_retries + 1:
-                    log.error("Ray worker %s died too often; not replaced again", slot.worker)
-                    continue
-                slot.actor, slot.replacements = new_actor(), slot.replacements + 1
-                probe(slot)
-            else:
-                resting.append((time.monotonic() + RESTART_PROBE_S, slot))
-            continue
+                self.deaths += 1
+                _case_failed(case, slot, error, self.attempts, self.options.max_retries, self.queue, self.rows,
+                             self.progress)
+            if isinstance(error, ActorDiedError):  # not ActorUnavailableError: that one may come back as it is
+                slot.deaths += 1
+                if slot.deaths > self.options.max_retries + 1:  # Ray's restarts used up: dead for good
+                    self.replace(slot)
+                    return
+            self.resting.append((time.monotonic() + RESTART_PROBE_S, slot))
+            return
         except RayTaskError as error:  # process() reports bad cases itself; this is a bug, reported
             value = CaseRow(name=case.name, input=str(case.path), status="error", worker=slot.worker,
                             error=f"unexpected error in the worker: {one_line(str(error))}")
         if case is None:
             if "error" in value:
                 raise_load_error(value["error"])
-            if value["worker"] not in {info["worker"] for info in infos}:
-                infos.append(value)
+            if value["worker"] not in {info["worker"] for info in self.infos}:
+                self.infos.append(value)
             slot.worker = value["worker"]
         else:
-            value.attempts = attempts[case.name] + 1
-            rows.append(value)
-            progress.case_finished(value)
-        dispatch(slot)
-    return infos, deaths
+            value.attempts = self.attempts[case.name] + 1
+            self.rows.append(value)
+            self.progress.case_finished(value)
+        self.dispatch(slot)
+
+    def replace(self, slot: _Slot) -> None:
+        """A new actor for a slot whose actor is dead for good (restarts used up, node lost), within bounds."""
+        if slot.replacements >= self.options.max_retries + 1:
+            log.error("Ray worker %s died too often; not replaced again", slot.worker)
+            return
+        slot.actor, slot.replacements, slot.deaths = self.new_actor(), slot.replacements + 1, 0
+        self.probe(slot)
 
 
 def _case_failed(case: Case, slot: _Slot, error: Exception, attempts: Counter, max_retries: int, queue: deque,
@@ -231,10 +253,6 @@ def _case_failed(case: Case, slot: _Slot, error: Exception, attempts: Counter, m
 def _init_error(error: Exception) -> str:
     """The last line of the constructor's traceback (``RuntimeError: ...``), not Ray's preamble."""
     return one_line(str(error), last=True, default=type(error).__name__)
-
-
-def _is_restarting(error: Exception) -> bool:
-    return "restarting" in str(error).lower()
 
 
 def _fail_remaining(queue: deque, rows: list[CaseRow], progress: CohortProgress, reason: str) -> None:

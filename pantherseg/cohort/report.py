@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pantherseg.io.files import write_text_atomically
+from pantherseg.run_report import RunReport
 
 STATUSES = ("done", "skipped", "error", "worker-died")
 STAGES = ("read", "preprocess", "network", "export", "ensemble", "write")
@@ -46,12 +47,16 @@ class CaseRow:
     review: bool | None = None
     review_reasons: list[str] = field(default_factory=list)
 
-    def take_quality(self, run_report: dict) -> None:
-        """The score, flag and reasons of the run report's quality block (none in an older report)."""
-        quality = run_report.get("quality")
+    def take_report(self, report: RunReport) -> None:
+        """The case's mask, members, device, stage times and quality, from its run report."""
+        self.output = report.output.path
+        self.members_used = report.members_used
+        self.device = report.device
+        self.stages_s = {stage: seconds for stage, seconds in report.timings_s.items() if stage != "load"}
+        quality = report.quality
         if quality:
-            self.quality_score, self.review = quality["score"], quality["review"]
-            self.review_reasons = list(quality["reasons"])
+            self.quality_score, self.review = quality.get("score"), quality.get("review")
+            self.review_reasons = [str(reason) for reason in quality.get("reasons", [])]
 
 
 @dataclass

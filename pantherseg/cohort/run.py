@@ -13,6 +13,8 @@ from pantherseg.cohort.report import CaseRow, CohortReport, report_stem
 from pantherseg.cohort.resume import finished_report, run_hash
 from pantherseg.cohort.worker import CohortSettings
 from pantherseg.config import EnsembleConfig, load_config
+from pantherseg.io.outputs import check_output_formats
+from pantherseg.options import RunOptions
 from pantherseg.paths import default_config, default_weights
 from pantherseg.run_state import record_cohort
 
@@ -23,32 +25,28 @@ def run_cohort(
     inputs: Path | str | Sequence[Path | str],
     *,
     output_dir: Path | str,
-    task: str = "t1",
-    config: Path | str | EnsembleConfig | None = None,
-    weights: Path | str | None = None,
-    device: str = "auto",
-    tile_batch_size: int = 1,
-    precision: str | None = None,
-    backend: str | None = None,
-    time_budget_s: float | None = None,
+    options: RunOptions | None = None,
     num_parts: int = 1,
     part_id: int = 0,
     resume: bool = True,
     ray=None,
     write_reports: bool = True,
     progress: CohortProgress | None = None,
+    **fields,
 ) -> CohortReport:
     """Segment every case of a cohort; returns the cohort report (also written to the output folder).
 
     Args:
-        inputs: image files and/or folders (searched recursively; see cases.py for the naming rule).
-        output_dir: ``<name>.mha`` masks, ``<name>.report.json`` run reports and ``cohort_report.csv/.json``
-            (``cohort_report.part-K-of-N.*`` for a part).
-        task, config, weights, device, tile_batch_size, precision, backend, time_budget_s: as
-            :func:`pantherseg.api.segment`; every case gets its own time budget.
+        inputs: image files, DICOM folders and/or folders of them (searched recursively; see cases.py for
+            the naming rule).
+        output_dir: each case's outputs (``<name>.mha`` or the formats asked for) and ``<name>.report.json``
+            run report, and ``cohort_report.csv/.json`` (``cohort_report.part-K-of-N.*`` for a part).
+        options: the run's :class:`~pantherseg.options.RunOptions`, carried whole to every worker (task,
+            config, weights, engine options, output formats, previews, member outputs, ...); every case
+            gets its own time budget; ``report_dir`` is the output folder. ``**fields`` override them.
         num_parts, part_id: run only part ``part_id`` of ``num_parts`` (round-robin over the sorted
             cases), for N independent processes (Slurm arrays, Kubernetes indexed jobs).
-        resume: skip cases whose mask and report exist with this run's hash (see resume.py);
+        resume: skip cases whose outputs and report exist with this run's hash (see resume.py);
             False runs every case again.
         ray: None runs in this process; a :class:`pantherseg.cohort.ray_runner.RayOptions` runs on Ray.
         write_reports: write ``<name>.report.json`` (needed to resume).
@@ -60,29 +58,32 @@ def run_cohort(
     started = time.monotonic()
     progress = progress or CohortProgress()
     output_dir = Path(output_dir).absolute()
+    options = (options or RunOptions()).but(**fields)
+    config = options.config
     config = config if isinstance(config, EnsembleConfig) else load_config(config or default_config())
-    weights = Path(weights if weights is not None else default_weights()).absolute()
+    weights = Path(options.weights if options.weights is not None else default_weights()).absolute()
     cases = split_cases(list_cases(inputs, exclude=output_dir), num_parts, part_id)
-    fingerprint = run_hash(config, task, weights, precision=precision, backend=backend)
-    report = CohortReport(run_hash=fingerprint, task=task, output_dir=str(output_dir),
+    formats = check_output_formats(options.output_formats, [case.path for case in cases])
+    options = options.but(config=config, weights=weights, output_formats=formats, stop_on_error=True,
+                          report_dir=output_dir if write_reports else None, report_name=None)
+    fingerprint = run_hash(config, options.task, weights, precision=options.precision, backend=options.backend,
+                           roi_name=options.roi_name, series_uid=options.series_uid)
+    report = CohortReport(run_hash=fingerprint, task=options.task, output_dir=str(output_dir),
                           runner="ray" if ray is not None else "local", part=(part_id, num_parts))
 
     todo = []
     for case in cases:
-        existing = finished_report(case, output_dir, fingerprint) if resume and write_reports else None
+        existing = finished_report(case, output_dir, fingerprint, formats) if resume and write_reports else None
         if existing is None:
             todo.append(case)
         else:
-            report.rows.append(CaseRow(name=case.name, input=str(case.path), status="skipped", attempts=0,
-                                       output=existing["output"]["path"], device=existing.get("device"),
-                                       members_used=list(existing.get("members_used", []))))
+            row = CaseRow(name=case.name, input=str(case.path), status="skipped", attempts=0)
+            row.take_report(existing)
+            report.rows.append(row)
     log.info("cohort: %d case(s) in this part, %d already done, %d to run (run hash %s)",
              len(cases), len(cases) - len(todo), len(todo), fingerprint[:12])
 
-    settings = CohortSettings(config=config, task=task, weights=str(weights), output_dir=str(output_dir),
-                              run_hash=fingerprint, device=device, tile_batch_size=tile_batch_size,
-                              precision=precision, backend=backend, time_budget_s=time_budget_s,
-                              write_reports=write_reports)
+    settings = CohortSettings(options=options, output_dir=str(output_dir), run_hash=fingerprint)
     progress.start(len(todo), len(cases) - len(todo))
     stem = report_stem(output_dir, (part_id, num_parts))
     try:

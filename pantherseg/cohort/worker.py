@@ -13,32 +13,24 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from pantherseg.cohort.cases import Case
 from pantherseg.cohort.report import CaseRow
-from pantherseg.config import EnsembleConfig
 from pantherseg.errors import PantherError
+from pantherseg.options import RunOptions
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class CohortSettings:
-    """Everything a worker needs, picklable (it travels to Ray actors on other machines)."""
+    """Everything a worker needs, picklable (it travels to Ray actors on other machines): the run's options
+    carried whole (their config parsed, their weights absolute; ``report_dir`` is the output folder unless
+    reports are off), the output folder and the run hash the reports carry."""
 
-    config: EnsembleConfig
-    task: str
-    weights: str
+    options: RunOptions
     output_dir: str
     run_hash: str
-    device: str = "auto"
-    tile_batch_size: int = 1
-    precision: str | None = None
-    backend: str | None = None
-    time_budget_s: float | None = None
-    write_reports: bool = True
-    cpu_threads: int | None = None  # threads for torch / OpenVINO on the CPU; None: the CPU quota (all cores)
     log_level: int | None = None  # set in worker processes that do not inherit the driver's logging
 
 
@@ -71,20 +63,9 @@ class CaseWorker:
             self.load_error = (type(error).__name__, str(error))
 
     def _load(self) -> None:
-        from pantherseg.engine.ensemble import Ensemble
+        from pantherseg.api import load_ensemble
 
-        s = self.settings
-        self.ensemble = Ensemble.load(config=s.config, task=s.task, weights=Path(s.weights), device=s.device,
-                                      tile_batch_size=s.tile_batch_size, precision=s.precision, backend=s.backend)
-        self.ensemble.keep_networks = True  # case after case: build each network once
-        if s.cpu_threads is not None and self.ensemble.device.type == "cpu":
-            # Several workers share a node: each keeps to its share of the cores, not all of them.
-            import torch
-
-            torch.set_num_threads(s.cpu_threads)
-            for member in self.ensemble.members:
-                if hasattr(member.network, "threads"):  # an OpenVINO network, compiled on first use
-                    member.network.threads = s.cpu_threads
+        self.ensemble = load_ensemble(self.settings.options, keep_networks=True)  # case after case: built once
 
     def ready(self) -> dict:
         """Who this worker is, or why it could not load the ensemble (``error``)."""
@@ -92,7 +73,7 @@ class CaseWorker:
             return {"worker": self.name, "error": list(self.load_error)}
         ensemble = self.ensemble
         return {"worker": self.name, "pid": os.getpid(), "load_s": round(ensemble.load_s, 3),
-                "device": f"{ensemble.device} ({ensemble.backend}, {ensemble.autocast_dtype or 'float32'})"}
+                "device": ensemble.describe_device()}
 
     def process(self, case: Case) -> CaseRow:
         from pantherseg.api import segment_case
@@ -104,9 +85,8 @@ class CaseWorker:
         started = time.perf_counter()
         row = CaseRow(name=case.name, input=str(case.path), status="error", worker=self.name)
         try:
-            result = segment_case(self.ensemble, case.path, output_dir=s.output_dir, name=case.name,
-                                  weights=s.weights, config=s.config, time_budget_s=s.time_budget_s,
-                                  report_dir=s.output_dir if s.write_reports else None, run_hash=s.run_hash)
+            result = segment_case(self.ensemble, case.path, output_dir=s.output_dir, options=s.options,
+                                  name=case.name, run_hash=s.run_hash)
         except PantherError as error:
             row.error = str(error)
         except MemoryError:
@@ -115,13 +95,8 @@ class CaseWorker:
             log.exception("%s: unexpected error", case.name)
             row.error = f"unexpected {type(error).__name__}: {' '.join(str(error).split())}"
         else:
-            report = result.report
             row.status = "done"
-            row.output = str(result.output)
-            row.members_used = list(report["members_used"])
-            row.device = report["device"]
-            row.stages_s = {k: v for k, v in report["timings_s"].items() if k != "load"}
-            row.take_quality(report)
+            row.take_report(result.report)
         row.seconds = round(time.perf_counter() - started, 3)
         if row.error:
             log.error("%s: %s", case.name, row.error)

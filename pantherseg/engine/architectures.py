@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from pantherseg.errors import ModelError
+from pantherseg.errors import ModelError, short_repr
 
 if TYPE_CHECKING:
     import torch
@@ -47,21 +47,21 @@ def check_architecture(class_name: object, arch_kwargs: object, requires_import:
     _module_and_class(class_name, owner)
     if not isinstance(arch_kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in arch_kwargs):
         raise ModelError(f"{owner}: plans.json 'arch_kwargs' must be an object of keyword arguments, "
-                         f"found {_short(arch_kwargs)}.")
+                         f"found {short_repr(arch_kwargs)}.")
     stages = arch_kwargs.get("n_stages")
     if stages is not None and not (isinstance(stages, int) and not isinstance(stages, bool) and 1 <= stages <= MAX_STAGES):
         raise ModelError(f"{owner}: plans.json arch_kwargs 'n_stages' must be an integer in [1, {MAX_STAGES}], "
-                         f"found {_short(stages)}.")
+                         f"found {short_repr(stages)}.")
     if not isinstance(requires_import, (list, tuple)):
         raise ModelError(f"{owner}: plans.json '_kw_requires_import' must be a list of arch_kwargs keys, "
-                         f"found {_short(requires_import)}.")
+                         f"found {short_repr(requires_import)}.")
     for key in requires_import:
         if not isinstance(key, str) or key not in arch_kwargs:
-            raise ModelError(f"{owner}: plans.json '_kw_requires_import' names {_short(key)}, which is not a key of "
+            raise ModelError(f"{owner}: plans.json '_kw_requires_import' names {short_repr(key)}, which is not a key of "
                              f"arch_kwargs; refused (nothing is imported from a model's plans).")
         value = arch_kwargs[key]
         if value is not None and not _is_layer_name(value):
-            raise ModelError(f"{owner}: plans.json arch_kwargs '{key}' is {_short(value)}; only torch.nn layer "
+            raise ModelError(f"{owner}: plans.json arch_kwargs '{key}' is {short_repr(value)}; only torch.nn layer "
                              f"classes (e.g. torch.nn.modules.conv.Conv3d) may be named there; refused.")
 
 
@@ -77,7 +77,7 @@ def _module_and_class(class_name: object, owner: str) -> tuple[str, str]:
             if module_path.startswith(f"{_PACKAGE}.") and name in ALLOWED_ARCHITECTURES.get(module, ()):
                 return module, name
     raise ModelError(
-        f"{owner}: plans.json names the architecture {_short(class_name)}, which is not an allowed network; "
+        f"{owner}: plans.json names the architecture {short_repr(class_name)}, which is not an allowed network; "
         f"expected one of {allowed_names()}. Refused before anything was imported or called."
     )
 
@@ -126,9 +126,5 @@ def build_network_on_meta(class_name: object, arch_kwargs: dict, requires_import
     except (AttributeError, TypeError, KeyError, ValueError, RuntimeError, IndexError, ZeroDivisionError,
             AssertionError) as error:
         raise ModelError(f"{owner}: the plans' architecture {cls.__name__} cannot be built from its arch_kwargs: "
-                         f"{_short(str(error))}.") from None
+                         f"{short_repr(str(error))}.") from None
 
-
-def _short(value: object, limit: int = 120) -> str:
-    text = repr(value) if not isinstance(value, str) else f"'{value}'"
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -26,35 +25,18 @@ import numpy as np
 
 from pantherseg.config import EnsembleConfig, TaskSpec
 from pantherseg.engine.deadline import Deadline, TileCostModel
-from pantherseg.engine.members import Member, build_network, load_members
+from pantherseg.engine.members import Member, load_members
+from pantherseg.engine.networks import Backend, Network, make_backend
+from pantherseg.engine.outcomes import MemberOutcome, MemberStatus
 from pantherseg.engine.quality import tumour_mask
-from pantherseg.engine.runtime import prepare_networks, resolve_backend, resolve_device, resolve_precision
+from pantherseg.engine.runtime import EngineOptions, resolve_backend, resolve_device, resolve_precision
+from pantherseg.engine.stage_timer import StageTimer
 from pantherseg.engine.weighted_mean import (FolderResult, ModelFolders, SharedPreprocessing, WeightedMean,
                                              uncovered_to_background)
 from pantherseg.errors import ModelError, ResourceError
 from pantherseg.io.images import Volume
-from pantherseg.io.report import USED_STATUSES
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class MemberOutcome:
-    """What happened to one member in one prediction."""
-
-    name: str
-    role: str
-    weight: float
-    status: str = "pending"  # ran | partial | skipped | stopped (USED_STATUSES: its map is in the mean)
-    reason: str = ""
-    tiles_done: int = 0
-    tiles_total: int = 0
-    network_s: float = 0.0
-
-    def settle(self, status: str, reason: str) -> None:
-        """A status other than plain 'ran', with the reason the run report and the log give."""
-        self.status, self.reason = status, reason
-        log.warning("%s (%s): %s", self.name, status, reason)
 
 
 @dataclass
@@ -69,7 +51,7 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
 
     def members_used(self) -> list[str]:
-        return [o.name for o in self.outcomes if o.status in USED_STATUSES]
+        return [o.name for o in self.outcomes if o.status.used]
 
 
 class ProgressListener:
@@ -86,50 +68,71 @@ class ProgressListener:
 
 
 class Ensemble:
-    """A validated, loaded ensemble for one task. Load once, predict many cases."""
+    """A validated, loaded ensemble for one task. Load once, predict many cases.
 
-    def __init__(self, *, config: EnsembleConfig, task: TaskSpec, members: list[Member], device,
-                 tile_batch_size: int = 1, load_s: float = 0.0, autocast_dtype=None, backend: str = "torch"):
+    The ensemble owns its members' networks (``networks``: member name -> network), built by its
+    backend when a member first runs. ``keep_networks`` keeps them for the next case (an ensemble loaded
+    once predicts many cases); False releases each right after its member ran, so only one member's
+    weights are in memory at a time (6 ResEnc-L = 2.4 GB): what a single case wants.
+    """
+
+    def __init__(self, *, config: EnsembleConfig, task: TaskSpec, members: list[Member], backend: Backend,
+                 device, weights: Path | None = None, autocast_dtype=None, tile_batch_size: int = 1,
+                 cpu_threads: int | None = None, load_s: float = 0.0, keep_networks: bool = True):
         self.config = config
+        self.weights = weights  # the weights root the members were found in (for the run report)
         self.task = task
         self.members = members
-        self.device = device
-        self.tile_batch_size = tile_batch_size
-        self.load_s = load_s
-        self.autocast_dtype = autocast_dtype
         self.backend = backend
-        # Torch networks are built when a member runs and kept for the next case (the default: an
-        # ensemble loaded once predicts many cases). False drops each right after its member ran, so
-        # only one member's weights are in memory at a time (6 ResEnc-L = 2.4 GB): segment() sets it
-        # for a single case.
-        self.keep_networks = True
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+        self.tile_batch_size = tile_batch_size
+        self.cpu_threads = cpu_threads
+        self.load_s = load_s
+        self.keep_networks = keep_networks
+        self.networks: dict[str, Network] = {}
 
     @classmethod
-    def load(cls, *, config: EnsembleConfig, task: str, weights: Path, device: str = "auto",
-             tile_batch_size: int = 1, precision: str | None = None,
-             backend: str | None = None) -> "Ensemble":
-        """Validate every member (files, label maps, checkpoint vs plans), then build the networks.
-
-        ``precision`` ("auto", "fp32", "bf16", "fp16") and ``backend`` ("auto", "torch",
-        "onnxruntime", "openvino") override the config's."""
+    def load(cls, *, config: EnsembleConfig, task: str, weights: Path, engine: EngineOptions = EngineOptions(),
+             keep_networks: bool = True, backend: Backend | None = None) -> "Ensemble":
+        """Validate every member (files, label maps, checkpoint vs plans), then make the backend (which
+        exports or converts what it needs now, not during a case). ``engine``'s precision and backend
+        override the config's; ``backend``: one the caller built instead (pantherseg.engine.networks'
+        GivenNetworks: stand-in networks for benchmarks and tests)."""
         started = time.perf_counter()
         task_spec = config.task(task)
         members = load_members(task_spec, Path(weights))
-        torch_device = resolve_device(device)
-        autocast_dtype = resolve_precision(precision or config.precision, torch_device)
-        backend = resolve_backend(backend or config.backend, torch_device, members)
-        autocast_dtype = prepare_networks(members, backend, torch_device, autocast_dtype)
+        torch_device = resolve_device(engine.device)
+        autocast_dtype = resolve_precision(engine.precision or config.precision, torch_device)
+        if backend is None:
+            backend_name = resolve_backend(engine.backend or config.backend, torch_device, members)
+            backend, autocast_dtype = make_backend(backend_name, torch_device, members, autocast_dtype)
         load_s = time.perf_counter() - started
         log.info("Loaded %d members for task %s on %s (%s, %s) in %.1f s", len(members), task_spec.name,
-                 torch_device, backend, autocast_dtype or "float32", load_s)
-        return cls(config=config, task=task_spec, members=members, device=torch_device,
-                   tile_batch_size=tile_batch_size, load_s=load_s, autocast_dtype=autocast_dtype, backend=backend)
+                 torch_device, backend.name, autocast_dtype or "float32", load_s)
+        return cls(config=config, task=task_spec, members=members, backend=backend, device=torch_device,
+                   weights=Path(weights), autocast_dtype=autocast_dtype, tile_batch_size=engine.tile_batch_size,
+                   cpu_threads=engine.cpu_threads, load_s=load_s, keep_networks=keep_networks)
 
-    def network(self, member: Member):
-        """The member's network, built from its plans and checkpoint if it is not in memory."""
-        if member.network is None:
-            build_network(member, self.device)
-        return member.network
+    def network(self, member: Member) -> Network:
+        """The member's network: the one in memory, else a new one from the backend."""
+        network = self.networks.get(member.name)
+        if network is None:
+            network = self.backend.build(member)
+            if self.cpu_threads is not None and self.device.type == "cpu":
+                network.set_threads(self.cpu_threads)
+            self.networks[member.name] = network
+        return network
+
+    def release_network(self, member: Member) -> None:
+        """Free the member's network (the backend builds it again when the member next runs)."""
+        network = self.networks.pop(member.name, None)
+        if network is not None:
+            network.release()
+
+    def describe_device(self) -> str:
+        """What the run report and the cohort's rows call the device: ``cpu (torch, float32)``."""
+        return f"{self.device} ({self.backend.name}, {self.autocast_dtype or 'float32'})"
 
     @property
     def num_classes(self) -> int:
@@ -147,15 +150,15 @@ class Ensemble:
         mean of probabilities across folders (pantherseg.engine.weighted_mean)."""
         progress = progress or ProgressListener()
         deadline = deadline or Deadline.unlimited()
-        timings: dict[str, float] = defaultdict(float)
+        timer = StageTimer()
         outcomes = [MemberOutcome(m.name, m.spec.role, m.spec.weight) for m in self.members]
         prediction = Prediction(mask=np.zeros(volume.shape_zyx, dtype=np.uint8), probabilities=None,
-                                outcomes=outcomes, timings_s=timings, notes=list(volume.notes))
+                                outcomes=outcomes, timings_s=timer.seconds, notes=list(volume.notes))
         if self._constant_image(volume, prediction):
             return prediction
 
         cost_model = TileCostModel()
-        inputs = SharedPreprocessing(self.members, volume, timings, self.device)
+        inputs = SharedPreprocessing(self.members, volume, timer, self.device)
         folders = ModelFolders(self.members)
         mean = WeightedMean()
         export_estimate = 0.0  # the slowest export so far: kept free at the end of the budget
@@ -167,10 +170,10 @@ class Ensemble:
                 logits, completed = self._run_member(member, case.data, outcome, deadline, export_estimate,
                                                      may_stop=True, progress=progress)
                 cost_model.record(_cost_key(member), _patch_voxels(member), outcome.tiles_done, outcome.network_s)
-                timings["network"] += outcome.network_s
+                timer.add("network", outcome.network_s)
                 if self._settle_status(outcome, completed, others_finished=folders.has_members):
                     if keep_member_probabilities:  # its own map too: one more export, only when asked
-                        own = self._export(member, logits, case.properties, timings, own_map=True)
+                        own = self._export(member, logits, case.properties, timer, own_map=True)
                         if completed:
                             _require_finite(own, member)
                         prediction.member_probabilities[member.name] = own
@@ -178,49 +181,45 @@ class Ensemble:
                         del own
                     elif folders.shares_export(member):  # quality control needs this fold's own mask
                         prediction.member_tumour_masks[member.name] = self._own_tumour_mask(
-                            member, logits, case.properties, timings)
+                            member, logits, case.properties, timer)
                     folders.add(member, logits, case.properties, complete=completed)
                 del logits
             inputs.done(member)
             finished = folders.done(member)
             if finished is not None:
-                export_estimate = max(export_estimate, self._add_folder(finished, mean, prediction, timings))
+                export_estimate = max(export_estimate, self._add_folder(finished, mean, prediction, timer))
             progress.member_finished(outcome)
 
-        started = time.perf_counter()
-        prediction.probabilities = mean.mean()
-        prediction.mask = (prediction.probabilities.argmax(0) == self._tumour_channel).astype(np.uint8)
-        timings["ensemble"] += time.perf_counter() - started
+        with timer.stage("ensemble"):
+            prediction.probabilities = mean.mean()
+            prediction.mask = (prediction.probabilities.argmax(0) == self._tumour_channel).astype(np.uint8)
         return prediction
 
     @property
     def _tumour_channel(self) -> int:
         return tumour_channel(self.members[0], self.task.tumor_label)
 
-    def _own_tumour_mask(self, member: Member, logits, properties: dict, timings: dict[str, float]) -> np.ndarray:
+    def _own_tumour_mask(self, member: Member, logits, properties: dict, timer: StageTimer) -> np.ndarray:
         """A fold's own tumour mask in image space, from its logits before they join its folder's mean: folds
         that share one export would otherwise share one mask, and their agreement would say nothing."""
         from pantherseg.engine.to_image_space import logits_to_tumour_mask  # torch: imported when needed
 
-        started = time.perf_counter()
-        mask = logits_to_tumour_mask(logits, member, properties, self._tumour_channel)
-        timings["export"] += time.perf_counter() - started
-        return mask
+        with timer.stage("export"):
+            return logits_to_tumour_mask(logits, member, properties, self._tumour_channel)
 
     @staticmethod
-    def _export(member: Member, logits, properties: dict, timings: dict[str, float], *, own_map: bool = False):
+    def _export(member: Member, logits, properties: dict, timer: StageTimer, *, own_map: bool = False):
         """Logits in ``member``'s preprocessed space -> probabilities in image space (timed as 'export')."""
         from pantherseg.engine.to_image_space import logits_to_probabilities  # torch: imported when needed
 
-        started = time.perf_counter()
-        probabilities = logits_to_probabilities(logits, member, properties)
-        if own_map:
-            uncovered_to_background(probabilities)
-        timings["export"] += time.perf_counter() - started
+        with timer.stage("export"):
+            probabilities = logits_to_probabilities(logits, member, properties)
+            if own_map:
+                uncovered_to_background(probabilities)
         return probabilities
 
     def _add_folder(self, folder: FolderResult, mean: WeightedMean, prediction: Prediction,
-                    timings: dict[str, float]) -> float:
+                    timer: StageTimer) -> float:
         """One export for the folder's mean logits, then its weighted share of the image-space mean; returns
         the export's seconds (the deadline keeps the slowest free at the end of the budget)."""
         started = time.perf_counter()
@@ -228,20 +227,19 @@ class Ensemble:
         if reusable:  # a lone complete member whose own map was exported already: the same numbers
             probabilities = prediction.member_probabilities[folder.names[0]]
         else:
-            probabilities = self._export(folder.member, folder.logits, folder.properties, timings)
+            probabilities = self._export(folder.member, folder.logits, folder.properties, timer)
             if folder.complete:  # a partial member's unvisited voxels are NaN by design: they carry no weight
                 _require_finite(probabilities, folder.member)
         folder.logits = None  # the folder's sums: freed before the mean grows
-        export_s = time.perf_counter() - started
-        started = time.perf_counter()
-        mean.add(probabilities, folder.weight, complete=folder.complete)
-        # Quality hook: a lone fold's tumour mask is its folder's (folds sharing an export got their own
-        # masks from their logits, and --member-outputs members from their own maps, as they ran).
-        for name in folder.names:
-            if name not in prediction.member_tumour_masks:
-                prediction.member_tumour_masks[name] = tumour_mask(probabilities, self._tumour_channel)
-        del probabilities
-        timings["ensemble"] += time.perf_counter() - started
+        export_s = time.perf_counter() - started  # for the deadline: the export just done, reused or not
+        with timer.stage("ensemble"):
+            mean.add(probabilities, folder.weight, complete=folder.complete)
+            # Quality hook: a lone fold's tumour mask is its folder's (folds sharing an export got their own
+            # masks from their logits, and --member-outputs members from their own maps, as they ran).
+            for name in folder.names:
+                if name not in prediction.member_tumour_masks:
+                    prediction.member_tumour_masks[name] = tumour_mask(probabilities, self._tumour_channel)
+            del probabilities
         return export_s
 
     @staticmethod
@@ -255,7 +253,7 @@ class Ensemble:
         log.warning("%s: %s", volume.source, note)
         prediction.notes.append(note)
         for outcome in prediction.outcomes:
-            outcome.status, outcome.reason = "skipped", "constant image"
+            outcome.status, outcome.reason = MemberStatus.SKIPPED, "constant image"
         return True
 
     @staticmethod
@@ -269,7 +267,7 @@ class Ensemble:
         projected = per_tile * outcome.tiles_total + export_estimate
         if projected <= deadline.remaining_for_members():
             return False
-        outcome.settle("skipped", f"projected {projected:.0f} s ({outcome.tiles_total} tiles) but only "
+        outcome.settle(MemberStatus.SKIPPED, f"projected {projected:.0f} s ({outcome.tiles_total} tiles) but only "
                                   f"{max(0.0, deadline.remaining_for_members()):.0f} s of the budget left")
         return True
 
@@ -280,13 +278,13 @@ class Ensemble:
         A member the deadline stopped is dropped when another member has finished, and kept as
         ``partial`` when none has (its unvisited voxels get no weight): some mask beats none."""
         if completed:
-            outcome.status = "ran"
+            outcome.status = MemberStatus.RAN
             return True
         if others_finished:
-            outcome.settle("stopped", f"stopped after {outcome.tiles_done}/{outcome.tiles_total} tiles: "
+            outcome.settle(MemberStatus.STOPPED, f"stopped after {outcome.tiles_done}/{outcome.tiles_total} tiles: "
                                       f"it would not finish within the budget")
             return False
-        outcome.settle("partial", f"only {outcome.tiles_done}/{outcome.tiles_total} tiles fit the budget; kept "
+        outcome.settle(MemberStatus.PARTIAL, f"only {outcome.tiles_done}/{outcome.tiles_total} tiles fit the budget; kept "
                                   f"because no other member had finished (its unvisited voxels get no weight)")
         return True
 
@@ -316,10 +314,8 @@ class Ensemble:
         )
         # Measured on the deadline's clock, so the cost model and the budget speak the same time.
         outcome.network_s = deadline.clock() - started
-        if not self.keep_networks and self.backend == "torch":
-            member.network = None
-        elif not self.keep_networks and hasattr(member.network, "release"):
-            member.network.release()  # OpenVINO: free the compiled model and its buffers
+        if not self.keep_networks:
+            self.release_network(member)
         return logits, state["completed"]
 
 
@@ -388,7 +384,3 @@ def _predict_with_memory_fallback(member, network, data, *, device, num_classes:
                         member.name, "the GPU" if next_on_device else "the CPU", next_batch)
             torch.cuda.empty_cache()
     raise AssertionError("unreachable")
-
-
-def outcomes_as_dicts(outcomes: list[MemberOutcome]) -> list[dict]:
-    return [asdict(o) for o in outcomes]

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pantherseg.config import MemberSpec, TaskSpec, read_json_object
+from pantherseg.config import MemberSpec, TaskSpec
+from pantherseg.json_files import read_json_object
 from pantherseg.engine.architectures import build_network_on_meta, check_architecture
 from pantherseg.engine.checkpoint import Checkpoint, check_finite, check_state_dict_fits, load_checkpoint
 from pantherseg.engine.model_files import check_member_folder
 from pantherseg.engine.model_schema import SchemaViolation, resolve_configuration, validate_dataset, validate_plans
-from pantherseg.errors import ModelError
+from pantherseg.errors import ModelError, short_repr
 
 if TYPE_CHECKING:
     import torch
@@ -32,9 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Member:
-    """A validated ensemble member; ``network`` is set by :func:`build_network`."""
+    """A validated ensemble member: a frozen description of one fold. Its network is built by a backend
+    (pantherseg.engine.networks) and owned by the ensemble, never stored here."""
 
     spec: MemberSpec
     folder: Path
@@ -44,7 +46,6 @@ class Member:
     plans_manager: object = field(repr=False)
     configuration_manager: object = field(repr=False)
     label_manager: object = field(repr=False)
-    network: "torch.nn.Module | None" = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -106,7 +107,7 @@ def _resolve_member(spec: MemberSpec, weights_root: Path) -> Member:
     if not isinstance(configurations, dict) or spec.configuration not in configurations:
         found = sorted(configurations) if isinstance(configurations, dict) else configurations
         raise ModelError(
-            f"{owner}: plans.json has no configuration '{spec.configuration}'; it defines {_short(found)}."
+            f"{owner}: plans.json has no configuration '{spec.configuration}'; it defines {short_repr(found)}."
         )
     # Before anything names, imports or calls a class: plans.json comes from an uploaded tarball.
     try:
@@ -162,10 +163,6 @@ def _resolve_member(spec: MemberSpec, weights_root: Path) -> Member:
         label_manager=label_manager,
     )
 
-
-def _short(value: object, limit: int = 120) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _read_json(path: Path, owner: str) -> dict:
@@ -223,5 +220,4 @@ def build_network(member: Member, device: "torch.device") -> "torch.nn.Module":
         raise ModelError(f"{member.describe()}: network tensors {leftover[:3]} were not set by the checkpoint.")
     network = network.to(device)
     network.eval()
-    member.network = network
     return network

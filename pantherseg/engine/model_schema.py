@@ -25,6 +25,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from pantherseg.errors import short_repr
+
 # A plans.json holds five or so configurations; nnU-Net resolves inheritance recursively.
 MAX_INHERITANCE = 8
 # ResEnc-L has 102 M parameters (CONTEXT.md); 20x that is not a segmentation network of this kind.
@@ -45,7 +47,7 @@ class SchemaViolation(ValueError):
 
     def __str__(self) -> str:
         what = f"{self.label} " if self.label else ""
-        return f"{what}'{self.path}' must be {self.expected}, found {_short(self.found)}"
+        return f"{what}'{self.path}' must be {self.expected}, found {short_repr(self.found)}"
 
 
 # --- the spec vocabulary -------------------------------------------------------------------------------
@@ -236,10 +238,6 @@ def _join(path: str, key: str) -> str:
 def _describe(spec) -> str:
     return type(spec).__name__.lower()
 
-
-def _short(value: object, limit: int = 120) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --- the declarations ----------------------------------------------------------------------------------

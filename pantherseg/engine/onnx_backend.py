@@ -7,7 +7,7 @@ is missing or stale and the weights folder is read-only (grand-challenge's /opt/
 export goes to a cache folder under the temporary directory instead. ``pantherseg export-onnx``
 writes the files ahead of time so that they can ship in the model tarball.
 
-The engine calls an :class:`OrtNetwork` exactly like a torch module: tensor in, tensor out.
+The :class:`OnnxBackend` builds an :class:`OrtNetwork` per member: tensor in, tensor out.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 
 from pantherseg.engine.checkpoint import checkpoint_sha256
 from pantherseg.engine.members import Member, build_network
-from pantherseg.errors import ModelError
+from pantherseg.errors import ResourceError
 from pantherseg.io.files import atomic_file
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,7 @@ def export_member(member: Member, path: Path) -> Path:
     """Export ``member``'s network (fp32, on the CPU) to ``path``; atomic."""
     import onnx
 
-    network = member.network if isinstance(member.network, torch.nn.Module) else None
-    if network is None or next(network.parameters()).device.type != "cpu":
-        network = build_network(member, torch.device("cpu"))
+    network = build_network(member, torch.device("cpu"))
     example = torch.zeros((1, 1, *member.patch_size), dtype=torch.float32)
     with atomic_file(path) as tmp:
         with torch.inference_mode(False), torch.no_grad():
@@ -84,35 +82,53 @@ def find_or_export(member: Member, cache_dir: Path | None = None) -> Path:
 
 
 class OrtNetwork:
-    """An ONNX Runtime session that behaves like the torch network: (B, 1, *patch) -> (B, classes, *patch)."""
+    """An ONNX Runtime session as a :class:`~pantherseg.engine.networks.Network`; the session is opened on
+    the first call (and again after :meth:`release` or :meth:`set_threads`)."""
 
     def __init__(self, path: Path, device: torch.device, threads: int | None = None):
+        self.path, self.device, self.threads = path, device, threads
+        self._session = None
+
+    def _open(self):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = self.threads or torch.get_num_threads()
         # Without this every member's session keeps its own CPU buffer arena at its peak size after
         # its tiles are done: 6 full-size members held 14 GB, 4.7x nnU-Net's peak (benchmark).
         options.enable_cpu_mem_arena = False
         providers = ["CPUExecutionProvider"]
-        if device.type == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ModelError("ONNX Runtime has no CUDA provider here; install onnxruntime-gpu or use --backend torch.")
-            providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
-        self.path = path
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        if self.device.type == "cuda":
+            providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0}), "CPUExecutionProvider"]
+        self._session = ort.InferenceSession(str(self.path), options, providers=providers)
+        return self._session
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+        session = self._session or self._open()
         array = np.ascontiguousarray(tiles.detach().float().cpu().numpy())
-        logits = self.session.run(["logits"], {"image": array})[0]
+        logits = session.run(["logits"], {"image": array})[0]
         return torch.from_numpy(logits).to(tiles.device)
 
-    def eval(self) -> "OrtNetwork":
-        return self
+    def release(self) -> None:
+        self._session = None
+
+    def set_threads(self, threads: int) -> None:
+        self.threads, self._session = threads, None  # a session's thread pool is fixed when it opens
 
 
-def load_onnx_networks(members: list[Member], device: torch.device, cache_dir: Path | None = None) -> None:
-    """Replace every member's torch network with an ONNX Runtime session of the same weights."""
-    for member in members:
-        member.network = OrtNetwork(find_or_export(member, cache_dir), device)
+class OnnxBackend:
+    """ONNX Runtime sessions of the members' exported graphs (exported at load time if missing or stale)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, members: list[Member], device: torch.device, cache_dir: Path | None = None):
+        import onnxruntime as ort
+
+        if device.type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ResourceError("ONNX Runtime has no CUDA provider here; install onnxruntime-gpu or use --backend torch.")
+        self.device = device
+        self.paths = {member.name: find_or_export(member, cache_dir) for member in members}
+
+    def build(self, member: Member) -> OrtNetwork:
+        return OrtNetwork(self.paths[member.name], self.device)

@@ -15,8 +15,8 @@ native bfloat16 (AVX512-BF16 or AMX). OpenVINO picks bf16 by itself on such CPUs
 given (this project's build machine is one); here it never does so silently. The thread count is
 the process's CPU quota (pantherseg.engine.cpu_quota), not the host's cores.
 
-The engine calls an :class:`OpenVinoNetwork` like a torch module: tensor in, tensor out. Compiling
-happens on the first call; :meth:`OpenVinoNetwork.release` frees the compiled model (and its
+The :class:`OpenVinoBackend` builds an :class:`OpenVinoNetwork` per member: tensor in, tensor out.
+Compiling happens on the first call; :meth:`OpenVinoNetwork.release` frees the compiled model (and its
 activation buffers) once the member is done, so only one member's buffers are held at a time.
 """
 
@@ -100,11 +100,7 @@ def convert_member(member: Member, path: Path) -> Path:
     """Convert ``member``'s network (fp32, CPU) to OpenVINO IR at ``path`` (.xml; .bin beside it); atomic."""
     import openvino as ov
 
-    previous = member.network
-    network = previous if isinstance(previous, torch.nn.Module) else None
-    if network is None or next(network.parameters()).device.type != "cpu":
-        network = build_network(member, torch.device("cpu"))
-        member.network = previous  # build_network sets it; the caller decides what the member runs with
+    network = build_network(member, torch.device("cpu"))
     example = torch.zeros((1, 1, *member.patch_size), dtype=torch.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.stem}.partial-", dir=path.parent))
@@ -208,19 +204,26 @@ class OpenVinoNetwork:
         """Free the compiled model; the next call compiles it again."""
         self._compiled = None
 
-    def eval(self) -> "OpenVinoNetwork":
-        return self
+    def set_threads(self, threads: int) -> None:
+        self.threads, self._compiled = threads, None  # the thread count is fixed when it compiles
 
 
-def load_openvino_networks(members: list[Member], device: torch.device, precision: str = "fp32",
-                           cache_dir: Path | None = None) -> None:
-    """Replace every member's network with an OpenVINO model of the same weights (compiled on first use)."""
-    if device.type != "cpu":
-        raise ResourceError(f"The OpenVINO backend runs on the CPU only, not on {device}; use --backend torch "
-                            f"for the GPU or --device cpu.")
-    check_precision(precision)
-    if not is_available():
-        raise ResourceError(f"The OpenVINO backend was requested but openvino is not installed: {INSTALL_HINT}.")
-    for member in members:
-        path = find_or_convert(member, cache_dir)
-        member.network = OpenVinoNetwork(path, precision=precision)
+class OpenVinoBackend:
+    """OpenVINO models of the members' weights, converted at load time if missing or stale, compiled on
+    first use."""
+
+    name = "openvino"
+
+    def __init__(self, members: list[Member], device: torch.device, precision: str = "fp32",
+                 cache_dir: Path | None = None):
+        if device.type != "cpu":
+            raise ResourceError(f"The OpenVINO backend runs on the CPU only, not on {device}; use --backend torch "
+                                f"for the GPU or --device cpu.")
+        check_precision(precision)
+        if not is_available():
+            raise ResourceError(f"The OpenVINO backend was requested but openvino is not installed: {INSTALL_HINT}.")
+        self.precision = precision
+        self.paths = {member.name: find_or_convert(member, cache_dir) for member in members}
+
+    def build(self, member: Member) -> OpenVinoNetwork:
+        return OpenVinoNetwork(self.paths[member.name], precision=self.precision)

@@ -5,31 +5,55 @@
 - precision: ``auto`` is fp16 autocast on CUDA (as nnU-Net) and fp32 on the CPU;
 - backend: ``auto`` is the first ready backend of DEFAULT_BACKENDS for the device; the rule that orders
   them, and the evidence, are in docs/speed.md;
-- :func:`prepare_networks` swaps the members' torch networks for the chosen backend's.
+- :class:`EngineOptions` carries these choices (and the tile batch size and CPU threads) as one value
+  from the caller to :meth:`pantherseg.engine.ensemble.Ensemble.load`.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from pantherseg.config import BACKENDS as CONFIG_BACKENDS
 from pantherseg.config import PRECISIONS as CONFIG_PRECISIONS
 from pantherseg.engine.members import Member
-from pantherseg.errors import PantherError, ResourceError
+from pantherseg.errors import ConfigError, ResourceError
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the ensemble runs, as chosen by the caller (None: the config's choice).
+
+    Attributes:
+        device: "auto" (CUDA if torch sees a GPU), "cpu" or "cuda[:N]".
+        precision: "auto", "fp32", "bf16", "fp16", or None for the config's.
+        backend: "auto", "torch", "onnxruntime", "openvino", or None for the config's.
+        tile_batch_size: tiles per network pass.
+        cpu_threads: CPU threads for the networks; None: the process's CPU quota (a worker sharing a
+            node with others sets its share).
+    """
+
+    device: str = "auto"
+    precision: str | None = None
+    backend: str | None = None
+    tile_batch_size: int = 1
+    cpu_threads: int | None = None
+
+
 def resolve_device(name: str = "auto"):
     """'auto' picks CUDA when torch sees a GPU, else the CPU; 'cuda' without a GPU is an error."""
+    import re
+
     import torch
 
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name != "cpu" and not re.fullmatch(r"cuda(:[0-9]{1,3})?", name):
+        raise ConfigError(f"Device must be auto, cpu or cuda[:N], found '{name}'.")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ResourceError(f"Device '{name}' was requested but PyTorch sees no CUDA GPU; use --device cpu or auto.")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise PantherError(f"Device must be auto, cpu or cuda[:N], found '{name}'.")
     if name == "cpu":
         from pantherseg.engine.cpu_quota import configure_torch_threads
 
@@ -42,11 +66,11 @@ def resolve_precision(name: str, device):
     import torch
 
     if name not in CONFIG_PRECISIONS:
-        raise PantherError(f"Precision must be one of {list(CONFIG_PRECISIONS)}, found {name!r}.")
+        raise ConfigError(f"Precision must be one of {list(CONFIG_PRECISIONS)}, found {name!r}.")
     if name == "auto":
         name = "fp16" if device.type == "cuda" else "fp32"
     if name == "fp16" and device.type != "cuda":
-        raise PantherError("Precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU.")
+        raise ConfigError("Precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU.")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
@@ -74,7 +98,7 @@ def resolve_backend(name: str, device, members: list[Member] | None = None) -> s
             return candidate
         return choices[-1]
     if name not in BACKENDS:
-        raise PantherError(f"Backend must be auto or one of {list(BACKENDS)}, found '{name}'.")
+        raise ConfigError(f"Backend must be auto or one of {list(BACKENDS)}, found '{name}'.")
     return name
 
 
@@ -83,21 +107,3 @@ BACKENDS = tuple(b for b in CONFIG_BACKENDS if b != "auto")
 # whose fp32 masks agree with nnU-Net's own route on >= 99.9% of voxels with trained members (the demo
 # zoo, both tasks) and >= 99.5% with random weights (tests/engine/test_fidelity.py, benchmarks/bench_ensemble.py).
 DEFAULT_BACKENDS = {"cpu": ("openvino", "torch"), "cuda": ("torch",)}
-
-
-def prepare_networks(members: list[Member], backend: str, device, autocast_dtype):
-    """Give each member the backend's network; returns the autocast dtype the sliding window should use."""
-    if backend == "onnxruntime":
-        from pantherseg.engine.onnx_backend import load_onnx_networks
-
-        if autocast_dtype is not None:
-            log.info("ONNX Runtime runs the exported float32 graphs; precision %s applies to torch only",
-                     autocast_dtype)
-            autocast_dtype = None
-        load_onnx_networks(members, device)
-    elif backend == "openvino":
-        from pantherseg.engine.openvino_backend import load_openvino_networks
-
-        # Compiled in that precision (explicitly f32 or bf16); autocast_dtype stays for the report.
-        load_openvino_networks(members, device, "bf16" if autocast_dtype is not None else "fp32")
-    return autocast_dtype

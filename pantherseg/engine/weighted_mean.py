@@ -24,7 +24,6 @@ are (classes, z, y, x) float32 numpy arrays in image space.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -34,10 +33,10 @@ import numpy as np
 class SharedPreprocessing:
     """Each preprocessing group's input, made on first use and released after its last member."""
 
-    def __init__(self, members, volume, timings: dict[str, float], device=None):
+    def __init__(self, members, volume, timer, device=None):
         self._volume = volume
         self._device = device  # CUDA: preprocessed there (pantherseg.engine.preprocessing.preprocess)
-        self._timings = timings
+        self._timer = timer
         self._remaining = Counter(member.preprocessing_key for member in members)
         self._ready: dict[str, object] = {}
 
@@ -47,9 +46,8 @@ class SharedPreprocessing:
 
         key = member.preprocessing_key
         if key not in self._ready:
-            started = time.perf_counter()
-            self._ready[key] = preprocess(self._volume, member, self._device)
-            self._timings["preprocess"] += time.perf_counter() - started
+            with self._timer.stage("preprocess"):
+                self._ready[key] = preprocess(self._volume, member, self._device)
         return self._ready[key]
 
     def done(self, member) -> None:

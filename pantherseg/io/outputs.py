@@ -11,8 +11,9 @@ File names: ``<stem>.mha``, ``<stem>.nii.gz``, ``<stem>.seg.dcm``, ``<stem>.rtst
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -28,6 +29,11 @@ _SUFFIXES = {"mha": ".mha", "nii.gz": ".nii.gz", "dicom-seg": ".seg.dcm", "rtstr
 
 def output_path(output_dir: Path, stem: str, output_format: str) -> Path:
     return Path(output_dir) / f"{stem}{_SUFFIXES[output_format]}"
+
+
+def output_paths(output_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
+    """Where ``formats`` write for ``stem``, in order (the first is the mask)."""
+    return [output_path(output_dir, stem, output_format) for output_format in formats]
 
 
 def check_output_formats(formats: Sequence[str], inputs: Sequence[Path]) -> tuple[str, ...]:
@@ -59,41 +65,61 @@ def check_output_formats(formats: Sequence[str], inputs: Sequence[Path]) -> tupl
     return formats
 
 
-def write_outputs(formats: Sequence[str], mask_zyx: np.ndarray, reference, output_dir: Path, stem: str, *,
-                  dicom_series=None, algorithm=None, roi_name: str | None = None,
-                  uncertainty: Callable[[], np.ndarray] | None = None) -> tuple[list[Path], list[str]]:
-    """Write ``mask_zyx`` in each of ``formats``; returns the paths (in that order) and notes.
+class WrittenFiles:
+    """The files one case writes, each named (:meth:`add`) before it is written, so that a failure can
+    remove them all, also one that was only half written when the failure came."""
 
-    ``uncertainty``: gives the (z, y, x) float32 map the ``uncertainty`` format writes; called only
-    when that format is asked for.
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
 
-    All or nothing: if one format fails (or the process is interrupted), the ones already written
-    are removed, so a failed case leaves no output behind.
-    """
-    written, notes = [], []
+    def add(self, path: Path | str) -> Path:
+        path = Path(path)
+        self.paths.append(path)
+        return path
+
+
+@contextmanager
+def outputs_all_or_none() -> Iterator[WrittenFiles]:
+    """``with outputs_all_or_none() as written:`` a case's outputs exist together or not at all: if the
+    block raises (or SIGTERM interrupts it), every file named in ``written`` is removed, then the error
+    goes on."""
+    written = WrittenFiles()
     try:
-        for output_format in formats:
-            path = output_path(output_dir, stem, output_format)
-            if output_format in DICOM_FORMATS:
-                if dicom_series is None:
-                    raise InputError(f"{output_format} needs a DICOM series as input.")
-                from pantherseg.dicom.writing import write_dicom_output
-
-                path, more = write_dicom_output(output_format, mask_zyx, dicom_series.datasets, path,
-                                                algorithm=algorithm, roi_name=roi_name)
-                notes.extend(more)
-            elif output_format == "uncertainty":
-                if uncertainty is None:
-                    raise ValueError("the uncertainty format needs the ensemble's map")
-                write_image_atomically(float_image(uncertainty(), reference), path)
-            else:
-                write_image_atomically(mask_image(mask_zyx, reference), path)
-            written.append(path)
-    except BaseException:
-        for path in written:
+        yield written
+    except BaseException:  # SIGTERM arrives as KeyboardInterrupt: the half-written case goes too
+        for path in reversed(written.paths):
             path.unlink(missing_ok=True)
         raise
-    return written, notes
+
+
+def write_outputs(formats: Sequence[str], mask_zyx: np.ndarray, reference, output_dir: Path, stem: str, *,
+                  written: WrittenFiles, dicom_series=None, algorithm=None, roi_name: str | None = None,
+                  uncertainty: Callable[[], np.ndarray] | None = None) -> tuple[list[Path], list[str]]:
+    """Write ``mask_zyx`` in each of ``formats`` (each path added to ``written`` first); returns the paths
+    (in that order) and notes for the run report.
+
+    ``uncertainty``: gives the (z, y, x) float32 map the ``uncertainty`` format writes; called only
+    when that format is asked for. Call it inside :func:`outputs_all_or_none`.
+    """
+    paths, notes = [], []
+    for output_format in formats:
+        path = written.add(output_path(output_dir, stem, output_format))
+        if output_format in DICOM_FORMATS:
+            if dicom_series is None:
+                raise InputError(f"{output_format} needs a DICOM series as input.")
+            from pantherseg.dicom.writing import write_dicom_output
+
+            path, more = write_dicom_output(output_format, mask_zyx, dicom_series.datasets, path,
+                                            algorithm=algorithm, roi_name=roi_name)
+            notes.extend(more)
+        elif output_format == "uncertainty":
+            if uncertainty is None:
+                raise ValueError("the uncertainty format needs the ensemble's map")
+            write_image_atomically(float_image(uncertainty(), reference), path)
+        else:
+            write_image_atomically(mask_image(mask_zyx, reference), path)
+        paths.append(path)
+    return paths, notes
 
 
 def float_image(map_zyx: np.ndarray, reference) -> object:

@@ -25,6 +25,27 @@ def test_folders_are_searched_recursively_and_names_encode_subfolders(tmp_path):
     assert {c.name: c.path.relative_to(tmp_path).as_posix() for c in cases}["b__same"] == "b/same.nii.gz"
 
 
+def dicom(path):
+    """A file a quick look takes for DICOM Part 10: 128 bytes of preamble, then DICM."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(128) + b"DICM" + bytes(16))
+    return path
+
+
+def test_a_folder_of_dicom_files_is_one_case_named_by_its_path(tmp_path):
+    dicom(tmp_path / "site_a" / "patient7" / "1.2.3.dcm")
+    dicom(tmp_path / "site_a" / "patient7" / "1.2.4.dcm")
+    touch(tmp_path / "site_a" / "scan.mha")  # an image file beside a DICOM folder is its own case
+    dicom(tmp_path / "mixed" / "slice.dcm")
+    touch(tmp_path / "mixed" / "mask.mha")  # a folder with image files: those are its cases
+    (tmp_path / "empty").mkdir()
+    cases = list_cases(tmp_path)
+    assert [(c.name, c.path.relative_to(tmp_path).as_posix()) for c in cases] == [
+        ("mixed__mask", "mixed/mask.mha"), ("site_a__patient7", "site_a/patient7"), ("site_a__scan", "site_a/scan.mha")]
+    series = tmp_path / "site_a" / "patient7"
+    assert [(c.name, c.path) for c in list_cases(series)] == [("patient7", series)]
+
+
 def test_the_order_does_not_depend_on_creation_order_or_argument_order(tmp_path):
     for name in ("c.mha", "a.mha", "b.mha"):
         touch(tmp_path / "one" / name)
@@ -38,7 +59,7 @@ def test_the_order_does_not_depend_on_creation_order_or_argument_order(tmp_path)
 def test_a_name_clash_is_refused_naming_both_files(tmp_path):
     touch(tmp_path / "one" / "case.mha")
     touch(tmp_path / "two" / "case.nii.gz")
-    with pytest.raises(InputError, match=r"one/case.mha and .*two/case.nii.gz would both write the mask 'case.mha'"):
+    with pytest.raises(InputError, match=r"one/case.mha and .*two/case.nii.gz would both write the outputs 'case\.\*'"):
         list_cases([tmp_path / "one", tmp_path / "two"])
     touch(tmp_path / "three" / "a__b.mha")
     touch(tmp_path / "three" / "a" / "b.mha")

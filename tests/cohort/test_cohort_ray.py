@@ -135,7 +135,7 @@ def test_a_worker_that_cannot_load_the_ensemble_stops_the_cohort_with_its_one_li
     cases, config = cohort
     code = main(["predict", "-i", str(cases), "-o", str(tmp_path), "--config", str(config), "--device", "tpu",
                  "--ray", "--ray-cpus-per-worker", "1", "-q"])
-    assert code == 1
+    assert code == 4  # a device mistake is a ConfigError (docs/robustness.md)
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         "pantherseg error: Device must be auto, cpu or cuda[:N], found 'tpu'."
     assert not list(tmp_path.glob("*.mha"))

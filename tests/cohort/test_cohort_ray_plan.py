@@ -10,18 +10,19 @@ from pantherseg.cohort.ray_runner import RayOptions, plan_workers
 from pantherseg.cohort.worker import CohortSettings
 from pantherseg.config import EnsembleConfig
 from pantherseg.errors import ResourceError
+from pantherseg.options import RunOptions
 
 
 def settings(device="auto") -> CohortSettings:
-    return CohortSettings(config=EnsembleConfig(tasks={}), task="t1", weights="/w", output_dir="/o", run_hash="h",
-                          device=device)
+    return CohortSettings(options=RunOptions(config=EnsembleConfig(tasks={}), weights="/w", device=device),
+                          output_dir="/o", run_hash="h")
 
 
 def test_one_worker_per_gpu_with_the_node_cpus_shared_and_cuda_as_its_device():
     plan = plan_workers({"GPU": 4, "CPU": 32}, {"GPU": 4, "CPU": 32}, settings(), RayOptions(), cases=100)
     assert plan.workers == 4
     assert plan.actor_options["num_gpus"] == 1 and plan.actor_options["num_cpus"] == 8
-    assert plan.settings.device == "cuda" and plan.settings.log_level == logging.WARNING
+    assert plan.settings.options.device == "cuda" and plan.settings.log_level == logging.WARNING
 
 
 def test_half_a_gpu_per_worker_puts_two_workers_on_each_gpu():
@@ -33,9 +34,9 @@ def test_half_a_gpu_per_worker_puts_two_workers_on_each_gpu():
 def test_cpu_nodes_get_a_worker_per_group_of_cores_with_that_many_threads():
     plan = plan_workers({"CPU": 18}, {"CPU": 18}, settings(), RayOptions(), cases=100)
     assert plan.workers == 4 and plan.actor_options == {"num_cpus": 4, "max_restarts": 3, "max_task_retries": 0}
-    assert plan.settings.cpu_threads == 4
+    assert plan.settings.options.cpu_threads == 4
     plan = plan_workers({"CPU": 2}, {"CPU": 2}, settings(), RayOptions(cpus_per_worker=1, max_retries=0), cases=100)
-    assert plan.workers == 2 and plan.settings.cpu_threads == 1 and plan.actor_options["max_restarts"] == 1
+    assert plan.workers == 2 and plan.settings.options.cpu_threads == 1 and plan.actor_options["max_restarts"] == 1
     # --device cpu on a GPU cluster: CPU workers.
     plan = plan_workers({"CPU": 8, "GPU": 1}, {"CPU": 8, "GPU": 1}, settings("cpu"), RayOptions(), cases=100)
     assert "num_gpus" not in plan.actor_options and plan.workers == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+from fakes import run_report
 from pantherseg.cohort.report import CaseRow, CohortReport, report_stem
 
 
@@ -56,9 +57,10 @@ def test_a_whole_cohort_has_one_report_name_and_an_empty_one_reports_zero_throug
 
 def test_the_quality_score_review_flag_and_reasons_are_sortable_columns(tmp_path):
     report = sample_report()
-    report.rows[0].take_quality({"quality": {"score": 0.3125, "review": True, "reasons": ["members disagree", "noisy"]}})
-    report.rows[1].take_quality({"quality": {"score": 0.9, "review": False, "reasons": []}})
-    report.rows[3].take_quality({})  # a report from before quality control: no score
+    report.rows[0].take_report(run_report(quality={"score": 0.3125, "review": True,
+                                                   "reasons": ["members disagree", "noisy"]}))
+    report.rows[1].take_report(run_report(quality={"score": 0.9, "review": False, "reasons": []}))
+    report.rows[3].take_report(run_report(quality=None))  # a report from before quality control: no score
     csv_path, json_path = report.write(report_stem(tmp_path, (0, 1)))
     rows = {row["name"]: row for row in csv.DictReader(csv_path.open())}
     assert (rows["b"]["quality_score"], rows["b"]["review"], rows["b"]["review_reasons"]) == \

@@ -8,10 +8,12 @@ import shutil
 
 import pytest
 
+from fakes import run_report
 from pantherseg.cohort.cases import Case
 from pantherseg.cohort.resume import finished_report, run_hash
 from pantherseg.config import load_config
 from pantherseg.errors import ModelError
+from pantherseg.run_report import OutputRecord
 
 
 @pytest.fixture
@@ -53,9 +55,10 @@ def write_finished(out, case, run_hash_value, *, input_path=None, mask=True):
     out.mkdir(exist_ok=True)
     if mask:
         (out / f"{case.name}.mha").write_bytes(b"mask")
-    report = {"input": {"path": str(input_path or case.path)}, "output": {"path": str(out / f"{case.name}.mha")},
-              "run_hash": run_hash_value, "members_used": ["a"]}
-    (out / f"{case.name}.report.json").write_text(json.dumps(report))
+    mask_file = str(out / f"{case.name}.mha")
+    report = run_report(input={"path": str(input_path or case.path)}, run_hash=run_hash_value,
+                        output=OutputRecord(path=mask_file, paths=(mask_file,), tumor_voxels=1, tumor_volume_mm3=1.0))
+    report.write(out / f"{case.name}.report.json")
 
 
 def test_a_case_is_finished_only_with_mask_report_same_hash_and_same_input(tmp_path):
@@ -63,7 +66,8 @@ def test_a_case_is_finished_only_with_mask_report_same_hash_and_same_input(tmp_p
     out = tmp_path / "out"
     assert finished_report(case, out, "h") is None  # nothing there
     write_finished(out, case, "h")
-    assert finished_report(case, out, "h")["members_used"] == ["a"]
+    assert finished_report(case, out, "h").members_used == ["a"]
+    assert finished_report(case, out, "h", formats=("mha", "nii.gz")) is None  # a format the case lacks
     assert finished_report(case, out, "other") is None  # another config or other weights
     write_finished(out, case, "h", input_path=tmp_path / "elsewhere.mha")
     assert finished_report(case, out, "h") is None  # the report is about another file
@@ -89,14 +93,14 @@ def test_a_case_is_finished_only_with_mask_report_same_hash_and_same_input(tmp_p
 ])
 def test_a_tampered_report_means_the_case_runs_again(tmp_path, content):
     from pantherseg.cohort.cases import Case
-    from pantherseg.cohort.resume import finished_report, mask_path, report_path
+    from pantherseg.cohort.resume import finished_report, report_path
 
     source = tmp_path / "c.mha"
     source.write_bytes(b"x")
     case = Case(name="c", path=source)
     out = tmp_path / "out"
     out.mkdir()
-    mask_path(out, case).write_bytes(b"mask")
+    (out / "c.mha").write_bytes(b"mask")
     report_path(out, case).write_text(content.replace("IN", str(source)))
     assert finished_report(case, out, "H") is None
 
@@ -105,9 +109,9 @@ def test_a_fifo_as_the_report_does_not_block(tmp_path):
     import os
 
     from pantherseg.cohort.cases import Case
-    from pantherseg.cohort.resume import finished_report, mask_path, report_path
+    from pantherseg.cohort.resume import finished_report, report_path
 
     case = Case(name="c", path=tmp_path / "c.mha")
-    mask_path(tmp_path, case).write_bytes(b"mask")
+    (tmp_path / "c.mha").write_bytes(b"mask")
     os.mkfifo(report_path(tmp_path, case))
     assert finished_report(case, tmp_path, "H") is None

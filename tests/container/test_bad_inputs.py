@@ -30,6 +30,7 @@ from model_factory import load_plans
 
 from pantherseg.config import load_config
 from pantherseg.engine.ensemble import Ensemble
+from pantherseg.engine.runtime import EngineOptions
 from pantherseg.errors import InputError, ResourceError
 from pantherseg.io.images import mask_image, read_volume, volume_from_image, write_image_atomically
 
@@ -288,7 +289,7 @@ def test_itk_error_keeps_no_object_address(tmp_path):
 @pytest.fixture(scope="module")
 def micro_ensemble(micro_weights):
     root, config = micro_weights
-    return Ensemble.load(config=load_config(config), task="t2", weights=root, device="cpu")
+    return Ensemble.load(config=load_config(config), task="t2", weights=root, engine=EngineOptions(device="cpu"))
 
 
 def assert_mask_matches(mask, image) -> None:

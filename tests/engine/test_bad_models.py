@@ -19,6 +19,7 @@ from model_factory import config_dict, load_plans, make_model_folder, member, sh
 from pantherseg.config import parse_config
 from pantherseg.engine.checkpoint import load_checkpoint
 from pantherseg.engine.ensemble import Ensemble
+from pantherseg.engine.runtime import EngineOptions
 from pantherseg.engine.members import load_members
 from pantherseg.errors import ConfigError, ModelError
 
@@ -116,7 +117,7 @@ def test_unknown_task(weights, tiny_config):
     from pantherseg.config import load_config
 
     with pytest.raises(ConfigError, match=r"Task 't3' is not in the ensemble config .*\['t1', 't2'\]"):
-        Ensemble.load(config=load_config(tiny_config), task="t3", weights=weights, device="cpu")
+        Ensemble.load(config=load_config(tiny_config), task="t3", weights=weights, engine=EngineOptions(device="cpu"))
 
 
 @pytest.mark.parametrize("weight", [0, -1.5, float("nan"), "1"])

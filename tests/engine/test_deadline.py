@@ -11,6 +11,8 @@ from model_factory import member
 from pantherseg.config import parse_config
 from pantherseg.engine.deadline import Deadline, TileCostModel
 from pantherseg.engine.ensemble import Ensemble
+from pantherseg.engine.networks import GivenNetworks
+from pantherseg.engine.runtime import EngineOptions
 from pantherseg.io.images import volume_from_image
 
 SECONDS_PER_TILE = 10.0
@@ -33,11 +35,12 @@ def volume():
 
 
 def _ensemble(tiny_weights, names_and_weights, clock):
-    ensemble = Ensemble.load(config=_config(names_and_weights), task="t1", weights=tiny_weights, device="cpu")
-    for index, m in enumerate(ensemble.members):
-        # Different members see the intensity differently, so which ones ran changes the mask.
-        m.network = EchoNetwork(scale=1.0 + index, shift=-0.5 * index, clock=clock, seconds_per_tile=SECONDS_PER_TILE)
-    return ensemble
+    # Different members see the intensity differently, so which ones ran changes the mask.
+    networks = GivenNetworks({name: EchoNetwork(scale=1.0 + index, shift=-0.5 * index, clock=clock,
+                                                seconds_per_tile=SECONDS_PER_TILE)
+                              for index, (name, _) in enumerate(names_and_weights)})
+    return Ensemble.load(config=_config(names_and_weights), task="t1", weights=tiny_weights,
+                         engine=EngineOptions(device="cpu"), backend=networks)
 
 
 def _run(tiny_weights, volume, budget, reserve, names_and_weights=MEMBERS):
@@ -117,9 +120,10 @@ def test_voxels_a_partial_member_never_reached_carry_no_weight(small_patch_weigh
         "input_slug": "abdominal-t1-mri", "output_slug": "pancreatic-tumor-segmentation", "tumor_label": 1,
         "members": [member("a", "Dataset811_Small/T__P__3d_fullres"), member("b", "Dataset812_Wide/T__P__3d_fullres")]}}})
     clock = FakeClock()
-    ensemble = Ensemble.load(config=config, task="t1", weights=small_patch_weights, device="cpu")
-    ensemble.members[0].network = EchoNetwork(scale=0.0, shift=-5.0, clock=clock, seconds_per_tile=10.0)
-    ensemble.members[1].network = EchoNetwork(scale=0.0, shift=0.6, clock=clock, seconds_per_tile=30.0)
+    networks = GivenNetworks({"a": EchoNetwork(scale=0.0, shift=-5.0, clock=clock, seconds_per_tile=10.0),
+                              "b": EchoNetwork(scale=0.0, shift=0.6, clock=clock, seconds_per_tile=30.0)})
+    ensemble = Ensemble.load(config=config, task="t1", weights=small_patch_weights, engine=EngineOptions(device="cpu"),
+                             backend=networks)
     volume = volume_from_image(synthetic_image(shape_zyx=(16, 32, 96), spacing_xyz=(1.1875, 1.1875, 3.0), seed=2,
                                                direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)))
     assert float(np.abs(volume.data).min()) > 0  # no crop
@@ -148,8 +152,9 @@ def test_a_lone_partial_member_leaves_background_where_it_never_looked(small_pat
         "input_slug": "abdominal-t1-mri", "output_slug": "pancreatic-tumor-segmentation", "tumor_label": 1,
         "members": [member("a", "Dataset811_Small/T__P__3d_fullres")]}}})
     clock = FakeClock()
-    ensemble = Ensemble.load(config=config, task="t1", weights=small_patch_weights, device="cpu")
-    ensemble.members[0].network = EchoNetwork(scale=0.0, shift=3.0, clock=clock, seconds_per_tile=10.0)
+    networks = GivenNetworks({"a": EchoNetwork(scale=0.0, shift=3.0, clock=clock, seconds_per_tile=10.0)})
+    ensemble = Ensemble.load(config=config, task="t1", weights=small_patch_weights, engine=EngineOptions(device="cpu"),
+                             backend=networks)
     volume = volume_from_image(synthetic_image(shape_zyx=(16, 32, 96), spacing_xyz=(1.1875, 1.1875, 3.0), seed=2,
                                                direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)))
     prediction = ensemble.predict(volume, deadline=Deadline(budget_s=40, reserve_s=10, clock=clock, started_at=0.0))
@@ -174,7 +179,7 @@ def test_segment_counts_from_the_call_unless_the_entry_point_says_process_start(
     sitk.WriteImage(synthetic_image(seed=3), str(path))
     result = segment(path, output_dir=tmp_path / "out", config=tiny_config, weights=tiny_weights, device="cpu",
                      report_dir=tmp_path / "out", time_budget_s=300, budget_from_process_start=from_process_start)[0]
-    statuses = [m["status"] for m in result.report["members"]]
+    statuses = [m.status for m in result.report.members]
     if from_process_start:
         assert "skipped" in statuses, statuses
     else:

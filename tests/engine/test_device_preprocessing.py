@@ -42,9 +42,9 @@ def _sample(name: str) -> Path:
 def _zoo(task: str, device: str = "cpu"):
     from pantherseg.config import load_config
     from pantherseg.engine.ensemble import Ensemble
+    from pantherseg.engine.runtime import EngineOptions
 
-    return Ensemble.load(config=load_config(default_config()), task=task, weights=default_weights(), device=device,
-                         backend="torch")
+    return Ensemble.load(config=load_config(default_config()), task=task, weights=default_weights(), engine=EngineOptions(device=device, backend="torch"))
 
 
 def _assert_same_preprocessing(volume, member, atol=1e-4):
@@ -216,10 +216,10 @@ def test_trained_zoo_gives_nnunets_masks(task, sample, monkeypatch):
 def test_random_weights_give_nnunets_masks(tiny_weights, tiny_config, monkeypatch, tmp_path):
     from pantherseg.config import load_config
     from pantherseg.engine.ensemble import Ensemble
+    from pantherseg.engine.runtime import EngineOptions
 
     path = tmp_path / "synthetic.mha"
     sitk.WriteImage(synthetic_image(shape_zyx=(30, 90, 100), seed=3), str(path))
-    ensemble = Ensemble.load(config=load_config(tiny_config), task="t1", weights=tiny_weights, device="cpu",
-                             backend="torch")
+    ensemble = Ensemble.load(config=load_config(tiny_config), task="t1", weights=tiny_weights, engine=EngineOptions(device="cpu", backend="torch"))
     agreement, tumour = _mask_agreement(ensemble, read_volume(path), monkeypatch)
     assert 0.01 < tumour < 0.99 and agreement >= RANDOM_WEIGHT_AGREEMENT, agreement

@@ -51,7 +51,7 @@ def _ours(image_path, weights, config_path, out, names, backend=None):
     # No deadline: the budget counts from process start, and a long test session is past 300 s.
     [result] = segment(image_path, output_dir=out, task="t1", config=config_path, weights=weights, device="cpu",
                        backend=backend, time_budget_s=float("inf"))
-    assert result.report["members_used"] == names
+    assert result.report.members_used == names
     return sitk.GetArrayFromImage(sitk.ReadImage(str(result.output))), result.report
 
 
@@ -85,7 +85,7 @@ def oblique_case(tiny_weights, tmp_path_factory):
 def test_matches_nnunet_on_oblique_flipped_volume(tiny_weights, tiny_config, oblique_case, tmp_path):
     image_path, reference = oblique_case
     ours, report = _ours(image_path, tiny_weights, tiny_config, tmp_path / "ours", list(REFERENCE_MEMBERS), "torch")
-    assert "(torch," in report["device"]
+    assert "(torch," in report.device
     assert float((ours == reference).mean()) >= RANDOM_WEIGHT_AGREEMENT
 
 
@@ -95,7 +95,7 @@ def test_openvino_matches_nnunet_on_oblique_flipped_volume(tiny_weights, tiny_co
     weights = tmp_path / "weights"  # a copy: the conversions are written beside the checkpoints
     shutil.copytree(tiny_weights, weights)
     ours, report = _ours(image_path, weights, tiny_config, tmp_path / "ours", list(REFERENCE_MEMBERS), "openvino")
-    assert "(openvino, float32)" in report["device"]
+    assert "(openvino, float32)" in report.device
     assert float((ours == reference).mean()) >= RANDOM_WEIGHT_AGREEMENT
 
 

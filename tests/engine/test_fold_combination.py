@@ -18,6 +18,8 @@ from pantherseg.config import parse_config
 from pantherseg.engine import to_image_space
 from pantherseg.engine.deadline import Deadline
 from pantherseg.engine.ensemble import Ensemble
+from pantherseg.engine.networks import GivenNetworks
+from pantherseg.engine.runtime import EngineOptions
 from pantherseg.io.images import volume_from_image
 
 FOLDS = "Dataset821_Folds/T__P__3d_fullres"
@@ -48,10 +50,9 @@ def _ensemble(weights, members_and_shifts, clock=None, seconds_per_tile=0.0):
     config = parse_config({"version": 1, "tasks": {"t1": {
         "input_slug": "abdominal-t1-mri", "output_slug": "pancreatic-tumor-segmentation", "tumor_label": 1,
         "members": [m for m, _ in members_and_shifts]}}})
-    ensemble = Ensemble.load(config=config, task="t1", weights=weights, device="cpu")
-    for m, (_, shift) in zip(ensemble.members, members_and_shifts):
-        m.network = EchoNetwork(scale=0.0, shift=shift, clock=clock, seconds_per_tile=seconds_per_tile)
-    return ensemble
+    networks = GivenNetworks({spec["name"]: EchoNetwork(scale=0.0, shift=shift, clock=clock, seconds_per_tile=seconds_per_tile)
+                              for spec, shift in members_and_shifts})
+    return Ensemble.load(config=config, task="t1", weights=weights, engine=EngineOptions(device="cpu"), backend=networks)
 
 
 @pytest.fixture

@@ -25,9 +25,10 @@ T4_BYTES = 15_360 * 1024**2  # what a 16 GB T4 shows to CUDA (nvidia-smi: 15360 
 def micro_ensemble(micro_weights):
     from pantherseg.config import load_config
     from pantherseg.engine.ensemble import Ensemble
+    from pantherseg.engine.runtime import EngineOptions
 
     root, config = micro_weights
-    return Ensemble.load(config=load_config(config), task="t1", weights=root, device="cpu")
+    return Ensemble.load(config=load_config(config), task="t1", weights=root, engine=EngineOptions(device="cpu"))
 
 
 def _with_plans(ensemble, **changes):

@@ -20,6 +20,7 @@ from model_factory import config_dict, member
 import pantherseg.engine.members as members_module
 from pantherseg.config import load_config, parse_config
 from pantherseg.engine.ensemble import Ensemble
+from pantherseg.engine.runtime import EngineOptions
 from pantherseg.engine.members import build_network, load_members
 from pantherseg.engine.model_schema import declared
 from pantherseg.errors import ModelError
@@ -98,7 +99,7 @@ def test_every_key_a_prediction_reads_is_declared(recording, micro_weights, tiny
     for loaded in load_members(load_config(tiny_config).task("t1"), tiny_weights):
         build_network(loaded, torch.device("cpu"))
     weights, config = micro_weights
-    ensemble = Ensemble.load(config=load_config(config), task="t1", weights=weights, device="cpu")
+    ensemble = Ensemble.load(config=load_config(config), task="t1", weights=weights, engine=EngineOptions(device="cpu"))
     volume = volume_from_image(synthetic_image(shape_zyx=(12, 24, 24), spacing_xyz=(2.0, 2.0, 3.0)))
     ensemble.predict(volume)
     assert "configurations.3d_fullres.resampling_fn_probabilities" in recording["plans"]

@@ -17,6 +17,7 @@ from model_factory import config_dict, member  # noqa: E402
 from pantherseg.cli import main  # noqa: E402
 from pantherseg.config import load_config  # noqa: E402
 from pantherseg.engine.ensemble import Ensemble  # noqa: E402
+from pantherseg.engine.runtime import EngineOptions
 from pantherseg.engine.openvino_backend import (  # noqa: E402
     CHECKSUM_KEY, OpenVinoNetwork, check_precision, find_current, find_or_convert, ir_path, native_bf16)
 from pantherseg.engine.runtime import resolve_backend  # noqa: E402
@@ -33,17 +34,16 @@ def converted(tiny_weights, tmp_path_factory):
     config = root / "config.json"
     config.write_text(json.dumps(config_dict([member("a-f0", MODEL_A)])))
     assert main(["export-openvino", "--config", str(config), "--weights", str(weights)]) == 0
-    ensemble = Ensemble.load(config=load_config(config), task="t1", weights=weights, device="cpu", backend="openvino")
+    ensemble = Ensemble.load(config=load_config(config), task="t1", weights=weights, engine=EngineOptions(device="cpu", backend="openvino"))
     return weights, config, ensemble
 
 
 def test_export_command_writes_beside_the_checkpoint_and_masks_match_torch(converted):
     weights, config, ov_ensemble = converted
-    [network] = [m.network for m in ov_ensemble.members]
+    [network] = [ov_ensemble.network(m) for m in ov_ensemble.members]
     assert isinstance(network, OpenVinoNetwork) and network.path == ir_path(ov_ensemble.members[0])
     assert network.path.with_suffix(".bin").stat().st_size > 0
-    torch_ensemble = Ensemble.load(config=load_config(config), task="t1", weights=weights, device="cpu",
-                                   backend="torch")
+    torch_ensemble = Ensemble.load(config=load_config(config), task="t1", weights=weights, engine=EngineOptions(device="cpu", backend="torch"))
 
     tiles = torch.randn((2, 1, *torch_ensemble.members[0].patch_size))
     with torch.inference_mode():
@@ -68,7 +68,7 @@ def test_compiled_precision_is_explicit(converted):
     import openvino.properties.hint as hints
 
     _, _, ensemble = converted
-    network = ensemble.members[0].network
+    network = ensemble.network(ensemble.members[0])
     compiled = network.compile()
     # OpenVINO's own default on this project's build CPU (AVX512-BF16) is bf16; ours must be f32.
     assert str(compiled.get_property(hints.inference_precision)) == "<Type: 'float32'>"
@@ -139,8 +139,7 @@ def test_auto_backend_rule(converted, tiny_weights, monkeypatch, caplog):
     assert resolve_backend("auto", cuda, ensemble.members) == "torch"
     # Members without a current conversion: auto does not convert inside a case's budget.
     _, config, _ = converted
-    unconverted = Ensemble.load(config=load_config(config), task="t1", weights=tiny_weights, device="cpu",
-                                backend="torch").members
+    unconverted = Ensemble.load(config=load_config(config), task="t1", weights=tiny_weights, engine=EngineOptions(device="cpu", backend="torch")).members
     with caplog.at_level(logging.INFO, logger="pantherseg.engine.runtime"):
         assert resolve_backend("auto", cpu, unconverted) == "torch"
     assert "export-openvino" in caplog.text
@@ -158,15 +157,15 @@ def test_auto_backend_rule(converted, tiny_weights, monkeypatch, caplog):
 def test_unknown_backend_and_openvino_on_a_gpu_are_refused():
     with pytest.raises(PantherError, match="Backend must be auto or one of.*found 'tensorrt'"):
         resolve_backend("tensorrt", torch.device("cpu"))
-    from pantherseg.engine.openvino_backend import load_openvino_networks
+    from pantherseg.engine.openvino_backend import OpenVinoBackend
 
     with pytest.raises(ResourceError, match="CPU only"):
-        load_openvino_networks([], torch.device("cuda"))
+        OpenVinoBackend([], torch.device("cuda"))
 
 
 def test_released_network_recompiles_and_gives_the_same_logits(converted):
     _, _, ensemble = converted
-    network = ensemble.members[0].network
+    network = ensemble.network(ensemble.members[0])
     tiles = torch.randn((1, 1, *ensemble.members[0].patch_size))
     first = network(tiles)
     network.release()

@@ -9,6 +9,7 @@ from nnunetv2.preprocessing.normalization.default_normalization_schemes import Z
 
 from pantherseg.config import load_config
 from pantherseg.engine.ensemble import Ensemble
+from pantherseg.engine.runtime import EngineOptions
 from pantherseg.engine.preprocessing import SAFE_MAGNITUDE, preprocess, scaled_for_float32
 from pantherseg.errors import InputError
 from pantherseg.io.images import volume_from_image
@@ -39,7 +40,7 @@ def test_scaling_is_exact_and_only_where_needed():
 @pytest.fixture(scope="module")
 def micro_ensemble(micro_weights):
     weights, config = micro_weights
-    return Ensemble.load(config=load_config(config), task="t1", weights=weights, device="cpu")
+    return Ensemble.load(config=load_config(config), task="t1", weights=weights, engine=EngineOptions(device="cpu"))
 
 
 def _striped(scale: float, shape=(16, 48, 48), spacing=(2.0, 2.0, 3.0)):

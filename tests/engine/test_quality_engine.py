@@ -11,6 +11,8 @@ from model_factory import member
 from pantherseg.config import parse_config
 from pantherseg.engine.deadline import Deadline
 from pantherseg.engine.ensemble import Ensemble
+from pantherseg.engine.networks import GivenNetworks
+from pantherseg.engine.runtime import EngineOptions
 from pantherseg.engine.quality import assess_prediction
 from pantherseg.io.images import volume_from_image
 
@@ -30,9 +32,10 @@ def _predict(tiny_weights, volume, budget, **keywords):
                                                           "output_slug": "pancreatic-tumor-segmentation",
                                                           "tumor_label": 1, "members": members}}})
     clock = FakeClock()
-    ensemble = Ensemble.load(config=config, task="t1", weights=tiny_weights, device="cpu")
-    for index, m in enumerate(ensemble.members):
-        m.network = EchoNetwork(scale=1.0 + index, shift=-0.5 * index, clock=clock, seconds_per_tile=SECONDS_PER_TILE)
+    networks = GivenNetworks({name: EchoNetwork(scale=1.0 + index, shift=-0.5 * index, clock=clock,
+                                                seconds_per_tile=SECONDS_PER_TILE) for index, name in enumerate(NAMES)})
+    ensemble = Ensemble.load(config=config, task="t1", weights=tiny_weights, engine=EngineOptions(device="cpu"),
+                             backend=networks)
     deadline = Deadline(budget_s=budget, reserve_s=10.0, clock=clock, started_at=0.0)
     return ensemble, ensemble.predict(volume, deadline=deadline, **keywords)
 

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from pantherseg.engine.stage_timer import StageTimer
 from pantherseg.engine.weighted_mean import SharedPreprocessing, WeightedMean
 
 
@@ -46,8 +47,9 @@ def test_a_group_is_preprocessed_once_and_dropped_after_its_last_member(monkeypa
                         lambda volume, member, device=None: calls.append(member.name) or SimpleNamespace(group=member.key))
     members = [SimpleNamespace(name=n, preprocessing_key=k, key=k) for n, k in
                [("a1", "A"), ("b1", "B"), ("a2", "A")]]
-    timings = {"preprocess": 0.0}
-    shared = SharedPreprocessing(members, volume=None, timings=timings)
+    ticks = iter([0.0, 2.0, 10.0, 13.0])  # two preprocessings: 2 s and 3 s
+    timer = StageTimer(clock=lambda: next(ticks))
+    shared = SharedPreprocessing(members, volume=None, timer=timer)
     assert shared.get(members[0]).group == "A"
     shared.done(members[0])
     assert shared.get(members[1]).group == "B"
@@ -56,7 +58,7 @@ def test_a_group_is_preprocessed_once_and_dropped_after_its_last_member(monkeypa
     assert shared.get(members[2]).group == "A"
     shared.done(members[2])
     assert calls == ["a1", "b1"] and shared._ready == {}
-    assert timings["preprocess"] >= 0.0
+    assert timer.seconds == {"preprocess": 5.0}  # the group preprocessed once is timed once
 
 
 def test_fold_logits_are_a_weighted_mean_and_a_lone_fold_is_untouched():

@@ -26,8 +26,9 @@ from conftest import synthetic_image, write_gc_input
 
 from pantherseg import api
 from pantherseg.errors import OutputError
+from pantherseg.io.files import write_text_atomically
 from pantherseg.io.images import check_writable, write_image_atomically
-from pantherseg.io.report import write_report
+from pantherseg.run_report import RunReport
 
 REPO = Path(__file__).resolve().parents[2]
 SLUG = "pancreatic-tumor-segmentation"
@@ -76,19 +77,13 @@ def test_full_disk_while_itk_writes_is_one_line_and_leaves_nothing(tmp_path, mon
     assert files_under(tmp_path) == []
 
 
-def test_report_that_cannot_be_written_is_one_line(tmp_path):
-    (tmp_path / "run_report.json").mkdir()
-    with pytest.raises(OutputError, match="Cannot write the run report"):
-        write_report({"a": 1}, tmp_path / "run_report.json")
-
-
 def test_concurrent_writers_into_one_folder_never_share_a_temporary_file(tmp_path):
     errors = []
 
     def write(index: int) -> None:
         try:
             for _ in range(10):
-                write_report({"writer": index}, tmp_path / "run_report.json")
+                write_text_atomically(tmp_path / "run_report.json", f'{{"writer": {index}}}')
                 write_image_atomically(mask(), tmp_path / "case.mha")
         except Exception as error:  # noqa: BLE001 - collected and asserted below
             errors.append(error)
@@ -219,7 +214,7 @@ def test_report_failure_or_sigterm_after_the_mask_leaves_neither(tmp_path, micro
         assert (tmp_path / "out" / "case.mha").is_file()  # the mask was complete at this moment
         raise failure
 
-    monkeypatch.setattr(api, "write_report", fail)
+    monkeypatch.setattr(RunReport, "write", fail)
     with pytest.raises(type(failure)):
         api.segment(image_path, output_dir=tmp_path / "out", report_dir=tmp_path / "out", task="t2",
                     config=micro_weights[1], weights=micro_weights[0], device="cpu")
@@ -235,7 +230,7 @@ def test_report_failure_after_member_outputs_removes_them_too(tmp_path, micro_we
         assert len(files_under(tmp_path / "members")) == 2  # probabilities and own mask of the one member
         raise OutputError("Cannot write the run report: disk full")
 
-    monkeypatch.setattr(api, "write_report", fail)
+    monkeypatch.setattr(RunReport, "write", fail)
     with pytest.raises(OutputError):
         api.segment(image_path, output_dir=tmp_path / "out", report_dir=tmp_path / "out", task="t2",
                     config=micro_weights[1], weights=micro_weights[0], device="cpu", member_outputs_dir=tmp_path / "members")
