@@ -8,7 +8,7 @@ Modules, one job each:
 - ``geometry``: a stack of slices -> origin, spacing and direction, or a refusal saying what was found;
 - ``series``: find the series in a folder, choose one, read it into the engine's ``Volume``;
 - ``seg``: the mask as a binary DICOM-SEG (highdicom);
-- ``rtstruct``: the mask as an RT Structure Set (a small writer on pydicom);
+- ``rtstruct``: the mask as an RT Structure Set (highdicom's SOPClass base, the RT modules built here);
 - ``writing``: atomic writes of DICOM objects.
 See docs/dicom.md.
 """
