@@ -123,7 +123,8 @@ def structure_set_module(source_images: list, *, roi_name: str, algorithm: Algor
     module = Dataset()
     module.StructureSetLabel = "PANTHER"
     module.StructureSetName = f"{algorithm.name} {algorithm.task}"[:64]
-    module.StructureSetDescription = f"Automatic, unreviewed; ensemble members: {','.join(algorithm.members) or 'none'}"[:1024]
+    members = ",".join(algorithm.members) or "none"
+    module.StructureSetDescription = f"Automatic, unreviewed; ensemble members: {members}"[:1024]
     module.StructureSetDate, module.StructureSetTime = date, time
 
     series = Dataset()
