@@ -131,3 +131,27 @@ def test_sr_asked_for_without_dicom_seg_is_refused_before_any_model_loads(obliqu
     assert check_output_formats(("sr", "dicom-seg"), [series.folder]) == ("dicom-seg", "sr")
     with pytest.raises(InputError, match="sr references the tumour segment"):
         check_output_formats(("mha", "sr"), [series.folder])
+
+
+def test_an_anonymised_source_with_a_japanese_name_gives_a_valid_utf8_report(tmp_path):
+    """Type 2 attributes an anonymiser dropped are written empty; ``\\ISO 2022 IR 87`` names re-encoded as UTF-8."""
+    import pydicom
+
+    from pantherseg.dicom.sources import TYPE_2_COPIED
+
+    name = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+
+    def anonymised_japanese(k, ds):
+        ds.SpecificCharacterSet, ds.PatientName = ["", "ISO 2022 IR 87"], name
+        for attribute in TYPE_2_COPIED[1:]:  # all but PatientName
+            delattr(ds, attribute)
+
+    write_series(orient(phantom_case()[0], "axial")[:, :, :8], tmp_path / "s", tweak=anonymised_japanese)
+    series = read_series(tmp_path / "s")
+    mask = np.zeros(series.volume.shape_zyx, np.uint8)
+    mask[2:5, 20:30, 20:34] = 1
+    _, sr_path, _ = _write_seg_and_sr(series, mask, tmp_path)
+    written = pydicom.dcmread(sr_path)
+    assert written.SpecificCharacterSet == "ISO_IR 192" and str(written.PatientName) == name
+    assert all(str(written[attribute].value or "") == "" for attribute in TYPE_2_COPIED[1:])
+    assert dciodvfy_errors(sr_path) == []
