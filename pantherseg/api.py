@@ -210,7 +210,7 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, options: R
                 options.output_formats, prediction.mask, volume.sitk_image, output_dir, stem, written=written,
                 dicom_series=source.dicom_series,
                 algorithm=None if source.dicom_series is None else _algorithm(ensemble, prediction, quality),
-                roi_name=options.roi_name, uncertainty=lambda: _uncertainty_map(prediction))
+                roi_name=options.roi_name, voxel_mm3=volume.voxel_mm3, uncertainty=lambda: _uncertainty_map(prediction))
         prediction.notes.extend(notes)
         if options.member_outputs_dir is not None:
             _write_member_probabilities(prediction, volume, Path(options.member_outputs_dir), stem, ensemble, written)
@@ -235,7 +235,7 @@ def _run_report(ensemble: Ensemble, path: Path, volume: Volume, prediction: Pred
     return RunReport(
         task=ensemble.task.name, input={"path": str(path), **volume.geometry()},
         output=OutputRecord(path=str(outputs[0]), paths=tuple(str(p) for p in outputs), tumor_voxels=tumor_voxels,
-                            tumor_volume_mm3=tumor_voxels * float(np.prod(volume.spacing_zyx)),
+                            tumor_volume_mm3=tumor_voxels * volume.voxel_mm3,
                             tumor_statistics=tumour_statistics(prediction.mask, volume.sitk_image)),
         device=ensemble.describe_device(), weights=str(ensemble.weights),
         config=str(ensemble.config.source or "<in memory>"), members=tuple(prediction.outcomes),

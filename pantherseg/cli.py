@@ -21,6 +21,9 @@ from pantherseg.options import Parser, add_run_options, integer, number
 
 log = logging.getLogger("pantherseg")
 
+# pantherseg.io.outputs.OUTPUT_FORMATS, spelt out here so that --help imports no numpy (tests/test_cli_help.py)
+OUTPUT_FORMATS = ("mha", "nii.gz", "dicom-seg", "rtstruct", "sr", "uncertainty")
+
 
 class _CurrentStderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is when a record is emitted, not when the handler was made.
@@ -285,9 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "(input for 'pantherseg select')")
     predict.add_argument("--no-report", action="store_true", help="do not write <case>.report.json")
     predict.add_argument("--output-format", nargs="+", default=["mha"], metavar="FORMAT",
-                         choices=("mha", "nii.gz", "dicom-seg", "rtstruct", "uncertainty"),
-                         help="one or more of mha, nii.gz, dicom-seg, rtstruct (these two need a DICOM input "
-                              "folder and pantherseg[dicom]; see docs/dicom.md), uncertainty (beside a mask: "
+                         choices=OUTPUT_FORMATS,
+                         help="one or more of mha, nii.gz, dicom-seg, rtstruct, sr (these three need a DICOM input "
+                              "folder and pantherseg[dicom]; sr, the tumour volume as a TID 1500 report, needs "
+                              "dicom-seg too; see docs/dicom.md), uncertainty (beside a mask: "
                               "<case>.uncertainty.mha, float32 per-voxel entropy; docs/quality.md) (default: mha)")
     predict.add_argument("--series-uid", default=None, metavar="UID",
                          help="the SeriesInstanceUID to segment when a DICOM folder holds several series")

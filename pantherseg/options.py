@@ -38,8 +38,9 @@ class RunOptions:
         precision: "auto", "fp32", "bf16" or "fp16" (default: the config's, normally auto = fp16 on
             CUDA, fp32 on the CPU).
         backend: "auto", "torch", "onnxruntime" or "openvino" (default: the config's; see docs/speed.md).
-        output_formats: one or more of "mha", "nii.gz", "dicom-seg", "rtstruct" (pantherseg.io.outputs);
-            the DICOM ones need DICOM folder inputs and the ``pantherseg[dicom]`` extra (docs/dicom.md).
+        output_formats: one or more of "mha", "nii.gz", "dicom-seg", "rtstruct", "sr", "uncertainty"
+            (pantherseg.io.outputs); the DICOM ones need DICOM folder inputs and the ``pantherseg[dicom]`` extra,
+            and "sr" needs "dicom-seg" too (docs/dicom.md).
         series_uid: the SeriesInstanceUID to segment in a DICOM folder holding several series.
         roi_name: the RTSTRUCT's ROI name (default "Pancreatic tumour").
         report_dir: where ``<stem>.report.json`` run reports go; None writes none.

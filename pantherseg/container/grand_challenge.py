@@ -1,9 +1,17 @@
 """grand-challenge.org's folder contract: find the one input image, name the one output mask.
 
-The platform writes ``/input/inputs.json`` (a list of {"interface": {"slug", "relative_path"},
-"image": {"name"}} objects) and the image itself under ``/input/<relative_path>/<opaque>.mha``.
+The platform writes ``/input/inputs.json`` (a list of {"interface": {"slug", "kind", "relative_path"},
+"image": {"pk", "name"}} objects) and the image itself under ``/input/<relative_path>/<opaque>.mha``.
 It expects exactly one image in ``/output/images/<output slug>/`` and shows the user only the
 last line of stderr when something fails, so every problem here is one InputError line.
+
+A "DICOM image set" socket (interface kind ``DICOM Image Set``) delivers one series instead: every
+instance as ``/input/<relative_path>/<SOPInstanceUID>.dcm`` (grand-challenge's
+``components/backends/base.py`` copies each instance of the image set there, in its stored transfer
+syntax). Its slug is the task's input slug with ``-dicom`` appended (``abdominal-t1-mri-dicom``,
+``abdominal-t2-mri-dicom``), or anything with ``--task``. The case is then that folder, read by
+``pantherseg.dicom`` (pydicom, which the image must then hold); the mask is the same ``.mha``. Only the
+standard library looks at the folder here.
 """
 
 from __future__ import annotations
@@ -18,13 +26,16 @@ from pantherseg.errors import InputError, PantherError
 from pantherseg.io.images import image_stem, is_image_file
 
 INPUTS_JSON = "inputs.json"
+DICOM_IMAGE_SET_KIND = "DICOM Image Set"  # the interface kind's label, as the platform's serializer writes it
+DICOM_SLUG_SUFFIX = "-dicom"  # a DICOM image set socket of a task: <input slug>-dicom
 
 
 @dataclass(frozen=True)
 class GrandChallengeCase:
     task: TaskSpec
-    image: Path
+    image: Path  # the image file; for a DICOM image set, the folder of its <SOPInstanceUID>.dcm files
     uploaded_name: str | None  # the uploader's original file name, from inputs.json
+    dicom: bool = False  # a DICOM image set
 
     def output_path(self, output_dir: Path) -> Path:
         return Path(output_dir) / "images" / self.task.output_slug / f"{image_stem(self.image)}.mha"
@@ -42,6 +53,9 @@ def locate_case(input_dir: Path, config: EnsembleConfig, *, task: str | None = N
     else:
         task_spec, folder = _case_from_folders(input_dir, config, task)
         uploaded = None
+    if _holds_dicom_image_set(folder):
+        return GrandChallengeCase(task=task_spec, image=_dicom_image_set(folder, task_spec), uploaded_name=uploaded,
+                                  dicom=True)
     return GrandChallengeCase(task=task_spec, image=_single_image(folder, task_spec), uploaded_name=uploaded)
 
 
@@ -67,20 +81,31 @@ def _read_inputs_json(path: Path) -> list[dict]:
     return entries
 
 
+def _task_slug(entry: dict) -> str:
+    """The task input slug an inputs.json entry stands for: its slug, or a DICOM image set's slug less ``-dicom``."""
+    slug = entry["interface"]["slug"]
+    if entry["interface"].get("kind") == DICOM_IMAGE_SET_KIND and slug.endswith(DICOM_SLUG_SUFFIX):
+        return slug[: -len(DICOM_SLUG_SUFFIX)]
+    return slug
+
+
 def _case_from_inputs_json(entries, input_dir: Path, config: EnsembleConfig, task: str | None):
     slugs = [e["interface"]["slug"] for e in entries]
     if task is not None:
         forced = config.task(task)
-        matching = [(forced, e) for e in entries if e["interface"]["slug"] == forced.input_slug]
+        matching = [(forced, e) for e in entries if _task_slug(e) == forced.input_slug]
+        dicom_sets = [e for e in entries if e["interface"].get("kind") == DICOM_IMAGE_SET_KIND]
+        if not matching and len(dicom_sets) == 1:  # a forced task takes the one DICOM image set, whatever its slug
+            matching = [(forced, dicom_sets[0])]
         if not matching:
             # The user forced the task; accept its folder even if inputs.json lists something else.
             return forced, input_dir / "images" / forced.input_slug, None
     else:
-        matching = [(config.task_for_slug(e["interface"]["slug"]), e) for e in entries
-                    if config.takes_slug(e["interface"]["slug"])]
+        matching = [(config.task_for_slug(_task_slug(e)), e) for e in entries if config.takes_slug(_task_slug(e))]
         if not matching:
             raise InputError(f"inputs.json names interface(s) {_short(slugs)}; this algorithm takes one of "
-                             f"{config.input_slugs}.")
+                             f"{config.input_slugs} (or, as a DICOM image set, the same with "
+                             f"'{DICOM_SLUG_SUFFIX}').")
     if len(matching) > 1:
         raise InputError(
             f"inputs.json names {len(matching)} inputs this algorithm could take ({[e['interface']['slug'] for _, e in matching]}); "
@@ -105,6 +130,10 @@ def _case_from_folders(input_dir: Path, config: EnsembleConfig, task: str | None
         spec = config.task(task)
         return spec, images_dir / spec.input_slug
     present = [config.task_for_slug(slug) for slug in config.input_slugs if (images_dir / slug).is_dir()]
+    dicom = [config.task_for_slug(slug) for slug in config.input_slugs
+             if (images_dir / f"{slug}{DICOM_SLUG_SUFFIX}").is_dir()]
+    if not present and len(dicom) == 1:
+        return dicom[0], images_dir / f"{dicom[0].input_slug}{DICOM_SLUG_SUFFIX}"
     if not present:
         found = sorted(p.name for p in images_dir.iterdir()) if images_dir.is_dir() else []
         raise InputError(
@@ -133,6 +162,29 @@ def _single_image(folder: Path, task: TaskSpec) -> Path:
             f"{len(images)} images for '{task.input_slug}' in {folder} ({[p.name for p in images]}); expected exactly one."
         )
     return images[0]
+
+
+def _holds_dicom_image_set(folder: Path) -> bool:
+    """A folder whose files are ``.dcm`` files and no image file (an image set's instances)."""
+    if not folder.is_dir():
+        return False
+    files = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    return any(p.name.lower().endswith(".dcm") for p in files) and not any(is_image_file(p) for p in files)
+
+
+def _dicom_image_set(folder: Path, task: TaskSpec) -> Path:
+    """The folder of a DICOM image set, if it holds what the platform writes there: ``<SOPInstanceUID>.dcm`` files."""
+    from pantherseg.dicom import is_dicom_file  # the standard library only: no pydicom here
+
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    others = [p.name for p in entries if not (p.is_file() and p.name.lower().endswith(".dcm"))]
+    if others:
+        raise InputError(f"DICOM image set for '{task.input_slug}' in {folder}: expected only grand-challenge's "
+                         f"<SOPInstanceUID>.dcm files, found also {_short(others)}.")
+    if not any(is_dicom_file(p) for p in entries):
+        raise InputError(f"DICOM image set for '{task.input_slug}' in {folder}: none of its {len(entries)} .dcm "
+                         f"file(s) is a DICOM file (no DICM marker after the 128-byte preamble).")
+    return folder
 
 
 def check_single_output(output_folder: Path) -> Path:

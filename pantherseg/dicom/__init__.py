@@ -1,4 +1,4 @@
-"""DICOM in, DICOM-SEG and RTSTRUCT out: local features behind the ``pantherseg[dicom]`` extra.
+"""DICOM in, DICOM-SEG, RTSTRUCT and SR out: local features behind the ``pantherseg[dicom]`` extra.
 
 The grand-challenge path reads and writes ``.mha`` only and never imports this package's heavy
 modules: this file imports nothing but the standard library, so ``collect_inputs`` can ask whether
@@ -8,8 +8,10 @@ Modules, one job each:
 - ``geometry``: a stack of slices -> origin, spacing and direction, or a refusal saying what was found;
 - ``series``: find the series in a folder, choose one, read it into the engine's ``Volume``;
 - ``seg``: the mask as a binary DICOM-SEG (highdicom);
-- ``rtstruct``: the mask as an RT Structure Set (a small writer on pydicom);
-- ``writing``: atomic writes of DICOM objects.
+- ``rtstruct``: the mask as an RT Structure Set (highdicom's SOPClass base, the RT modules built here);
+- ``sr``: the tumour volume as a DICOM SR measurement report (TID 1500, highdicom.sr), referencing the
+  DICOM-SEG's segment and the source series;
+- ``writing``: one case's DICOM objects, written atomically in order (the SR after its SEG).
 See docs/dicom.md.
 """
 
@@ -20,7 +22,7 @@ import stat
 from pathlib import Path
 
 MAX_QUICK_DEPTH = 16
-DICOM_OUTPUT_FORMATS = ("dicom-seg", "rtstruct")
+DICOM_OUTPUT_FORMATS = ("dicom-seg", "rtstruct", "sr")
 INSTALL_HINT = "pip install 'pantherseg[dicom]' (pydicom, highdicom, pylibjpeg, pyjpegls)"
 
 

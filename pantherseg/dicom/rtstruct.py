@@ -1,4 +1,12 @@
-"""The tumour mask as an RT Structure Set: a small writer on pydicom.
+"""The tumour mask as an RT Structure Set, on highdicom's SOP class base.
+
+:class:`RTStructureSet` is a ``highdicom.SOPClass``: the base writes the SOP Common, General
+Equipment and the series attributes, and copies the patient and study of the source series with
+``copy_patient_and_study_information``, driven by the standard's own module tables (the Patient,
+General Study, Patient Study and Clinical Trial modules of the source image's IOD), as highdicom's
+SEG does; the Frame of Reference module is copied the same way. Only the RT-specific modules are
+built here, each by a small function: Structure Set (:func:`structure_set_module`), ROI Contour
+(:func:`roi_contour_module`) and RT ROI Observations (:func:`rt_roi_observations_module`).
 
 Why not rt-utils: its contour-to-patient transform assumes what axial CT gives (docs/dicom.md has
 the round-trip measurements on oblique and flipped MR series). Here every contour is computed on
@@ -16,21 +24,23 @@ contours (a valid, empty structure set). ApprovalStatus is UNAPPROVED: a clinici
 
 from __future__ import annotations
 
-import datetime
 import logging
 
+import highdicom as hd
 import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
 from pantherseg.dicom.seg import MANUFACTURER, MODEL_NAME, Algorithm
-from pantherseg.dicom.sources import OUTPUT_CHARACTER_SET, TYPE_2_COPIED, check_roi_name
+from pantherseg.dicom.sources import OUTPUT_CHARACTER_SET, check_roi_name, writer_sources
 
 log = logging.getLogger(__name__)
 
-RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 STUDY_COMPONENT_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"  # the referenced-study SOP class RT objects use
 DEFAULT_ROI_NAME = "Pancreatic tumour"
 ROI_COLOUR = [255, 64, 0]
-_OPTIONAL_COPIED = ("IssuerOfPatientID", "PatientAge", "StudyDescription")
+ROI_NUMBER = 1
 
 
 def slice_contours(plane: np.ndarray) -> list[np.ndarray]:
@@ -64,85 +74,91 @@ def to_patient(points_rc: np.ndarray, dataset) -> np.ndarray:
             + np.outer(points_rc[:, 0] * row_spacing, orientation[3:]))
 
 
-def build_rtstruct(mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm, roi_name: str = DEFAULT_ROI_NAME,
-                   series_number: int = 902):
-    """A pydicom ``FileDataset`` RT Structure Set of ``mask_zyx`` (z index k = ``datasets[k]``)."""
-    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+class RTStructureSet(hd.SOPClass):
+    """An RT Structure Set of one ROI: the contours of ``mask_zyx`` (z index k = ``source_images[k]``)."""
 
-    if mask_zyx.shape != (len(datasets), int(datasets[0].Rows), int(datasets[0].Columns)):
-        raise ValueError(f"mask shape {mask_zyx.shape} does not match {len(datasets)} slices of "
-                         f"{datasets[0].Rows} x {datasets[0].Columns}")
-    roi_name = check_roi_name(roi_name)
-    source = datasets[0]
-    now = datetime.datetime.now()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = FileDataset("rtstruct.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SpecificCharacterSet = OUTPUT_CHARACTER_SET  # UTF-8: source values are decoded by pydicom, names any text
-    ds.StudyInstanceUID = source.StudyInstanceUID
-    for tag in TYPE_2_COPIED:
-        setattr(ds, tag, source.get(tag, ""))  # type 2 attributes: empty when the source has none
-    for tag in _OPTIONAL_COPIED:
-        if tag in source:
-            setattr(ds, tag, source.get(tag))
-    ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    ds.Modality = "RTSTRUCT"
-    ds.SeriesInstanceUID = generate_uid()
-    ds.SeriesNumber = series_number
-    ds.SeriesDescription = f"{roi_name} ({algorithm.name} {algorithm.version})"[:64]
-    ds.OperatorsName = ""
-    ds.FrameOfReferenceUID = source.FrameOfReferenceUID  # the Frame of Reference module of the IOD
-    ds.PositionReferenceIndicator = source.get("PositionReferenceIndicator", "")
-    ds.Manufacturer, ds.ManufacturerModelName = MANUFACTURER, MODEL_NAME
-    ds.SoftwareVersions = algorithm.version
-    ds.InstanceNumber = 1
-    ds.StructureSetLabel = "PANTHER"
-    ds.StructureSetName = f"{algorithm.name} {algorithm.task}"[:64]
-    ds.StructureSetDescription = (f"Automatic, unreviewed; ensemble members: {','.join(algorithm.members) or 'none'}")[:1024]
-    ds.StructureSetDate, ds.StructureSetTime = ds.InstanceCreationDate, ds.InstanceCreationTime
-    ds.ApprovalStatus = "UNAPPROVED"
+    def __init__(self, mask_zyx: np.ndarray, source_images: list, *, algorithm: Algorithm,
+                 roi_name: str = DEFAULT_ROI_NAME, series_number: int = 902):
+        if mask_zyx.shape != (len(source_images), int(source_images[0].Rows), int(source_images[0].Columns)):
+            raise ValueError(f"mask shape {mask_zyx.shape} does not match {len(source_images)} slices of "
+                             f"{source_images[0].Rows} x {source_images[0].Columns}")
+        roi_name = check_roi_name(roi_name)
+        source = writer_sources(source_images[:1])[0]  # type 2 patient/study attributes present, maybe empty
+        super().__init__(
+            study_instance_uid=source.StudyInstanceUID, series_instance_uid=generate_uid(),
+            series_number=series_number, sop_instance_uid=generate_uid(), sop_class_uid=RTStructureSetStorage,
+            instance_number=1, modality="RTSTRUCT", manufacturer=MANUFACTURER,
+            transfer_syntax_uid=ExplicitVRLittleEndian, patient_id=source.PatientID,
+            patient_name=source.PatientName, patient_birth_date=source.PatientBirthDate,
+            patient_sex=source.PatientSex, accession_number=source.AccessionNumber, study_id=source.StudyID,
+            study_date=source.StudyDate, study_time=source.StudyTime,
+            referring_physician_name=source.ReferringPhysicianName,
+            series_description=f"{roi_name} ({algorithm.name} {algorithm.version})"[:64],
+            manufacturer_model_name=MODEL_NAME, software_versions=algorithm.version,
+            specific_character_set=OUTPUT_CHARACTER_SET,  # UTF-8: source values decoded by pydicom, names any text
+        )
+        self.copy_patient_and_study_information(source)
+        self._copy_root_attributes_of_module(source, "Frame of Reference")
+        if "PositionReferenceIndicator" not in self:
+            self.PositionReferenceIndicator = ""  # type 2
+        self.OperatorsName = ""  # RT Series, type 2
+        date, time = self.InstanceCreationDate, self.InstanceCreationTime
+        self.update(structure_set_module(source_images, roi_name=roi_name, algorithm=algorithm, date=date,
+                                         time=time))
+        self.update(roi_contour_module(mask_zyx, source_images))
+        self.update(rt_roi_observations_module())
+        self.ApprovalStatus = "UNAPPROVED"  # Approval module: a clinician reviews it
 
-    def image_reference(dataset) -> Dataset:
-        item = Dataset()
-        item.ReferencedSOPClassUID = dataset.SOPClassUID
-        item.ReferencedSOPInstanceUID = dataset.SOPInstanceUID
-        return item
 
-    series_ref = Dataset()
-    series_ref.SeriesInstanceUID = source.SeriesInstanceUID
-    series_ref.ContourImageSequence = Sequence([image_reference(d) for d in datasets])
-    study_ref = Dataset()
-    study_ref.ReferencedSOPClassUID = STUDY_COMPONENT_MANAGEMENT
-    study_ref.ReferencedSOPInstanceUID = source.StudyInstanceUID
-    study_ref.RTReferencedSeriesSequence = Sequence([series_ref])
-    frame_ref = Dataset()
-    frame_ref.FrameOfReferenceUID = source.FrameOfReferenceUID
-    frame_ref.RTReferencedStudySequence = Sequence([study_ref])
-    ds.ReferencedFrameOfReferenceSequence = Sequence([frame_ref])
+def _image_reference(dataset) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = dataset.SOPClassUID
+    item.ReferencedSOPInstanceUID = dataset.SOPInstanceUID
+    return item
+
+
+def structure_set_module(source_images: list, *, roi_name: str, algorithm: Algorithm, date, time) -> Dataset:
+    """Structure Set module (PS3.3 C.8.8.5): labels, the referenced frame/study/series/images, the one ROI."""
+    source = source_images[0]
+    module = Dataset()
+    module.StructureSetLabel = "PANTHER"
+    module.StructureSetName = f"{algorithm.name} {algorithm.task}"[:64]
+    members = ",".join(algorithm.members) or "none"
+    module.StructureSetDescription = f"Automatic, unreviewed; ensemble members: {members}"[:1024]
+    module.StructureSetDate, module.StructureSetTime = date, time
+
+    series = Dataset()
+    series.SeriesInstanceUID = source.SeriesInstanceUID
+    series.ContourImageSequence = Sequence([_image_reference(d) for d in source_images])
+    study = Dataset()
+    study.ReferencedSOPClassUID = STUDY_COMPONENT_MANAGEMENT
+    study.ReferencedSOPInstanceUID = source.StudyInstanceUID
+    study.RTReferencedSeriesSequence = Sequence([series])
+    frame = Dataset()
+    frame.FrameOfReferenceUID = source.FrameOfReferenceUID
+    frame.RTReferencedStudySequence = Sequence([study])
+    module.ReferencedFrameOfReferenceSequence = Sequence([frame])
 
     roi = Dataset()
-    roi.ROINumber = 1
+    roi.ROINumber = ROI_NUMBER
     roi.ReferencedFrameOfReferenceUID = source.FrameOfReferenceUID
     roi.ROIName = roi_name
     roi.ROIDescription = f"{algorithm.name} {algorithm.version} {algorithm.task} ensemble"[:64]
     roi.ROIGenerationAlgorithm = "AUTOMATIC"
     roi.ROIGenerationDescription = f"{algorithm.name} {algorithm.version}"[:64]
-    ds.StructureSetROISequence = Sequence([roi])
+    module.StructureSetROISequence = Sequence([roi])
+    return module
 
+
+def roi_contour_module(mask_zyx: np.ndarray, source_images: list) -> Dataset:
+    """ROI Contour module (PS3.3 C.8.8.6): per slice, one CLOSED_PLANAR contour per boundary, in patient mm."""
     contours = []
-    for k, dataset in enumerate(datasets):
+    for k, dataset in enumerate(source_images):
         if not mask_zyx[k].any():
             continue
         for polygon in slice_contours(mask_zyx[k]):
             item = Dataset()
-            item.ContourImageSequence = Sequence([image_reference(dataset)])
+            item.ContourImageSequence = Sequence([_image_reference(dataset)])
             item.ContourGeometricType = "CLOSED_PLANAR"
             item.NumberOfContourPoints = len(polygon)
             item.ContourNumber = len(contours) + 1
@@ -150,16 +166,28 @@ def build_rtstruct(mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm
             contours.append(item)
     roi_contour = Dataset()
     roi_contour.ROIDisplayColor = ROI_COLOUR
-    roi_contour.ReferencedROINumber = 1
+    roi_contour.ReferencedROINumber = ROI_NUMBER
     if contours:
         roi_contour.ContourSequence = Sequence(contours)
-    ds.ROIContourSequence = Sequence([roi_contour])
+    module = Dataset()
+    module.ROIContourSequence = Sequence([roi_contour])
+    log.debug("RTSTRUCT of series %s: %d contour(s)", source_images[0].SeriesInstanceUID, len(contours))
+    return module
 
+
+def rt_roi_observations_module() -> Dataset:
+    """RT ROI Observations module (PS3.3 C.8.8.8): the ROI is a GTV, its interpreter not named (type 2)."""
     observation = Dataset()
     observation.ObservationNumber = 1
-    observation.ReferencedROINumber = 1
+    observation.ReferencedROINumber = ROI_NUMBER
     observation.RTROIInterpretedType = "GTV"
     observation.ROIInterpreter = ""
-    ds.RTROIObservationsSequence = Sequence([observation])
-    log.debug("RTSTRUCT of series %s: %d contour(s)", source.SeriesInstanceUID, len(contours))
-    return ds
+    module = Dataset()
+    module.RTROIObservationsSequence = Sequence([observation])
+    return module
+
+
+def build_rtstruct(mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm, roi_name: str = DEFAULT_ROI_NAME,
+                   series_number: int = 902) -> RTStructureSet:
+    """The RT Structure Set of ``mask_zyx`` (z index k = ``datasets[k]``)."""
+    return RTStructureSet(mask_zyx, datasets, algorithm=algorithm, roi_name=roi_name, series_number=series_number)

@@ -62,6 +62,11 @@ class Volume:
     def shape_zyx(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.data.shape[1:])
 
+    @property
+    def voxel_mm3(self) -> float:
+        """One voxel's volume: what the run report and the SR count tumour volumes in."""
+        return float(np.prod(self.spacing_zyx))
+
     def nnunet_properties(self) -> dict:
         """The property dict nnU-Net's SimpleITKIO reader would return for this image."""
         ref = self.sitk_image

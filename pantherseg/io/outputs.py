@@ -1,12 +1,14 @@
 """The formats a mask can be written in, and writing them: ``--output-format``.
 
 ``mha`` and ``nii.gz`` hold the uint8 {0, 1} mask with the input's geometry (SimpleITK);
-``dicom-seg`` and ``rtstruct`` need a DICOM series as input, since they reference its images
-(pantherseg.dicom, the ``pantherseg[dicom]`` extra, imported only when asked for); ``uncertainty``
+``dicom-seg``, ``rtstruct`` and ``sr`` need a DICOM series as input, since they reference its images
+(pantherseg.dicom, the ``pantherseg[dicom]`` extra, imported only when asked for); ``sr`` (the tumour
+volume as a TID 1500 measurement report) references the DICOM-SEG's segment, so it needs
+``dicom-seg`` in the same call and is written after it; ``uncertainty``
 is written beside a mask: the per-voxel normalised entropy of the ensemble's mean probabilities,
 float32 in [0, 1], with the input's geometry (docs/quality.md). Every file is written atomically.
 File names: ``<stem>.mha``, ``<stem>.nii.gz``, ``<stem>.seg.dcm``, ``<stem>.rtstruct.dcm``,
-``<stem>.uncertainty.mha``.
+``<stem>.sr.dcm``, ``<stem>.uncertainty.mha``.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ import numpy as np
 from pantherseg.errors import InputError
 from pantherseg.io.images import mask_image, write_image_atomically
 
-OUTPUT_FORMATS = ("mha", "nii.gz", "dicom-seg", "rtstruct", "uncertainty")
-DICOM_FORMATS = ("dicom-seg", "rtstruct")
+OUTPUT_FORMATS = ("mha", "nii.gz", "dicom-seg", "rtstruct", "sr", "uncertainty")
+DICOM_FORMATS = ("dicom-seg", "rtstruct", "sr")
 MAP_FORMATS = ("uncertainty",)  # not a mask: written beside one, after the masks
 _SUFFIXES = {"mha": ".mha", "nii.gz": ".nii.gz", "dicom-seg": ".seg.dcm", "rtstruct": ".rtstruct.dcm",
-             "uncertainty": ".uncertainty.mha"}
+             "sr": ".sr.dcm", "uncertainty": ".uncertainty.mha"}
 
 
 def output_path(output_dir: Path, stem: str, output_format: str) -> Path:
@@ -62,6 +64,9 @@ def check_output_formats(formats: Sequence[str], inputs: Sequence[Path]) -> tupl
         if not_dicom:
             raise InputError(f"dicom-seg and rtstruct reference the images of a DICOM series, but {not_dicom} "
                              f"{'is' if len(not_dicom) == 1 else 'are'} not a DICOM folder; use mha or nii.gz there.")
+        from pantherseg.dicom.writing import order_dicom_formats
+
+        formats = order_dicom_formats(formats)  # sr needs dicom-seg, written before it
     return formats
 
 
@@ -94,23 +99,28 @@ def outputs_all_or_none() -> Iterator[WrittenFiles]:
 
 def write_outputs(formats: Sequence[str], mask_zyx: np.ndarray, reference, output_dir: Path, stem: str, *,
                   written: WrittenFiles, dicom_series=None, algorithm=None, roi_name: str | None = None,
+                  voxel_mm3: float | None = None,
                   uncertainty: Callable[[], np.ndarray] | None = None) -> tuple[list[Path], list[str]]:
     """Write ``mask_zyx`` in each of ``formats`` (each path added to ``written`` first); returns the paths
     (in that order) and notes for the run report.
 
     ``uncertainty``: gives the (z, y, x) float32 map the ``uncertainty`` format writes; called only
-    when that format is asked for. Call it inside :func:`outputs_all_or_none`.
+    when that format is asked for. ``voxel_mm3``: the voxel volume the SR's tumour volume is counted in
+    (the run report's). Call it inside :func:`outputs_all_or_none`.
     """
     paths, notes = [], []
+    dicom_writer = None
     for output_format in formats:
         path = written.add(output_path(output_dir, stem, output_format))
         if output_format in DICOM_FORMATS:
             if dicom_series is None:
                 raise InputError(f"{output_format} needs a DICOM series as input.")
-            from pantherseg.dicom.writing import write_dicom_output
+            if dicom_writer is None:  # one per case: the SR references the SEG it wrote before
+                from pantherseg.dicom.writing import DicomWriter
 
-            path, more = write_dicom_output(output_format, mask_zyx, dicom_series.datasets, path,
-                                            algorithm=algorithm, roi_name=roi_name)
+                dicom_writer = DicomWriter(mask_zyx, dicom_series.datasets, algorithm=algorithm, roi_name=roi_name,
+                                           voxel_mm3=voxel_mm3)
+            path, more = dicom_writer.write(output_format, path)
             notes.extend(more)
         elif output_format == "uncertainty":
             if uncertainty is None:

@@ -166,7 +166,7 @@ def test_demo_zoo_on_a_dicom_phantom_series(kind, tmp_path, capsys):
 
     series = read_series(tmp_path / "dicom")
     contours = rasterise_rtstruct(pydicom.dcmread(tmp_path / "rt" / "dicom.rtstruct.dcm"), series.datasets)
-    assert dice_of(contours, mask) >= 0.95
+    assert dice_of(contours, mask) == 1.0
 
 
 def test_a_case_whose_dicom_output_cannot_be_made_fails_alone_before_its_prediction(tiny_weights, tiny_config,
@@ -188,3 +188,30 @@ def test_a_case_whose_dicom_output_cannot_be_made_fails_alone_before_its_predict
     assert code == 1 and "1 of 2 case(s) failed" in last and "no FrameOfReferenceUID" in last
     assert len(predicted) == 1 and predicted[0].startswith("b-good")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b-good.report.json", "b-good.seg.dcm"]
+
+
+def test_the_sr_carries_the_run_reports_tumour_volume_and_references_the_seg(tiny_weights, tiny_config, tmp_path):
+    """``output_formats=("sr", "dicom-seg")`` (the formats ``--output-format`` takes): the SEG is written first,
+    then the SR whose volume is the run report's tumor_volume_mm3 / 1000 and whose segment is that SEG's."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from pantherseg import segment
+    from pantherseg.dicom.sr import QUALITY_SCORE
+
+    write_series(orient(_small_image(), "oblique"), tmp_path / "MR")
+    [result] = segment(tmp_path / "MR", output_dir=tmp_path / "out", report_dir=tmp_path / "out", task="t1",
+                       config=tiny_config, weights=tiny_weights, device="cpu", time_budget_s=float("inf"),
+                       output_formats=("sr", "dicom-seg"))
+    out = tmp_path / "out"
+    report = json.loads((out / "MR.report.json").read_text())
+    assert report["output"]["paths"] == [str(out / "MR.seg.dcm"), str(out / "MR.sr.dcm")] == [str(p) for p in [
+        result.output, out / "MR.sr.dcm"]]
+    assert report["output"]["tumor_voxels"] > 0
+    group = hd.sr.srread(out / "MR.sr.dcm").content.get_volumetric_roi_measurement_groups()[0]
+    [volume] = group.get_measurements(name=codes.SCT.Volume)
+    # The report rounds to 0.001 mm3; the SR holds the unrounded product of the same voxel count and voxel volume.
+    assert volume.value == pytest.approx(report["output"]["tumor_volume_mm3"] / 1000, abs=5e-7)
+    assert group.referenced_segment.referenced_sop_instance_uid == hd.seg.segread(out / "MR.seg.dcm").SOPInstanceUID
+    [score] = group.get_measurements(name=QUALITY_SCORE)
+    assert score.value == pytest.approx(report["quality"]["score"])
