@@ -168,7 +168,7 @@ def test_rt_utils_fails_the_round_trip_off_axial_which_is_why_the_writer_is_our_
 
 def test_a_failing_format_removes_the_formats_already_written(oriented_series, tmp_path, monkeypatch):
     import pantherseg.dicom.rtstruct
-    from pantherseg.io.outputs import write_outputs
+    from pantherseg.io.outputs import outputs_all_or_none, write_outputs
 
     series, mask = oriented_series["axial"]
 
@@ -176,9 +176,10 @@ def test_a_failing_format_removes_the_formats_already_written(oriented_series, t
         raise OSError("no space left on device")
 
     monkeypatch.setattr(pantherseg.dicom.rtstruct, "build_rtstruct", broken)
-    with pytest.raises(OSError, match="no space left"):
+    with pytest.raises(OSError, match="no space left"), outputs_all_or_none() as written:
         write_outputs(("mha", "dicom-seg", "rtstruct"), mask, series.volume.sitk_image, tmp_path, "case",
-                      dicom_series=series, algorithm=ALGORITHM)
+                      written=written, dicom_series=series, algorithm=ALGORITHM)
+    assert [p.name for p in written.paths] == ["case.mha", "case.seg.dcm", "case.rtstruct.dcm"]
     assert os.listdir(tmp_path) == []
 
 
