@@ -85,6 +85,8 @@ def run_guarded(function, *args, **kwargs) -> int:
             print(f"pantherseg error: {_interrupted_message()}", file=sys.stderr)
             return 130
         if isinstance(error, PantherError):
+            if error.__cause__ is not None:  # with -v, what the library said (debug: hidden otherwise)
+                log.debug("%s was caused by:", type(error).__name__, exc_info=error.__cause__)
             print(f"pantherseg error: {error}", file=sys.stderr)
             return error.exit_code
         if isinstance(error, MemoryError):

@@ -59,6 +59,12 @@ def one_line(text: str, *, last: bool = False, default: str = "unknown error") -
 
 
 def short_repr(value: object, limit: int = 120) -> str:
-    """``repr(value)``, cut to ``limit`` characters: what an error line shows of a value it refuses."""
-    text = repr(value)
+    """A bounded repr of a value an error line refuses: nested or huge values (untrusted JSON) show their
+    start, never the whole (nor a RecursionError), and the text is cut to ``limit`` characters."""
+    import reprlib
+
+    bounded = reprlib.Repr()
+    bounded.maxlevel, bounded.maxlist, bounded.maxtuple, bounded.maxdict = 3, 8, 8, 8
+    bounded.maxstring = bounded.maxother = max(limit, 12)
+    text = bounded.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

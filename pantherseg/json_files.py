@@ -34,7 +34,7 @@ def read_json_object(path: Path | str, *, error: type, what: str, missing: str |
     except FileNotFoundError:
         raise error(f"{missing or what + ' not found'}: expected a JSON file at {path}.") from None
     except OSError as failure:
-        raise error(f"{what} {path} cannot be read: {failure.strerror or failure}.") from None
+        raise error(f"{what} {path} cannot be read: {failure.strerror or failure}.") from failure
     try:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
@@ -48,7 +48,7 @@ def read_json_object(path: Path | str, *, error: type, what: str, missing: str |
             fd = None
             data = handle.read(max_bytes + 1)
     except OSError as failure:
-        raise error(f"{what} {path} cannot be read: {failure.strerror or failure}.") from None
+        raise error(f"{what} {path} cannot be read: {failure.strerror or failure}.") from failure
     finally:
         if fd is not None:
             os.close(fd)
@@ -57,15 +57,15 @@ def read_json_object(path: Path | str, *, error: type, what: str, missing: str |
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as failure:
-        raise error(f"{what} {path} is not UTF-8 text: {failure.reason} at byte {failure.start}.") from None
+        raise error(f"{what} {path} is not UTF-8 text: {failure.reason} at byte {failure.start}.") from failure
     try:
         value = json.loads(text, parse_int=_bounded_int)  # NaN and Infinity decode: schemas refuse them
     except json.JSONDecodeError as failure:
         raise error(f"{what} {path} is not valid JSON: {failure.msg} at line {failure.lineno}, "
-                    f"column {failure.colno}.") from None
+                    f"column {failure.colno}.") from failure
     except (ValueError, RecursionError) as failure:
         reason = "it is nested too deeply" if isinstance(failure, RecursionError) else str(failure).split(";")[0]
-        raise error(f"{what} {path} cannot be decoded: {reason}.") from None
+        raise error(f"{what} {path} cannot be decoded: {reason}.") from failure
     if not isinstance(value, top):
         expected = "a JSON object" if top is dict else f"a JSON {top.__name__}"
         raise error(f"{what} {path} must hold {expected}, found {type(value).__name__}.")

@@ -76,3 +76,22 @@ def test_unknown_task_exits_with_config_error(tiny_weights, tiny_config, tmp_pat
                  "--weights", str(tiny_weights), "--config", str(tiny_config)])
     assert code == 4
     assert "Task 't9' is not in the ensemble config" in capsys.readouterr().err
+
+
+def test_with_verbose_the_cause_of_a_refusal_is_logged_and_the_last_line_stays_one_line(tmp_path, capsys, caplog):
+    import logging
+
+    from pantherseg.cli import run_guarded
+    from pantherseg.errors import InputError
+
+    def refuse():
+        try:
+            int("twelve")
+        except ValueError as error:
+            raise InputError("the value is not a number") from error
+
+    with caplog.at_level(logging.DEBUG, logger="pantherseg"):
+        assert run_guarded(refuse) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "pantherseg error: the value is not a number"
+    [record] = [r for r in caplog.records if "was caused by" in r.getMessage()]
+    assert record.exc_info[0] is ValueError and "twelve" in str(record.exc_info[1])

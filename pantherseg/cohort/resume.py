@@ -66,7 +66,7 @@ def _file_sha256(path: Path, owner: str) -> str:
     except FileNotFoundError:
         raise ModelError(f"{owner}: file not found: expected {path}.") from None
     except OSError as error:
-        raise ModelError(f"{owner}: cannot read {path}: {error.strerror or error}.") from None
+        raise ModelError(f"{owner}: cannot read {path}: {error.strerror or error}.") from error
 
 
 def report_path(output_dir: Path, case: Case) -> Path:

@@ -16,13 +16,12 @@ standard library looks at the folder here.
 
 from __future__ import annotations
 
-import json
-import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from pantherseg.config import EnsembleConfig, TaskSpec
-from pantherseg.errors import InputError, PantherError
+from pantherseg.errors import InputError, OutputError, short_repr
+from pantherseg.json_files import read_json_object
 from pantherseg.io.images import image_stem, is_image_file
 
 INPUTS_JSON = "inputs.json"
@@ -60,24 +59,11 @@ def locate_case(input_dir: Path, config: EnsembleConfig, *, task: str | None = N
 
 
 def _read_inputs_json(path: Path) -> list[dict]:
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path} cannot be read: {error}.") from None
-    except json.JSONDecodeError as error:
-        raise InputError(
-            f"{path} is not valid JSON ({error.msg} at line {error.lineno}); expected grand-challenge's list of inputs."
-        ) from None
-    except (ValueError, RecursionError) as error:  # 4300+ digit integers; brackets nested too deep
-        reason = "it is nested too deeply" if isinstance(error, RecursionError) else str(error).split(";")[0]
-        raise InputError(f"{path} cannot be decoded ({reason}); expected grand-challenge's list of inputs.") from None
-    if not isinstance(entries, list) or not all(
-        isinstance(e, dict) and isinstance(e.get("interface"), dict) and isinstance(e["interface"].get("slug"), str)
-        for e in entries
-    ):
-        raise InputError(
-            f"{path} must be a list of objects with interface.slug, as grand-challenge writes it; found {_short(entries)}."
-        )
+    entries = read_json_object(path, error=InputError, what="grand-challenge's list of inputs", top=list)
+    if not all(isinstance(e, dict) and isinstance(e.get("interface"), dict)
+               and isinstance(e["interface"].get("slug"), str) for e in entries):
+        raise InputError(f"{path} must be a list of objects with interface.slug, as grand-challenge writes it; "
+                         f"found {short_repr(entries, 200)}.")
     return entries
 
 
@@ -103,7 +89,7 @@ def _case_from_inputs_json(entries, input_dir: Path, config: EnsembleConfig, tas
     else:
         matching = [(config.task_for_slug(_task_slug(e)), e) for e in entries if config.takes_slug(_task_slug(e))]
         if not matching:
-            raise InputError(f"inputs.json names interface(s) {_short(slugs)}; this algorithm takes one of "
+            raise InputError(f"inputs.json names interface(s) {short_repr(slugs)}; this algorithm takes one of "
                              f"{config.input_slugs} (or, as a DICOM image set, the same with "
                              f"'{DICOM_SLUG_SUFFIX}').")
     if len(matching) > 1:
@@ -115,7 +101,7 @@ def _case_from_inputs_json(entries, input_dir: Path, config: EnsembleConfig, tas
     relative = entry["interface"].get("relative_path") or f"images/{spec.input_slug}"
     if not isinstance(relative, str) or "\x00" in relative:
         raise InputError(f"inputs.json relative_path of '{spec.input_slug}' must be a folder path relative to the "
-                         f"input folder, found {_short(relative)}.")
+                         f"input folder, found {short_repr(relative)}.")
     folder = (input_dir / relative).resolve()
     if input_dir.resolve() not in folder.parents:
         raise InputError(f"inputs.json relative_path '{relative}' points outside {input_dir}.")
@@ -180,7 +166,7 @@ def _dicom_image_set(folder: Path, task: TaskSpec) -> Path:
     others = [p.name for p in entries if not (p.is_file() and p.name.lower().endswith(".dcm"))]
     if others:
         raise InputError(f"DICOM image set for '{task.input_slug}' in {folder}: expected only grand-challenge's "
-                         f"<SOPInstanceUID>.dcm files, found also {_short(others)}.")
+                         f"<SOPInstanceUID>.dcm files, found also {short_repr(others)}.")
     if not any(is_dicom_file(p) for p in entries):
         raise InputError(f"DICOM image set for '{task.input_slug}' in {folder}: none of its {len(entries)} .dcm "
                          f"file(s) is a DICOM file (no DICM marker after the 128-byte preamble).")
@@ -191,7 +177,7 @@ def check_single_output(output_folder: Path) -> Path:
     """The one mask grand-challenge will upload; more or fewer is an error."""
     files = sorted(p for p in Path(output_folder).iterdir() if p.is_file() and not p.name.startswith("."))
     if len(files) != 1:
-        raise PantherError(f"{output_folder} must hold exactly one image for grand-challenge, found {[p.name for p in files]}.")
+        raise OutputError(f"{output_folder} must hold exactly one image for grand-challenge, found {[p.name for p in files]}.")
     return files[0]
 
 
@@ -205,18 +191,10 @@ def check_output_folder_free(output_folder: Path, mask_name: str) -> None:
     if not folder.exists():
         return
     if not folder.is_dir():
-        raise PantherError(f"Output folder {folder} is a file; grand-challenge expects a folder there.")
+        raise OutputError(f"Output folder {folder} is a file; grand-challenge expects a folder there.")
     others = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.name != mask_name)
     if others:
-        raise PantherError(f"Output folder {folder} already holds {_short(others)}; grand-challenge needs exactly "
+        raise OutputError(f"Output folder {folder} already holds {short_repr(others)}; grand-challenge needs exactly "
                            f"one image there at the end: empty it before running.")
     if (folder / mask_name).is_dir():
-        raise PantherError(f"The mask path {folder / mask_name} is a folder; remove it before running.")
-
-
-def _short(value: object) -> str:
-    """A bounded repr for messages: nested or huge JSON values must not make the line (or recursion) explode."""
-    short = reprlib.Repr()
-    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 3, 6, 6, 60, 60
-    shown = short.repr(value)
-    return shown if len(shown) <= 200 else shown[:197] + "..."
+        raise OutputError(f"The mask path {folder / mask_name} is a folder; remove it before running.")

@@ -107,7 +107,7 @@ class _Archive:
             return self._zip_entries() if self.kind == "zip" else self._tar_entries()
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as error:
             raise ModelError(f"{self.path} is not a readable {self.kind} archive (truncated or corrupt?): "
-                             f"{error}") from None
+                             f"{error}") from error
 
     def _zip_entries(self) -> list[Entry]:
         entries = []
@@ -307,7 +307,7 @@ def _extract(archive: _Archive, entries: list[Entry], root: Path, folders: dict[
             written += 1
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as error:
         raise ModelError(f"{archive.path} is corrupt (a CRC or stream check failed while extracting: {error}); "
-                         f"download it again; nothing was installed") from None
+                         f"download it again; nothing was installed") from error
     expected = sum(1 for e in entries if not e.is_dir)
     if written != expected:
         raise ModelError(f"{archive.path}: {expected - written} file(s) listed in the archive were not found when "
@@ -360,7 +360,7 @@ def _commit(staging: Path, target: Path, names: list[str]) -> None:
             if old is not None:
                 os.rename(old, destination)
         raise ModelError(f"installing into {target} failed ({error.strerror or error}); the target was restored") \
-            from None
+            from error
 
 
 def config_hint(report: InstallReport, presets: dict[str, Path]) -> list[str]:

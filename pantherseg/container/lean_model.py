@@ -74,7 +74,7 @@ def _load(path: Path) -> dict:
             raw = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, KeyError, ValueError, TypeError,
             AttributeError) as error:
-        raise ModelError(f"{path} cannot be read as a plain nnU-Net checkpoint: {str(error)[:200]}") from None
+        raise ModelError(f"{path} cannot be read as a plain nnU-Net checkpoint: {str(error)[:200]}") from error
     if not isinstance(raw, dict) or not isinstance(raw.get("network_weights"), dict):
         raise ModelError(f"{path} has no 'network_weights' dict: not an nnU-Net checkpoint")
     return raw

@@ -86,10 +86,10 @@ def scan_weights(weights_dir: Path | str) -> list[str]:
                 )
             names.append(relative)
     except TreeLimitError as error:
-        raise ModelError(f"weights folder {error}: a model folder is a few levels deep; refused") from None
+        raise ModelError(f"weights folder {error}: a model folder is a few levels deep; refused") from error
     except OSError as error:
         # A folder that cannot be listed: silently leaving it out would be worse.
-        raise ModelError(f"cannot list {error.filename} in the weights folder: {error.strerror}") from None
+        raise ModelError(f"cannot list {error.filename} in the weights folder: {error.strerror}") from error
     if not names:
         raise ModelError(f"weights folder {root} holds no files: there is nothing to upload as a model")
     return sorted(names)
@@ -249,7 +249,7 @@ def _check_stream(tarball: Path, max_unpacked_bytes: int) -> None:
         raise ModelError(
             f"model tarball {tarball} is corrupt or truncated (the gzip stream fails its integrity check: "
             f"{error}); build or upload it again"
-        ) from None
+        ) from error
 
 
 def _scratch_folder(near: Path) -> tempfile.TemporaryDirectory:

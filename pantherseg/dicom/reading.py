@@ -86,7 +86,7 @@ def _entry_kind(path: Path, folder: Path) -> str:
     try:
         mode = os.stat(path).st_mode
     except OSError as error:
-        raise InputError(f"{path} cannot be inspected: {error.strerror} (a broken link?).") from None
+        raise InputError(f"{path} cannot be inspected: {error.strerror} (a broken link?).") from error
     if stat.S_ISDIR(mode):
         return "folder link"
     if not stat.S_ISREG(mode):
@@ -148,7 +148,7 @@ def _read_deflated(path: Path, meta, *, max_bytes: int, pixels: bool, source: st
     try:
         body = inflater.decompress(zipped, max_bytes)
     except zlib.error as error:
-        raise InputError(f"{source}: {path.name}: its deflated dataset is damaged ({error}).") from None
+        raise InputError(f"{source}: {path.name}: its deflated dataset is damaged ({error}).") from error
     if inflater.unconsumed_tail:
         raise InputError(f"{source}: {path.name}: its deflated dataset inflates beyond {max_bytes / 2**20:.0f} MiB "
                          f"({len(zipped) / 2**20:.1f} MiB on disk), more than its slice can take; refused while "
@@ -174,7 +174,7 @@ def check_declared_frame(dataset, path: Path, source: str) -> None:
         frame = next(generate_frames(dataset.PixelData, number_of_frames=1))
     except (StopIteration, ValueError, KeyError, struct.error) as error:
         raise InputError(f"{source}: {path.name}: its encapsulated pixel data holds no readable frame "
-                         f"({error or 'empty'}).") from None
+                         f"({error or 'empty'}).") from error
     declared = _jpeg_size(frame) if syntax in ENCAPSULATED_JPEG else _j2k_size(frame)
     expected = (int(dataset.Rows), int(dataset.Columns), int(dataset.get("SamplesPerPixel", 1) or 1))
     if declared != expected:

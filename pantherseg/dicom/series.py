@@ -195,7 +195,7 @@ def read_series(folder: Path | str, *, series_uid: str | None = None) -> DicomSe
             dataset = read_dicom(path, max_bytes=max_file_bytes(pixel_bytes), pixels=True, source=source)
         except unreadable_errors() as error:
             raise InputError(f"{source}: {path.name} cannot be read (truncated or corrupt?): "
-                             f"{' '.join(str(error).split())[:200]}") from None
+                             f"{' '.join(str(error).split())[:200]}") from error
         check_declared_frame(dataset, path, source)
         planes.append(_decode(dataset, path, source, values[index]))
         datasets.append(dataset)
@@ -252,7 +252,7 @@ def _decode(dataset, path: Path, source: str, values: dict[str, tuple]) -> np.nd
         compressed = getattr(syntax, "is_compressed", False)
         advice = f" If a decoder is missing: {INSTALL_HINT}." if compressed else ""
         raise InputError(f"{source}: the pixel data of {path.name} ({getattr(syntax, 'name', syntax)}) cannot be "
-                         f"decoded (truncated or corrupt?): {reason}.{advice}") from None
+                         f"decoded (truncated or corrupt?): {reason}.{advice}") from error
     if stored.ndim != 2:
         raise InputError(f"{source}: {path.name} holds pixel data of shape {stored.shape}, expected one 2D slice.")
     slope, intercept = values["RescaleSlope"][0], values["RescaleIntercept"][0]

@@ -74,13 +74,13 @@ class DicomWriter:
             raise
         except (ValueError, TypeError, AttributeError, KeyError, IndexError) as error:
             raise OutputError(f"{path.name}: the {output_format} object could not be built from the source series: "
-                              f"{type(error).__name__}: {' '.join(str(error).split())[:300]}") from None
+                              f"{type(error).__name__}: {' '.join(str(error).split())[:300]}") from error
         for note in notes:
             log.warning("%s: %s", path.name, note)
         try:
             save_atomically(dataset, path)
         except (OSError, ValueError) as error:  # ValueError: pydicom refusing a value while encoding it
-            raise OutputError(f"Cannot write {path}: {getattr(error, 'strerror', None) or error}.") from None
+            raise OutputError(f"Cannot write {path}: {getattr(error, 'strerror', None) or error}.") from error
         if output_format == SEG_FORMAT:
             self.segmentation = dataset
         return path, notes

@@ -126,5 +126,5 @@ def build_network_on_meta(class_name: object, arch_kwargs: dict, requires_import
     except (AttributeError, TypeError, KeyError, ValueError, RuntimeError, IndexError, ZeroDivisionError,
             AssertionError) as error:
         raise ModelError(f"{owner}: the plans' architecture {cls.__name__} cannot be built from its arch_kwargs: "
-                         f"{short_repr(str(error))}.") from None
+                         f"{short_repr(str(error))}.") from error
 

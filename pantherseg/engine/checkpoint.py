@@ -88,14 +88,14 @@ def load_checkpoint(path: Path, *, owner: str) -> Checkpoint:
         raise ModelError(
             f"{owner}: checkpoint {path} was refused: it contains {what}, which could run code when "
             f"loaded. Expected plain weights (torch.save of tensors and numbers); re-save the state dict."
-        ) from None
+        ) from error
     except FileNotFoundError:
         raise ModelError(f"{owner}: checkpoint not found: expected a file at {path}.") from None
     except (RuntimeError, OSError, EOFError, KeyError, ValueError, TypeError, AttributeError) as error:
         raise ModelError(
             f"{owner}: {path} is not a readable PyTorch checkpoint (truncated or another file type?): "
             f"{one_line(str(error), default=type(error).__name__)}."
-        ) from None
+        ) from error
 
     if not isinstance(raw, dict):
         raise ModelError(f"{owner}: checkpoint {path} holds a {type(raw).__name__}, expected a dict.")
@@ -159,7 +159,7 @@ def check_archive(path: Path, *, owner: str) -> None:
     except zipfile.BadZipFile:
         return  # not a zip (a legacy torch.save, text): torch.load says what it is
     except (OSError, EOFError, struct.error, zlib.error) as error:
-        raise refuse(f"its archive cannot be read ({one_line(str(error), default=type(error).__name__)})") from None
+        raise refuse(f"its archive cannot be read ({one_line(str(error), default=type(error).__name__)})") from error
 
 
 def _inflate_counting(handle, info: zipfile.ZipInfo, refuse) -> None:

@@ -13,22 +13,29 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
 
 Clock = Callable[[], float]
 
 
-def seconds_since_process_start() -> float:
-    """How long this process has existed (Linux /proc), so the budget includes interpreter start-up."""
+def seconds_since_process_start(stat: Path | str = "/proc/self/stat", uptime: Path | str = "/proc/uptime",
+                                 ticks_per_second: int | None = None) -> float:
+    """How long this process has existed (Linux /proc), so the budget includes interpreter start-up.
+
+    ``stat``: the process's stat line (field 22, after the command in parentheses, which may hold spaces and
+    ')', is its start in clock ticks after boot); ``uptime``: seconds since boot. 0.0 where /proc is not
+    there or says something else (then the budget counts from the call)."""
     try:
-        with open("/proc/self/stat", encoding="ascii") as handle:
+        with open(stat, encoding="ascii") as handle:
             start_ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/uptime", encoding="ascii") as handle:
-            uptime = float(handle.read().split()[0])
-        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+        with open(uptime, encoding="ascii") as handle:
+            seconds_up = float(handle.read().split()[0])
+        ticks = ticks_per_second or os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return 0.0
+    return max(0.0, seconds_up - start_ticks / ticks)
 
 
 @dataclass

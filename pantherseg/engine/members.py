@@ -118,18 +118,18 @@ def _resolve_member(spec: MemberSpec, weights_root: Path) -> Member:
                            architecture.get("_kw_requires_import", []), owner=owner)
         validate_plans(plans, spec.configuration)
     except SchemaViolation as violation:
-        raise ModelError(f"{owner}: {folder / 'plans.json'}: {violation}.") from None
+        raise ModelError(f"{owner}: {folder / 'plans.json'}: {violation}.") from violation
     try:
         validate_dataset(dataset_json)
     except SchemaViolation as violation:
-        raise ModelError(f"{owner}: {folder / 'dataset.json'}: {violation}.") from None
+        raise ModelError(f"{owner}: {folder / 'dataset.json'}: {violation}.") from violation
     try:
         plans_manager = PlansManager(plans)
         configuration_manager = plans_manager.get_configuration(spec.configuration)
         label_manager = plans_manager.get_label_manager(dataset_json)
         arch_class = configuration_manager.network_arch_class_name
     except (KeyError, TypeError, ValueError, AssertionError, AttributeError, RecursionError, RuntimeError) as error:
-        raise ModelError(f"{owner}: plans.json or dataset.json is not a valid nnU-Net v2 file: {error!r}.") from None
+        raise ModelError(f"{owner}: plans.json or dataset.json is not a valid nnU-Net v2 file: {error!r}.") from error
     channels = dataset_json.get("channel_names", dataset_json.get("modality"))
     if not isinstance(channels, dict) or len(channels) != 1:
         raise ModelError(

@@ -28,9 +28,9 @@ def check_member_folder(folder: Path, weights_root: Path, owner: str) -> None:
                 raise ModelError(f"{owner}: {path} is {_kind(status.st_mode)}, not a regular file or folder; "
                                  f"a model folder holds files only (refused: reading it could block or never end).")
     except TreeLimitError as error:
-        raise ModelError(f"{owner}: the model folder {error}; refused (a model folder is a few levels deep).") from None
+        raise ModelError(f"{owner}: the model folder {error}; refused (a model folder is a few levels deep).") from error
     except OSError as error:
-        raise ModelError(f"{owner}: cannot list {error.filename or folder}: {error.strerror or error}.") from None
+        raise ModelError(f"{owner}: cannot list {error.filename or folder}: {error.strerror or error}.") from error
 
 
 def _check_link(path: Path, shown: Path, root: Path, owner: str) -> None:
@@ -39,7 +39,7 @@ def _check_link(path: Path, shown: Path, root: Path, owner: str) -> None:
         status = os.stat(target)
     except (RuntimeError, OSError) as error:  # RuntimeError: a loop, as pathlib reports it in Python 3.11
         reason = getattr(error, "strerror", None) or "a symbolic link loop"
-        raise ModelError(f"{owner}: {shown} cannot be followed ({reason}); refused.") from None
+        raise ModelError(f"{owner}: {shown} cannot be followed ({reason}); refused.") from error
     if target != root and root not in target.parents:
         raise ModelError(f"{owner}: {shown} links to {target}, outside the weights folder {root}; refused.")
     if not (stat.S_ISREG(status.st_mode) or stat.S_ISDIR(status.st_mode)):

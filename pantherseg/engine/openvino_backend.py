@@ -115,7 +115,7 @@ def convert_member(member: Member, path: Path) -> Path:
         os.replace(staging / path.with_suffix(".bin").name, path.with_suffix(".bin"))
         os.replace(staging / path.name, path)
     except (RuntimeError, TypeError, ValueError) as error:
-        raise ModelError(f"{member.describe()}: OpenVINO could not convert the network: {error}") from None
+        raise ModelError(f"{member.describe()}: OpenVINO could not convert the network: {error}") from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("%s: converted to OpenVINO IR at %s", member.describe(), path)

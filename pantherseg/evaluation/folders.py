@@ -136,7 +136,7 @@ def read_mask(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"cannot read {path} as an image: {itk_error_line(str(exc))}") from None
+        raise InputError(f"cannot read {path} as an image: {itk_error_line(str(exc))}") from exc
     spacing = tuple(float(s) for s in image.GetSpacing())
     if not all(MIN_SPACING_MM <= s <= MAX_SPACING_MM for s in spacing):
         raise InputError(f"{path}: voxel spacing {[float(f'{s:.4g}') for s in spacing]} mm (x,y,z) is outside "

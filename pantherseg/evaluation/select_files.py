@@ -75,7 +75,7 @@ def costs_from_reports(report_dir: Path, members: list[str]) -> dict[str, float]
         raise InputError(f"No run reports (*.report.json) in {report_dir} to take member costs from; "
                          f"pass --costs with a JSON object of member -> seconds per case instead.")
     for path in reports:
-        report = _read_json(path, "a run report")
+        report = _read_json(path, "Run report")
         outcomes = report.get("members") if isinstance(report, dict) else None
         if not isinstance(outcomes, list) or not all(isinstance(o, dict) for o in outcomes):
             raise InputError(f"{path} is not a pantherseg run report: expected a 'members' list of objects.")
@@ -94,7 +94,7 @@ def costs_from_reports(report_dir: Path, members: list[str]) -> dict[str, float]
 
 def costs_from_json(path: Path, members: list[str]) -> dict[str, float]:
     """``{member name: seconds per case}`` from a JSON file; InputError naming the file for anything else."""
-    costs = _read_json(Path(path), "a JSON object of member -> seconds per case")
+    costs = _read_json(Path(path), "Member costs (member -> seconds per case)")
     if not isinstance(costs, dict):
         raise InputError(f"{path} must be a JSON object of member -> seconds per case, found {type(costs).__name__}.")
     missing = [m for m in members if isinstance(costs.get(m), bool) or not isinstance(costs.get(m), (int, float))
@@ -105,12 +105,7 @@ def costs_from_json(path: Path, members: list[str]) -> dict[str, float]:
 
 
 def _read_json(path: Path, what: str):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path} cannot be read: {getattr(error, 'strerror', None) or error}.") from None
-    except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
-        raise InputError(f"{path} is not valid JSON ({one_line(str(error))}); expected {what}.") from None
+    return read_json_object(path, error=InputError, what=what, top=object)
 
 
 def _read_map(path: Path):
@@ -119,7 +114,7 @@ def _read_map(path: Path):
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as error:
-        raise InputError(f"cannot read the probability map {path}: {itk_error_line(str(error))}") from None
+        raise InputError(f"cannot read the probability map {path}: {itk_error_line(str(error))}") from error
 
 
 def selected_config(base: EnsembleConfig, task: str, result: SelectionResult) -> dict:

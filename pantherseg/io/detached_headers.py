@@ -109,7 +109,7 @@ def data_file(path: Path) -> Path | None:
         return resolved
     except OSError as error:
         raise InputError(f"{path.name}: the header's data file {resolved.name} cannot be inspected: "
-                         f"{error.strerror}.") from None
+                         f"{error.strerror}.") from error
     if not stat.S_ISREG(mode):
         raise InputError(f"{path.name}: the header's data file {resolved.name} is not a regular file (a FIFO, "
                          f"device, socket or folder); refused before reading it.")

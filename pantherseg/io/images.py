@@ -110,7 +110,7 @@ def read_volume(path: Path | str) -> Volume:
     try:
         image = reader.Execute()
     except RuntimeError as error:
-        raise _unreadable(path, error) from None
+        raise _unreadable(path, error) from error
     return volume_from_image(image, source=path.name)
 
 
@@ -140,7 +140,7 @@ def checked_reader(path: Path | str):
         # The header first: a bad or huge image is refused before any voxel is read (or decompressed).
         reader.ReadImageInformation()
     except RuntimeError as error:
-        raise _unreadable(path, error) from None
+        raise _unreadable(path, error) from error
     _check_header(reader.GetDimension(), reader.GetNumberOfComponents(), list(reader.GetSize()),
                   list(reader.GetSpacing()), sitk.GetPixelIDValueAsString(reader.GetPixelID()), path.name)
     _check_geometry(list(reader.GetOrigin()), list(reader.GetDirection()), path.name)
@@ -283,9 +283,9 @@ def write_image_atomically(image, path: Path | str) -> Path:
                 raise OutputError(f"Cannot write the mask {path}: a folder of that name is in the way; remove it.")
             sitk.WriteImage(image, str(tmp), useCompression=True)
     except OSError as error:
-        raise OutputError(f"Cannot write {path}: {error.strerror or error}.") from None
+        raise OutputError(f"Cannot write {path}: {error.strerror or error}.") from error
     except RuntimeError as error:  # ITK's writer: permission denied, no space left
-        raise OutputError(f"Cannot write {path}: {itk_error_line(str(error))}") from None
+        raise OutputError(f"Cannot write {path}: {itk_error_line(str(error))}") from error
     return path
 
 
@@ -304,7 +304,7 @@ def check_writable(folders, files=()) -> None:
             free = shutil.disk_usage(folder).free
         except OSError as error:
             raise OutputError(f"Output folder {folder} is not writable: {error.strerror or error}; "
-                              f"choose a writable folder.") from None
+                              f"choose a writable folder.") from error
         if free < MIN_FREE_BYTES:
             raise OutputError(f"Output folder {folder} has only {free // 1024} KiB free "
                               f"({os.strerror(errno.ENOSPC)}); at least {MIN_FREE_BYTES // 1024**2} MiB are needed.")

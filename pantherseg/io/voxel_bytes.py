@@ -83,7 +83,7 @@ def _check_metaimage(path: Path, voxel_bytes: int, data_path: Path | None) -> No
                     break
     except zlib.error as error:
         raise InputError(f"{path.name}: the compressed voxel data is damaged after {seen} inflated bytes ({error}); "
-                         f"re-export the image.") from None
+                         f"re-export the image.") from error
     _check_size(path.name, seen, voxel_bytes, "compressed voxel data, inflated,")
 
 
@@ -123,7 +123,7 @@ def _check_gzip(path: Path, voxel_bytes: int) -> None:
                          f"{_needed(needed, voxel_bytes)} bytes of header and voxels.") from None
     except (OSError, zlib.error) as error:
         raise InputError(f"{path.name}: the gzip stream is damaged after {seen} decompressed bytes "
-                         f"({error}); re-export or copy the image again.") from None
+                         f"({error}); re-export or copy the image again.") from error
     if needed is None:
         needed = vox_offset(head, path.name) + voxel_bytes
     _check_size(path.name, seen, needed, "decompressed stream")

@@ -10,6 +10,7 @@ from fakes import EchoNetwork, FakeClock
 from model_factory import member
 from pantherseg.config import parse_config
 from pantherseg.engine.deadline import Deadline, TileCostModel
+from pantherseg.engine.deadline import seconds_since_process_start as REAL_PROCESS_START  # before the autouse stub
 from pantherseg.engine.ensemble import Ensemble
 from pantherseg.engine.networks import GivenNetworks
 from pantherseg.engine.runtime import EngineOptions
@@ -88,11 +89,46 @@ def test_cost_model_scales_unmeasured_members_by_patch_volume():
     assert model.estimate("b", 4000) == 8.0
 
 
-def test_deadline_counts_from_process_start():
-    clock = FakeClock(100.0)
-    deadline = Deadline(budget_s=300, reserve_s=20, clock=clock)
-    assert deadline.elapsed() >= 0  # includes this process's start-up, read from /proc
-    assert deadline.remaining_for_members() <= 280
+def test_deadline_counts_from_process_start(monkeypatch):
+    from pantherseg.engine import deadline as deadline_module
+
+    monkeypatch.setattr(deadline_module, "seconds_since_process_start", lambda: 12.5)
+    deadline = Deadline(budget_s=300, reserve_s=20, clock=FakeClock(100.0))
+    assert deadline.elapsed() == 12.5 and deadline.remaining_for_members() == 300 - 20 - 12.5
+
+
+def proc_files(tmp_path, command: str, start_ticks: int, uptime: str):
+    """A /proc/self/stat line (pid, command in parentheses, then fields 3..) and a /proc/uptime line."""
+    fields = ["S", *["0"] * 18, str(start_ticks), "0", "0"]  # field 22 is the start time
+    (tmp_path / "stat").write_text(f"4242 ({command}) {' '.join(fields)}\n", encoding="ascii")
+    (tmp_path / "uptime").write_text(uptime, encoding="ascii")
+    return tmp_path / "stat", tmp_path / "uptime"
+
+
+@pytest.mark.parametrize("command", ["python3", "a b) (c", ")"])
+def test_the_process_start_is_read_from_proc_even_with_odd_command_names(tmp_path, command):
+    stat, uptime = proc_files(tmp_path, command, start_ticks=50_000, uptime="1000.25 1800.00\n")
+    assert REAL_PROCESS_START(stat, uptime, ticks_per_second=100) == pytest.approx(500.25)
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage", "short", "before-start"])
+def test_a_proc_that_says_something_else_counts_from_the_call(tmp_path, damage):
+    stat, uptime = proc_files(tmp_path, "python3", start_ticks=50_000, uptime="1000.25 1800.00\n")
+    if damage == "missing":
+        uptime.unlink()
+    elif damage == "garbage":
+        stat.write_text("not a stat line", encoding="ascii")
+    elif damage == "short":
+        stat.write_text("4242 (python3) S 1 2", encoding="ascii")
+    else:  # a clock that went backwards: never a negative age
+        uptime.write_text("10.0 0.0", encoding="ascii")
+    assert REAL_PROCESS_START(stat, uptime, ticks_per_second=100) == 0.0
+
+
+def test_this_process_is_younger_than_the_machine():
+    age = REAL_PROCESS_START()
+    uptime = float(open("/proc/uptime").read().split()[0])
+    assert 0.0 < age <= uptime
 
 
 @pytest.fixture(scope="module")
