@@ -39,8 +39,9 @@ class BatchTimeline:
     """When each tile batch started and ended on the device's own clock: CUDA events on a GPU (recorded in
     the stream, no synchronisation), ``time.perf_counter`` on the CPU. Read it after the prediction."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, clock=time.perf_counter):
         self.device = torch.device(device)
+        self.clock = clock  # the CPU's clock (injectable for tests)
         self._marks: list = []  # start, end, start, end, ...
 
     def mark(self) -> None:
@@ -49,7 +50,7 @@ class BatchTimeline:
             event.record()
             self._marks.append(event)
         else:
-            self._marks.append(time.perf_counter())
+            self._marks.append(self.clock())
 
     def _seconds(self, earlier, later) -> float:
         if self.device.type == "cuda":

@@ -112,10 +112,10 @@ def test_a_tiny_gnu_sparse_tarball_claiming_40_gib_is_refused_before_extraction(
     assert tarball.stat().st_size < 200
     with tarfile.open(tarball) as tar:
         assert tar.getmembers()[0].issparse() and tar.getmembers()[0].size == 40 << 30
-    started = time.perf_counter()
+    started = time.process_time()  # CPU seconds of this process, not the shared cores' wall clock
     with pytest.raises(ModelError, match="sparse member counts at its extracted size"):
         verify_model_tarball(tarball)
-    assert time.perf_counter() - started < 2
+    assert time.process_time() - started < 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sparse.tar.gz"]  # no scratch folder left
 
 

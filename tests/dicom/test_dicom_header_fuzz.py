@@ -87,7 +87,7 @@ def mutations(draw) -> list[tuple[str, int, str, bytes | None]]:
 def check_contract(folder, base_series) -> None:
     before = sorted(p.name for p in folder.rglob("*"))
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    started = time.monotonic()
+    started = time.process_time()  # CPU seconds of this process, not the shared cores' wall clock
     try:
         series = read_series(folder)
     except PantherError as error:
@@ -98,7 +98,7 @@ def check_contract(folder, base_series) -> None:
         rows, columns = int(series.datasets[0].Rows), int(series.datasets[0].Columns)
         assert series.volume.data.shape == (1, len(series.datasets), rows, columns)
         assert series.volume.data.dtype == np.float32 and np.isfinite(series.volume.data).all()
-    assert time.monotonic() - started < SECONDS_PER_EXAMPLE
+    assert time.process_time() - started < SECONDS_PER_EXAMPLE
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - peak_before < MAX_GROWTH_BYTES
     assert sorted(p.name for p in folder.rglob("*")) == before
 

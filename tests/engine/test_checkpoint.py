@@ -66,9 +66,9 @@ def test_a_deflated_pickle_bomb_is_refused_fast_and_small(weights):
     rewrite(checkpoint_of(weights), compress="data.pkl", extra=bytes(200 << 20))
     assert checkpoint_of(weights).stat().st_size < 2 << 20
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
+    started = time.process_time()  # CPU seconds of this process, not the shared cores' wall clock
     refused(weights, "refused before decoding", "data.pkl", "decompression bomb")
-    assert time.perf_counter() - started < 2.0
+    assert time.process_time() - started < 2.0
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: nothing inflated
 
 

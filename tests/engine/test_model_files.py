@@ -23,12 +23,12 @@ def weights(tiny_weights, tmp_path) -> Path:
 
 
 def refused(weights: Path, expected: str) -> str:
-    started = time.perf_counter()
+    started = time.process_time()  # this process's CPU: other work on shared cores does not count
     with pytest.raises(ModelError) as caught:
         load_members(parse_config(config_dict([member("a-f0", MODEL_A)])).task("t1"), weights)
     message = str(caught.value)
     assert "\n" not in message and "member 'a-f0'" in message and expected in message, message
-    assert time.perf_counter() - started < 10
+    assert time.process_time() - started < 10
     return message
 
 

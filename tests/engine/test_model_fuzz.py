@@ -51,14 +51,14 @@ MEMBERS = {MODEL_A: member("m", MODEL_A), MODEL_B: member("m", MODEL_B, checkpoi
 def contract(root: Path, model: str) -> None:
     """Members load and build, or one ModelError line; within the time bound; no file added to the folder."""
     before = sorted(p.name for p in (root / model).rglob("*"))
-    started = time.perf_counter()
+    started = time.process_time()  # CPU seconds of this process, not the shared cores' wall clock
     try:
         for loaded in load_members(parse_config(config_dict([MEMBERS[model]])).task("t1"), root):
             build_network(loaded, torch.device("cpu"))
     except ModelError as error:
         message = str(error)
         assert "\n" not in message and message.startswith("member 'm'") and len(message) < 2000, message
-    assert time.perf_counter() - started < TIME_BOUND_S
+    assert time.process_time() - started < TIME_BOUND_S
     assert sorted(p.name for p in (root / model).rglob("*")) == before
 
 

@@ -129,5 +129,13 @@ def test_timeline_marks_every_batch_on_the_cpu_clock():
     timeline = BatchTimeline(torch.device("cpu"))
     predict_logits(EchoNetwork(), torch.randn((1, 16, 32, 96)), patch_size=(16, 32, 32), num_classes=2,
                    step_size=1.0, tile_batch_size=2, timeline=timeline)
-    assert timeline.batches == 2
-    assert timeline.busy_s() > 0 and timeline.idle_between_batches_s() >= 0
+    assert timeline.batches == 2 and timeline.busy_s() > 0
+
+
+def test_timeline_sums_batches_and_the_gaps_between_them():
+    ticks = iter([0.0, 1.0, 3.0, 6.0, 6.5, 7.0])  # three batches: 1 s, 3 s, 0.5 s; gaps of 2 s and 0.5 s
+    timeline = BatchTimeline(torch.device("cpu"), clock=lambda: next(ticks))
+    for _ in range(6):
+        timeline.mark()
+    assert timeline.batches == 3
+    assert timeline.busy_s() == 4.5 and timeline.idle_between_batches_s() == 2.5

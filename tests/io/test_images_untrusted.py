@@ -82,14 +82,12 @@ def test_fifo_as_data_file_is_refused_without_blocking(tmp_path):
             outcome["error"] = str(error)
 
     reader = threading.Thread(target=read, daemon=True)
-    started = time.monotonic()
     reader.start()
     reader.join(timeout=20)
     if reader.is_alive():  # unblock the reader (a FIFO open for read waits for a writer), then fail
         os.close(os.open(fifo, os.O_RDWR))
         pytest.fail("reading an image whose data file is a FIFO blocked")
     assert "not a regular file" in outcome.get("error", ""), outcome
-    assert time.monotonic() - started < 20
 
 
 def test_folder_as_data_file_is_refused(tmp_path):
