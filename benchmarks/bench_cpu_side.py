@@ -59,9 +59,9 @@ def child(work: Path, threads: int | None) -> dict:
 
     from pantherseg.config import load_config
     from pantherseg.engine.ensemble import Ensemble
+    from pantherseg.engine.memory_estimate import check_prediction_fits
     from pantherseg.engine.networks import GivenNetworks
     from pantherseg.engine.runtime import EngineOptions
-    from pantherseg.engine.memory_estimate import check_prediction_fits
     from pantherseg.io.images import mask_image, read_volume, write_image_atomically
 
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         process = subprocess.run(command, capture_output=True, text=True)
         wall = time.perf_counter() - started
-    line = next((l for l in process.stdout.splitlines() if l.startswith("RESULT ")), None)
+    line = next((text for text in process.stdout.splitlines() if text.startswith("RESULT ")), None)
     if process.returncode != 0 or line is None:
         raise SystemExit(f"the run failed:\n{process.stderr[-3000:]}")
     result = json.loads(line[len("RESULT "):])

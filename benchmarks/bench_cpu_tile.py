@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> dict:
     import openvino as ov
     import torch
 
-    from model_factory import load_plans, network_from_plans, shrink
     from pantherseg.engine.openvino_backend import OpenVinoNetwork, native_bf16
+
+    from model_factory import load_plans, network_from_plans, shrink
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2)
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
         ov.save_model(model, str(path), compress_to_fp16=False)
         for precision in ("fp32", "bf16") if native_bf16() else ("fp32",):
             compiled = OpenVinoNetwork(path, precision=precision, threads=cpu["threads"])
-            timings[f"OpenVINO {precision}"] = seconds_per_call(lambda: compiled(tile), repeats)
+            timings[f"OpenVINO {precision}"] = seconds_per_call(lambda compiled=compiled: compiled(tile), repeats)
         if args.alternatives:
             timings.update(alternatives(path, tile, cpu["threads"], repeats))
     from winners import tile_flops

@@ -62,9 +62,9 @@ def build_workload(root: Path, members: int) -> tuple[Path, Path, Path]:
 
 
 def run_reference(weights: Path, members: int, image: Path, work: Path) -> dict:
-    from nnunet_reference import predict_member
-
     from nnunetv2.ensembling.ensemble import ensemble_folders
+
+    from nnunet_reference import predict_member
 
     timings = {}
     started = time.perf_counter()
@@ -155,7 +155,7 @@ def main() -> None:
             if any(r.startswith(route) for r in routes) and step not in conversions:
                 process = subprocess.run([sys.executable, __file__, "--child", step, "--work", str(work),
                                           "--members", str(args.members)], capture_output=True, text=True)
-                line = next((l for l in process.stdout.splitlines() if l.startswith("RESULT ")), None)
+                line = next((text for text in process.stdout.splitlines() if text.startswith("RESULT ")), None)
                 if process.returncode != 0 or line is None:
                     raise SystemExit(f"{step} failed:\n{process.stderr[-3000:]}")
                 conversions[step] = json.loads(line[len("RESULT "):])
@@ -164,14 +164,13 @@ def main() -> None:
         for route in routes:
             command = [sys.executable, __file__, "--child", route, "--work", str(work), "--members", str(args.members)]
             process = subprocess.run(command, capture_output=True, text=True)
-            line = next((l for l in process.stdout.splitlines() if l.startswith("RESULT ")), None)
+            line = next((text for text in process.stdout.splitlines() if text.startswith("RESULT ")), None)
             if process.returncode != 0 or line is None:
                 raise SystemExit(f"{route} failed:\n{process.stderr[-3000:]}")
             results[route] = json.loads(line[len("RESULT "):])
             print(f"{route}: {results[route]['wall_s']:.1f} s", file=sys.stderr)
 
         import torch
-
         from machine import cpu_line, describe_cpu
 
         baseline = results.get("reference")

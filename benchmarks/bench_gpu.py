@@ -166,8 +166,9 @@ def run_reference(work: Path, *, device: str, members: int) -> dict:
     everything on the device and fp16 autocast, nnU-Net's defaults there; no mirroring), probabilities to
     .npz, then ``ensemble_folders``, as ``nnUNetv2_ensemble`` does. It runs after the engine, so it finds
     CUDA already initialised: the ratio leans towards nnU-Net, if anything."""
-    from nnunet_reference import predict_member
     from nnunetv2.ensembling.ensemble import ensemble_folders
+
+    from nnunet_reference import predict_member
 
     started = time.perf_counter()
     folders = [str(predict_member(work / "weights" / winners.MODEL, 0, "checkpoint_final.pth", work / "case.mha",

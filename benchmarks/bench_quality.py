@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "resources"))
 
 import phantoms  # noqa: E402
+
 from pantherseg.api import segment  # noqa: E402
 from pantherseg.engine.quality import score  # noqa: E402
 

@@ -76,6 +76,8 @@ def lean(work: Path) -> None:
 def export(work: Path) -> None:
     import numpy as np
     import torch
+    from release_replica import build_replica
+    from winners import abdomen_like_image
 
     from pantherseg.config import load_config
     from pantherseg.engine.members import load_members
@@ -83,8 +85,6 @@ def export(work: Path) -> None:
     from pantherseg.engine.to_image_space import logits_to_probabilities
     from pantherseg.engine.weighted_mean import FoldLogits, WeightedMean
     from pantherseg.io.images import volume_from_image
-    from release_replica import build_replica
-    from winners import abdomen_like_image
 
     tiny = work / "tiny"
     build_replica(tiny, tasks=("t1",))  # plans as the full size's but for the features: the same export
@@ -117,9 +117,9 @@ def export(work: Path) -> None:
 
 def member(work: Path) -> None:
     import SimpleITK as sitk
+    from winners import abdomen_like_image
 
     from pantherseg.api import segment
-    from winners import abdomen_like_image
 
     config = json.loads(PRESET.read_text())
     config["tasks"] = {"t1": {**config["tasks"]["t1"], "members": config["tasks"]["t1"]["members"][:1]}}

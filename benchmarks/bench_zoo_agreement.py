@@ -44,9 +44,10 @@ def sample_images(task: str) -> list[Path]:
 
 def reference_masks(task: str, images: list[Path], work: Path, device: str = "cpu") -> dict[str, "object"]:
     """nnU-Net's own route for the shipped ensemble of ``task``: {image name: (z, y, x) uint8 mask}."""
-    from nnunet_reference import reference_tumour_mask
     from pantherseg.config import load_config
     from pantherseg.paths import default_config, default_weights
+
+    from nnunet_reference import reference_tumour_mask
 
     spec = load_config(default_config()).task(task)
     members = []

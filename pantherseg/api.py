@@ -20,8 +20,15 @@ from pantherseg.engine.deadline import Deadline
 from pantherseg.engine.ensemble import Ensemble, Prediction, ProgressListener
 from pantherseg.engine.stage_timer import StageTimer
 from pantherseg.errors import InputError, PantherError
-from pantherseg.io.images import (Volume, check_writable, image_stem, is_image_file, mask_image, read_volume,
-                                  write_image_atomically)
+from pantherseg.io.images import (
+    Volume,
+    check_writable,
+    image_stem,
+    is_image_file,
+    mask_image,
+    read_volume,
+    write_image_atomically,
+)
 from pantherseg.io.outputs import WrittenFiles, check_output_formats, output_paths, outputs_all_or_none, write_outputs
 from pantherseg.io.tumour_stats import tumour_statistics
 from pantherseg.options import RunOptions

@@ -196,10 +196,18 @@ def _select(args: argparse.Namespace) -> int:
 
     from pantherseg.config import load_config
     from pantherseg.errors import InputError
-    from pantherseg.evaluation.select_files import (costs_from_json, costs_from_reports, load_validation_cases,
-                                                    selected_config)
-    from pantherseg.evaluation.selection import (format_comparison, ranking_objective, select_ensemble,
-                                                 weighted_objective)
+    from pantherseg.evaluation.select_files import (
+        costs_from_json,
+        costs_from_reports,
+        load_validation_cases,
+        selected_config,
+    )
+    from pantherseg.evaluation.selection import (
+        format_comparison,
+        ranking_objective,
+        select_ensemble,
+        weighted_objective,
+    )
     from pantherseg.paths import default_config
 
     base = load_config(args.config or default_config())

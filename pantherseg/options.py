@@ -11,9 +11,9 @@ Only the standard library at import: ``--help`` must not import torch.
 from __future__ import annotations
 
 import argparse
-import sys
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence

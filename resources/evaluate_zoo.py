@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "resources"))
 
 import phantoms  # noqa: E402
+
 from pantherseg.api import segment  # noqa: E402
 from pantherseg.cli import main as cli_main  # noqa: E402
 from pantherseg.config import load_config  # noqa: E402

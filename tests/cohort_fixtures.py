@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import synthetic_image
 from pantherseg.paths import default_config, default_weights
+
+from conftest import synthetic_image
 
 requires_zoo = pytest.mark.skipif(not (default_weights() / "README.md").exists() or not default_config().exists(),
                                   reason="the demo zoo (weights/, ensemble_config.json) is not in this checkout")

@@ -87,8 +87,8 @@ def write_series(image, folder: Path, *, series_description: str = "t2_haste_tra
 
     ``tweak(k, dataset)`` may change slice k's dataset before it is written (tests break geometry with it).
     """
-    from pydicom.dataset import FileMetaDataset, FileDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID, generate_uid
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import synthetic_image
 from pantherseg.api import collect_inputs, load_ensemble, segment, segment_case
 from pantherseg.errors import InputError
 from pantherseg.options import RunOptions
+
+from conftest import synthetic_image
 
 
 @pytest.fixture

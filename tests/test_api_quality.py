@@ -8,12 +8,13 @@ import logging
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import synthetic_image
 
 from pantherseg.api import segment
 from pantherseg.config import load_config
 from pantherseg.errors import InputError
 from pantherseg.io.outputs import check_output_formats
+
+from conftest import synthetic_image
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
-from conftest import synthetic_image
 from pantherseg.cli import main
 from pantherseg.config import load_config
+
+from conftest import synthetic_image
 
 
 def _folder_of_cases(folder):

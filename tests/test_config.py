@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from model_factory import config_dict, member
 from pantherseg.config import load_config, parse_config
 from pantherseg.errors import ConfigError
+
+from model_factory import config_dict, member
 
 BASE = config_dict([member("a", "D/T__P__3d_fullres"), member("b", "D/T__P__3d_lowres", fold="all", weight=0.5)])
 

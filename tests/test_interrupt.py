@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import synthetic_image, write_gc_input
 
 from pantherseg.errors import OutputError
 from pantherseg.io.images import write_image_atomically
+
+from conftest import synthetic_image, write_gc_input
 
 REPO = Path(__file__).resolve().parents[1]
 STARTED = re.compile(r"member \S+: \d+ tiles$")

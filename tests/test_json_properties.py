@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from model_factory import config_dict, member
 
 from pantherseg.config import load_config, parse_config
 from pantherseg.container.grand_challenge import locate_case
 from pantherseg.errors import ConfigError, InputError, PantherError
+
+from model_factory import config_dict, member
 
 KEYS = ["version", "tile_step_size", "use_mirroring", "time_budget_s", "export_reserve_s", "precision", "backend",
         "tasks", "t1", "input_slug", "output_slug", "tumor_label", "members", "name", "role", "model", "fold",

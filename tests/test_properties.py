@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from pantherseg.config import load_config
 from pantherseg.engine.ensemble import Ensemble
-from pantherseg.engine.runtime import EngineOptions
 from pantherseg.engine.memory_estimate import check_prediction_fits
+from pantherseg.engine.runtime import EngineOptions
 from pantherseg.errors import PantherError
 from pantherseg.io.images import mask_image, volume_from_image, write_image_atomically
 

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from fakes import run_report as report
 from pantherseg.engine.outcomes import MemberStatus
 from pantherseg.errors import OutputError
 from pantherseg.run_report import ReportError, RunReport
+
+from fakes import run_report as report
 
 
 def test_a_report_reads_back_equal_through_its_file(tmp_path):

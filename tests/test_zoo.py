@@ -10,16 +10,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import ROOT, SAMPLES
-from sandbox import requires_sandbox, run_like_grand_challenge
 from pantherseg.evaluation.folders import evaluate
 from pantherseg.paths import default_config, default_weights
+
+from conftest import ROOT, SAMPLES
+from sandbox import requires_sandbox, run_like_grand_challenge
 
 pytestmark = pytest.mark.skipif(not (default_weights() / "README.md").exists() or not default_config().exists(),
                                 reason="the demo zoo (weights/, ensemble_config.json) is not in this checkout")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from pantherseg.config import EnsembleConfig, TaskSpec
 from pantherseg.errors import InputError, OutputError, short_repr
-from pantherseg.json_files import read_json_object
 from pantherseg.io.images import image_stem, is_image_file
+from pantherseg.json_files import read_json_object
 
 INPUTS_JSON = "inputs.json"
 DICOM_IMAGE_SET_KIND = "DICOM Image Set"  # the interface kind's label, as the platform's serializer writes it

@@ -248,7 +248,7 @@ def install_archives(archives: list[Path], target: Path, *, replace: bool = Fals
         raise ModelError(f"--to {target} is a file; expected the weights folder (it is created if absent)")
     plan = [_plan(Path(path)) for path in archives]
     folders: dict[str, ModelFolder] = {}
-    for archive, entries, found in plan:
+    for archive, _entries, found in plan:
         for name, folder in found.items():
             if name in folders:
                 raise ModelError(f"model folder {name} is in both {folders[name].archive} and {archive}; "
@@ -369,7 +369,7 @@ def config_hint(report: InstallReport, presets: dict[str, Path]) -> list[str]:
 
     installed = {(f.path, c.fold, c.name) for f in report.folders for c in f.checkpoints}
     lines = []
-    for name, path in presets.items():
+    for _name, path in presets.items():
         try:
             config = load_config(path)
         except PantherError:

@@ -32,8 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from pantherseg.errors import ModelError, PantherError
-from pantherseg.io.files import CHUNK_BYTES, MAX_TREE_DEPTH, MAX_TREE_ENTRIES, TreeLimitError, atomic_file, \
-    file_sha256, walk_tree
+from pantherseg.io.files import (
+    CHUNK_BYTES,
+    MAX_TREE_DEPTH,
+    MAX_TREE_ENTRIES,
+    TreeLimitError,
+    atomic_file,
+    file_sha256,
+    walk_tree,
+)
 
 log = logging.getLogger(__name__)
 

@@ -52,9 +52,9 @@ class Algorithm:
 def build_seg(mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm, series_number: int = 901):
     """A highdicom ``Segmentation`` of ``mask_zyx`` (z index k = ``datasets[k]``, sorted along the normal)."""
     import highdicom as hd
-    from pydicom.valuerep import format_number_as_ds
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
+    from pydicom.valuerep import format_number_as_ds
 
     if mask_zyx.shape != (len(datasets), int(datasets[0].Rows), int(datasets[0].Columns)):
         raise ValueError(f"mask shape {mask_zyx.shape} does not match {len(datasets)} slices of "

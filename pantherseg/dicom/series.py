@@ -16,7 +16,6 @@ Rules (docs/dicom.md):
 from __future__ import annotations
 
 import logging
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +24,16 @@ import numpy as np
 from pantherseg.dicom import INSTALL_HINT, is_dicom_file
 from pantherseg.dicom.attributes import header_values
 from pantherseg.dicom.geometry import MIN_SLICES, SliceGeometry, stack_geometry
+from pantherseg.dicom.reading import (
+    DEFER_BYTES,
+    check_declared_frame,
+    converted,
+    folder_files,
+    max_file_bytes,
+    read_dicom,
+    unreadable_errors,
+)
 from pantherseg.dicom.sources import check_sources
-from pantherseg.dicom.reading import (DEFER_BYTES, check_declared_frame, converted, folder_files, max_file_bytes,
-                                     read_dicom, unreadable_errors)
 from pantherseg.errors import InputError
 from pantherseg.io.host_memory import MAX_VOXELS
 from pantherseg.io.images import Volume, volume_from_image
@@ -93,7 +99,7 @@ def scan_folder(folder: Path) -> tuple[dict[str, SeriesSummary], list[str]]:
 
     Files are found by ``reading.folder_files`` (links out, FIFOs and devices refused) and their
     headers read within ``reading.max_file_bytes`` of the largest slice a series may hold."""
-    pydicom = _pydicom()
+    _pydicom()  # the install hint, before anything is read, when the extra is missing
     folder = Path(folder)
     series: dict[str, SeriesSummary] = {}
     skipped: dict[str, int] = {}
@@ -171,7 +177,7 @@ def read_series(folder: Path | str, *, series_uid: str | None = None) -> DicomSe
 
     from pantherseg.io.host_memory import check_image_fits, check_voxel_count
 
-    pydicom = _pydicom()
+    _pydicom()  # the install hint, before anything is read, when the extra is missing
     folder = Path(folder)
     series, notes = scan_folder(folder)
     chosen = choose_series(series, folder, series_uid)

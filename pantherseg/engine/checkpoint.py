@@ -199,7 +199,6 @@ FLOAT_TYPES_WIDENED = ("float16", "bfloat16")
 def check_state_dict_fits(expected: dict, checkpoint: Checkpoint, *, owner: str, network: str) -> None:
     """Every tensor of ``expected`` (the network's state dict on the meta device) is in the checkpoint with
     its shape and a type that holds its numbers; float16/bfloat16 ones are widened to float32 in place."""
-    import torch
 
     found = checkpoint.state_dict
     missing = [k for k in expected if k not in found]

@@ -31,8 +31,13 @@ from pantherseg.engine.outcomes import MemberOutcome, MemberStatus
 from pantherseg.engine.quality import tumour_mask
 from pantherseg.engine.runtime import EngineOptions, resolve_backend, resolve_device, resolve_precision
 from pantherseg.engine.stage_timer import StageTimer
-from pantherseg.engine.weighted_mean import (FolderResult, ModelFolders, SharedPreprocessing, WeightedMean,
-                                             uncovered_to_background)
+from pantherseg.engine.weighted_mean import (
+    FolderResult,
+    ModelFolders,
+    SharedPreprocessing,
+    WeightedMean,
+    uncovered_to_background,
+)
 from pantherseg.errors import ModelError, ResourceError
 from pantherseg.io.images import Volume
 

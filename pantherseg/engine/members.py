@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pantherseg.config import MemberSpec, TaskSpec
-from pantherseg.json_files import read_json_object
 from pantherseg.engine.architectures import build_network_on_meta, check_architecture
 from pantherseg.engine.checkpoint import Checkpoint, check_finite, check_state_dict_fits, load_checkpoint
 from pantherseg.engine.model_files import check_member_folder
 from pantherseg.engine.model_schema import SchemaViolation, resolve_configuration, validate_dataset, validate_plans
 from pantherseg.errors import ModelError, short_repr
+from pantherseg.json_files import read_json_object
 
 if TYPE_CHECKING:
     import torch

@@ -24,8 +24,10 @@ import torch.nn.functional as F
 
 def torch_resampling_applies(configuration_manager, current_spacing, new_spacing) -> tuple[bool, bool, int | None]:
     """(applies, separate_z, axis) for the plans' probability resampling between these spacings."""
-    from nnunetv2.preprocessing.resampling.default_resampling import (determine_do_sep_z_and_axis,
-                                                                      resample_data_or_seg_to_shape)
+    from nnunetv2.preprocessing.resampling.default_resampling import (
+        determine_do_sep_z_and_axis,
+        resample_data_or_seg_to_shape,
+    )
 
     function = configuration_manager.resampling_fn_probabilities
     kwargs = configuration_manager.configuration.get("resampling_fn_probabilities_kwargs", {})

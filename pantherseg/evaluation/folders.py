@@ -29,8 +29,16 @@ from typing import Sequence
 import numpy as np
 
 from pantherseg.errors import InputError
-from pantherseg.evaluation.metrics import (METRIC_NAMES, Aggregate, CaseMetrics, LeaderboardEntry,
-                                           aggregate, binarise, case_metrics, leaderboard)
+from pantherseg.evaluation.metrics import (
+    METRIC_NAMES,
+    Aggregate,
+    CaseMetrics,
+    LeaderboardEntry,
+    aggregate,
+    binarise,
+    case_metrics,
+    leaderboard,
+)
 from pantherseg.io.images import IMAGE_SUFFIXES, checked_reader, image_stem, is_image_file, itk_error_line
 
 logger = logging.getLogger(__name__)

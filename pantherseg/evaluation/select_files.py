@@ -11,17 +11,17 @@ their integer weights (heaviest first, which is also the priority order under ti
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
 import numpy as np
 
 from pantherseg.config import EnsembleConfig
-from pantherseg.errors import InputError, one_line
+from pantherseg.errors import InputError
 from pantherseg.evaluation.folders import case_files, read_mask
 from pantherseg.evaluation.selection import SelectionResult, ValidationCase
 from pantherseg.io.images import itk_error_line
+from pantherseg.json_files import read_json_object
 
 
 def load_validation_cases(member_outputs: Path, gt_dir: Path, members: list[str],

@@ -37,8 +37,14 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from pantherseg.errors import InputError, ResourceError
-from pantherseg.evaluation.metrics import (HIGHER_IS_BETTER, METRIC_NAMES, Aggregate, aggregate,
-                                           case_metrics, leaderboard)
+from pantherseg.evaluation.metrics import (
+    HIGHER_IS_BETTER,
+    METRIC_NAMES,
+    Aggregate,
+    aggregate,
+    case_metrics,
+    leaderboard,
+)
 
 Objective = Callable[[Mapping[str, Aggregate]], Mapping[str, float]]
 """Scores a pool of named aggregates against each other; lower is better."""

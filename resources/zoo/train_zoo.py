@@ -122,9 +122,13 @@ def stage_plan(paths: dict[str, Path], token: bool) -> None:
     import datasets
     import plans as zoo_plans
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
-        extract_fingerprints, plan_experiments, preprocess_dataset)
+        extract_fingerprints,
+        plan_experiments,
+        preprocess_dataset,
+    )
     from nnunetv2.experiment_planning.plans_for_pretraining.move_plans_between_datasets import (
-        move_plans_between_datasets)
+        move_plans_between_datasets,
+    )
 
     t1_id, t1_name = datasets.DATASETS["t1"]
     extract_fingerprints([i for i, _ in datasets.DATASETS.values()], num_processes=NUM_THREADS,

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import synthetic_image
 from pantherseg.cli import main
+
+from conftest import synthetic_image
 
 pytest.importorskip("highdicom")
 

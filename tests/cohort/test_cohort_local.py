@@ -12,11 +12,12 @@ import json
 import numpy as np
 import pytest
 
-from cohort_fixtures import BAD, GOOD, read_mask, requires_zoo, shared_reference_masks, small_config, write_cohort
 from pantherseg.cli import main
 from pantherseg.cohort.progress import CohortProgress
 from pantherseg.cohort.run import run_cohort
 from pantherseg.paths import default_weights
+
+from cohort_fixtures import BAD, GOOD, read_mask, requires_zoo, shared_reference_masks, small_config, write_cohort
 
 pytestmark = requires_zoo
 

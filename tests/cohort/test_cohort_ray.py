@@ -12,10 +12,11 @@ import threading
 import numpy as np
 import pytest
 
-from cohort_fixtures import BAD, GOOD, read_mask, requires_zoo, shared_reference_masks, small_config, write_cohort
 from pantherseg.cohort.progress import CohortProgress
 from pantherseg.cohort.run import run_cohort
 from pantherseg.paths import default_weights
+
+from cohort_fixtures import BAD, GOOD, read_mask, requires_zoo, shared_reference_masks, small_config, write_cohort
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'pantherseg[ray]'")
 pytestmark = requires_zoo

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import json
 
-from fakes import run_report
 from pantherseg.cohort.report import CaseRow, CohortReport, report_stem
+
+from fakes import run_report
 
 
 def sample_report() -> CohortReport:

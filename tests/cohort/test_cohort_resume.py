@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 
 import pytest
 
-from fakes import run_report
 from pantherseg.cohort.cases import Case
 from pantherseg.cohort.resume import finished_report, run_hash
 from pantherseg.config import load_config
 from pantherseg.errors import ModelError
 from pantherseg.run_report import OutputRecord
+
+from fakes import run_report
 
 
 @pytest.fixture

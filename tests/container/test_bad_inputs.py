@@ -25,14 +25,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import synthetic_image, write_gc_input
-from model_factory import load_plans
 
 from pantherseg.config import load_config
 from pantherseg.engine.ensemble import Ensemble
 from pantherseg.engine.runtime import EngineOptions
 from pantherseg.errors import InputError, ResourceError
 from pantherseg.io.images import mask_image, read_volume, volume_from_image, write_image_atomically
+
+from conftest import synthetic_image, write_gc_input
+from model_factory import load_plans
 
 # Two threads on two shared cores mostly wait for each other; one is several times faster here.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from conftest import synthetic_image, write_gc_input
-from model_factory import config_dict, member
 from pantherseg.config import parse_config
 from pantherseg.container.grand_challenge import check_single_output, locate_case
 from pantherseg.errors import InputError
+
+from conftest import synthetic_image, write_gc_input
+from model_factory import config_dict, member
 
 CONFIG = parse_config(config_dict([member("a", "M/T__P__3d_fullres")], [member("b", "M/T__P__3d_fullres")]))
 IMAGE = synthetic_image(shape_zyx=(8, 8, 8))
@@ -152,8 +153,9 @@ def test_inference_on_a_dicom_image_set_writes_the_same_mask_as_on_the_mha(tiny_
     import numpy as np
     import SimpleITK as sitk
 
-    from dicom_factory import orient, stored_image
     from pantherseg.container.entry_point import run
+
+    from dicom_factory import orient, stored_image
 
     image = orient(synthetic_image(shape_zyx=(10, 32, 40), seed=1), "oblique")
     dicom_input, _ = _dicom_image_set(tmp_path / "dicom", image)

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
 from pantherseg.cli import main
 from pantherseg.config import load_config
 from pantherseg.container import install_weights
 from pantherseg.container.install_weights import install_archives
 from pantherseg.engine.members import load_members
 from pantherseg.errors import ModelError
+
+from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "resources"))
 from release_replica import CHECKPOINT, RELEASE, build_replica  # noqa: E402

@@ -19,10 +19,11 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import ROOT, synthetic_image, write_gc_input
 from pantherseg.container import entry_point
 from pantherseg.container.lean_model import KEPT_KEYS, build_lean_tarball, weights_hash
 from pantherseg.errors import ModelError
+
+from conftest import ROOT, synthetic_image, write_gc_input
 
 sys.path.insert(0, str(ROOT / "resources"))
 from release_replica import CHECKPOINT, RELEASE, build_replica  # noqa: E402

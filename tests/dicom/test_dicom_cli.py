@@ -13,9 +13,10 @@ import SimpleITK as sitk
 
 pytest.importorskip("highdicom")
 
+from pantherseg.cli import main  # noqa: E402
+
 from conftest import ROOT, synthetic_image  # noqa: E402
 from dicom_factory import orient, stored_image, write_series  # noqa: E402
-from pantherseg.cli import main  # noqa: E402
 
 
 def _small_image():
@@ -129,10 +130,11 @@ assert not heavy, heavy
 def test_demo_zoo_on_a_dicom_phantom_series(kind, tmp_path, capsys):
     """The shipped Task 2 zoo (one member, for time) on a phantom stored as DICOM: the same mask as on the
     same image as .mha (on the .mha's own grid for the flipped series), and its RTSTRUCT rasterises back."""
-    from dicom_factory import phantom_case, rasterise_rtstruct
-    from dicom_factory import dice as dice_of
     from pantherseg.dicom.series import read_series
     from pantherseg.paths import default_config, default_weights
+
+    from dicom_factory import dice as dice_of
+    from dicom_factory import phantom_case, rasterise_rtstruct
 
     if not default_config().exists():
         pytest.skip("the demo zoo is not in this checkout")

@@ -30,9 +30,10 @@ from hypothesis import strategies as st
 
 pytest.importorskip("pydicom")
 
-from dicom_factory import orient, phantom_case, set_element, write_series  # noqa: E402
 from pantherseg.dicom.series import read_series  # noqa: E402
 from pantherseg.errors import PantherError  # noqa: E402
+
+from dicom_factory import orient, phantom_case, set_element, write_series  # noqa: E402
 
 # tag -> its VR in the data dictionary
 TAGS = {

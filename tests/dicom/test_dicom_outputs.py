@@ -14,10 +14,11 @@ import SimpleITK as sitk
 
 pytest.importorskip("highdicom")
 
-from dicom_factory import ORIENTATIONS, dice, orient, phantom_case, rasterise_rtstruct, write_series  # noqa: E402
 from pantherseg.dicom.seg import Algorithm  # noqa: E402
 from pantherseg.dicom.series import read_series  # noqa: E402
 from pantherseg.dicom.writing import write_dicom_output  # noqa: E402
+
+from dicom_factory import ORIENTATIONS, dice, orient, phantom_case, rasterise_rtstruct, write_series  # noqa: E402
 
 DCIODVFY = Path(sys.executable).parent / "dciodvfy"
 ALGORITHM = Algorithm(task="t2", members=("allrounder-f0", "volume-f1"))

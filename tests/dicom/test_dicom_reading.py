@@ -17,10 +17,12 @@ pytest.importorskip("pydicom")
 
 import pydicom  # noqa: E402
 
-from dicom_factory import orient, phantom_case, write_series  # noqa: E402
-from pantherseg.dicom import reading, series as series_module  # noqa: E402
+from pantherseg.dicom import reading  # noqa: E402
+from pantherseg.dicom import series as series_module
 from pantherseg.dicom.series import read_series  # noqa: E402
 from pantherseg.errors import InputError, ResourceError  # noqa: E402
+
+from dicom_factory import orient, phantom_case, write_series  # noqa: E402
 
 JPEG_LS = "1.2.840.10008.1.2.4.80"
 JPEG_2000 = "1.2.840.10008.1.2.4.90"
@@ -81,7 +83,7 @@ def test_a_link_to_a_folder_inside_is_not_followed_and_noted(small, tmp_path):
 
 def test_a_walk_deeper_than_the_bound_is_refused(tmp_path):
     deep = tmp_path / "s"
-    for depth in range(reading.MAX_DEPTH + 2):
+    for _ in range(reading.MAX_DEPTH + 2):
         deep = deep / "d"
     deep.mkdir(parents=True)
     with pytest.raises(InputError, match="deeper than"):

@@ -10,10 +10,11 @@ import SimpleITK as sitk
 
 pytest.importorskip("pydicom")
 
-from dicom_factory import ORIENTATIONS, orient, phantom_case, stored_image, write_series  # noqa: E402
 from pantherseg.api import collect_inputs  # noqa: E402
 from pantherseg.dicom.series import read_series  # noqa: E402
 from pantherseg.errors import InputError  # noqa: E402
+
+from dicom_factory import ORIENTATIONS, orient, phantom_case, stored_image, write_series  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,15 @@ pytest.importorskip("highdicom")
 
 import highdicom as hd  # noqa: E402
 from pydicom.sr.codedict import codes  # noqa: E402
-
-from dicom_factory import orient, phantom_case, write_series  # noqa: E402
 from test_dicom_outputs import dciodvfy_errors  # noqa: E402
+
 from pantherseg.dicom.seg import Algorithm  # noqa: E402
 from pantherseg.dicom.series import read_series  # noqa: E402
 from pantherseg.dicom.sr import QUALITY_SCORE, REVIEW_RECOMMENDED, voxel_volume_mm3  # noqa: E402
 from pantherseg.dicom.writing import DicomWriter, order_dicom_formats, write_dicom_output  # noqa: E402
 from pantherseg.errors import InputError, OutputError  # noqa: E402
+
+from dicom_factory import orient, phantom_case, write_series  # noqa: E402
 
 ALGORITHM = Algorithm(task="t2", members=("allrounder-f0", "volume-f1"), quality_score=0.8312, quality_review=True)
 

@@ -13,15 +13,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MODEL_A, MODEL_B
-from model_factory import config_dict, load_plans, make_model_folder, member, shrink
 
 from pantherseg.config import parse_config
 from pantherseg.engine.checkpoint import load_checkpoint
 from pantherseg.engine.ensemble import Ensemble
-from pantherseg.engine.runtime import EngineOptions
 from pantherseg.engine.members import load_members
+from pantherseg.engine.runtime import EngineOptions
 from pantherseg.errors import ConfigError, ModelError
+
+from conftest import MODEL_A, MODEL_B
+from model_factory import config_dict, load_plans, make_model_folder, member, shrink
 
 
 @pytest.fixture

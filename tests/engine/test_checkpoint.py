@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MODEL_A
-from model_factory import config_dict, member
 
 from pantherseg.config import parse_config
 from pantherseg.engine.checkpoint import MAX_RATIO, check_archive
 from pantherseg.engine.members import build_network, load_members
 from pantherseg.errors import ModelError
+
+from conftest import MODEL_A
+from model_factory import config_dict, member
 
 
 @pytest.fixture

@@ -20,13 +20,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import MODEL_A, MODEL_B, SAMPLES, synthetic_image
 from pantherseg.engine import device_preprocessing
 from pantherseg.engine.device_preprocessing import fill_holes, nonzero_bbox, preprocess_on_device, resample_spline
 from pantherseg.engine.preprocessing import preprocess
 from pantherseg.errors import ConfigError
 from pantherseg.io.images import read_volume
 from pantherseg.paths import default_config, default_weights
+
+from conftest import MODEL_A, MODEL_B, SAMPLES, synthetic_image
 
 TRAINED_AGREEMENT = 0.999
 RANDOM_WEIGHT_AGREEMENT = 0.995
@@ -106,6 +107,7 @@ def _holey_volume(tmp_path, shape=(20, 40, 44), spacing_xyz=(0.8, 0.9, 2.4)):
 def plans_member(tiny_weights):
     from pantherseg.config import parse_config
     from pantherseg.engine.members import load_members
+
     from model_factory import config_dict, member
 
     config = parse_config(config_dict([member("a-f0", MODEL_A), member("b-f0", MODEL_B,

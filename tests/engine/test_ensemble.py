@@ -6,7 +6,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import synthetic_image
 
 import pantherseg.engine.members as members_module
 from pantherseg.config import load_config
@@ -14,6 +13,8 @@ from pantherseg.engine.ensemble import Ensemble, tumour_channel
 from pantherseg.engine.runtime import EngineOptions
 from pantherseg.errors import ModelError
 from pantherseg.io.images import volume_from_image
+
+from conftest import synthetic_image
 
 
 def test_the_tumour_label_maps_to_its_channel_by_the_label_map():

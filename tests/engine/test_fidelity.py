@@ -20,10 +20,11 @@ import sys
 import pytest
 import SimpleITK as sitk
 
+from pantherseg.api import segment
+
 from conftest import AMOS_INPUT, MODEL_A, MODEL_B, ROOT, synthetic_image, tiny_members_t1
 from model_factory import config_dict, member
 from nnunet_reference import reference_tumour_mask
-from pantherseg.api import segment
 
 RANDOM_WEIGHT_AGREEMENT = 0.995
 TRAINED_AGREEMENT = 0.999

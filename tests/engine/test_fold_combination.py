@@ -11,9 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import synthetic_image
-from fakes import EchoNetwork, FakeClock
-from model_factory import load_plans, make_model_folder, member, shrink
 from pantherseg.config import parse_config
 from pantherseg.engine import to_image_space
 from pantherseg.engine.deadline import Deadline
@@ -21,6 +18,10 @@ from pantherseg.engine.ensemble import Ensemble
 from pantherseg.engine.networks import GivenNetworks
 from pantherseg.engine.runtime import EngineOptions
 from pantherseg.io.images import volume_from_image
+
+from conftest import synthetic_image
+from fakes import EchoNetwork, FakeClock
+from model_factory import load_plans, make_model_folder, member, shrink
 
 FOLDS = "Dataset821_Folds/T__P__3d_fullres"
 OTHER = "Dataset822_Other/T__P__3d_fullres"

@@ -13,12 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import MODEL_A
-from model_factory import config_dict, member
 
 from pantherseg.config import parse_config
 from pantherseg.engine.members import load_members
 from pantherseg.errors import ModelError
+
+from conftest import MODEL_A
+from model_factory import config_dict, member
 
 
 @pytest.fixture

@@ -7,16 +7,19 @@ import dataclasses
 import sys
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
 
-from conftest import ROOT, synthetic_image
-from pantherseg.engine.memory_estimate import (DEVICE_USABLE_FRACTION, check_prediction_fits,
-                                               estimate_device_prediction, parameter_bytes)
+from pantherseg.engine.memory_estimate import (
+    DEVICE_USABLE_FRACTION,
+    check_prediction_fits,
+    estimate_device_prediction,
+    parameter_bytes,
+)
 from pantherseg.errors import ModelError, ResourceError
 from pantherseg.io import host_memory
 from pantherseg.io.images import volume_from_image
+
+from conftest import ROOT, synthetic_image
 
 T4_BYTES = 15_360 * 1024**2  # what a 16 GB T4 shows to CUDA (nvidia-smi: 15360 MiB)
 

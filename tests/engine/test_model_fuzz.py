@@ -17,16 +17,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MODEL_A, MODEL_B
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from model_factory import config_dict, member
 from test_json_properties import replace_somewhere  # the config fuzzer's JSON documents
 
 from pantherseg.config import parse_config
 from pantherseg.engine.members import build_network, load_members
 from pantherseg.errors import ModelError
 from pantherseg.paths import default_weights
+
+from conftest import MODEL_A, MODEL_B
+from model_factory import config_dict, member
 
 FEW = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 MANY = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))

@@ -14,18 +14,19 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import MODEL_A, synthetic_image
-from model_factory import config_dict, member
 
 import pantherseg.engine.members as members_module
 from pantherseg.config import load_config, parse_config
 from pantherseg.engine.ensemble import Ensemble
-from pantherseg.engine.runtime import EngineOptions
 from pantherseg.engine.members import build_network, load_members
 from pantherseg.engine.model_schema import declared
+from pantherseg.engine.runtime import EngineOptions
 from pantherseg.errors import ModelError
 from pantherseg.io.images import volume_from_image
 from pantherseg.paths import default_config, default_weights
+
+from conftest import MODEL_A, synthetic_image
+from model_factory import config_dict, member
 
 
 class Recorded(dict):
@@ -244,10 +245,11 @@ def test_the_shipped_and_organisers_plans_pass_unchanged(weights):
 
 def test_inheritance_resolves_as_nnunet_does():
     """A child's keys over its parent's, as PlansManager resolves them; the schema checks the result."""
-    from model_factory import load_plans
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from pantherseg.engine.model_schema import validate_plans
+
+    from model_factory import load_plans
 
     plans = load_plans("task1")
     plans["configurations"]["3d_child"] = {"inherits_from": "3d_fullres", "patch_size": [32, 64, 64]}

@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fakes import EchoNetwork
 from pantherseg.engine.networks import GivenNetworks, TorchNetwork
+
+from fakes import EchoNetwork
 
 
 def member(name: str):

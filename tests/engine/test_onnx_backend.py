@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import torch
 
-from conftest import MODEL_A, synthetic_image
 from pantherseg.cli import main
 from pantherseg.config import load_config
 from pantherseg.engine.ensemble import Ensemble
-from pantherseg.engine.runtime import EngineOptions
 from pantherseg.engine.onnx_backend import CHECKSUM_KEY, OrtNetwork, find_or_export, onnx_path
+from pantherseg.engine.runtime import EngineOptions
 from pantherseg.io.images import volume_from_image
+
+from conftest import MODEL_A, synthetic_image
 
 
 def test_onnx_logits_and_masks_match_torch(tiny_weights, tiny_config, tmp_path):

@@ -12,17 +12,27 @@ import torch
 
 pytest.importorskip("openvino")
 
-from conftest import MODEL_A, synthetic_image  # noqa: E402
-from model_factory import config_dict, member  # noqa: E402
 from pantherseg.cli import main  # noqa: E402
 from pantherseg.config import load_config  # noqa: E402
 from pantherseg.engine.ensemble import Ensemble  # noqa: E402
-from pantherseg.engine.runtime import EngineOptions
 from pantherseg.engine.openvino_backend import (  # noqa: E402
-    CHECKSUM_KEY, OpenVinoNetwork, check_precision, find_current, find_or_convert, ir_path, native_bf16)
-from pantherseg.engine.runtime import resolve_backend  # noqa: E402
+    CHECKSUM_KEY,
+    OpenVinoNetwork,
+    check_precision,
+    find_current,
+    find_or_convert,
+    ir_path,
+    native_bf16,
+)
+from pantherseg.engine.runtime import (
+    EngineOptions,
+    resolve_backend,  # noqa: E402
+)
 from pantherseg.errors import PantherError, ResourceError  # noqa: E402
 from pantherseg.io.images import volume_from_image  # noqa: E402
+
+from conftest import MODEL_A, synthetic_image  # noqa: E402
+from model_factory import config_dict, member  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import synthetic_image
 from nnunetv2.preprocessing.normalization.default_normalization_schemes import ZScoreNormalization
 
 from pantherseg.config import load_config
 from pantherseg.engine.ensemble import Ensemble
-from pantherseg.engine.runtime import EngineOptions
 from pantherseg.engine.preprocessing import SAFE_MAGNITUDE, preprocess, scaled_for_float32
+from pantherseg.engine.runtime import EngineOptions
 from pantherseg.errors import InputError
 from pantherseg.io.images import volume_from_image
+
+from conftest import synthetic_image
 
 HUGE = 300.0 * 2.0**50  # 3.4e17 at the peak of synthetic_image: inside the reader's 1e18 limit
 

@@ -6,9 +6,19 @@ import numpy as np
 import pytest
 
 from pantherseg.engine import quality
-from pantherseg.engine.quality import (assess, boundary_shell, dice, entropy_measures, input_measures,
-                                       majority_disagreement, mean_pairwise_dice, normalised_entropy, score,
-                                       tumour_mask, volume_spread)
+from pantherseg.engine.quality import (
+    assess,
+    boundary_shell,
+    dice,
+    entropy_measures,
+    input_measures,
+    majority_disagreement,
+    mean_pairwise_dice,
+    normalised_entropy,
+    score,
+    tumour_mask,
+    volume_spread,
+)
 
 SHAPE = (6, 10, 12)
 SPACING = (2.0, 1.0, 1.0)  # 2 mm^3 per voxel: 500 voxels per ml

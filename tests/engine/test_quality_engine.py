@@ -5,16 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import MODEL_A, synthetic_image
-from fakes import EchoNetwork, FakeClock
-from model_factory import member
 from pantherseg.config import parse_config
 from pantherseg.engine.deadline import Deadline
 from pantherseg.engine.ensemble import Ensemble
 from pantherseg.engine.networks import GivenNetworks
-from pantherseg.engine.runtime import EngineOptions
 from pantherseg.engine.quality import assess_prediction
+from pantherseg.engine.runtime import EngineOptions
 from pantherseg.io.images import volume_from_image
+
+from conftest import MODEL_A, synthetic_image
+from fakes import EchoNetwork, FakeClock
+from model_factory import member
 
 SECONDS_PER_TILE = 10.0
 NAMES = ("a-f0", "a-f1", "a-f0-copy")

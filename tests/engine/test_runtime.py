@@ -42,8 +42,9 @@ def test_the_default_backend_per_device():
 def test_a_bad_precision_through_the_api_is_one_line(tiny_weights, tiny_config, tmp_path):
     import SimpleITK as sitk
 
-    from conftest import synthetic_image
     from pantherseg import segment
+
+    from conftest import synthetic_image
 
     synthetic_case = tmp_path / "case.mha"
     sitk.WriteImage(synthetic_image(), str(synthetic_case))

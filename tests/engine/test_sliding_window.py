@@ -7,8 +7,9 @@ import itertools
 import pytest
 import torch
 
-from fakes import EchoNetwork
 from pantherseg.engine.sliding_window import BatchTimeline, count_tiles, predict_logits, tile_origins
+
+from fakes import EchoNetwork
 
 
 @pytest.mark.parametrize("shape", [(10, 20, 30), (48, 64, 64), (50, 97, 131), (3, 5, 7)])

@@ -6,15 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import MODEL_A
 from pantherseg.engine.to_image_space import logits_to_probabilities, uncrop
+
+from conftest import MODEL_A
 
 
 @pytest.fixture(scope="module")
 def member(tiny_weights):
-    from model_factory import config_dict, member as member_entry
     from pantherseg.config import parse_config
     from pantherseg.engine.members import load_members
+
+    from model_factory import config_dict
+    from model_factory import member as member_entry
 
     return load_members(parse_config(config_dict([member_entry("a-f0", MODEL_A)])).task("t1"), tiny_weights)[0]
 

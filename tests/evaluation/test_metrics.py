@@ -7,8 +7,16 @@ import pytest
 from surface_distance import metrics as sd
 
 from pantherseg.errors import InputError
-from pantherseg.evaluation.metrics import (Aggregate, CaseMetrics, aggregate, binarise, case_metrics,
-                                           image_diagonal_mm, leaderboard, positions)
+from pantherseg.evaluation.metrics import (
+    Aggregate,
+    CaseMetrics,
+    aggregate,
+    binarise,
+    case_metrics,
+    image_diagonal_mm,
+    leaderboard,
+    positions,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # scipy.ndimage.filters use
 

@@ -50,8 +50,8 @@ def test_good_run_reports_give_the_median(tmp_path):
 
 
 def test_unreadable_probability_map_is_one_line(tmp_path):
-    import SimpleITK as sitk
     import numpy as np
+    import SimpleITK as sitk
 
     truth = tmp_path / "gt"
     truth.mkdir()

@@ -5,8 +5,13 @@ import pytest
 
 from pantherseg.errors import InputError, ResourceError
 from pantherseg.evaluation.metrics import Aggregate
-from pantherseg.evaluation.selection import (ValidationCase, format_comparison, ranking_objective,
-                                             select_ensemble, weighted_objective)
+from pantherseg.evaluation.selection import (
+    ValidationCase,
+    format_comparison,
+    ranking_objective,
+    select_ensemble,
+    weighted_objective,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # scipy.ndimage.filters use
 

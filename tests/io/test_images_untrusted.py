@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import struct
 import threading
-import time
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -157,11 +156,11 @@ def test_non_finite_geometry_in_memory_is_refused(where):
 
 
 def test_absurd_spacing_gives_a_short_memory_message(tiny_weights, monkeypatch):
-    from conftest import MODEL_A
-    from model_factory import config_dict, member
-
     from pantherseg.config import parse_config
     from pantherseg.engine.members import load_members
+
+    from conftest import MODEL_A
+    from model_factory import config_dict, member
 
     members = load_members(parse_config(config_dict([member("a-f0", MODEL_A)])).task("t1"), tiny_weights)
     image = sitk.Image([8, 8, 8], sitk.sitkFloat32) + 1
@@ -185,11 +184,11 @@ def test_tile_count_matches_nnunet_and_enters_the_estimate(tiny_weights):
                                ((300, 420, 420), (192, 192, 192), 0.1)]:
         steps = compute_steps_for_sliding_window(shape, patch, step)
         assert count_tiles(shape, patch, step) == int(np.prod([len(s) for s in steps]))
-    from conftest import MODEL_A
-    from model_factory import config_dict, member
-
     from pantherseg.config import parse_config
     from pantherseg.engine.members import load_members
+
+    from conftest import MODEL_A
+    from model_factory import config_dict, member
 
     members = load_members(parse_config(config_dict([member("a-f0", MODEL_A)])).task("t1"), tiny_weights)
     kwargs = dict(shape_zyx=(80, 300, 300), spacing_zyx=(3.0, 1.0, 1.0), source_bytes_per_voxel=4, members=members,

@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import synthetic_image, write_gc_input
 
 from pantherseg import api
 from pantherseg.errors import OutputError
 from pantherseg.io.files import write_text_atomically
 from pantherseg.io.images import check_writable, write_image_atomically
 from pantherseg.run_report import RunReport
+
+from conftest import synthetic_image, write_gc_input
 
 REPO = Path(__file__).resolve().parents[2]
 SLUG = "pancreatic-tumor-segmentation"

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import AMOS_INPUT, synthetic_image
 
 from pantherseg.io.images import read_volume, volume_from_image
 from pantherseg.io.preview import _PANEL_RECTS, PREVIEW_SIZE_PX, preview_panels, write_preview
+
+from conftest import AMOS_INPUT, synthetic_image
 
 
 def red_pixels(png: Path) -> np.ndarray:
