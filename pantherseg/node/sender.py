@@ -403,9 +403,9 @@ def _stow_outcome(dest: Destination, items: list[_Item], response) -> _Attempt:
     outcome.delivered = [uid for uid in (item.sop_instance for item in items) if uid in referenced and uid not in failed]
     problems = [f"{uid}: failure reason 0x{int(entry.FailureReason):04X}" if "FailureReason" in entry else f"{uid}: failed"
                 for uid, entry in failed.items() if uid in sent]
-    missing = sent - set(referenced) - set(failed)
+    missing = [item.sop_instance for item in items if item.sop_instance not in referenced and item.sop_instance not in failed]
     if missing:
-        problems.append(f"{len(missing)} instance(s) not acknowledged in the STOW-RS response")
+        problems.append(f"{len(missing)} instance(s) not acknowledged in the STOW-RS response ({', '.join(missing[:3])})")
     if problems:
         outcome.error = f"{dest.url}: {len(sent) - len(outcome.delivered)} of {len(sent)} not stored; " + "; ".join(problems[:3])
     return outcome
