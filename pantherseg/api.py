@@ -139,17 +139,20 @@ def segment(
 def segment_case(ensemble: Ensemble, path: Path | str, *, output_dir: Path | str, name: str | None = None,
                  weights: Path | str, config: EnsembleConfig, time_budget_s: float | None = None,
                  report_dir: Path | str | None = None, run_hash: str | None = None,
-                 progress: ProgressListener | None = None, clock=time.monotonic) -> CaseResult:
+                 progress: ProgressListener | None = None, clock=time.monotonic,
+                 options: RunOptions | None = None) -> CaseResult:
     """One case on an already loaded ensemble (what each cohort worker calls, case after case).
 
     ``name``: the mask's file name without ``.mha`` (default: the image's stem); the report is
     ``<report_dir>/<name>.report.json`` and carries ``run_hash``. The case gets its own time budget
-    (``time_budget_s``, default the config's) from now. Raises PantherError for a bad case.
+    (``time_budget_s``, default the config's) from now. ``options``: output formats, series and ROI name
+    (the DICOM node's); its ``report_dir`` is replaced by ``report_dir``. Raises PantherError for a bad case.
     """
     budget = config.time_budget_s if time_budget_s is None else time_budget_s
     deadline = Deadline(budget_s=budget, reserve_s=min(config.export_reserve_s, budget / 2), clock=clock,
                         started_at=clock())
-    return _segment_one(ensemble, Path(path), Path(output_dir), options=RunOptions(report_dir=report_dir),
+    options = (options or RunOptions()).but(report_dir=report_dir)
+    return _segment_one(ensemble, Path(path), Path(output_dir), options=options,
                         deadline=deadline, progress=progress, weights=Path(weights), config=config, name=name,
                         run_hash=run_hash)
 
