@@ -146,6 +146,7 @@ class StoreSCP:
         log.warning("association refused: %s", reason)
         self._refused(calling, address, "association", "A-ASSOCIATE-RJ (calling AE title not recognised)", reason)
         assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected permanent; service user; calling AE not recognised
+        assoc.kill()  # as pynetdicom after its own rejections: waits until the A-ASSOCIATE-RJ is sent
 
     def _on_echo(self, event) -> int:
         return SUCCESS

@@ -92,10 +92,10 @@ class Spool:
         percent = 100.0 * after_used / disk.total if disk.total else 100.0
         if percent > self.max_disk_use_percent:
             raise ResourceError(f"spool disk {percent:.1f}% used after this instance, above the watermark of "
-                                f"{self.max_disk_use_percent:g}% ({self.root})")
+                                f"{self.max_disk_use_percent:g}% (max_disk_use_percent; {self.root})")
         if disk.free - incoming_bytes < self.min_free_bytes:
             raise ResourceError(f"spool disk would have {max(disk.free - incoming_bytes, 0)} bytes free, less "
-                                f"than the {self.min_free_bytes} kept free ({self.root})")
+                                f"than the {self.min_free_bytes} bytes kept free (min_free_bytes; {self.root})")
 
     # --- paths --------------------------------------------------------------------------------------------
     def series_folder(self, study_uid: str, series_uid: str) -> Path:
