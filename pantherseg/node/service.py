@@ -172,6 +172,7 @@ class NodeService:
             else:
                 self.journal.requeue(job.id, f"the worker process died (exit code {code}); retried")
         self._start_worker()
+        self._write_status("running")
 
     def _stop_worker(self) -> None:
         if self._worker is None:
@@ -193,7 +194,9 @@ class NodeService:
         """``SPOOL/node.json``: who is serving (for node-status); written atomically."""
         from pantherseg import __version__
 
-        status = {"state": state, "pid": os.getpid(), "version": __version__, "ae_title": self.config.ae_title,
+        worker = self._worker.pid if self._worker is not None and self._worker.is_alive() else None
+        status = {"state": state, "pid": os.getpid(), "worker_pid": worker, "version": __version__,
+                  "ae_title": self.config.ae_title,
                   "address": list(self.address) if self.address else None, "tls": self.config.tls,
                   "task": self.config.task, "outputs": list(self.config.outputs),
                   "send_to": [d.describe() for d in self.config.send_to],

@@ -133,3 +133,14 @@ def test_serve_dicom_refuses_a_bad_config_with_exit_code_4_before_listening(tmp_
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "pantherseg error: Node config key 'port' must be an integer in [1, 65535], found 0.")
     assert not (tmp_path / "spool").exists()
+
+
+def test_the_sample_node_json_in_the_docs_is_valid():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "dicom-node.md").read_text()
+    (sample,) = re.findall(r"```json\n(.*?)```", text, flags=re.S)
+    config = parse_node_config(json.loads(sample))
+    assert config.task == "t2" and [d.outputs for d in config.send_to] == [("seg", "rtstruct"), ("rtstruct",)]
+    assert set(json.loads(sample)) <= set(KEYS)

@@ -297,3 +297,22 @@ def test_sigterm_during_a_job_requeues_it_exits_0_and_the_next_start_delivers(tm
     assert job["state"] == "sent" and job["attempts"] == 2
     assert len(_results(pacs, series_uid)) == len(OUTPUTS)
     assert node.terminate() == 0
+
+
+def test_a_worker_that_dies_is_restarted_and_its_job_retried(tmp_path, pacs, nodes, one_member_config):
+    import os
+    import signal
+
+    pacs.start()
+    node = nodes(tmp_path, pacs, config=one_member_config).start()
+    first_worker = json.loads((node.spool / "node.json").read_text())["worker_pid"]
+    files, _, _ = phantom_series(tmp_path / "scanner")
+    series_uid = str(pydicom.dcmread(files[0]).SeriesInstanceUID)
+    assert storescu(node.port, [tmp_path / "scanner"]).returncode == 0
+    wait_for(lambda: _job_of(node.spool, series_uid, ("segmenting",)), 60, "the worker to take the job", interval=0.05)
+    os.kill(first_worker, signal.SIGKILL)  # as the kernel's OOM killer would
+    job = _wait_done(node, series_uid)
+    assert job["state"] == "sent" and job["attempts"] == 2
+    assert json.loads((node.spool / "node.json").read_text())["worker_pid"] not in (None, first_worker)
+    assert "the worker process died (exit code -9); restarting it" in node.log.read_text()
+    assert node.terminate() == 0
