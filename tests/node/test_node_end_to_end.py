@@ -316,3 +316,23 @@ def test_a_worker_that_dies_is_restarted_and_its_job_retried(tmp_path, pacs, nod
     assert json.loads((node.spool / "node.json").read_text())["worker_pid"] not in (None, first_worker)
     assert "the worker process died (exit code -9); restarting it" in node.log.read_text()
     assert node.terminate() == 0
+
+
+def test_results_no_destination_takes_are_dead_lettered_and_the_job_fails_with_the_reason(tmp_path, pacs, nodes,
+                                                                                          one_member_config):
+    node = nodes(tmp_path, pacs, config=one_member_config,
+                 extra=["--retries", "1", "--backoff", "0.2", "--backoff-max", "0.2"]).start()  # Orthanc never starts
+    files, _, _ = phantom_series(tmp_path / "scanner")
+    series_uid = str(pydicom.dcmread(files[0]).SeriesInstanceUID)
+    assert storescu(node.port, [tmp_path / "scanner"]).returncode == 0
+    job = _wait_done(node, series_uid)
+    assert job["state"] == "failed"
+    assert job["reason"].startswith(f"not delivered to C-STORE to ORTHANC@127.0.0.1:{pacs.dicom_port} (all outputs) "
+                                    f"after 2 attempt(s): no association with ORTHANC")
+    (letter,) = (node.spool / "dead-letter" / str(job["id"])).iterdir()
+    assert f"dead letter: {letter}" in job["reason"]
+    reason = json.loads((letter / "reason.json").read_text())
+    assert sorted(job["outputs"]) == sorted(OUTPUTS)
+    assert reason["attempts"] == 2 and sorted(reason["files"]) == sorted(Path(p).name for p in job["outputs"].values())
+    assert f"{series_uid}.seg.dcm" in reason["files"] and f"{series_uid}.rtstruct.dcm" in reason["files"]
+    assert node.terminate() == 0

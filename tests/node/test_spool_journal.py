@@ -140,3 +140,21 @@ def test_one_connection_per_thread(tmp_path):
         thread.join()
     assert errors == [] and sorted(job.instances for job in journal.jobs()) == [20, 20, 20, 20]
     assert Path(str(journal.path) + "-wal").exists()  # WAL mode
+
+
+def test_node_status_reads_the_journal_and_refuses_a_folder_without_one(tmp_path):
+    from pantherseg.node.status import format_status, node_status
+
+    with pytest.raises(InputError, match="No node journal at .*journal.sqlite: expected the --spool folder"):
+        node_status(tmp_path)
+    journal = Journal(tmp_path / "journal.sqlite")
+    job = _instance(journal, "1.2.3.1")
+    journal.queue(job.id)
+    journal.claim_next()
+    journal.mark_failed(job.id, "series 1.2 is not MR")
+    journal.record_refusal(calling_ae="INTRUDER", address="10.0.0.9", what="association", status="A-ASSOCIATE-RJ",
+                           reason="not on the allow-list")
+    status = node_status(tmp_path)
+    assert status["jobs"]["failed"] == 1 and status["node"]["state"] == "unknown (no node.json)"
+    table = format_status(status)
+    assert "failed 1" in table and "series 1.2 is not MR" in table and "INTRUDER@10.0.0.9" in table
