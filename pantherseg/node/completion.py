@@ -2,7 +2,8 @@
 
 A complete series' folder is moved to ``jobs/<id>/input`` (one rename, under the series' lock, so no
 store lands in it half-way) and its job becomes ``queued``; an instance of the same series arriving later
-starts a new job. At release, a series another open association is still sending is left to the timeout.
+starts a new job. A series an open association is still sending waits for that association to end: at
+release it is queued (if no other open association sends it), after an abort it is left to the timeout.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Completer:
         self.journal = journal
         self.series_timeout_s = series_timeout_s
         self.clock = clock
+        self.busy = lambda: set()  # job ids an open association is still sending (the SCP sets it)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -51,9 +53,12 @@ class Completer:
         return True
 
     def complete_due(self) -> int:
-        """Queue every series whose last instance is older than the timeout; how many were queued."""
+        """Queue every series whose last instance is older than the timeout and that no open association is
+        still sending (a scanner may send slice by slice as it acquires); how many were queued."""
         due = self.journal.due_for_completion(self.clock() - self.series_timeout_s)
-        return sum(self.complete(job.id, why=f"no instance for {self.series_timeout_s:g} s") for job in due)
+        busy = self.busy()
+        return sum(self.complete(job.id, why=f"no instance for {self.series_timeout_s:g} s") for job in due
+                   if job.id not in busy)
 
     def run_in_thread(self) -> None:
         interval = min(1.0, max(self.series_timeout_s / 4, 0.05))

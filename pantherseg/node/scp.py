@@ -100,6 +100,7 @@ class StoreSCP:
         self._server = ae.start_server((self.config.bind, self.config.port), block=False, evt_handlers=handlers,
                                        ssl_context=self._ssl_context())
         self.ae = ae
+        self.completer.busy = self.busy_jobs
         host, port = self._server.server_address[:2]
         log.info("DICOM SCP %s listening on %s:%d%s; allowed callers: %s", self.config.ae_title, host, port,
                  " (TLS)" if self.config.tls else "", ", ".join(e.text() for e in self.config.allow_ae))
@@ -115,6 +116,11 @@ class StoreSCP:
             context.verify_mode = ssl.CERT_REQUIRED
             context.load_verify_locations(cafile=str(self.config.tls_ca))
         return context
+
+    def busy_jobs(self) -> set[int]:
+        """The jobs whose series an open association has sent instances of."""
+        with self._lock:
+            return set().union(*(state.jobs for state in self._associations.values()))
 
     def active(self) -> int:
         with self._lock:
@@ -155,9 +161,7 @@ class StoreSCP:
         state = self._forget(event.assoc)
         if state is None or not self.config.complete_on_release:
             return
-        with self._lock:
-            busy = set().union(*(other.jobs for other in self._associations.values())) if self._associations else set()
-        for job_id in sorted(state.jobs - busy):
+        for job_id in sorted(state.jobs - self.busy_jobs()):
             self.completer.complete(job_id, why=f"association with {state.calling_ae} released")
 
     def _on_aborted(self, event) -> None:

@@ -223,3 +223,17 @@ def test_tls_associations(node, tmp_path):
     assoc.release()
     plain = _associate(node.port)  # no TLS: no association
     assert not plain.is_established
+
+
+def test_the_timeout_waits_while_an_open_association_still_sends_the_series(node, tmp_path):
+    node = node(series_timeout_s=0.4, complete_on_release=False)
+    node.completer.run_in_thread()
+    paths = tiny_series(tmp_path / "mr", slices=3)
+    assoc = _associate(node.port)  # a scanner sending slices as it acquires them, slowly
+    assert _store_all(assoc, paths[:2]) == [0, 0]
+    time.sleep(1.2)
+    assert node.jobs()[0]["state"] == "received"
+    assert _store_all(assoc, paths[2:]) == [0]
+    assoc.release()
+    wait_for(lambda: node.jobs()[0]["state"] == "queued", 10, "the timeout once the association ended")
+    assert node.jobs()[0]["instances"] == 3
