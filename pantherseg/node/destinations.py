@@ -47,7 +47,7 @@ KINDS = ("dimse", "dicomweb")
 OPTION_KEYS = ("outputs", "tls", "ca")
 AE_TITLE_MAX = 16
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_DIMSE = re.compile(r"^(?P<ae>[^@]*)@(?P<host>\[[^\]]*\]|[^:\[\]]*):(?P<port>[^:]*)$")
+_DIMSE = re.compile(r"^(?P<ae>[^@]*)@(?P<host>\[[^\]]*\]|[^:\[\]@]*):(?P<port>[^:]*)$")
 _YES_NO = {"yes": True, "no": False}
 
 
