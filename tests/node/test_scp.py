@@ -125,6 +125,7 @@ def test_limits_are_answered_out_of_resources_and_logged(node, tmp_path, setting
     assert any("refused with 0xA700" in record.getMessage() for record in caplog.records)
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI:UserWarning")  # pydicom, writing the bad UIDs on purpose
 def test_bad_uids_are_refused_as_not_understood_and_never_name_a_path(node, tmp_path):
     node = node()
 
