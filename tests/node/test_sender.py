@@ -152,7 +152,7 @@ def test_outputs_route_each_kind_to_its_destination(orthanc, results, tmp_path):
         assert set(_stored(orthanc)) == {_uid(results["seg"]), _uid(results["sr"])}
         assert set(_stored(planning)) == {_uid(results["rtstruct"])}
     finally:
-        planning.stop()
+        planning.kill()
 
 
 def test_kinds_come_from_the_sop_class_when_not_given(orthanc, results, tmp_path):
@@ -221,7 +221,7 @@ def test_a_failure_status_fails_only_that_instance_and_the_retry_sends_only_what
         assert sorted(p.name for p in delivery.dead_letter.iterdir()) == sorted([REASON_FILE, results["rtstruct"].name])
         assert json.loads((delivery.dead_letter / REASON_FILE).read_text())["delivered"] == [_uid(results["seg"])]
     finally:
-        server.stop()
+        server.kill()
 
 
 def test_a_second_dead_letter_for_one_job_keeps_the_first(results, tmp_path):
@@ -294,7 +294,7 @@ def test_stow_rs_failed_instances_in_the_response_are_not_delivered(tmp_path, re
         assert _uid(results["rtstruct"]) not in _stored(server)
         assert (delivery.dead_letter / results["rtstruct"].name).exists()
     finally:
-        server.stop()
+        server.kill()
 
 
 @needs_dicomweb
@@ -350,7 +350,7 @@ def test_c_store_over_tls_checks_the_server_certificate(tmp_path, results):
         assert not cleartext.ok
         assert set(_stored(server)) == {_uid(results["seg"])}
     finally:
-        server.stop()
+        server.kill()
 
 
 # --- policy and programming errors -------------------------------------------------------------------------
@@ -382,3 +382,17 @@ def test_programming_errors_raise(results, tmp_path):
         Sender(["A@127.0.0.1:9"], tmp_path)
     with pytest.raises(ConfigError, match="Calling AE title"):
         Sender([], tmp_path, calling_ae="WAY_TOO_LONG_AE_TITLE")
+
+
+# --- the harness itself --------------------------------------------------------------------------------------
+
+def test_the_harness_stops_cleanly_and_restarts_on_its_storage(orthanc_server, results, tmp_path):
+    assert not orthanc_server.running and orthanc_server.instances_or_none() is None
+    orthanc_server.start()
+    [delivery] = Sender([_destination(orthanc_server)], tmp_path / "dead", RetryPolicy(attempts=1)).deliver("job-19", [results["seg"]])
+    assert delivery.ok
+    orthanc_server.stop()
+    assert not orthanc_server.running and orthanc_server.process.returncode == 0
+    assert orthanc_server.instances_or_none() is None
+    orthanc_server.start()
+    assert set(_stored(orthanc_server)) == {_uid(results["seg"])}
