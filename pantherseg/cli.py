@@ -389,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the weights folder (created if absent); pass it as --weights when predicting")
     install.add_argument("--replace", action="store_true", help="replace model folders the target already holds")
     install.set_defaults(handler=_install_weights, quiet=False, verbose=False)
+    from pantherseg.node.commands import add_node_commands  # serve-dicom, node-status (standard library only)
+
+    add_node_commands(commands)
     return parser
 
 

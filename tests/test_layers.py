@@ -6,7 +6,7 @@ The layers, lowest first (README, "How it works"):
 - ``io`` and ``dicom`` (files in and out; they may use each other, module cycles aside);
 - ``engine`` (uses base and io) and ``evaluation`` (uses base and io only: never the engine);
 - ``api``, ``options`` (RunOptions and the run flags), ``run_report`` and ``progress`` (use everything below);
-- the entry points: ``cli``, ``__main__``, ``cohort``, ``container``.
+- the entry points: ``cli``, ``__main__``, ``cohort``, ``container``, ``node``.
 
 Every import counts, also those inside functions (the lazy ones that keep ``--help`` fast) and those
 under ``TYPE_CHECKING``: a lazy import closes a cycle as surely as one at the top. The package's own
@@ -30,7 +30,7 @@ LAYERS = {
     "engine": {"engine"},
     "evaluation": {"evaluation"},
     "api": {"api", "options", "progress", "run_report"},
-    "entry": {"cli", "__main__", "cohort", "container"},
+    "entry": {"cli", "__main__", "cohort", "container", "node"},
 }
 MAY_IMPORT = {
     "base": {"base"},

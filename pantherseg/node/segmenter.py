@@ -1,0 +1,69 @@
+"""The node's one door into the engine and the API: load the ensemble once, segment one received series.
+
+Every call the DICOM node makes into ``pantherseg.api`` / the engine is in this module, so a change of the
+API touches this file only. The worker process (pantherseg.node.worker) builds one :class:`Segmenter` and
+calls :meth:`Segmenter.segment` for each job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pantherseg.errors import InputError
+from pantherseg.options import RunOptions
+from pantherseg.run_report import RunReport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Segmented:
+    """One series' results: output format -> written file, and its run report."""
+
+    paths: dict[str, Path]
+    report: RunReport
+    seconds: float
+
+
+class Segmenter:
+    """Holds the loaded ensemble; :meth:`segment` writes one series' DICOM outputs into a folder."""
+
+    def __init__(self, *, task: str, outputs: tuple[str, ...], weights: Path | None = None,
+                 config: Path | None = None, device: str = "auto", time_budget_s: float | None = None,
+                 roi_name: str | None = None):
+        from pantherseg.api import load_ensemble
+
+        self.options = RunOptions(task=task, config=config, weights=weights, device=device,
+                                  time_budget_s=time_budget_s, roi_name=roi_name, output_formats=tuple(outputs))
+        self.ensemble = load_ensemble(self.options, keep_networks=True)  # series after series: built once
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(self.options.output_formats)
+
+    def describe(self) -> dict:
+        ensemble = self.ensemble
+        return {"task": ensemble.task.name, "members": [m.name for m in ensemble.members],
+                "device": ensemble.describe_device(), "load_s": round(ensemble.load_s, 3),
+                "outputs": list(self.outputs)}
+
+    def segment(self, folder: Path, output_dir: Path, *, name: str) -> Segmented:
+        """Segment the one series in ``folder``; write ``<name>.<format>`` and ``<name>.report.json`` into
+        ``output_dir``. Raises PantherError (one line) for a series that cannot be segmented."""
+        from pantherseg.api import segment_case
+        from pantherseg.io.outputs import check_output_formats
+
+        started = time.perf_counter()
+        formats = check_output_formats(self.outputs, [folder])
+        output_dir.mkdir(parents=True, exist_ok=True)
+        result = segment_case(self.ensemble, folder, output_dir=output_dir, name=name,
+                              options=self.options.but(output_formats=formats, report_dir=output_dir))
+        written = [Path(p) for p in result.report.output.paths]
+        if len(written) != len(formats):
+            raise InputError(f"series in {folder}: expected {len(formats)} output file(s) ({', '.join(formats)}), "
+                             f"the run wrote {len(written)}")
+        return Segmented(paths=dict(zip(formats, written)), report=result.report,
+                         seconds=time.perf_counter() - started)
