@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine (Python 3.10+ with venv and pip):
 #   make demo   create .venv, install, run the container's entry point on the bundled sample
 #   make test   create .venv, install, run the test suite (slow suites: make test-all)
+#   make lint   ruff's linter and formatter, as checks (CI runs both before the tests)
 #   make container-test   build the image with podman (a stand-in base where Docker Hub is out of
 #                         reach) and run it as grand-challenge does; root, about 30 minutes
 # The venv takes the CPU build of torch 2.13 (constraints-cpu.txt); the container uses the CUDA
@@ -12,7 +13,7 @@ BIN := $(VENV)/bin
 SAMPLE ?= test/samples/t1-phantom/input
 OUTPUT ?= output
 
-.PHONY: demo test test-all container-test setup clean
+.PHONY: demo test test-all lint container-test setup system-packages clean
 
 $(BIN)/.installed: requirements-cpu.txt requirements-extras.txt constraints-cpu.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,16 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# The DICOM node's tests talk to a real PACS and real DICOM tools (Debian's orthanc, its DICOMweb plugin and
+# dcmtk); without them those tests are skipped with a reason. Needs root and Debian's apt.
+system-packages:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb dcmtk
 
 test-all: setup
 	$(BIN)/python -m pytest -q --runslow

@@ -49,8 +49,10 @@ def write_cases(folder: Path, count: int) -> list[Path]:
         image, label = phantoms.make_phantom(seed, "t1")
         centre_zyx = np.argwhere(sitk.GetArrayViewFromImage(label) > 0).mean(0).round().astype(int)
         size = [min(c, s) for c, s in zip(CROP_XYZ, image.GetSize())]
-        start = [int(np.clip(centre_zyx[2 - axis] - size[axis] // 2, 0, image.GetSize()[axis] - size[axis]))
-                 for axis in range(3)]
+        start = [
+            int(np.clip(centre_zyx[2 - axis] - size[axis] // 2, 0, image.GetSize()[axis] - size[axis]))
+            for axis in range(3)
+        ]
         path = folder / f"{phantoms.case_name(seed, 't1')}.mha"
         sitk.WriteImage(sitk.RegionOfInterest(image, size, start), str(path), useCompression=True)
         paths.append(path)
@@ -89,16 +91,41 @@ def run_route(route: str, cases: Path, config: Path, out: Path, result: Path) ->
 
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
         ray_options = RayOptions(cpus_per_worker=1)
-    report = run_cohort(cases, output_dir=out, task="t1", config=config, device="cpu", backend="torch",
-                        time_budget_s=float("inf"), resume=False, ray=ray_options, progress=stamps)
+    report = run_cohort(
+        cases,
+        output_dir=out,
+        task="t1",
+        config=config,
+        device="cpu",
+        backend="torch",
+        time_budget_s=float("inf"),
+        resume=False,
+        ray=ray_options,
+        progress=stamps,
+    )
     result.write_text(json.dumps({"report": report.as_dict(), "steady_s": stamps.last_end - stamps.first_start}))
 
 
 def measure(route: str, cases: Path, config: Path, work: Path) -> dict:
     result = work / f"{route}.json"
     started = time.monotonic()
-    subprocess.run([sys.executable, __file__, "--route", route, "--cases-dir", str(cases), "--config", str(config),
-                    "--out", str(work / route), "--result", str(result)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--route",
+            route,
+            "--cases-dir",
+            str(cases),
+            "--config",
+            str(config),
+            "--out",
+            str(work / route),
+            "--result",
+            str(result),
+        ],
+        check=True,
+    )
     wall = time.monotonic() - started
     data = json.loads(result.read_text())
     totals = data["report"]["totals"]
@@ -158,12 +185,22 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     result = {
-        "machine": {"cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-                    "torch": torch.__version__, "ray": ray.__version__,
-                    "load_average_before": [round(x, 2) for x in load_before],
-                    "load_average_after": [round(x, 2) for x in load_after]},
-        "workload": {"cases": args.cases, "members": args.members, "crop_xyz": CROP_XYZ, "task": "t1",
-                     "models": "demo zoo (weights/), torch fp32, CPU, no time budget"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "affinity": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "ray": ray.__version__,
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in load_after],
+        },
+        "workload": {
+            "cases": args.cases,
+            "members": args.members,
+            "crop_xyz": CROP_XYZ,
+            "task": "t1",
+            "models": "demo zoo (weights/), torch fp32, CPU, no time budget",
+        },
         "routes": routes,
         "mask_voxel_agreement": round(voxels_agree, 6),
     }
@@ -173,8 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| route | workers | end to end s | cases/h end to end | steady s | cases/h steady | network share |")
     print("|---|---|---|---|---|---|---|")
     for r in routes:
-        print(f"| {r['route']} | {r['workers']} | {r['end_to_end_s']} | {r['end_to_end_cases_per_hour']} | "
-              f"{r['steady_s']} | {r['steady_cases_per_hour']} | {r['network_share']:.0%} |")
+        print(
+            f"| {r['route']} | {r['workers']} | {r['end_to_end_s']} | {r['end_to_end_cases_per_hour']} | "
+            f"{r['steady_s']} | {r['steady_cases_per_hour']} | {r['network_share']:.0%} |"
+        )
     print(f"\nmask voxel agreement between routes: {voxels_agree:.4%}; written {args.json}")
     return 0
 

@@ -69,10 +69,12 @@ def child(work: Path, threads: int | None) -> dict:
     started = time.perf_counter()
     config = load_config(work / "ensemble_config.json")
     order = [spec.name for spec in config.task("t1").members]
-    stand_ins = GivenNetworks(lambda member: StandInNetwork(member.label_manager.num_segmentation_heads,
-                                                            order.index(member.name)))
-    ensemble = Ensemble.load(config=config, task="t1", weights=work / "weights", engine=EngineOptions(device="cpu"),
-                             backend=stand_ins)
+    stand_ins = GivenNetworks(
+        lambda member: StandInNetwork(member.label_manager.num_segmentation_heads, order.index(member.name))
+    )
+    ensemble = Ensemble.load(
+        config=config, task="t1", weights=work / "weights", engine=EngineOptions(device="cpu"), backend=stand_ins
+    )
     if threads:
         torch.set_num_threads(threads)
     timings["load (validate members)"] = time.perf_counter() - started
@@ -90,9 +92,13 @@ def child(work: Path, threads: int | None) -> dict:
     write_image_atomically(mask_image(prediction.mask, volume.sitk_image), work / "mask.mha")
     timings["write"] = time.perf_counter() - started
     return {
-        "timings_s": timings, "cpu_side_s": sum(timings.values()), "stand_in_network_s": stand_in_s,
-        "tiles": [o.tiles_total for o in prediction.outcomes], "threads": torch.get_num_threads(),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_at_start_mb": rss_start,
+        "timings_s": timings,
+        "cpu_side_s": sum(timings.values()),
+        "stand_in_network_s": stand_in_s,
+        "tiles": [o.tiles_total for o in prediction.outcomes],
+        "threads": torch.get_num_threads(),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_at_start_mb": rss_start,
         "estimated_peak_mb": estimate.total / 2**20,
     }
 
@@ -112,24 +118,28 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         # Features / 32: the checkpoint only has to load; the stand-in replaces the network.
         winners.build_workload(work, members=args.members, divisor=32)
-        command = [sys.executable, __file__, "--child", str(work)] + (["--threads", str(args.threads)] if args.threads else [])
+        command = [sys.executable, __file__, "--child", str(work)] + (
+            ["--threads", str(args.threads)] if args.threads else []
+        )
         started = time.perf_counter()
         process = subprocess.run(command, capture_output=True, text=True)
         wall = time.perf_counter() - started
     line = next((text for text in process.stdout.splitlines() if text.startswith("RESULT ")), None)
     if process.returncode != 0 or line is None:
         raise SystemExit(f"the run failed:\n{process.stderr[-3000:]}")
-    result = json.loads(line[len("RESULT "):])
+    result = json.loads(line[len("RESULT ") :])
     result["child_wall_s"] = wall
     if any(t != winners.TILES_PER_MEMBER for t in result["tiles"]):
         raise SystemExit(f"expected {winners.TILES_PER_MEMBER} tiles per member, the engine counted {result['tiles']}")
     rows = "\n".join(f"| {stage} | {seconds:.1f} |" for stage, seconds in result["timings_s"].items())
-    print(f"CPU side of the winners' configuration, {args.members} members x {result['tiles'][0]} tiles, largest "
-          f"Task 1 image {winners.LARGEST_T1_ZYX} at {winners.LARGEST_T1_SPACING_ZYX} mm, {result['threads']} "
-          f"threads\n\n| stage | s |\n|---|---|\n{rows}\n| **everything but the network passes** | "
-          f"**{result['cpu_side_s']:.1f}** |\n\npeak RSS {result['peak_rss_mb']:.0f} MB (of which {result['rss_at_start_mb']:.0f} MB "
-          f"interpreter and libraries at start; the engine's own estimate {result['estimated_peak_mb']:.0f} MB); "
-          f"stand-in network {result['stand_in_network_s']:.1f} s, not counted")
+    print(
+        f"CPU side of the winners' configuration, {args.members} members x {result['tiles'][0]} tiles, largest "
+        f"Task 1 image {winners.LARGEST_T1_ZYX} at {winners.LARGEST_T1_SPACING_ZYX} mm, {result['threads']} "
+        f"threads\n\n| stage | s |\n|---|---|\n{rows}\n| **everything but the network passes** | "
+        f"**{result['cpu_side_s']:.1f}** |\n\npeak RSS {result['peak_rss_mb']:.0f} MB (of which {result['rss_at_start_mb']:.0f} MB "
+        f"interpreter and libraries at start; the engine's own estimate {result['estimated_peak_mb']:.0f} MB); "
+        f"stand-in network {result['stand_in_network_s']:.1f} s, not counted"
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({**result, "members": args.members, "unix_time": time.time()}, indent=2))
     return 0

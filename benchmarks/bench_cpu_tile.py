@@ -53,10 +53,17 @@ def alternatives(path: Path, tile, threads: int, repeats: int) -> dict[str, floa
     pair = torch.cat([tile, tile])
     figures = {"OpenVINO fp32, 2 tiles per inference": seconds_per_call(lambda: engine(pair), repeats) / 2}
     streams = max(1, threads)
-    compiled = ov.Core().compile_model(str(path), "CPU", {
-        hints.inference_precision: ov.Type.f32, hints.execution_mode: hints.ExecutionMode.ACCURACY,
-        hints.performance_mode: hints.PerformanceMode.THROUGHPUT, props.num_streams: streams,
-        props.inference_num_threads: threads})
+    compiled = ov.Core().compile_model(
+        str(path),
+        "CPU",
+        {
+            hints.inference_precision: ov.Type.f32,
+            hints.execution_mode: hints.ExecutionMode.ACCURACY,
+            hints.performance_mode: hints.PerformanceMode.THROUGHPUT,
+            props.num_streams: streams,
+            props.inference_num_threads: threads,
+        },
+    )
     queue = ov.AsyncInferQueue(compiled, streams)
     array = tile.numpy()
 
@@ -80,8 +87,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tiny", action="store_true", help="features / 16 and a 16 x 64 x 64 patch, one repeat")
-    parser.add_argument("--alternatives", action="store_true",
-                        help="also OpenVINO fp32 with 2 tiles per inference, and in THROUGHPUT mode")
+    parser.add_argument(
+        "--alternatives",
+        action="store_true",
+        help="also OpenVINO fp32 with 2 tiles per inference, and in THROUGHPUT mode",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
 
@@ -117,10 +127,19 @@ def main(argv: list[str] | None = None) -> dict:
     gflops = {route: flops / seconds / 1e9 for route, seconds in timings.items()}
     for route, seconds in timings.items():
         share = f" = {gflops[route] / peak['gflops'] * 100:4.1f}% of peak" if peak["gflops"] else ""
-        print(f"  {route:<40} {seconds:7.2f} s per tile   {timings['torch fp32'] / seconds:5.2f}x torch fp32   "
-              f"{gflops[route]:7.1f} GFLOP/s{share}")
-    figures = {"cpu": cpu, "patch": patch, "seconds_per_tile": timings, "gflop_per_tile": flops / 1e9,
-               "gflops": gflops, "fp32_peak": peak, "unix_time": time.time()}
+        print(
+            f"  {route:<40} {seconds:7.2f} s per tile   {timings['torch fp32'] / seconds:5.2f}x torch fp32   "
+            f"{gflops[route]:7.1f} GFLOP/s{share}"
+        )
+    figures = {
+        "cpu": cpu,
+        "patch": patch,
+        "seconds_per_tile": timings,
+        "gflop_per_tile": flops / 1e9,
+        "gflops": gflops,
+        "fp32_peak": peak,
+        "unix_time": time.time(),
+    }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))

@@ -26,7 +26,6 @@ import platform
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -83,10 +82,28 @@ def main(argv: list[str] | None = None) -> int:
         folders.append(folder)
 
     pacs = OrthancServer(work / "orthanc").start()
-    node = NodeProcess(work / "spool", free_port(), [
-        "--allow-ae", "SCANNER", "--send-to", f"ORTHANC@127.0.0.1:{pacs.dicom_port}", "--task", "t2",
-        "--weights", str(ROOT / "weights"), "--config", str(config_path), "--series-timeout", "30",
-        "--outputs", "dicom-seg", "rtstruct"], work / "node.log")
+    node = NodeProcess(
+        work / "spool",
+        free_port(),
+        [
+            "--allow-ae",
+            "SCANNER",
+            "--send-to",
+            f"ORTHANC@127.0.0.1:{pacs.dicom_port}",
+            "--task",
+            "t2",
+            "--weights",
+            str(ROOT / "weights"),
+            "--config",
+            str(config_path),
+            "--series-timeout",
+            "30",
+            "--outputs",
+            "dicom-seg",
+            "rtstruct",
+        ],
+        work / "node.log",
+    )
     rows = []
     try:
         started = time.monotonic()
@@ -105,10 +122,19 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"series {index}: no results in Orthanc after 600 s; {node.log_tail()}")
                 time.sleep(0.1)
             latency = time.monotonic() - stored_at
-            rows.append({"series": index, "latency_s": round(latency, 3), "node_rss_mib": rss_mib(status["pid"]),
-                         "worker_rss_mib": rss_mib(status["worker_pid"])})
-            print(f"series {index:3d}: {latency:6.2f} s to results; RSS node {rows[-1]['node_rss_mib']:.0f} MiB, "
-                  f"worker {rows[-1]['worker_rss_mib']:.0f} MiB", flush=True)
+            rows.append(
+                {
+                    "series": index,
+                    "latency_s": round(latency, 3),
+                    "node_rss_mib": rss_mib(status["pid"]),
+                    "worker_rss_mib": rss_mib(status["worker_pid"]),
+                }
+            )
+            print(
+                f"series {index:3d}: {latency:6.2f} s to results; RSS node {rows[-1]['node_rss_mib']:.0f} MiB, "
+                f"worker {rows[-1]['worker_rss_mib']:.0f} MiB",
+                flush=True,
+            )
         node.process.send_signal(signal.SIGTERM)
         exit_code = node.process.wait(timeout=120)
     finally:
@@ -121,20 +147,37 @@ def main(argv: list[str] | None = None) -> int:
     main_rss = [row["node_rss_mib"] for row in rows]
     half = len(rows) // 2
     summary = {
-        "series": len(rows), "members": args.members, "node_start_s": round(start_s, 2), "exit_code": exit_code,
-        "latency_s": {"median": round(statistics.median(latencies), 2), "min": min(latencies), "max": max(latencies),
-                      "first": latencies[0]},
-        "worker_rss_mib": {"first": worker[0], "last": worker[-1], "max": max(worker),
-                           "slope_second_half_per_100_series": round(slope_per_100(worker[half:]), 2)},
-        "node_rss_mib": {"first": main_rss[0], "last": main_rss[-1], "max": max(main_rss),
-                         "slope_second_half_per_100_series": round(slope_per_100(main_rss[half:]), 2)},
+        "series": len(rows),
+        "members": args.members,
+        "node_start_s": round(start_s, 2),
+        "exit_code": exit_code,
+        "latency_s": {
+            "median": round(statistics.median(latencies), 2),
+            "min": min(latencies),
+            "max": max(latencies),
+            "first": latencies[0],
+        },
+        "worker_rss_mib": {
+            "first": worker[0],
+            "last": worker[-1],
+            "max": max(worker),
+            "slope_second_half_per_100_series": round(slope_per_100(worker[half:]), 2),
+        },
+        "node_rss_mib": {
+            "first": main_rss[0],
+            "last": main_rss[-1],
+            "max": max(main_rss),
+            "slope_second_half_per_100_series": round(slope_per_100(main_rss[half:]), 2),
+        },
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "rows": rows,
     }
-    print(f"\n{len(rows)} series, {args.members} member(s): latency median {summary['latency_s']['median']} s "
-          f"(min {min(latencies)}, max {max(latencies)}); worker RSS {worker[0]:.0f} -> {worker[-1]:.0f} MiB "
-          f"(max {max(worker):.0f}, slope {summary['worker_rss_mib']['slope_second_half_per_100_series']} MiB/100 "
-          f"series); node RSS {main_rss[0]:.0f} -> {main_rss[-1]:.0f} MiB; SIGTERM exit {exit_code}")
+    print(
+        f"\n{len(rows)} series, {args.members} member(s): latency median {summary['latency_s']['median']} s "
+        f"(min {min(latencies)}, max {max(latencies)}); worker RSS {worker[0]:.0f} -> {worker[-1]:.0f} MiB "
+        f"(max {max(worker):.0f}, slope {summary['worker_rss_mib']['slope_second_half_per_100_series']} MiB/100 "
+        f"series); node RSS {main_rss[0]:.0f} -> {main_rss[-1]:.0f} MiB; SIGTERM exit {exit_code}"
+    )
     out = args.json or ROOT / "benchmarks" / "results" / f"bench_dicom_node_{args.members}m_{len(rows)}s.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")

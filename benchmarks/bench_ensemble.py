@@ -53,11 +53,15 @@ def build_workload(root: Path, members: int) -> tuple[Path, Path, Path]:
     roles = ["all-rounder"] * 3 + ["volume"] * 2 + ["boundary"]
     make_model_folder(weights, MODEL, plans=load_plans("task1"), folds=tuple(range(members)))
     config = root / "ensemble_config.json"
-    config.write_text(json.dumps(config_dict([member(f"m{f}", MODEL, fold=f, role=roles[f % 6])
-                                              for f in range(members)])))
+    config.write_text(
+        json.dumps(config_dict([member(f"m{f}", MODEL, fold=f, role=roles[f % 6]) for f in range(members)]))
+    )
     image = root / "case.mha"
-    sitk.WriteImage(synthetic_image(shape_zyx=SHAPE_ZYX, spacing_xyz=SPACING_XYZ, seed=0, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)),
-                    str(image), useCompression=True)
+    sitk.WriteImage(
+        synthetic_image(shape_zyx=SHAPE_ZYX, spacing_xyz=SPACING_XYZ, seed=0, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)),
+        str(image),
+        useCompression=True,
+    )
     return weights, config, image
 
 
@@ -74,17 +78,27 @@ def run_reference(weights: Path, members: int, image: Path, work: Path) -> dict:
         folders.append(str(predict_member(weights / MODEL, fold, "checkpoint_final.pth", image, work / f"m{fold}")))
         timings[f"member {fold} (load+preprocess+network+export+npz)"] = time.perf_counter() - t
     t = time.perf_counter()
-    ensemble_folders(folders, str(work / "ensemble"), save_merged_probabilities=False, num_processes=1,
-                     dataset_json_file_or_dict=str(Path(folders[0]) / "dataset.json"),
-                     plans_json_file_or_dict=str(Path(folders[0]) / "plans.json"))
+    ensemble_folders(
+        folders,
+        str(work / "ensemble"),
+        save_merged_probabilities=False,
+        num_processes=1,
+        dataset_json_file_or_dict=str(Path(folders[0]) / "dataset.json"),
+        plans_json_file_or_dict=str(Path(folders[0]) / "plans.json"),
+    )
     timings["ensemble (load npz, average, write)"] = time.perf_counter() - t
     mask = next((work / "ensemble").glob("case.*"))
     return {"wall_s": time.perf_counter() - started, "timings_s": timings, "mask": str(mask)}
 
 
-ENGINE_ROUTES = {"default": (None, None), "torch-fp32": ("torch", "fp32"), "torch-bf16": ("torch", "bf16"),
-                 "onnxruntime": ("onnxruntime", "fp32"), "openvino-fp32": ("openvino", "fp32"),
-                 "openvino-bf16": ("openvino", "bf16")}
+ENGINE_ROUTES = {
+    "default": (None, None),
+    "torch-fp32": ("torch", "fp32"),
+    "torch-bf16": ("torch", "bf16"),
+    "onnxruntime": ("onnxruntime", "fp32"),
+    "openvino-fp32": ("openvino", "fp32"),
+    "openvino-bf16": ("openvino", "bf16"),
+}
 
 
 def run_engine(weights: Path, config: Path, image: Path, work: Path, route: str) -> dict:
@@ -92,10 +106,22 @@ def run_engine(weights: Path, config: Path, image: Path, work: Path, route: str)
 
     backend, precision = ENGINE_ROUTES[route]
     started = time.perf_counter()
-    [result] = segment(image, output_dir=work, config=config, weights=weights, device="cpu", precision=precision,
-                       backend=backend, time_budget_s=float("inf"))
-    return {"wall_s": time.perf_counter() - started, "timings_s": result.report.timings_s,
-            "mask": str(result.output), "device": result.report.device}
+    [result] = segment(
+        image,
+        output_dir=work,
+        config=config,
+        weights=weights,
+        device="cpu",
+        precision=precision,
+        backend=backend,
+        time_budget_s=float("inf"),
+    )
+    return {
+        "wall_s": time.perf_counter() - started,
+        "timings_s": result.report.timings_s,
+        "mask": str(result.output),
+        "device": result.report.device,
+    }
 
 
 def child(args) -> None:
@@ -108,8 +134,15 @@ def child(args) -> None:
 
         started = time.perf_counter()
         cli_main([args.child, "--config", str(config), "--weights", str(weights)])
-        print("RESULT " + json.dumps({"wall_s": time.perf_counter() - started,
-                                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        print(
+            "RESULT "
+            + json.dumps(
+                {
+                    "wall_s": time.perf_counter() - started,
+                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                }
+            )
+        )
         return
     if args.child == "reference":
         figures = run_reference(weights, args.members, image, out)
@@ -131,9 +164,12 @@ def agreement(mask_a: str, mask_b: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=6)
-    parser.add_argument("--routes", default="default,openvino-bf16",
-                        help=f"engine routes to run, comma-separated, of {list(ENGINE_ROUTES)} (bf16 routes are "
-                             f"left out on CPUs without native bf16)")
+    parser.add_argument(
+        "--routes",
+        default="default,openvino-bf16",
+        help=f"engine routes to run, comma-separated, of {list(ENGINE_ROUTES)} (bf16 routes are "
+        f"left out on CPUs without native bf16)",
+    )
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "bench_ensemble_cpu.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -151,14 +187,21 @@ def main() -> None:
         routes = [r for r in args.routes.split(",") if native_bf16() or not r.endswith("bf16")]
         routes = ([] if args.skip_reference else ["reference"]) + routes
         conversions = {}
-        for route, step in (("onnxruntime", "export-onnx"), ("openvino", "export-openvino"), ("default", "export-openvino")):
+        for route, step in (
+            ("onnxruntime", "export-onnx"),
+            ("openvino", "export-openvino"),
+            ("default", "export-openvino"),
+        ):
             if any(r.startswith(route) for r in routes) and step not in conversions:
-                process = subprocess.run([sys.executable, __file__, "--child", step, "--work", str(work),
-                                          "--members", str(args.members)], capture_output=True, text=True)
+                process = subprocess.run(
+                    [sys.executable, __file__, "--child", step, "--work", str(work), "--members", str(args.members)],
+                    capture_output=True,
+                    text=True,
+                )
                 line = next((text for text in process.stdout.splitlines() if text.startswith("RESULT ")), None)
                 if process.returncode != 0 or line is None:
                     raise SystemExit(f"{step} failed:\n{process.stderr[-3000:]}")
-                conversions[step] = json.loads(line[len("RESULT "):])
+                conversions[step] = json.loads(line[len("RESULT ") :])
                 print(f"{step}: {conversions[step]['wall_s']:.1f} s (ahead of time, not in the table)", file=sys.stderr)
         results = {}
         for route in routes:
@@ -167,7 +210,7 @@ def main() -> None:
             line = next((text for text in process.stdout.splitlines() if text.startswith("RESULT ")), None)
             if process.returncode != 0 or line is None:
                 raise SystemExit(f"{route} failed:\n{process.stderr[-3000:]}")
-            results[route] = json.loads(line[len("RESULT "):])
+            results[route] = json.loads(line[len("RESULT ") :])
             print(f"{route}: {results[route]['wall_s']:.1f} s", file=sys.stderr)
 
         import torch
@@ -175,40 +218,64 @@ def main() -> None:
 
         baseline = results.get("reference")
         cpu = describe_cpu()
-        lines = [f"Workload: {args.members} members, organisers' Task 1 plans (PlainConvUNet, patch 48x192x224), "
-                 f"random weights, {SHAPE_ZYX[0]}x{SHAPE_ZYX[1]}x{SHAPE_ZYX[2]} at {SPACING_XYZ[2]}x{SPACING_XYZ[1]}x"
-                 f"{SPACING_XYZ[0]} mm, CPU: {cpu_line(cpu)}, torch {torch.__version__}.", "",
-                 "| route | wall s | speed-up | peak RSS MB | RSS ratio | mask agreement | split (s) |",
-                 "|---|---|---|---|---|---|---|"]
+        lines = [
+            f"Workload: {args.members} members, organisers' Task 1 plans (PlainConvUNet, patch 48x192x224), "
+            f"random weights, {SHAPE_ZYX[0]}x{SHAPE_ZYX[1]}x{SHAPE_ZYX[2]} at {SPACING_XYZ[2]}x{SPACING_XYZ[1]}x"
+            f"{SPACING_XYZ[0]} mm, CPU: {cpu_line(cpu)}, torch {torch.__version__}.",
+            "",
+            "| route | wall s | speed-up | peak RSS MB | RSS ratio | mask agreement | split (s) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for route, figures in results.items():
             speed = baseline["wall_s"] / figures["wall_s"] if baseline else float("nan")
             rss = max(figures["peak_rss_mb"], figures["peak_rss_children_mb"])
             base_rss = max(baseline["peak_rss_mb"], baseline["peak_rss_children_mb"]) if baseline else float("nan")
             agree = agreement(figures["mask"], baseline["mask"]) if baseline else float("nan")
             split = ", ".join(f"{k} {v:.1f}" for k, v in figures["timings_s"].items())
-            name = ("nnU-Net 2.8 (predictor per member + ensemble_folders)" if route == "reference"
-                    else f"pantherseg ({route}: {figures['device']})")
-            lines.append(f"| {name} | {figures['wall_s']:.1f} | {speed:.2f}x | {rss:.0f} | {rss / base_rss:.2f} | "
-                         f"{agree * 100:.3f}% | {split} |")
+            name = (
+                "nnU-Net 2.8 (predictor per member + ensemble_folders)"
+                if route == "reference"
+                else f"pantherseg ({route}: {figures['device']})"
+            )
+            lines.append(
+                f"| {name} | {figures['wall_s']:.1f} | {speed:.2f}x | {rss:.0f} | {rss / base_rss:.2f} | "
+                f"{agree * 100:.3f}% | {split} |"
+            )
         lines.append("")
         for route in (r for r in ("default", "torch-fp32") if r in results):
             t = results[route]["timings_s"]
             overhead = sum(v for k, v in t.items() if k not in ("network", "load")) / max(t["network"], 1e-9)
-            lines.append(f"Engine overhead of {route} (preprocess, export, ensemble, read/write) = {overhead * 100:.1f}% "
-                         f"of its network time.")
+            lines.append(
+                f"Engine overhead of {route} (preprocess, export, ensemble, read/write) = {overhead * 100:.1f}% "
+                f"of its network time."
+            )
         for step, figures in conversions.items():
-            lines.append(f"Ahead of time, not in the table: `pantherseg {step}` for {args.members} member(s) took "
-                         f"{figures['wall_s']:.1f} s (peak RSS {figures['peak_rss_mb']:.0f} MB).")
+            lines.append(
+                f"Ahead of time, not in the table: `pantherseg {step}` for {args.members} member(s) took "
+                f"{figures['wall_s']:.1f} s (peak RSS {figures['peak_rss_mb']:.0f} MB)."
+            )
         load = os.getloadavg()
-        lines.append(f"Machine load average at the end (1/5/15 min): {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
-                     f"on {os.cpu_count()} CPUs.")
+        lines.append(
+            f"Machine load average at the end (1/5/15 min): {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+            f"on {os.cpu_count()} CPUs."
+        )
         table = "\n".join(lines)
         print(table)
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"results": results, "conversions": conversions, "table": table,
-                                         "members": args.members, "cpu": cpu, "load_average": load,
-                                         "unix_time": time.time()},
-                                        indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "results": results,
+                    "conversions": conversions,
+                    "table": table,
+                    "members": args.members,
+                    "cpu": cpu,
+                    "load_average": load,
+                    "unix_time": time.time(),
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -135,10 +135,18 @@ def run(work: Path, *, device: str, precision: str, tile_batch_size: int, plans:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     with Timelines() as timelines:
-        [result] = segment(work / "case.mha", output_dir=work / "out", task="t1",
-                           config=work / "ensemble_config.json", weights=work / "weights", device=device,
-                           precision=precision, backend="torch", tile_batch_size=tile_batch_size,
-                           time_budget_s=float("inf"))
+        [result] = segment(
+            work / "case.mha",
+            output_dir=work / "out",
+            task="t1",
+            config=work / "ensemble_config.json",
+            weights=work / "weights",
+            device=device,
+            precision=precision,
+            backend="torch",
+            tile_batch_size=tile_batch_size,
+            time_budget_s=float("inf"),
+        )
     wall = time.perf_counter() - started
     report = result.report
     tiles = sum(o.tiles_done for o in report.members)
@@ -148,15 +156,24 @@ def run(work: Path, *, device: str, precision: str, tile_batch_size: int, plans:
     key, peak = card_peak(name) if cuda else (None, None)
     achieved = flops / network_s / 1e12
     return {
-        "device": name, "precision": precision, "wall_s": wall, "network_s": network_s,
-        "network_share": network_s / wall, "timings_s": report.timings_s, "tiles": tiles,
-        "tflop_per_tile": flops / tiles / 1e12, "achieved_tflops": achieved, "peak_key": key, "peak_tflops": peak,
+        "device": name,
+        "precision": precision,
+        "wall_s": wall,
+        "network_s": network_s,
+        "network_share": network_s / wall,
+        "timings_s": report.timings_s,
+        "tiles": tiles,
+        "tflop_per_tile": flops / tiles / 1e12,
+        "achieved_tflops": achieved,
+        "peak_key": key,
+        "peak_tflops": peak,
         "fraction_of_peak": achieved / peak if peak else None,
         "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         "peak_gpu_reserved_gb": torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
         "mask": str(result.output),
         "stage_shares": {k: v / wall for k, v in report.timings_s.items()},
-        "batches_busy_s": timelines.busy_s(), "idle_between_batches_s": timelines.idle_s(),
+        "batches_busy_s": timelines.busy_s(),
+        "idle_between_batches_s": timelines.idle_s(),
         "batch_gaps": timelines.gaps(),
     }
 
@@ -171,13 +188,31 @@ def run_reference(work: Path, *, device: str, members: int) -> dict:
     from nnunet_reference import predict_member
 
     started = time.perf_counter()
-    folders = [str(predict_member(work / "weights" / winners.MODEL, 0, "checkpoint_final.pth", work / "case.mha",
-                                  work / "reference" / f"m{index}", device=device)) for index in range(members)]
-    ensemble_folders(folders, str(work / "reference" / "ensemble"), save_merged_probabilities=False,
-                     num_processes=1, dataset_json_file_or_dict=str(Path(folders[0]) / "dataset.json"),
-                     plans_json_file_or_dict=str(Path(folders[0]) / "plans.json"))
-    return {"wall_s": time.perf_counter() - started,
-            "mask": str(next((work / "reference" / "ensemble").glob("case.*")))}
+    folders = [
+        str(
+            predict_member(
+                work / "weights" / winners.MODEL,
+                0,
+                "checkpoint_final.pth",
+                work / "case.mha",
+                work / "reference" / f"m{index}",
+                device=device,
+            )
+        )
+        for index in range(members)
+    ]
+    ensemble_folders(
+        folders,
+        str(work / "reference" / "ensemble"),
+        save_merged_probabilities=False,
+        num_processes=1,
+        dataset_json_file_or_dict=str(Path(folders[0]) / "dataset.json"),
+        plans_json_file_or_dict=str(Path(folders[0]) / "plans.json"),
+    )
+    return {
+        "wall_s": time.perf_counter() - started,
+        "mask": str(next((work / "reference" / "ensemble").glob("case.*"))),
+    }
 
 
 def tumour_agreement(engine_mask: str, reference_mask: str, tumor_label: int) -> dict:
@@ -187,33 +222,50 @@ def tumour_agreement(engine_mask: str, reference_mask: str, tumor_label: int) ->
     ours = sitk.GetArrayFromImage(sitk.ReadImage(engine_mask)) > 0
     theirs = sitk.GetArrayFromImage(sitk.ReadImage(reference_mask)) == tumor_label
     both = int(ours.sum() + theirs.sum())
-    return {"voxel_agreement": float((ours == theirs).mean()),
-            "tumour_dice": 2 * float((ours & theirs).sum()) / both if both else 1.0}
+    return {
+        "voxel_agreement": float((ours == theirs).mean()),
+        "tumour_dice": 2 * float((ours & theirs).sum()) / both if both else 1.0,
+    }
 
 
 def format_result(r: dict, members: int) -> str:
-    peak = (f"{r['fraction_of_peak'] * 100:.0f}% of the {r['peak_key']}'s {r['peak_tflops']:.0f} TFLOP/s fp16 peak"
-            if r["peak_tflops"] else "no peak known for this device (see PEAK_FP16_TFLOPS)")
-    memory = (f"{r['peak_gpu_memory_gb']:.2f} GB allocated at peak ({r['peak_gpu_reserved_gb']:.2f} GB reserved)"
-              if r["peak_gpu_memory_gb"] is not None else "n/a (not a GPU)")
+    peak = (
+        f"{r['fraction_of_peak'] * 100:.0f}% of the {r['peak_key']}'s {r['peak_tflops']:.0f} TFLOP/s fp16 peak"
+        if r["peak_tflops"]
+        else "no peak known for this device (see PEAK_FP16_TFLOPS)"
+    )
+    memory = (
+        f"{r['peak_gpu_memory_gb']:.2f} GB allocated at peak ({r['peak_gpu_reserved_gb']:.2f} GB reserved)"
+        if r["peak_gpu_memory_gb"] is not None
+        else "n/a (not a GPU)"
+    )
     stages = "\n".join(f"    {k:<18}{v:8.2f} s  {r['stage_shares'][k] * 100:5.1f}%" for k, v in r["timings_s"].items())
     idle = r["idle_between_batches_s"]
-    rate = (f"  sliding window      {r['window_rate_of_bare'] * 100:.0f}% of the bare network pass's rate "
-            f"({r['tiles'] / r['network_s']:.2f} tiles/s vs {1 / r['bare_s_per_tile']:.2f} tiles/s for one tile "
-            f"already on the device)\n" if "bare_s_per_tile" in r else "")
-    return (f"{r['device']}, {r['precision']}, {members} members, {r['tiles']} tiles of {r['tflop_per_tile']:.2f} TFLOP\n"
-            f"  wall time           {r['wall_s']:.1f} s; stages (seconds, share of the wall time):\n{stages}\n"
-            f"  network             {r['network_s']:.1f} s = {r['network_share'] * 100:.0f}% of the wall time\n"
-            + rate +
-            f"  idle between tiles  {idle * 1e3:.1f} ms over {r['batch_gaps']} gaps between batches "
-            f"({'GPU idle, CUDA events' if r['peak_gpu_memory_gb'] is not None else 'host time between batches'}; "
-            f"batches themselves {r['batches_busy_s']:.2f} s)\n"
-            f"  achieved            {r['achieved_tflops']:.2f} TFLOP/s = {peak}\n"
-            f"  peak GPU memory     {memory}"
-            + (f"\n  nnU-Net's route     {r['reference']['wall_s']:.1f} s on the same device: the engine is "
-               f"{r['reference']['wall_s'] / r['wall_s']:.2f}x faster; tumour masks agree on "
-               f"{r['reference']['voxel_agreement'] * 100:.4f}% of voxels (Dice {r['reference']['tumour_dice']:.4f})"
-               if "reference" in r else ""))
+    rate = (
+        f"  sliding window      {r['window_rate_of_bare'] * 100:.0f}% of the bare network pass's rate "
+        f"({r['tiles'] / r['network_s']:.2f} tiles/s vs {1 / r['bare_s_per_tile']:.2f} tiles/s for one tile "
+        f"already on the device)\n"
+        if "bare_s_per_tile" in r
+        else ""
+    )
+    return (
+        f"{r['device']}, {r['precision']}, {members} members, {r['tiles']} tiles of {r['tflop_per_tile']:.2f} TFLOP\n"
+        f"  wall time           {r['wall_s']:.1f} s; stages (seconds, share of the wall time):\n{stages}\n"
+        f"  network             {r['network_s']:.1f} s = {r['network_share'] * 100:.0f}% of the wall time\n"
+        + rate
+        + f"  idle between tiles  {idle * 1e3:.1f} ms over {r['batch_gaps']} gaps between batches "
+        f"({'GPU idle, CUDA events' if r['peak_gpu_memory_gb'] is not None else 'host time between batches'}; "
+        f"batches themselves {r['batches_busy_s']:.2f} s)\n"
+        f"  achieved            {r['achieved_tflops']:.2f} TFLOP/s = {peak}\n"
+        f"  peak GPU memory     {memory}"
+        + (
+            f"\n  nnU-Net's route     {r['reference']['wall_s']:.1f} s on the same device: the engine is "
+            f"{r['reference']['wall_s'] / r['wall_s']:.2f}x faster; tumour masks agree on "
+            f"{r['reference']['voxel_agreement'] * 100:.4f}% of voxels (Dice {r['reference']['tumour_dice']:.4f})"
+            if "reference" in r
+            else ""
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,15 +275,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--members", type=int, default=None, help="default: 6 (1 with --tiny)")
     parser.add_argument("--tile-batch-size", type=int, default=1)
     parser.add_argument("--tiny", action="store_true", help="a tiny configuration that runs on a CPU in seconds")
-    parser.add_argument("--cudnn-benchmark", action="store_true",
-                        help="let cuDNN autotune its convolution algorithms (torch.backends.cudnn.benchmark)")
-    parser.add_argument("--reference", action="store_true",
-                        help="also run nnU-Net's own route on the same device and print the ratio and mask agreement")
-    parser.add_argument("--cpus", type=int, default=None,
-                        help="pin the process to this many CPUs and size torch's threads to them (T4 instance: 4)")
-    parser.add_argument("--preprocessing", choices=("auto", "on", "off"), default=None,
-                        help="PANTHERSEG_DEVICE_PREPROCESSING for the run: auto (on the device if CUDA), on (also on "
-                             "the CPU), off (nnU-Net's CPU preprocessing)")
+    parser.add_argument(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="let cuDNN autotune its convolution algorithms (torch.backends.cudnn.benchmark)",
+    )
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="also run nnU-Net's own route on the same device and print the ratio and mask agreement",
+    )
+    parser.add_argument(
+        "--cpus",
+        type=int,
+        default=None,
+        help="pin the process to this many CPUs and size torch's threads to them (T4 instance: 4)",
+    )
+    parser.add_argument(
+        "--preprocessing",
+        choices=("auto", "on", "off"),
+        default=None,
+        help="PANTHERSEG_DEVICE_PREPROCESSING for the run: auto (on the device if CUDA), on (also on "
+        "the CPU), off (nnU-Net's CPU preprocessing)",
+    )
     parser.add_argument("--bare-repeats", type=int, default=None, help="bare network passes timed (default 10; 1 tiny)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -266,12 +332,23 @@ def _measure(args, pinned: list[int] | None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         winners.build_workload(work, members=members, divisor=divisor, patch=patch, shape_zyx=shape)
-        result = run(work, device=args.device, precision=args.precision, tile_batch_size=args.tile_batch_size,
-                     plans=plans, num_classes=len(dataset["labels"]))
+        result = run(
+            work,
+            device=args.device,
+            precision=args.precision,
+            tile_batch_size=args.tile_batch_size,
+            plans=plans,
+            num_classes=len(dataset["labels"]),
+        )
         result["pinned_cpus"] = pinned
-        result["bare_s_per_tile"] = bare_pass_s(plans, len(dataset["labels"]), device=args.device,
-                                                precision=args.precision, batch=args.tile_batch_size,
-                                                repeats=args.bare_repeats or (1 if args.tiny else 10))
+        result["bare_s_per_tile"] = bare_pass_s(
+            plans,
+            len(dataset["labels"]),
+            device=args.device,
+            precision=args.precision,
+            batch=args.tile_batch_size,
+            repeats=args.bare_repeats or (1 if args.tiny else 10),
+        )
         result["window_rate_of_bare"] = result["bare_s_per_tile"] * result["tiles"] / result["network_s"]
         if args.reference:
             reference = run_reference(work, device=args.device, members=members)
@@ -283,8 +360,9 @@ def _measure(args, pinned: list[int] | None) -> int:
     print(format_result(result, members))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({**result, "members": members, "tiny": args.tiny,
-                                         "unix_time": time.time()}, indent=2))
+        args.json.write_text(
+            json.dumps({**result, "members": members, "tiny": args.tiny, "unix_time": time.time()}, indent=2)
+        )
     return 0
 
 

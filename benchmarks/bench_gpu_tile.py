@@ -40,8 +40,10 @@ VARIANTS = (  # name, cudnn.benchmark, channels_last_3d, tiles per batch, autoca
 # name, how: "compile" (torch.compile mode), "graph" (CUDA graph by hand); fp16 autocast, cudnn.benchmark on.
 OPT_IN_VARIANTS = {
     "compile": [("torch.compile (inductor, default mode)", "compile", "default")],
-    "cuda-graphs": [("torch.compile reduce-overhead (CUDA graphs)", "compile", "reduce-overhead"),
-                    ("CUDA graph captured by hand", "graph", None)],
+    "cuda-graphs": [
+        ("torch.compile reduce-overhead (CUDA graphs)", "compile", "reduce-overhead"),
+        ("CUDA graph captured by hand", "graph", None),
+    ],
 }
 
 
@@ -114,8 +116,11 @@ def time_variant(network, patch, *, device, cudnn_benchmark, channels_last, batc
     import torch
 
     torch.backends.cudnn.benchmark = cudnn_benchmark
-    net = network.to(memory_format=torch.channels_last_3d) if channels_last else network.to(
-        memory_format=torch.contiguous_format)
+    net = (
+        network.to(memory_format=torch.channels_last_3d)
+        if channels_last
+        else network.to(memory_format=torch.contiguous_format)
+    )
     x = torch.randn((batch, 1, *patch), device=device)
     if channels_last:
         x = x.to(memory_format=torch.channels_last_3d)
@@ -145,8 +150,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--compile", action="store_true", help="also torch.compile (opt in; compiles first)")
     parser.add_argument("--cuda-graphs", action="store_true", help="also CUDA graphs (opt in; CUDA only)")
     args = parser.parse_args(argv)
-    plans, dataset = (winners.load_winner_plans(divisor=16, patch=(64, 64, 64)) if args.tiny
-                      else winners.load_winner_plans())
+    plans, dataset = (
+        winners.load_winner_plans(divisor=16, patch=(64, 64, 64)) if args.tiny else winners.load_winner_plans()
+    )
     repeats = 1 if args.tiny else args.repeats
     num_classes = len(dataset["labels"])
     patch = plans["configurations"]["3d_fullres"]["patch_size"]
@@ -156,14 +162,35 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"{name}, torch {torch.__version__}, one {'x'.join(map(str, patch))} tile = {flops / 1e12:.2f} TFLOP")
     rows = []
     for label, cudnn_benchmark, channels_last, batch, dtype in VARIANTS:
-        seconds = time_variant(network, patch, device=args.device, cudnn_benchmark=cudnn_benchmark,
-                               channels_last=channels_last, batch=batch, dtype=dtype, repeats=repeats)
-        rows.append({"variant": label, "ms_per_tile": seconds * 1e3, "tflops": flops / seconds / 1e12,
-                     "speed_up": rows[0]["ms_per_tile"] / (seconds * 1e3) if rows else 1.0})
-        print(f"  {label:<40} {seconds * 1e3:8.1f} ms per tile  {flops / seconds / 1e12:7.1f} TFLOP/s  "
-              f"{rows[-1]['speed_up']:.2f}x", flush=True)
-    opt_in = [v for key, chosen in (("compile", args.compile), ("cuda-graphs", args.cuda_graphs)) if chosen
-              for v in OPT_IN_VARIANTS[key]]
+        seconds = time_variant(
+            network,
+            patch,
+            device=args.device,
+            cudnn_benchmark=cudnn_benchmark,
+            channels_last=channels_last,
+            batch=batch,
+            dtype=dtype,
+            repeats=repeats,
+        )
+        rows.append(
+            {
+                "variant": label,
+                "ms_per_tile": seconds * 1e3,
+                "tflops": flops / seconds / 1e12,
+                "speed_up": rows[0]["ms_per_tile"] / (seconds * 1e3) if rows else 1.0,
+            }
+        )
+        print(
+            f"  {label:<40} {seconds * 1e3:8.1f} ms per tile  {flops / seconds / 1e12:7.1f} TFLOP/s  "
+            f"{rows[-1]['speed_up']:.2f}x",
+            flush=True,
+        )
+    opt_in = [
+        v
+        for key, chosen in (("compile", args.compile), ("cuda-graphs", args.cuda_graphs))
+        if chosen
+        for v in OPT_IN_VARIANTS[key]
+    ]
     for label, how, mode in opt_in:
         built = build_opt_in(network, patch, device=args.device, how=how, mode=mode)
         if built is None:
@@ -174,12 +201,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
         seconds, x = time_call(call, patch, device=args.device, repeats=repeats)
         with torch.inference_mode(), _autocast(args.device):
             difference = float((call(x).float() - network(x).float()).abs().max())
-        rows.append({"variant": label, "applicable": True, "ms_per_tile": seconds * 1e3,
-                     "tflops": flops / seconds / 1e12, "speed_up": rows[0]["ms_per_tile"] / (seconds * 1e3),
-                     "setup_s": setup_s, "max_abs_difference": difference})
-        print(f"  {label:<40} {seconds * 1e3:8.1f} ms per tile  {flops / seconds / 1e12:7.1f} TFLOP/s  "
-              f"{rows[-1]['speed_up']:.2f}x   (compile/capture {setup_s:.1f} s, outside the timing; "
-              f"logits differ from eager by at most {difference:.2g})", flush=True)
+        rows.append(
+            {
+                "variant": label,
+                "applicable": True,
+                "ms_per_tile": seconds * 1e3,
+                "tflops": flops / seconds / 1e12,
+                "speed_up": rows[0]["ms_per_tile"] / (seconds * 1e3),
+                "setup_s": setup_s,
+                "max_abs_difference": difference,
+            }
+        )
+        print(
+            f"  {label:<40} {seconds * 1e3:8.1f} ms per tile  {flops / seconds / 1e12:7.1f} TFLOP/s  "
+            f"{rows[-1]['speed_up']:.2f}x   (compile/capture {setup_s:.1f} s, outside the timing; "
+            f"logits differ from eager by at most {difference:.2g})",
+            flush=True,
+        )
     torch.backends.cudnn.benchmark = False
     return rows
 

@@ -116,7 +116,7 @@ def _crop(image: sitk.Image, region_zyx: np.ndarray, margin_mm: float) -> sitk.I
     margin = np.ceil(margin_mm / spacing).astype(int)
     low = np.maximum(hits.min(0) - margin, 0)
     high = np.minimum(hits.max(0) + margin + 1, np.array(image.GetSize()))
-    return image[int(low[0]):int(high[0]), int(low[1]):int(high[1]), int(low[2]):int(high[2])]
+    return image[int(low[0]) : int(high[0]), int(low[1]) : int(high[1]), int(low[2]) : int(high[2])]
 
 
 def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
@@ -149,11 +149,21 @@ def run_task(task: str, cases: int, out: Path, margin_mm: float) -> list[dict]:
         predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(result.output))) > 0
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(truths / f"{name}.mha"))) > 0
         quality = result.report.quality
-        rows.append({"task": task, "shift": shift, "seed": seed, "half": "calibration" if seed % 2 == 0 else "test",
-                     "dice": round(dice(predicted, truth), 4), "score": quality["score"],
-                     "truth_ml": round(float(truth.sum() * np.prod(sitk.ReadImage(str(truths / f"{name}.mha"))
-                                                                    .GetSpacing())) / 1000, 3),
-                     "measures": quality["measures"], "reasons": quality["reasons"]})
+        rows.append(
+            {
+                "task": task,
+                "shift": shift,
+                "seed": seed,
+                "half": "calibration" if seed % 2 == 0 else "test",
+                "dice": round(dice(predicted, truth), 4),
+                "score": quality["score"],
+                "truth_ml": round(
+                    float(truth.sum() * np.prod(sitk.ReadImage(str(truths / f"{name}.mha")).GetSpacing())) / 1000, 3
+                ),
+                "measures": quality["measures"],
+                "reasons": quality["reasons"],
+            }
+        )
     return rows
 
 
@@ -188,20 +198,30 @@ def figures(rows: list[dict], threshold: float) -> dict:
     bad = dices < 0.5
     flagged = scores < threshold
     rho = stats.spearmanr(scores, dices).statistic if len(rows) > 2 and np.ptp(scores) and np.ptp(dices) else None
-    return {"cases": len(rows), "bad": int(bad.sum()), "mean_dice": round(float(dices.mean()), 3),
-            "mean_score": round(float(scores.mean()), 3),
-            "spearman": None if rho is None or np.isnan(rho) else round(float(rho), 3),
-            "auroc": None if auroc(scores, bad) is None else round(auroc(scores, bad), 3),
-            "sensitivity": round(float(flagged[bad].mean()), 3) if bad.any() else None,
-            "specificity": round(float((~flagged[~bad]).mean()), 3) if (~bad).any() else None}
+    return {
+        "cases": len(rows),
+        "bad": int(bad.sum()),
+        "mean_dice": round(float(dices.mean()), 3),
+        "mean_score": round(float(scores.mean()), 3),
+        "spearman": None if rho is None or np.isnan(rho) else round(float(rho), 3),
+        "auroc": None if auroc(scores, bad) is None else round(auroc(scores, bad), 3),
+        "sensitivity": round(float(flagged[bad].mean()), 3) if bad.any() else None,
+        "specificity": round(float((~flagged[~bad]).mean()), 3) if (~bad).any() else None,
+    }
 
 
 def table(title: str, groups: dict[str, dict]) -> str:
-    lines = [f"### {title}", "", "| group | cases | Dice<0.5 | mean Dice | mean score | Spearman | AUROC | "
-             "sensitivity | specificity |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"### {title}",
+        "",
+        "| group | cases | Dice<0.5 | mean Dice | mean score | Spearman | AUROC | sensitivity | specificity |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, f in groups.items():
-        shown = ["-" if f[k] is None else f[k] for k in ("cases", "bad", "mean_dice", "mean_score", "spearman",
-                                                          "auroc", "sensitivity", "specificity")]
+        shown = [
+            "-" if f[k] is None else f[k]
+            for k in ("cases", "bad", "mean_dice", "mean_score", "spearman", "auroc", "sensitivity", "specificity")
+        ]
         lines.append(f"| {name} | " + " | ".join(str(v) for v in shown) + " |")
     return "\n".join(lines)
 
@@ -212,8 +232,13 @@ def amos(out: Path) -> dict | None:
     images = sorted((AMOS / "images").rglob("*.mha"))
     result = segment(images[0], output_dir=out / "amos", task="t1", device="cpu", time_budget_s=float("inf"))[0]
     quality = result.report.quality
-    return {"score": quality["score"], "review": quality["review"], "reasons": quality["reasons"],
-            "measures": quality["measures"], "tumour_ml": round(result.report.output.tumor_volume_mm3 / 1000, 3)}
+    return {
+        "score": quality["score"],
+        "review": quality["review"],
+        "reasons": quality["reasons"],
+        "measures": quality["measures"],
+        "tumour_ml": round(result.report.output.tumor_volume_mm3 / 1000, 3),
+    }
 
 
 def main(argv=None) -> int:

@@ -44,22 +44,31 @@ def build(work: Path) -> None:
     started = time.perf_counter()
     [archive] = build_replica(work, tasks=("t1",), size="full").values()
     files = sorted((work / "results").rglob("checkpoint_best.pth"))
-    print(f"build: {len(files)} checkpoints of {_mib(files[0].stat().st_size)} each "
-          f"({_mib(sum(f.stat().st_size for f in files))}); zip {archive.name} {_mib(archive.stat().st_size)}; "
-          f"{time.perf_counter() - started:.0f} s")
+    print(
+        f"build: {len(files)} checkpoints of {_mib(files[0].stat().st_size)} each "
+        f"({_mib(sum(f.stat().st_size for f in files))}); zip {archive.name} {_mib(archive.stat().st_size)}; "
+        f"{time.perf_counter() - started:.0f} s"
+    )
 
 
 def load(work: Path) -> None:
-    code = ("import resource, torch; from pantherseg.config import load_config; "
-            "from pantherseg.engine.members import load_members, build_network; "
-            f"ms = load_members(load_config('{PRESET}').task('t1'), '{work / 'results'}'); "
-            "[build_network(m, torch.device('cpu')) for m in ms]; "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    code = (
+        "import resource, torch; from pantherseg.config import load_config; "
+        "from pantherseg.engine.members import load_members, build_network; "
+        f"ms = load_members(load_config('{PRESET}').task('t1'), '{work / 'results'}'); "
+        "[build_network(m, torch.device('cpu')) for m in ms]; "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
     started = time.perf_counter()
-    peak_kib = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                  env={"PYTHONPATH": str(ROOT)}).stdout.split()[-1])
-    print(f"load: six full-size members loaded and built on the CPU: peak RSS {_mib(peak_kib * 1024)}, "
-          f"{time.perf_counter() - started:.0f} s")
+    peak_kib = int(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": str(ROOT)}
+        ).stdout.split()[-1]
+    )
+    print(
+        f"load: six full-size members loaded and built on the CPU: peak RSS {_mib(peak_kib * 1024)}, "
+        f"{time.perf_counter() - started:.0f} s"
+    )
 
 
 def lean(work: Path) -> None:
@@ -68,9 +77,11 @@ def lean(work: Path) -> None:
     started = time.perf_counter()
     report = build_lean_tarball(PRESET, "t1", work / "results", work / "model-t1.tar.gz")
     built = time.perf_counter() - started
-    print(f"lean: {_mib(report.full_bytes)} of full checkpoints -> {_mib(report.lean_bytes)} unpacked, "
-          f"{_mib(report.tarball_bytes)} packed (built in {built:.0f} s); extraction with filter='data' "
-          f"{extraction_seconds(report.tarball):.1f} s")
+    print(
+        f"lean: {_mib(report.full_bytes)} of full checkpoints -> {_mib(report.lean_bytes)} unpacked, "
+        f"{_mib(report.tarball_bytes)} packed (built in {built:.0f} s); extraction with filter='data' "
+        f"{extraction_seconds(report.tarball):.1f} s"
+    )
 
 
 def export(work: Path) -> None:
@@ -109,10 +120,12 @@ def export(work: Path) -> None:
         per_fold.append(time.perf_counter() - started)
         del logits, mean, first, second, sums
     old, new = float(np.median(per_member)), float(np.median(per_fold))
-    print(f"export: logits {list(shape)} -> image {list(MEDIAN_T1_ZYX)}: a member's export and image-space mean "
-          f"{old:.2f} s; a fold added to its folder's logit sum {new:.2f} s; a six-fold folder: 5 x {old:.2f} s "
-          f"replaced by 5 x {new:.2f} s, net {5 * (old - new):+.1f} s per case (five-fold Task 2: "
-          f"{4 * (old - new):+.1f} s)")
+    print(
+        f"export: logits {list(shape)} -> image {list(MEDIAN_T1_ZYX)}: a member's export and image-space mean "
+        f"{old:.2f} s; a fold added to its folder's logit sum {new:.2f} s; a six-fold folder: 5 x {old:.2f} s "
+        f"replaced by 5 x {new:.2f} s, net {5 * (old - new):+.1f} s per case (five-fold Task 2: "
+        f"{4 * (old - new):+.1f} s)"
+    )
 
 
 def member(work: Path) -> None:
@@ -128,10 +141,20 @@ def member(work: Path) -> None:
     image = work / "median.mha"
     sitk.WriteImage(abdomen_like_image(MEDIAN_T1_ZYX, MEDIAN_T1_SPACING_ZYX), str(image))
     started = time.perf_counter()
-    [result] = segment(image, output_dir=work / "member-out", task="t1", config=config_path,
-                       weights=work / "results", device="cpu", backend="torch", time_budget_s=float("inf"))
-    print(f"member: one full-size member, median Task 1 case, CPU torch fp32: {time.perf_counter() - started:.0f} s "
-          f"wall, CPU {resource.getrusage(resource.RUSAGE_SELF).ru_utime:.0f} s; stages {result.report.timings_s}")
+    [result] = segment(
+        image,
+        output_dir=work / "member-out",
+        task="t1",
+        config=config_path,
+        weights=work / "results",
+        device="cpu",
+        backend="torch",
+        time_budget_s=float("inf"),
+    )
+    print(
+        f"member: one full-size member, median Task 1 case, CPU torch fp32: {time.perf_counter() - started:.0f} s "
+        f"wall, CPU {resource.getrusage(resource.RUSAGE_SELF).ru_utime:.0f} s; stages {result.report.timings_s}"
+    )
 
 
 STEPS = {"build": build, "load": load, "lean": lean, "export": export, "member": member}

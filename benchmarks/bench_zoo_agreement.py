@@ -30,9 +30,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 SAMPLES = {"t1": ["t1-phantom", "t1-amos_0540"], "t2": ["t2-phantom"]}
-ROUTES = {"torch-fp32": ("torch", "fp32"), "torch-bf16": ("torch", "bf16"), "torch-fp16": ("torch", "fp16"),
-          "openvino-fp32": ("openvino", "fp32"), "openvino-bf16": ("openvino", "bf16"),
-          "onnxruntime": ("onnxruntime", "fp32")}
+ROUTES = {
+    "torch-fp32": ("torch", "fp32"),
+    "torch-bf16": ("torch", "bf16"),
+    "torch-fp16": ("torch", "fp16"),
+    "openvino-fp32": ("openvino", "fp32"),
+    "openvino-bf16": ("openvino", "bf16"),
+    "onnxruntime": ("onnxruntime", "fp32"),
+}
 
 
 def sample_images(task: str) -> list[Path]:
@@ -55,9 +60,12 @@ def reference_masks(task: str, images: list[Path], work: Path, device: str = "cp
         if m.weight != int(m.weight):
             raise SystemExit(f"nnU-Net's route repeats folders for weights; {m.name} has weight {m.weight}")
         members.append((default_weights() / m.model, m.fold, m.checkpoint, int(m.weight)))
-    return {image.name: reference_tumour_mask(members, image, work / image.stem, tumor_label=spec.tumor_label,
-                                              device=device)
-            for image in images}
+    return {
+        image.name: reference_tumour_mask(
+            members, image, work / image.stem, tumor_label=spec.tumor_label, device=device
+        )
+        for image in images
+    }
 
 
 def route_masks(task: str, images: list[Path], work: Path, route: str, device: str = "cpu") -> tuple[dict, float]:
@@ -67,8 +75,15 @@ def route_masks(task: str, images: list[Path], work: Path, route: str, device: s
     from pantherseg.api import segment
 
     backend, precision = ROUTES[route]
-    results = segment(images, output_dir=work / route, task=task, device=device, backend=backend,
-                      precision=precision, time_budget_s=float("inf"))
+    results = segment(
+        images,
+        output_dir=work / route,
+        task=task,
+        device=device,
+        backend=backend,
+        precision=precision,
+        time_budget_s=float("inf"),
+    )
     masks = {r.input.name: sitk.GetArrayFromImage(sitk.ReadImage(str(r.output))) for r in results}
     return masks, sum(r.report.timings_s["network"] for r in results)
 
@@ -83,11 +98,18 @@ def agreement(masks: dict, reference: dict) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="t1,t2")
-    parser.add_argument("--routes", default="torch-fp32,torch-bf16,openvino-fp32,openvino-bf16",
-                        help=f"comma-separated, of {list(ROUTES)}")
+    parser.add_argument(
+        "--routes",
+        default="torch-fp32,torch-bf16,openvino-fp32,openvino-bf16",
+        help=f"comma-separated, of {list(ROUTES)}",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU routes (torch-fp16, torch-fp32)")
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "zoo_agreement_cpu.json",
-                        help="where the figures go (the shipped ones: zoo_agreement_cpu_t1.json, _t2.json)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "zoo_agreement_cpu.json",
+        help="where the figures go (the shipped ones: zoo_agreement_cpu_t1.json, _t2.json)",
+    )
     args = parser.parse_args()
     import torch
 
@@ -100,25 +122,38 @@ def main() -> None:
             images = sample_images(task)
             started = time.perf_counter()
             reference = reference_masks(task, images, work / f"reference-{task}", args.device)
-            raw[f"{task}/reference"] = {"wall_s": time.perf_counter() - started,
-                                        "tumour_voxels": int(sum(int(m.sum()) for m in reference.values()))}
+            raw[f"{task}/reference"] = {
+                "wall_s": time.perf_counter() - started,
+                "tumour_voxels": int(sum(int(m.sum()) for m in reference.values())),
+            }
             for route in args.routes.split(","):
                 if route.endswith("bf16") and args.device == "cpu" and not native_bf16():
                     rows.append(f"| {task} | {route} | - | - | not run: this CPU has no native bf16 |")
                     continue
                 masks, network_s = route_masks(task, images, work / task, route, args.device)
                 share = agreement(masks, reference)
-                raw[f"{task}/{route}"] = {"agreement": share, "network_s": network_s,
-                                          "tumour_voxels": int(sum(int(m.sum()) for m in masks.values()))}
-                rows.append(f"| {task} | {route} | {share * 100:.4f}% | {network_s:.1f} | "
-                            f"{raw[f'{task}/{route}']['tumour_voxels']} vs {raw[f'{task}/reference']['tumour_voxels']} |")
+                raw[f"{task}/{route}"] = {
+                    "agreement": share,
+                    "network_s": network_s,
+                    "tumour_voxels": int(sum(int(m.sum()) for m in masks.values())),
+                }
+                rows.append(
+                    f"| {task} | {route} | {share * 100:.4f}% | {network_s:.1f} | "
+                    f"{raw[f'{task}/{route}']['tumour_voxels']} vs {raw[f'{task}/reference']['tumour_voxels']} |"
+                )
                 print(rows[-1], file=sys.stderr)
-    where = (torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda")
-             else f"CPU, {torch.get_num_threads()} threads")
-    header = [f"Demo zoo (trained members), shipped ensembles, samples {SAMPLES}; {where} (nnU-Net's route on "
-              f"the same device), torch {torch.__version__}.", "",
-              "| task | route | mask agreement with nnU-Net's route | network s | tumour voxels (route vs nnU-Net) |",
-              "|---|---|---|---|---|"]
+    where = (
+        torch.cuda.get_device_name(torch.device(args.device))
+        if args.device.startswith("cuda")
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    header = [
+        f"Demo zoo (trained members), shipped ensembles, samples {SAMPLES}; {where} (nnU-Net's route on "
+        f"the same device), torch {torch.__version__}.",
+        "",
+        "| task | route | mask agreement with nnU-Net's route | network s | tumour voxels (route vs nnU-Net) |",
+        "|---|---|---|---|---|",
+    ]
     table = "\n".join(header + rows)
     print(table)
     args.json.parent.mkdir(parents=True, exist_ok=True)

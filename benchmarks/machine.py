@@ -29,8 +29,11 @@ def describe_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
     from pantherseg.engine.openvino_backend import cpu_flags
 
     flags = cpu_flags(cpuinfo)
-    return {"model": cpu_model(cpuinfo), "vector_flags": [f for f in VECTOR_FLAGS if f in flags],
-            "threads": available_cpus()}
+    return {
+        "model": cpu_model(cpuinfo),
+        "vector_flags": [f for f in VECTOR_FLAGS if f in flags],
+        "threads": available_cpus(),
+    }
 
 
 def cpu_line(cpu: dict) -> str:
@@ -73,13 +76,20 @@ def fp32_peak(cpuinfo: Path = Path("/proc/cpuinfo"), threads: int | None = None)
     lanes, clock = fp32_lanes(flags), cpu_clock_ghz(cpuinfo)
     threads = threads or available_cpus()
     per_thread = lanes * 2 * FMA_UNITS_PER_CORE * clock if clock else None
-    return {"lanes": lanes, "fma_units_per_core": FMA_UNITS_PER_CORE, "clock_ghz": clock, "threads": threads,
-            "gflops": per_thread * threads if per_thread else None}
+    return {
+        "lanes": lanes,
+        "fma_units_per_core": FMA_UNITS_PER_CORE,
+        "clock_ghz": clock,
+        "threads": threads,
+        "gflops": per_thread * threads if per_thread else None,
+    }
 
 
 def peak_line(peak: dict) -> str:
     if peak["gflops"] is None:
         return "fp32 peak unknown (no clock in /proc/cpuinfo)"
-    return (f"fp32 peak {peak['gflops']:.0f} GFLOP/s = {peak['lanes']} lanes x 2 (FMA) x "
-            f"{peak['fma_units_per_core']} FMA units (assumed) x {peak['clock_ghz']:.2f} GHz x "
-            f"{peak['threads']} threads")
+    return (
+        f"fp32 peak {peak['gflops']:.0f} GFLOP/s = {peak['lanes']} lanes x 2 (FMA) x "
+        f"{peak['fma_units_per_core']} FMA units (assumed) x {peak['clock_ghz']:.2f} GHz x "
+        f"{peak['threads']} threads"
+    )

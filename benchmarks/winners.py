@@ -39,8 +39,15 @@ def load_winner_plans(*, divisor: int = 1, patch: tuple[int, int, int] | None = 
     return plans, dataset
 
 
-def build_workload(root: Path, *, members: int, divisor: int = 1, patch=None, shape_zyx=LARGEST_T1_ZYX,
-                   spacing_zyx=LARGEST_T1_SPACING_ZYX) -> tuple[Path, Path, Path]:
+def build_workload(
+    root: Path,
+    *,
+    members: int,
+    divisor: int = 1,
+    patch=None,
+    shape_zyx=LARGEST_T1_ZYX,
+    spacing_zyx=LARGEST_T1_SPACING_ZYX,
+) -> tuple[Path, Path, Path]:
     """Write a model folder (``members`` random folds), a config and the image; returns (weights, config, image)."""
     import SimpleITK as sitk
 
@@ -51,8 +58,9 @@ def build_workload(root: Path, *, members: int, divisor: int = 1, patch=None, sh
     make_model_folder(weights, MODEL, plans=plans, labels=dataset["labels"], folds=(0,), trainer_name="nnUNetTrainer")
     roles = ["all-rounder"] * 3 + ["volume"] * 2 + ["boundary"]
     config = root / "ensemble_config.json"
-    config.write_text(json.dumps(config_dict([member(f"m{i}", MODEL, fold=0, role=roles[i % 6])
-                                              for i in range(members)])))
+    config.write_text(
+        json.dumps(config_dict([member(f"m{i}", MODEL, fold=0, role=roles[i % 6]) for i in range(members)]))
+    )
     image = root / "case.mha"
     sitk.WriteImage(abdomen_like_image(shape_zyx, spacing_zyx), str(image))
     return weights, config, image
@@ -67,10 +75,10 @@ def abdomen_like_image(shape_zyx, spacing_zyx, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     coarse = rng.normal(size=tuple(max(2, s // 16) for s in shape_zyx)).astype(np.float32)
-    texture = zoom(coarse, [s / c for s, c in zip(shape_zyx, coarse.shape)], order=1)[: shape_zyx[0], : shape_zyx[1],
-                                                                                   : shape_zyx[2]]
-    zz, yy, xx = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape_zyx], indexing="ij",
-                             sparse=True)
+    texture = zoom(coarse, [s / c for s, c in zip(shape_zyx, coarse.shape)], order=1)[
+        : shape_zyx[0], : shape_zyx[1], : shape_zyx[2]
+    ]
+    zz, yy, xx = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape_zyx], indexing="ij", sparse=True)
     body = (yy / 0.8) ** 2 + (xx / 0.9) ** 2 < 1
     array = np.where(body, 400 + 120 * texture, 20 + 5 * np.abs(texture)).astype(np.float32)
     image = sitk.GetImageFromArray(array)

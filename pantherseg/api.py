@@ -38,8 +38,16 @@ from pantherseg.run_state import mark_completed
 
 log = logging.getLogger(__name__)
 
-__all__ = ["segment", "segment_case", "load_ensemble", "Ensemble", "CaseResult", "RunOptions", "RunReport",
-           "collect_inputs"]
+__all__ = [
+    "segment",
+    "segment_case",
+    "load_ensemble",
+    "Ensemble",
+    "CaseResult",
+    "RunOptions",
+    "RunReport",
+    "collect_inputs",
+]
 
 
 @dataclass
@@ -68,8 +76,10 @@ def collect_inputs(inputs: Path | str | Sequence[Path | str]) -> list[Path]:
             if not found and _is_dicom_folder(item):
                 found = [item]
             if not found:
-                raise InputError(f"No images in {item}: expected .mha, .nii.gz, .nii, .mhd or .nrrd files, "
-                                 f"or DICOM files of one series.")
+                raise InputError(
+                    f"No images in {item}: expected .mha, .nii.gz, .nii, .mhd or .nrrd files, "
+                    f"or DICOM files of one series."
+                )
             paths.extend(found)
         elif item.is_file():
             paths.append(item)
@@ -114,8 +124,10 @@ def segment(
     options = options.but(output_formats=check_output_formats(options.output_formats, paths))  # before loading
     if options.report_name is not None and len(paths) != 1:
         raise InputError(f"report_name names one report, but there are {len(paths)} inputs.")
-    check_writable([output_dir, options.report_dir, options.member_outputs_dir, options.preview_dir],
-                   [path for p in paths for path in output_paths(Path(output_dir), image_stem(p), options.output_formats)])
+    check_writable(
+        [output_dir, options.report_dir, options.member_outputs_dir, options.preview_dir],
+        [path for p in paths for path in output_paths(Path(output_dir), image_stem(p), options.output_formats)],
+    )
     ensemble = load_ensemble(options, keep_networks=len(paths) > 1)
     results = []
     for index, path in enumerate(paths):
@@ -127,8 +139,9 @@ def segment(
             started_at = None if options.budget_from_process_start else called_at  # None: from process start
         deadline = _deadline(ensemble, options, started_at=started_at, clock=clock)
         try:
-            results.append(_segment_one(ensemble, path, Path(output_dir), options=options, deadline=deadline,
-                                        progress=progress))
+            results.append(
+                _segment_one(ensemble, path, Path(output_dir), options=options, deadline=deadline, progress=progress)
+            )
         except PantherError as error:
             if options.stop_on_error:
                 raise
@@ -145,13 +158,22 @@ def load_ensemble(options: RunOptions, *, keep_networks: bool = True) -> Ensembl
     config = options.config
     config = config if isinstance(config, EnsembleConfig) else load_config(config or default_config())
     weights = Path(options.weights) if options.weights is not None else default_weights()
-    return Ensemble.load(config=config, task=options.task, weights=weights, engine=options.engine_options(),
-                         keep_networks=keep_networks)
+    return Ensemble.load(
+        config=config, task=options.task, weights=weights, engine=options.engine_options(), keep_networks=keep_networks
+    )
 
 
-def segment_case(ensemble: Ensemble, path: Path | str, *, output_dir: Path | str, options: RunOptions | None = None,
-                 name: str | None = None, run_hash: str | None = None, progress: ProgressListener | None = None,
-                 clock=time.monotonic) -> CaseResult:
+def segment_case(
+    ensemble: Ensemble,
+    path: Path | str,
+    *,
+    output_dir: Path | str,
+    options: RunOptions | None = None,
+    name: str | None = None,
+    run_hash: str | None = None,
+    progress: ProgressListener | None = None,
+    clock=time.monotonic,
+) -> CaseResult:
     """One case on an already loaded ensemble (what a cohort worker or a DICOM node calls, case after case).
 
     ``options``: the run's options (output formats, report, member outputs and preview folders, the time
@@ -164,15 +186,24 @@ def segment_case(ensemble: Ensemble, path: Path | str, *, output_dir: Path | str
     path = Path(path)
     options = options.but(output_formats=check_output_formats(options.output_formats, [path]))
     deadline = _deadline(ensemble, options, started_at=clock(), clock=clock)
-    return _segment_one(ensemble, path, Path(output_dir), options=options, deadline=deadline, progress=progress,
-                        name=name, run_hash=run_hash)
+    return _segment_one(
+        ensemble,
+        path,
+        Path(output_dir),
+        options=options,
+        deadline=deadline,
+        progress=progress,
+        name=name,
+        run_hash=run_hash,
+    )
 
 
 def _deadline(ensemble: Ensemble, options: RunOptions, *, started_at: float | None, clock) -> Deadline:
     """The case's time budget (the options', else the config's) from ``started_at`` (None: process start)."""
     budget = ensemble.config.time_budget_s if options.time_budget_s is None else options.time_budget_s
-    return Deadline(budget_s=budget, reserve_s=min(ensemble.config.export_reserve_s, budget / 2), clock=clock,
-                    started_at=started_at)
+    return Deadline(
+        budget_s=budget, reserve_s=min(ensemble.config.export_reserve_s, budget / 2), clock=clock, started_at=started_at
+    )
 
 
 @dataclass
@@ -193,8 +224,17 @@ def _read_source(path: Path, options: RunOptions) -> _Source:
     return _Source(series.volume, series)
 
 
-def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, options: RunOptions, deadline: Deadline,
-                 progress, name: str | None = None, run_hash: str | None = None) -> CaseResult:
+def _segment_one(
+    ensemble: Ensemble,
+    path: Path,
+    output_dir: Path,
+    *,
+    options: RunOptions,
+    deadline: Deadline,
+    progress,
+    name: str | None = None,
+    run_hash: str | None = None,
+) -> CaseResult:
     stem = name or image_stem(path)
     timer = StageTimer()
     with timer.stage("read"):
@@ -206,52 +246,101 @@ def _segment_one(ensemble: Ensemble, path: Path, output_dir: Path, *, options: R
 
     volume = source.volume
     check_prediction_fits(volume, ensemble)  # before the engine allocates anything big
-    prediction = ensemble.predict(volume, deadline=deadline, progress=progress,
-                                  keep_member_probabilities=options.member_outputs_dir is not None)
+    prediction = ensemble.predict(
+        volume, deadline=deadline, progress=progress, keep_member_probabilities=options.member_outputs_dir is not None
+    )
     quality = _assess_quality(ensemble, prediction, volume)
 
     # From here on a failure (or SIGTERM) removes the case's files: mask and report exist together or not at all.
     with outputs_all_or_none() as written:
         with timer.stage("write"):
             outputs, notes = write_outputs(
-                options.output_formats, prediction.mask, volume.sitk_image, output_dir, stem, written=written,
+                options.output_formats,
+                prediction.mask,
+                volume.sitk_image,
+                output_dir,
+                stem,
+                written=written,
                 dicom_series=source.dicom_series,
                 algorithm=None if source.dicom_series is None else _algorithm(ensemble, prediction, quality),
-                roi_name=options.roi_name, voxel_mm3=volume.voxel_mm3, uncertainty=lambda: _uncertainty_map(prediction))
+                roi_name=options.roi_name,
+                voxel_mm3=volume.voxel_mm3,
+                uncertainty=lambda: _uncertainty_map(prediction),
+            )
         prediction.notes.extend(notes)
         if options.member_outputs_dir is not None:
             _write_member_probabilities(prediction, volume, Path(options.member_outputs_dir), stem, ensemble, written)
-        report = _run_report(ensemble, path, volume, prediction, outputs, quality, run_hash,
-                             timings={"load": ensemble.load_s, "read": timer.seconds["read"], **prediction.timings_s,
-                                      "write": timer.seconds["write"]})
+        report = _run_report(
+            ensemble,
+            path,
+            volume,
+            prediction,
+            outputs,
+            quality,
+            run_hash,
+            timings={
+                "load": ensemble.load_s,
+                "read": timer.seconds["read"],
+                **prediction.timings_s,
+                "write": timer.seconds["write"],
+            },
+        )
         result = CaseResult(input=path, output=outputs[0], report=report)
         if options.report_dir is not None:
-            result.report_path = report.write(written.add(Path(options.report_dir) /
-                                                          (options.report_name or f"{stem}.report.json")))
+            result.report_path = report.write(
+                written.add(Path(options.report_dir) / (options.report_name or f"{stem}.report.json"))
+            )
     mark_completed(outputs)
     _log_case(path.name, report, quality)
     if options.preview_dir is not None:
-        result.preview_path = _write_preview(volume, prediction, Path(options.preview_dir) / f"{stem}.preview.png",
-                                             path.name)
+        result.preview_path = _write_preview(
+            volume, prediction, Path(options.preview_dir) / f"{stem}.preview.png", path.name
+        )
     return result
 
 
-def _run_report(ensemble: Ensemble, path: Path, volume: Volume, prediction: Prediction, outputs: list[Path],
-                quality: dict, run_hash: str | None, *, timings: dict[str, float]) -> RunReport:
+def _run_report(
+    ensemble: Ensemble,
+    path: Path,
+    volume: Volume,
+    prediction: Prediction,
+    outputs: list[Path],
+    quality: dict,
+    run_hash: str | None,
+    *,
+    timings: dict[str, float],
+) -> RunReport:
     tumor_voxels = int(prediction.mask.sum())
     return RunReport(
-        task=ensemble.task.name, input={"path": str(path), **volume.geometry()},
-        output=OutputRecord(path=str(outputs[0]), paths=tuple(str(p) for p in outputs), tumor_voxels=tumor_voxels,
-                            tumor_volume_mm3=tumor_voxels * volume.voxel_mm3,
-                            tumor_statistics=tumour_statistics(prediction.mask, volume.sitk_image)),
-        device=ensemble.describe_device(), weights=str(ensemble.weights),
-        config=str(ensemble.config.source or "<in memory>"), members=tuple(prediction.outcomes),
-        timings_s=timings, notes=tuple(prediction.notes), quality=quality, run_hash=run_hash)
+        task=ensemble.task.name,
+        input={"path": str(path), **volume.geometry()},
+        output=OutputRecord(
+            path=str(outputs[0]),
+            paths=tuple(str(p) for p in outputs),
+            tumor_voxels=tumor_voxels,
+            tumor_volume_mm3=tumor_voxels * volume.voxel_mm3,
+            tumor_statistics=tumour_statistics(prediction.mask, volume.sitk_image),
+        ),
+        device=ensemble.describe_device(),
+        weights=str(ensemble.weights),
+        config=str(ensemble.config.source or "<in memory>"),
+        members=tuple(prediction.outcomes),
+        timings_s=timings,
+        notes=tuple(prediction.notes),
+        quality=quality,
+        run_hash=run_hash,
+    )
 
 
 def _log_case(name: str, report: RunReport, quality: dict) -> None:
-    log.info("%s -> %s: %d tumour voxels (%.1f ml); members used %s", name, report.output.path,
-             report.output.tumor_voxels, report.tumor_volume_ml, report.members_used)
+    log.info(
+        "%s -> %s: %d tumour voxels (%.1f ml); members used %s",
+        name,
+        report.output.path,
+        report.output.tumor_voxels,
+        report.tumor_volume_ml,
+        report.members_used,
+    )
     log.info("time per stage (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in report.timings_s.items()))
     _log_quality(name, quality)
 
@@ -277,18 +366,25 @@ def _algorithm(ensemble: Ensemble, prediction, quality: dict | None = None):
     """What the DICOM outputs name as their algorithm: the members that contributed to this mask."""
     from pantherseg.dicom.seg import Algorithm
 
-    return Algorithm(task=ensemble.task.name,
-                     members=tuple(prediction.members_used()),
-                     quality_score=None if quality is None else quality["score"],
-                     quality_review=None if quality is None else quality["review"])
+    return Algorithm(
+        task=ensemble.task.name,
+        members=tuple(prediction.members_used()),
+        quality_score=None if quality is None else quality["score"],
+        quality_review=None if quality is None else quality["review"],
+    )
 
 
 def _assess_quality(ensemble: Ensemble, prediction, volume) -> dict:
     """The case's quality block (pantherseg.engine.quality); the members' masks are released after it."""
     from pantherseg.engine.quality import assess_prediction
 
-    quality = assess_prediction(prediction, members=ensemble.members, image_zyx=volume.data[0],
-                                spacing_zyx=volume.spacing_zyx, review_below=ensemble.config.quality_review_below)
+    quality = assess_prediction(
+        prediction,
+        members=ensemble.members,
+        image_zyx=volume.data[0],
+        spacing_zyx=volume.spacing_zyx,
+        review_below=ensemble.config.quality_review_below,
+    )
     prediction.member_tumour_masks.clear()
     return quality
 
@@ -307,12 +403,17 @@ def _log_quality(name: str, quality: dict) -> None:
     if quality["review"]:
         log.warning("%s: quality score %.2f: REVIEW: %s", name, quality["score"], "; ".join(quality["reasons"]))
     else:
-        log.info("%s: quality score %.2f (review below %.2f): no review flag", name, quality["score"],
-                 quality["review_below"])
+        log.info(
+            "%s: quality score %.2f (review below %.2f): no review flag",
+            name,
+            quality["score"],
+            quality["review_below"],
+        )
 
 
-def _write_member_probabilities(prediction, volume, folder: Path, stem: str, ensemble: Ensemble,
-                                written: WrittenFiles) -> None:
+def _write_member_probabilities(
+    prediction, volume, folder: Path, stem: str, ensemble: Ensemble, written: WrittenFiles
+) -> None:
     """Each member's probabilities (float32, a vector component per class) and its own mask (argmax);
     each path is added to ``written`` before its file is written, so a failed case can remove them all.
 
@@ -323,8 +424,9 @@ def _write_member_probabilities(prediction, volume, folder: Path, stem: str, ens
 
     tumor = ensemble.task.tumor_label
     for name, probabilities in prediction.member_probabilities.items():
-        image = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(probabilities, 0, -1), dtype=np.float32),
-                                       isVector=True)
+        image = sitk.GetImageFromArray(
+            np.ascontiguousarray(np.moveaxis(probabilities, 0, -1), dtype=np.float32), isVector=True
+        )
         image.CopyInformation(volume.sitk_image)
         probabilities_path = written.add(folder / name / f"{stem}.mha")
         mask_path = written.add(folder / name / "masks" / f"{stem}.mha")

@@ -90,8 +90,7 @@ def run_guarded(function, *args, **kwargs) -> int:
             print(f"pantherseg error: {error}", file=sys.stderr)
             return error.exit_code
         if isinstance(error, MemoryError):
-            print("pantherseg error: out of memory; try a machine with more RAM or a smaller image.",
-                  file=sys.stderr)
+            print("pantherseg error: out of memory; try a machine with more RAM or a smaller image.", file=sys.stderr)
             return ResourceError.exit_code
         raise
     return int(result or 0)
@@ -106,8 +105,10 @@ def _interrupted_message() -> str:
     done = completed_outputs()
     if not done:
         return "interrupted before the mask was complete; no mask was written."
-    return (f"interrupted after {len(done)} complete output(s) with their reports (last: {done[-1]}); "
-            f"nothing partial was left.")
+    return (
+        f"interrupted after {len(done)} complete output(s) with their reports (last: {done[-1]}); "
+        f"nothing partial was left."
+    )
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -125,8 +126,11 @@ def _predict(args: argparse.Namespace) -> int:
         if result.output is not None:
             print(result.output)
     if failed:
-        print(f"pantherseg error: {len(failed)} of {len(results)} case(s) failed: "
-              + "; ".join(f"{r.input.name}: {r.error}" for r in failed), file=sys.stderr)
+        print(
+            f"pantherseg error: {len(failed)} of {len(results)} case(s) failed: "
+            + "; ".join(f"{r.input.name}: {r.error}" for r in failed),
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -136,9 +140,16 @@ def _run_options(args: argparse.Namespace, **fields):
     from pantherseg.options import RunOptions
 
     return RunOptions.from_args(
-        args, task=args.task, weights=args.weights, member_outputs_dir=args.member_outputs,
-        preview_dir=args.output if args.preview else None, output_formats=args.output_format,
-        series_uid=args.series_uid, roi_name=args.roi_name, **fields)
+        args,
+        task=args.task,
+        weights=args.weights,
+        member_outputs_dir=args.member_outputs,
+        preview_dir=args.output if args.preview else None,
+        output_formats=args.output_format,
+        series_uid=args.series_uid,
+        roi_name=args.roi_name,
+        **fields,
+    )
 
 
 def _predict_cohort(args: argparse.Namespace) -> int:
@@ -159,15 +170,26 @@ def _predict_cohort(args: argparse.Namespace) -> int:
     if args.ray is not None:
         from pantherseg.cohort.ray_runner import RayOptions
 
-        ray_options = RayOptions(address=None if args.ray == "local" else args.ray, workers=args.ray_workers,
-                                 cpus_per_worker=args.ray_cpus_per_worker, max_retries=args.max_retries,
-                                 gpus_per_worker=args.ray_gpus_per_worker)
+        ray_options = RayOptions(
+            address=None if args.ray == "local" else args.ray,
+            workers=args.ray_workers,
+            cpus_per_worker=args.ray_cpus_per_worker,
+            max_retries=args.max_retries,
+            gpus_per_worker=args.ray_gpus_per_worker,
+        )
     if not args.verbose:
         # One line per case comes from the cohort's progress; the per-case detail is in the reports.
         logging.getLogger("pantherseg.api").setLevel(logging.WARNING)
-    report = run_cohort(args.input, output_dir=args.output, options=_run_options(args), num_parts=num_parts,
-                        part_id=args.part_id, resume=not args.overwrite, ray=ray_options,
-                        progress=make_cohort_progress(args.quiet))
+    report = run_cohort(
+        args.input,
+        output_dir=args.output,
+        options=_run_options(args),
+        num_parts=num_parts,
+        part_id=args.part_id,
+        resume=not args.overwrite,
+        ray=ray_options,
+        progress=make_cohort_progress(args.quiet),
+    )
     for row in sorted(report.rows, key=lambda r: r.name):
         if row.output is not None:
             print(row.output)
@@ -175,9 +197,12 @@ def _predict_cohort(args: argparse.Namespace) -> int:
     print(f"{report.summary()}; report: {stem}.csv", file=sys.stderr)
     failed = report.failed
     if failed:
-        print(f"pantherseg error: {len(failed)} of {len(report.rows)} case(s) failed (see {stem}.csv): "
-              + "; ".join(f"{row.name}: {row.error}" for row in failed[:3]) + ("; ..." if len(failed) > 3 else ""),
-              file=sys.stderr)
+        print(
+            f"pantherseg error: {len(failed)} of {len(report.rows)} case(s) failed (see {stem}.csv): "
+            + "; ".join(f"{row.name}: {row.error}" for row in failed[:3])
+            + ("; ..." if len(failed) > 3 else ""),
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -185,8 +210,7 @@ def _predict_cohort(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from pantherseg.evaluation.folders import evaluate, format_table
 
-    result = evaluate(args.pred, args.gt, xyz_spacing_order=args.xyz_spacing, json_path=args.json,
-                      csv_path=args.csv)
+    result = evaluate(args.pred, args.gt, xyz_spacing_order=args.xyz_spacing, json_path=args.json, csv_path=args.csv)
     print(format_table(result))
     return 0
 
@@ -281,32 +305,59 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     predict = commands.add_parser(
-        "predict", help="segment a file or a folder of .mha/.nii.gz cases (one model load for all)",
+        "predict",
+        help="segment a file or a folder of .mha/.nii.gz cases (one model load for all)",
         description="Write one uint8 tumour mask <case>.mha per input image, plus <case>.report.json.",
     )
-    predict.add_argument("-i", "--input", type=Path, nargs="+", required=True,
-                         help="image file(s) or folder(s) of images (.mha, .nii.gz, .nii, .mhd, .nrrd), or a "
-                              "folder of DICOM files (one case; see --series-uid)")
+    predict.add_argument(
+        "-i",
+        "--input",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="image file(s) or folder(s) of images (.mha, .nii.gz, .nii, .mhd, .nrrd), or a "
+        "folder of DICOM files (one case; see --series-uid)",
+    )
     predict.add_argument("-o", "--output", type=Path, required=True, help="output folder for the masks")
-    predict.add_argument("--task", default="t1", help="task of the config: t1 (T1 diagnostic MRI) or t2 "
-                                                      "(T2 MR-Linac) (default: t1)")
-    predict.add_argument("--weights", type=Path, default=None,
-                         help="weights root the config's model folders are relative to (default: weights/)")
-    predict.add_argument("--member-outputs", type=Path, default=None, metavar="DIR",
-                         help="also write each member's probabilities (one component per class) to "
-                              "DIR/<member>/<case>.mha and its own mask to DIR/<member>/masks/ "
-                              "(input for 'pantherseg select')")
+    predict.add_argument(
+        "--task", default="t1", help="task of the config: t1 (T1 diagnostic MRI) or t2 (T2 MR-Linac) (default: t1)"
+    )
+    predict.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="weights root the config's model folders are relative to (default: weights/)",
+    )
+    predict.add_argument(
+        "--member-outputs",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write each member's probabilities (one component per class) to "
+        "DIR/<member>/<case>.mha and its own mask to DIR/<member>/masks/ "
+        "(input for 'pantherseg select')",
+    )
     predict.add_argument("--no-report", action="store_true", help="do not write <case>.report.json")
-    predict.add_argument("--output-format", nargs="+", default=["mha"], metavar="FORMAT",
-                         choices=OUTPUT_FORMATS,
-                         help="one or more of mha, nii.gz, dicom-seg, rtstruct, sr (these three need a DICOM input "
-                              "folder and pantherseg[dicom]; sr, the tumour volume as a TID 1500 report, needs "
-                              "dicom-seg too; see docs/dicom.md), uncertainty (beside a mask: "
-                              "<case>.uncertainty.mha, float32 per-voxel entropy; docs/quality.md) (default: mha)")
-    predict.add_argument("--series-uid", default=None, metavar="UID",
-                         help="the SeriesInstanceUID to segment when a DICOM folder holds several series")
-    predict.add_argument("--roi-name", default=None, metavar="NAME",
-                         help="the RTSTRUCT's ROI name (default: Pancreatic tumour)")
+    predict.add_argument(
+        "--output-format",
+        nargs="+",
+        default=["mha"],
+        metavar="FORMAT",
+        choices=OUTPUT_FORMATS,
+        help="one or more of mha, nii.gz, dicom-seg, rtstruct, sr (these three need a DICOM input "
+        "folder and pantherseg[dicom]; sr, the tumour volume as a TID 1500 report, needs "
+        "dicom-seg too; see docs/dicom.md), uncertainty (beside a mask: "
+        "<case>.uncertainty.mha, float32 per-voxel entropy; docs/quality.md) (default: mha)",
+    )
+    predict.add_argument(
+        "--series-uid",
+        default=None,
+        metavar="UID",
+        help="the SeriesInstanceUID to segment when a DICOM folder holds several series",
+    )
+    predict.add_argument(
+        "--roi-name", default=None, metavar="NAME", help="the RTSTRUCT's ROI name (default: Pancreatic tumour)"
+    )
     add_run_options(predict)
     from pantherseg.cohort.options import add_cohort_options
 
@@ -314,51 +365,86 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(handler=_predict)
 
     evaluate = commands.add_parser(
-        "evaluate", help="challenge metrics (Dice, surface Dice@5mm, HD95, MASD, volume RMSE) of masks vs truth",
+        "evaluate",
+        help="challenge metrics (Dice, surface Dice@5mm, HD95, MASD, volume RMSE) of masks vs truth",
         description="Compare prediction folder(s) with a ground-truth folder using the PANTHER challenge metrics.",
     )
-    evaluate.add_argument("--pred", type=Path, nargs="+", required=True,
-                          help="prediction folder(s); several give a leaderboard")
+    evaluate.add_argument(
+        "--pred", type=Path, nargs="+", required=True, help="prediction folder(s); several give a leaderboard"
+    )
     evaluate.add_argument("--gt", type=Path, required=True, help="ground-truth folder")
     evaluate.add_argument("--json", type=Path, default=None, help="write all figures to this JSON file")
     evaluate.add_argument("--csv", type=Path, default=None, help="write per-case figures to this CSV file")
-    evaluate.add_argument("--xyz-spacing", action="store_true",
-                          help="reproduce the public script's defect: pass SimpleITK (x,y,z) spacing "
-                               "against (z,y,x) arrays, to compare with published numbers")
+    evaluate.add_argument(
+        "--xyz-spacing",
+        action="store_true",
+        help="reproduce the public script's defect: pass SimpleITK (x,y,z) spacing "
+        "against (z,y,x) arrays, to compare with published numbers",
+    )
     evaluate.set_defaults(handler=_evaluate, quiet=False, verbose=False)
 
     select = commands.add_parser(
-        "select", help="choose members and weights on labelled cases within a time budget; writes a config",
+        "select",
+        help="choose members and weights on labelled cases within a time budget; writes a config",
         description="Greedy forward ensemble selection with replacement (Caruana et al. 2004) on per-member "
-                    "probability maps from 'pantherseg predict --member-outputs', scored with the challenge "
-                    "metrics; writes an ensemble_config.json and prints the chosen ensemble against every "
-                    "single member and against all members.",
+        "probability maps from 'pantherseg predict --member-outputs', scored with the challenge "
+        "metrics; writes an ensemble_config.json and prints the chosen ensemble against every "
+        "single member and against all members.",
     )
-    select.add_argument("--member-outputs", type=Path, required=True, metavar="DIR",
-                        help="DIR/<member>/<case>.mha probability maps (per class, or tumour only)")
+    select.add_argument(
+        "--member-outputs",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="DIR/<member>/<case>.mha probability maps (per class, or tumour only)",
+    )
     select.add_argument("--gt", type=Path, required=True, help="ground-truth tumour masks, <case>.mha")
     select.add_argument("--out", type=Path, required=True, help="where to write the new ensemble_config.json")
     select.add_argument("--task", default="t1", help="task whose members are chosen from (default: t1)")
-    select.add_argument("--config", type=Path, default=None,
-                        help="base config: its members are the candidates (default: the shipped one)")
-    select.add_argument("--reports", type=Path, default=None, metavar="DIR",
-                        help="run reports (<case>.report.json) giving each member's seconds per case "
-                             "(default: look in --member-outputs)")
-    select.add_argument("--costs", type=Path, default=None, metavar="JSON",
-                        help="member -> seconds per case, e.g. measured on the target GPU (overrides --reports)")
-    select.add_argument("--budget", type=number(above=True), default=None, metavar="SECONDS",
-                        help="seconds per case for all chosen members together (default: the config's "
-                             "time_budget_s minus export_reserve_s)")
-    select.add_argument("--objective", default=None, metavar="METRIC=W,...",
-                        help="weighted objective instead of the challenge ranking, e.g. dice=1,hd95=0.5 "
-                             "(metrics: dice, surface_dice, hd95, masd, volume_rmse)")
+    select.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="base config: its members are the candidates (default: the shipped one)",
+    )
+    select.add_argument(
+        "--reports",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run reports (<case>.report.json) giving each member's seconds per case "
+        "(default: look in --member-outputs)",
+    )
+    select.add_argument(
+        "--costs",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="member -> seconds per case, e.g. measured on the target GPU (overrides --reports)",
+    )
+    select.add_argument(
+        "--budget",
+        type=number(above=True),
+        default=None,
+        metavar="SECONDS",
+        help="seconds per case for all chosen members together (default: the config's "
+        "time_budget_s minus export_reserve_s)",
+    )
+    select.add_argument(
+        "--objective",
+        default=None,
+        metavar="METRIC=W,...",
+        help="weighted objective instead of the challenge ranking, e.g. dice=1,hd95=0.5 "
+        "(metrics: dice, surface_dice, hd95, masd, volume_rmse)",
+    )
     select.add_argument("--max-steps", type=integer(1, 1000), default=10, help="members added at most (default: 10)")
     select.set_defaults(handler=_select, quiet=False, verbose=False)
 
     export_onnx = commands.add_parser(
-        "export-onnx", help="export every member's network to ONNX next to its checkpoint (for --backend onnxruntime)",
+        "export-onnx",
+        help="export every member's network to ONNX next to its checkpoint (for --backend onnxruntime)",
         description="Writes fold_N/<checkpoint>.onnx (patch-size input, dynamic batch, the checkpoint's SHA-256 in "
-                    "its metadata) for each member, so the model tarball can carry them.",
+        "its metadata) for each member, so the model tarball can carry them.",
     )
     export_onnx.add_argument("--task", default=None, help="only this task (default: all tasks of the config)")
     export_onnx.add_argument("--config", type=Path, default=None, help="ensemble_config.json (default: shipped)")
@@ -366,11 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     export_onnx.set_defaults(handler=_export_onnx, quiet=False, verbose=False)
 
     export_openvino = commands.add_parser(
-        "export-openvino", help="convert every member's network to OpenVINO IR next to its checkpoint "
-                                "(for --backend openvino)",
+        "export-openvino",
+        help="convert every member's network to OpenVINO IR next to its checkpoint (for --backend openvino)",
         description="Writes fold_N/<checkpoint>.openvino.xml and .bin (float32 weights, patch-size input, dynamic "
-                    "batch, the checkpoint's SHA-256 in the model's runtime info) for each member, so the model "
-                    "tarball can carry them and no case spends its time budget converting.",
+        "batch, the checkpoint's SHA-256 in the model's runtime info) for each member, so the model "
+        "tarball can carry them and no case spends its time budget converting.",
     )
     export_openvino.add_argument("--task", default=None, help="only this task (default: all tasks of the config)")
     export_openvino.add_argument("--config", type=Path, default=None, help="ensemble_config.json (default: shipped)")
@@ -378,15 +464,21 @@ def build_parser() -> argparse.ArgumentParser:
     export_openvino.set_defaults(handler=_export_openvino, quiet=False, verbose=False)
 
     install = commands.add_parser(
-        "install-weights", help="install downloaded nnU-Net model archives (.zip, .tar.gz) into a weights folder",
+        "install-weights",
+        help="install downloaded nnU-Net model archives (.zip, .tar.gz) into a weights folder",
         description="Checks every archive (names, links, sizes, CRCs, nnU-Net's pretrained-model layout) before "
-                    "writing anything, extracts beside the target and moves the model folders in only when all "
-                    "archives extracted cleanly; prints the folders, folds, checkpoints with sizes and SHA-256, "
-                    "and the shipped preset to use.",
+        "writing anything, extracts beside the target and moves the model folders in only when all "
+        "archives extracted cleanly; prints the folders, folds, checkpoints with sizes and SHA-256, "
+        "and the shipped preset to use.",
     )
     install.add_argument("archives", type=Path, nargs="+", metavar="ARCHIVE", help="the downloaded archive(s)")
-    install.add_argument("--to", type=Path, required=True, metavar="WEIGHTS_ROOT",
-                         help="the weights folder (created if absent); pass it as --weights when predicting")
+    install.add_argument(
+        "--to",
+        type=Path,
+        required=True,
+        metavar="WEIGHTS_ROOT",
+        help="the weights folder (created if absent); pass it as --weights when predicting",
+    )
     install.add_argument("--replace", action="store_true", help="replace model folders the target already holds")
     install.set_defaults(handler=_install_weights, quiet=False, verbose=False)
     from pantherseg.node.commands import add_node_commands  # serve-dicom, node-status (standard library only)

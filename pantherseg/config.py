@@ -48,8 +48,17 @@ SUPPORTED_VERSIONS = (1,)
 KNOWN_ROLES = ("all-rounder", "volume", "boundary")
 MAX_ROLE_LENGTH = 128
 
-_TOP_KEYS = {"version", "tile_step_size", "use_mirroring", "time_budget_s", "export_reserve_s", "precision", "backend",
-             "quality_review_below", "tasks"}
+_TOP_KEYS = {
+    "version",
+    "tile_step_size",
+    "use_mirroring",
+    "time_budget_s",
+    "export_reserve_s",
+    "precision",
+    "backend",
+    "quality_review_below",
+    "tasks",
+}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 _TASK_KEYS = {"input_slug", "output_slug", "tumor_label", "members"}
@@ -80,8 +89,14 @@ class MemberSpec:
         return f"member '{self.name}' ({self.model}, fold {self.fold}, {self.checkpoint})"
 
     def to_dict(self) -> dict:
-        out = {"name": self.name, "role": self.role, "model": self.model, "fold": self.fold,
-               "checkpoint": self.checkpoint, "weight": self.weight}
+        out = {
+            "name": self.name,
+            "role": self.role,
+            "model": self.model,
+            "fold": self.fold,
+            "checkpoint": self.checkpoint,
+            "weight": self.weight,
+        }
         if self.configuration != _configuration_from_folder(self.model):
             out["configuration"] = self.configuration
         return out
@@ -96,8 +111,12 @@ class TaskSpec:
     members: tuple[MemberSpec, ...]
 
     def to_dict(self) -> dict:
-        return {"input_slug": self.input_slug, "output_slug": self.output_slug, "tumor_label": self.tumor_label,
-                "members": [member.to_dict() for member in self.members]}
+        return {
+            "input_slug": self.input_slug,
+            "output_slug": self.output_slug,
+            "tumor_label": self.tumor_label,
+            "members": [member.to_dict() for member in self.members],
+        }
 
 
 @dataclass(frozen=True)
@@ -119,17 +138,21 @@ class EnsembleConfig:
 
         A member's ``configuration`` is written only where it differs from the one its folder name gives."""
         return {
-            "version": self.version, "tile_step_size": self.tile_step_size, "use_mirroring": self.use_mirroring,
-            "time_budget_s": self.time_budget_s, "export_reserve_s": self.export_reserve_s,
-            "precision": self.precision, "backend": self.backend, "quality_review_below": self.quality_review_below,
+            "version": self.version,
+            "tile_step_size": self.tile_step_size,
+            "use_mirroring": self.use_mirroring,
+            "time_budget_s": self.time_budget_s,
+            "export_reserve_s": self.export_reserve_s,
+            "precision": self.precision,
+            "backend": self.backend,
+            "quality_review_below": self.quality_review_below,
             "tasks": {name: task.to_dict() for name, task in self.tasks.items()},
         }
 
     def task(self, name: str) -> TaskSpec:
         if name not in self.tasks:
             raise ConfigError(
-                f"Task '{name}' is not in the ensemble config{_where(self.source)}; "
-                f"it defines {sorted(self.tasks)}."
+                f"Task '{name}' is not in the ensemble config{_where(self.source)}; it defines {sorted(self.tasks)}."
             )
         return self.tasks[name]
 
@@ -158,8 +181,9 @@ def _where(source: Path | None) -> str:
 def load_config(path: Path | str) -> EnsembleConfig:
     """Read and validate an ensemble_config.json file."""
     path = Path(path)
-    raw = read_json_object(path, error=ConfigError, what="Ensemble config", missing="Ensemble config not found",
-                           top=object)  # parse_config names a top level of the wrong type
+    raw = read_json_object(
+        path, error=ConfigError, what="Ensemble config", missing="Ensemble config not found", top=object
+    )  # parse_config names a top level of the wrong type
     return parse_config(raw, source=path)
 
 
@@ -200,8 +224,9 @@ def parse_config(raw: object, *, source: Path | None = None) -> EnsembleConfig:
 
     review_below = _number(raw.get("quality_review_below", DEFAULT_QUALITY_REVIEW_BELOW), "quality_review_below", fail)
     if not 0 <= review_below <= 1:
-        raise fail("quality_review_below", "a number in [0, 1] (the quality score under which a case is flagged)",
-                   review_below)
+        raise fail(
+            "quality_review_below", "a number in [0, 1] (the quality score under which a case is flagged)", review_below
+        )
 
     tasks_raw = raw.get("tasks")
     if not isinstance(tasks_raw, dict) or not tasks_raw:
@@ -267,11 +292,14 @@ def _parse_member(key: str, raw: object, fail, where: str) -> MemberSpec:
         raise fail(f"{key}.model", "a folder path relative to the weights root, without '..'", model)
     role = raw.get("role", "all-rounder")
     if not isinstance(role, str) or not role.strip() or len(role) > MAX_ROLE_LENGTH or not role.isprintable():
-        raise fail(f"{key}.role", f"a short free-text name of up to {MAX_ROLE_LENGTH} printable characters "
-                                  f"(e.g. one of {list(KNOWN_ROLES)})", role)
+        raise fail(
+            f"{key}.role",
+            f"a short free-text name of up to {MAX_ROLE_LENGTH} printable characters (e.g. one of {list(KNOWN_ROLES)})",
+            role,
+        )
     fold = raw.get("fold")
     if not (fold == "all" or (isinstance(fold, int) and not isinstance(fold, bool) and fold >= 0)):
-        raise fail(f"{key}.fold", "a non-negative integer or \"all\"", fold)
+        raise fail(f"{key}.fold", 'a non-negative integer or "all"', fold)
     if not raw["checkpoint"].endswith(".pth") or "/" in raw["checkpoint"]:
         raise fail(f"{key}.checkpoint", "a checkpoint file name such as checkpoint_best.pth", raw["checkpoint"])
     weight = _number(raw.get("weight", 1.0), f"{key}.weight", fail)

@@ -16,8 +16,15 @@ MAX_JSON_BYTES = 16 << 20
 MAX_JSON_DIGITS = 40
 
 
-def read_json_object(path: Path | str, *, error: type, what: str, missing: str | None = None,
-                     max_bytes: int = MAX_JSON_BYTES, top: type = dict):
+def read_json_object(
+    path: Path | str,
+    *,
+    error: type,
+    what: str,
+    missing: str | None = None,
+    max_bytes: int = MAX_JSON_BYTES,
+    top: type = dict,
+):
     """Decode the JSON file ``path`` (a ``top`` value, an object by default) from an untrusted source.
 
     Every failure is ``error`` (a PantherError class) with one line that starts with ``what`` and the path:
@@ -38,12 +45,19 @@ def read_json_object(path: Path | str, *, error: type, what: str, missing: str |
     try:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
-            kind = "a folder" if stat.S_ISDIR(status.st_mode) else "a FIFO" if stat.S_ISFIFO(status.st_mode) \
+            kind = (
+                "a folder"
+                if stat.S_ISDIR(status.st_mode)
+                else "a FIFO"
+                if stat.S_ISFIFO(status.st_mode)
                 else "a device or socket"
+            )
             raise error(f"{what} {path} is {kind}, expected a regular JSON file; refused.")
         if status.st_size > max_bytes:
-            raise error(f"{what} {path} is {status.st_size} bytes, more than the {max_bytes} a JSON file of this "
-                        f"kind may have; refused.")
+            raise error(
+                f"{what} {path} is {status.st_size} bytes, more than the {max_bytes} a JSON file of this "
+                f"kind may have; refused."
+            )
         with os.fdopen(fd, "rb", closefd=True) as handle:
             fd = None
             data = handle.read(max_bytes + 1)
@@ -61,8 +75,9 @@ def read_json_object(path: Path | str, *, error: type, what: str, missing: str |
     try:
         value = json.loads(text, parse_int=_bounded_int)  # NaN and Infinity decode: schemas refuse them
     except json.JSONDecodeError as failure:
-        raise error(f"{what} {path} is not valid JSON: {failure.msg} at line {failure.lineno}, "
-                    f"column {failure.colno}.") from failure
+        raise error(
+            f"{what} {path} is not valid JSON: {failure.msg} at line {failure.lineno}, column {failure.colno}."
+        ) from failure
     except (ValueError, RecursionError) as failure:
         reason = "it is nested too deeply" if isinstance(failure, RecursionError) else str(failure).split(";")[0]
         raise error(f"{what} {path} cannot be decoded: {reason}.") from failure

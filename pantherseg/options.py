@@ -85,26 +85,39 @@ class RunOptions:
         if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_TILE_BATCH:
             raise ConfigError(f"tile_batch_size must be an integer in [1, {MAX_TILE_BATCH}], found {batch!r}.")
         budget = self.time_budget_s
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
-                                   or math.isnan(budget) or budget <= 0):
-            raise ConfigError(f"time_budget_s must be a positive number of seconds (inf: no deadline) or None, "
-                              f"found {budget!r}.")
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, (int, float)) or math.isnan(budget) or budget <= 0
+        ):
+            raise ConfigError(
+                f"time_budget_s must be a positive number of seconds (inf: no deadline) or None, found {budget!r}."
+            )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **fields) -> "RunOptions":
         """The flags of :func:`add_run_options` (``--time-budget 0`` is no deadline) as options; an entry
         point's own settings come as ``fields``. Both entry points count the budget from process start."""
-        mapped = {"config": args.config, "device": args.device, "time_budget_s": budget_from_flag(args.time_budget),
-                  "tile_batch_size": args.tile_batch_size, "precision": args.precision, "backend": args.backend,
-                  "budget_from_process_start": True}
+        mapped = {
+            "config": args.config,
+            "device": args.device,
+            "time_budget_s": budget_from_flag(args.time_budget),
+            "tile_batch_size": args.tile_batch_size,
+            "precision": args.precision,
+            "backend": args.backend,
+            "budget_from_process_start": True,
+        }
         return cls(**{**mapped, **fields})
 
     def engine_options(self) -> "EngineOptions":
         """How the ensemble runs: device, precision, backend, tile batch size, CPU threads."""
         from pantherseg.engine.runtime import EngineOptions
 
-        return EngineOptions(device=self.device, precision=self.precision, backend=self.backend,
-                             tile_batch_size=self.tile_batch_size, cpu_threads=self.cpu_threads)
+        return EngineOptions(
+            device=self.device,
+            precision=self.precision,
+            backend=self.backend,
+            tile_batch_size=self.tile_batch_size,
+            cpu_threads=self.cpu_threads,
+        )
 
     def but(self, **fields) -> "RunOptions":
         """A copy with ``fields`` changed; an unknown name is a TypeError naming it."""
@@ -118,23 +131,44 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``pantherseg predict`` and ``inference.py``."""
     from pantherseg.config import BACKENDS
 
-    parser.add_argument("--config", type=Path, default=None,
-                        help="ensemble_config.json (default: the one shipped next to the package)")
-    parser.add_argument("--device", default="auto",
-                        help="auto (CUDA if available, else CPU), cpu, or cuda[:N] (default: auto)")
-    parser.add_argument("--time-budget", type=number(minimum=0), default=None, metavar="SECONDS",
-                        help="seconds per case before members are skipped (default: the config's "
-                             "time_budget_s, 300; 0 disables the deadline)")
-    parser.add_argument("--tile-batch-size", type=integer(1, MAX_TILE_BATCH), default=1, metavar="N",
-                        help="tiles per network pass (default: 1)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
-                        help="network arithmetic (default: the config's, auto = fp16 autocast on CUDA, "
-                             "fp32 on the CPU; bf16 is about 3x faster on CPUs with AMX)")
-    parser.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="run the networks with PyTorch, ONNX Runtime or OpenVINO (CPU only) (default: the "
-                             "config's, auto = OpenVINO on the CPU if installed, else torch; torch on CUDA)")
-    parser.add_argument("--preview", action="store_true",
-                        help="also write <case>.preview.png: three slices with the mask overlaid")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="ensemble_config.json (default: the one shipped next to the package)"
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA if available, else CPU), cpu, or cuda[:N] (default: auto)"
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=number(minimum=0),
+        default=None,
+        metavar="SECONDS",
+        help="seconds per case before members are skipped (default: the config's "
+        "time_budget_s, 300; 0 disables the deadline)",
+    )
+    parser.add_argument(
+        "--tile-batch-size",
+        type=integer(1, MAX_TILE_BATCH),
+        default=1,
+        metavar="N",
+        help="tiles per network pass (default: 1)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default=None,
+        help="network arithmetic (default: the config's, auto = fp16 autocast on CUDA, "
+        "fp32 on the CPU; bf16 is about 3x faster on CPUs with AMX)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="run the networks with PyTorch, ONNX Runtime or OpenVINO (CPU only) (default: the "
+        "config's, auto = OpenVINO on the CPU if installed, else torch; torch on CUDA)",
+    )
+    parser.add_argument(
+        "--preview", action="store_true", help="also write <case>.preview.png: three slices with the mask overlaid"
+    )
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -18,8 +18,15 @@ class LogProgress(ProgressListener):
 
     def member_finished(self, outcome: MemberOutcome) -> None:
         detail = f" ({outcome.reason})" if outcome.reason else ""
-        log.info("member %s: %s, %d/%d tiles in %.1f s%s", outcome.name, outcome.status,
-                 outcome.tiles_done, outcome.tiles_total, outcome.network_s, detail)
+        log.info(
+            "member %s: %s, %d/%d tiles in %.1f s%s",
+            outcome.name,
+            outcome.status,
+            outcome.tiles_done,
+            outcome.tiles_total,
+            outcome.network_s,
+            detail,
+        )
 
 
 class BarProgress(ProgressListener):

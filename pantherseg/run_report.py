@@ -85,10 +85,13 @@ class RunReport:
             "software": dict(self.software),
             "task": self.task,
             "input": dict(self.input),
-            "output": {"path": self.output.path, "paths": list(self.output.paths),
-                       "tumor_voxels": self.output.tumor_voxels,
-                       "tumor_volume_mm3": round(self.output.tumor_volume_mm3, 3),
-                       "tumor_statistics": self.output.tumor_statistics},
+            "output": {
+                "path": self.output.path,
+                "paths": list(self.output.paths),
+                "tumor_voxels": self.output.tumor_voxels,
+                "tumor_volume_mm3": round(self.output.tumor_volume_mm3, 3),
+                "tumor_statistics": self.output.tumor_statistics,
+            },
             "device": self.device,
             "weights": self.weights,
             "config": self.config,
@@ -114,14 +117,22 @@ class RunReport:
             try:
                 status = MemberStatus(item.get("status", str))
             except ValueError:
-                raise ReportError(f"{source}: members[{index}].status must be one of "
-                                  f"{[s.value for s in MemberStatus]}, found {entry['status']!r}.") from None
-            members.append(MemberOutcome(name=item.get("name", str), role=item.get("role", str),
-                                         weight=item.number("weight"), status=status,
-                                         reason=item.get("reason", str, default=""),
-                                         tiles_done=item.get("tiles_done", int, default=0),
-                                         tiles_total=item.get("tiles_total", int, default=0),
-                                         network_s=item.number("network_s", default=0.0)))
+                raise ReportError(
+                    f"{source}: members[{index}].status must be one of "
+                    f"{[s.value for s in MemberStatus]}, found {entry['status']!r}."
+                ) from None
+            members.append(
+                MemberOutcome(
+                    name=item.get("name", str),
+                    role=item.get("role", str),
+                    weight=item.number("weight"),
+                    status=status,
+                    reason=item.get("reason", str, default=""),
+                    tiles_done=item.get("tiles_done", int, default=0),
+                    tiles_total=item.get("tiles_total", int, default=0),
+                    network_s=item.number("network_s", default=0.0),
+                )
+            )
         timings = reader.get("timings_s", dict)
         if not all(isinstance(k, str) and _is_number(v) for k, v in timings.items()):
             raise ReportError(f"{source}: timings_s must map stage names to seconds.")
@@ -136,14 +147,23 @@ class RunReport:
         if not all(isinstance(p, str) for p in [*notes, *paths]):
             raise ReportError(f"{source}: notes and output.paths must be lists of strings.")
         return cls(
-            task=reader.get("task", str), input=reader.get("input", dict), device=reader.get("device", str),
-            output=OutputRecord(path=output.get("path", str), paths=tuple(paths),
-                                tumor_voxels=output.get("tumor_voxels", int),
-                                tumor_volume_mm3=output.number("tumor_volume_mm3"),
-                                tumor_statistics=output.get("tumor_statistics", dict, default=None)),
-            weights=reader.get("weights", str), config=reader.get("config", str), members=tuple(members),
-            timings_s={k: float(v) for k, v in timings.items()}, notes=tuple(notes),
-            quality=quality, run_hash=reader.get("run_hash", str, default=None),
+            task=reader.get("task", str),
+            input=reader.get("input", dict),
+            device=reader.get("device", str),
+            output=OutputRecord(
+                path=output.get("path", str),
+                paths=tuple(paths),
+                tumor_voxels=output.get("tumor_voxels", int),
+                tumor_volume_mm3=output.number("tumor_volume_mm3"),
+                tumor_statistics=output.get("tumor_statistics", dict, default=None),
+            ),
+            weights=reader.get("weights", str),
+            config=reader.get("config", str),
+            members=tuple(members),
+            timings_s={k: float(v) for k, v in timings.items()},
+            notes=tuple(notes),
+            quality=quality,
+            run_hash=reader.get("run_hash", str, default=None),
             software=reader.get("software", dict, default={}),
         )
 

@@ -33,8 +33,10 @@ def check(torch_cuda: str) -> list[str]:
         problems.append(f"torch {TORCH_VERSION} expected, found {torch.__version__} (pip replaced the base's torch)")
     found_cuda = torch.version.cuda
     if torch_cuda == "none":
-        print("self-check: stand-in base (TORCH_CUDA=none): requiring the CPU build of torch; "
-              "torchvision checked by version only, not imported")
+        print(
+            "self-check: stand-in base (TORCH_CUDA=none): requiring the CPU build of torch; "
+            "torchvision checked by version only, not imported"
+        )
         if found_cuda is not None:
             problems.append(f"a CPU build of torch expected (TORCH_CUDA=none), found CUDA {found_cuda}")
         vision = metadata.version("torchvision")
@@ -53,8 +55,10 @@ def check(torch_cuda: str) -> list[str]:
     providers = onnxruntime.get_available_providers()
     if "CUDAExecutionProvider" not in providers:
         problems.append(f"onnxruntime-gpu with CUDAExecutionProvider expected, found providers {providers}")
-    print(f"self-check: torch {torch.__version__} (CUDA {found_cuda}), torchvision {vision}, "
-          f"onnxruntime {onnxruntime.__version__} {providers}, Python {sys.version.split()[0]}")
+    print(
+        f"self-check: torch {torch.__version__} (CUDA {found_cuda}), torchvision {vision}, "
+        f"onnxruntime {onnxruntime.__version__} {providers}, Python {sys.version.split()[0]}"
+    )
     return problems
 
 

@@ -58,8 +58,16 @@ def write_cases(task: str, seeds, folder: Path) -> tuple[Path, Path]:
 
 def run_ensemble(task: str, images: Path, out: Path, config: Path, weights: Path | None) -> tuple[Path, Path]:
     masks, members = out / "ensemble", out / "members"
-    segment(images, output_dir=masks, task=task, config=config, weights=weights, report_dir=masks,
-            member_outputs_dir=members, time_budget_s=float("inf"))
+    segment(
+        images,
+        output_dir=masks,
+        task=task,
+        config=config,
+        weights=weights,
+        report_dir=masks,
+        member_outputs_dir=members,
+        time_budget_s=float("inf"),
+    )
     return masks, members
 
 
@@ -78,29 +86,52 @@ def main() -> None:
     config = load_config(args.config)
     member_names = [m.name for m in config.task(args.task).members]
 
-    images, truth = write_cases(args.task, phantoms.TEST_SEEDS[args.task][:args.cases], out / "test")
+    images, truth = write_cases(args.task, phantoms.TEST_SEEDS[args.task][: args.cases], out / "test")
     masks, members = run_ensemble(args.task, images, out / "test", args.config, args.weights)
     folders = [masks] + [members / name / "masks" for name in member_names]
     result = evaluate(folders, truth, json_path=out / "test-metrics.json")
-    print(f"## Task {args.task}: default ensemble and each member alone, {args.cases} "
-          f"held-out phantoms\n")
+    print(f"## Task {args.task}: default ensemble and each member alone, {args.cases} held-out phantoms\n")
     print(format_table(result))
 
     if not args.select:
         return
-    val_images, val_truth = write_cases(args.task, VALIDATION_SEEDS[args.task][:args.cases], out / "validation")
+    val_images, val_truth = write_cases(args.task, VALIDATION_SEEDS[args.task][: args.cases], out / "validation")
     val_masks, val_members = run_ensemble(args.task, val_images, out / "validation", args.config, args.weights)
     reports = [json.loads(p.read_text()) for p in sorted(val_masks.glob("*.report.json"))]
     default_cost = sum(o["network_s"] for r in reports for o in r["members"]) / len(reports)
     selected_config = out / "selected_config.json"
-    print(f"\n## Selection on {len(reports)} validation phantoms, budget = the default ensemble's own "
-          f"network time, {default_cost:.1f} s per case\n")
-    cli_main(["select", "--member-outputs", str(val_members), "--reports", str(val_masks), "--gt", str(val_truth),
-              "--task", args.task, "--config", str(args.config), "--out", str(selected_config),
-              "--budget", f"{default_cost:.3f}"])
+    print(
+        f"\n## Selection on {len(reports)} validation phantoms, budget = the default ensemble's own "
+        f"network time, {default_cost:.1f} s per case\n"
+    )
+    cli_main(
+        [
+            "select",
+            "--member-outputs",
+            str(val_members),
+            "--reports",
+            str(val_masks),
+            "--gt",
+            str(val_truth),
+            "--task",
+            args.task,
+            "--config",
+            str(args.config),
+            "--out",
+            str(selected_config),
+            "--budget",
+            f"{default_cost:.3f}",
+        ]
+    )
     selected_masks = out / "test" / "selected"
-    segment(images, output_dir=selected_masks, task=args.task, config=selected_config, weights=args.weights,
-            time_budget_s=float("inf"))
+    segment(
+        images,
+        output_dir=selected_masks,
+        task=args.task,
+        config=selected_config,
+        weights=args.weights,
+        time_budget_s=float("inf"),
+    )
     print("\n## Held-out phantoms: default ensemble vs selected ensemble (leaderboard = challenge ranking)\n")
     print(format_table(evaluate([masks, selected_masks], truth, json_path=out / "selection-metrics.json")))
 

@@ -51,12 +51,30 @@ PRETRAIN_SEEDS = {"t1": tuple(range(500, 524))}
 # T2: tumour hyper-intense, vessels dark (flow void), fluid bright.
 _CONTRAST = {
     "t1": {
-        "air": 0.03, "fat": 0.55, "muscle": 0.42, "liver": 0.85, "spleen": 0.72, "kidney": 1.25,
-        "vessel": 1.6, "bone": 0.6, "canal": 0.25, "bowel": (0.3, 0.55), "tumour": (0.65, 0.78),
+        "air": 0.03,
+        "fat": 0.55,
+        "muscle": 0.42,
+        "liver": 0.85,
+        "spleen": 0.72,
+        "kidney": 1.25,
+        "vessel": 1.6,
+        "bone": 0.6,
+        "canal": 0.25,
+        "bowel": (0.3, 0.55),
+        "tumour": (0.65, 0.78),
     },
     "t2": {
-        "air": 0.03, "fat": 0.75, "muscle": 0.35, "liver": 0.45, "spleen": 0.85, "kidney": 0.9,
-        "vessel": 0.15, "bone": 0.5, "canal": 1.8, "bowel": (0.5, 0.8), "tumour": (1.22, 1.35),
+        "air": 0.03,
+        "fat": 0.75,
+        "muscle": 0.35,
+        "liver": 0.45,
+        "spleen": 0.85,
+        "kidney": 0.9,
+        "vessel": 0.15,
+        "bone": 0.5,
+        "canal": 1.8,
+        "bowel": (0.5, 0.8),
+        "tumour": (1.22, 1.35),
     },
 }
 
@@ -153,9 +171,11 @@ def _ellipsoid(x, y, z, centre, radii, rotation=None) -> np.ndarray:
     dx, dy, dz = x - centre[0], y - centre[1], z - centre[2]
     if rotation is not None:
         r = rotation.astype(np.float32)
-        dx, dy, dz = (r[0, 0] * dx + r[1, 0] * dy + r[2, 0] * dz,
-                      r[0, 1] * dx + r[1, 1] * dy + r[2, 1] * dz,
-                      r[0, 2] * dx + r[1, 2] * dy + r[2, 2] * dz)
+        dx, dy, dz = (
+            r[0, 0] * dx + r[1, 0] * dy + r[2, 0] * dz,
+            r[0, 1] * dx + r[1, 1] * dy + r[2, 1] * dz,
+            r[0, 2] * dx + r[1, 2] * dy + r[2, 2] * dz,
+        )
     return (dx / radii[0]) ** 2 + (dy / radii[1]) ** 2 + (dz / radii[2]) ** 2
 
 
@@ -186,10 +206,10 @@ class _Pancreas:
         yc, zc = self.centre(xc)
         slope_y = 2.0 * self.a * (xc - self.xm)
         # Perpendicular distance in y of a tilted tube, approximated by the vertical one times cos.
-        dy = (y - yc) / np.sqrt(1.0 + slope_y ** 2)
+        dy = (y - yc) / np.sqrt(1.0 + slope_y**2)
         dz = z - zc
         dx = x - xc
-        return (dx ** 2 + dy ** 2 + dz ** 2) / self.radius(xc) ** 2
+        return (dx**2 + dy**2 + dz**2) / self.radius(xc) ** 2
 
 
 def _draw_anatomy(rng: np.random.Generator, task: str):
@@ -198,10 +218,15 @@ def _draw_anatomy(rng: np.random.Generator, task: str):
     span = length / 1.1
     x_head = rng.uniform(-55.0, -30.0)
     pancreas = _Pancreas(
-        x_head=x_head, x_tail=x_head + span, xm=x_head + span * rng.uniform(0.35, 0.5),
-        y0=rng.uniform(-5.0, 5.0), a=rng.uniform(0.002, 0.006),
-        z0=rng.uniform(-10.0, 0.0), b=rng.uniform(0.05, 0.25),
-        r_head=rng.uniform(10.0, 12.5), r_tail=rng.uniform(7.5, 9.0),
+        x_head=x_head,
+        x_tail=x_head + span,
+        xm=x_head + span * rng.uniform(0.35, 0.5),
+        y0=rng.uniform(-5.0, 5.0),
+        a=rng.uniform(0.002, 0.006),
+        z0=rng.uniform(-10.0, 0.0),
+        b=rng.uniform(0.05, 0.25),
+        r_head=rng.uniform(10.0, 12.5),
+        r_tail=rng.uniform(7.5, 9.0),
     )
     xt = rng.uniform(pancreas.x_head + 0.1 * span, pancreas.x_tail - 0.15 * span)
     yt, zt = pancreas.centre(xt)
@@ -213,25 +238,42 @@ def _draw_anatomy(rng: np.random.Generator, task: str):
     for _ in range(int(rng.integers(1, 4))):
         direction = rng.normal(size=3)
         direction /= np.linalg.norm(direction)
-        lobes.append((tumour_centre + direction * diameter * rng.uniform(0.15, 0.3),
-                      diameter / 2 * rng.uniform(0.45, 0.7, size=3), _rotation(rng, 90.0)))
+        lobes.append(
+            (
+                tumour_centre + direction * diameter * rng.uniform(0.15, 0.3),
+                diameter / 2 * rng.uniform(0.45, 0.7, size=3),
+                _rotation(rng, 90.0),
+            )
+        )
     bowel = []
     for _ in range(int(rng.integers(5, 10))):
         centre = np.array([rng.uniform(-110, 110), rng.uniform(-95, -40), rng.uniform(-90, 60)])
-        bowel.append((centre, rng.uniform(12, 35, size=3), _rotation(rng, 90.0),
-                      rng.uniform(*_CONTRAST[task]["bowel"])))
+        bowel.append(
+            (centre, rng.uniform(12, 35, size=3), _rotation(rng, 90.0), rng.uniform(*_CONTRAST[task]["bowel"]))
+        )
     return {
         "body": (rng.uniform(145, 175), rng.uniform(100, 125)),
-        "liver": (np.array([rng.uniform(-95, -75), rng.uniform(-20, 0), rng.uniform(50, 70)]),
-                  np.array([rng.uniform(75, 95), rng.uniform(70, 85), rng.uniform(65, 85)])),
-        "spleen": (np.array([rng.uniform(90, 105), rng.uniform(30, 45), rng.uniform(40, 60)]),
-                   np.array([rng.uniform(25, 35), rng.uniform(35, 45), rng.uniform(40, 55)])),
-        "kidneys": [(np.array([sign * rng.uniform(65, 80), rng.uniform(45, 55), rng.uniform(-15, 10)]),
-                     np.array([rng.uniform(25, 32), rng.uniform(22, 28), rng.uniform(45, 60)]),
-                     _rotation(rng, 15.0)) for sign in (-1, 1)],
+        "liver": (
+            np.array([rng.uniform(-95, -75), rng.uniform(-20, 0), rng.uniform(50, 70)]),
+            np.array([rng.uniform(75, 95), rng.uniform(70, 85), rng.uniform(65, 85)]),
+        ),
+        "spleen": (
+            np.array([rng.uniform(90, 105), rng.uniform(30, 45), rng.uniform(40, 60)]),
+            np.array([rng.uniform(25, 35), rng.uniform(35, 45), rng.uniform(40, 55)]),
+        ),
+        "kidneys": [
+            (
+                np.array([sign * rng.uniform(65, 80), rng.uniform(45, 55), rng.uniform(-15, 10)]),
+                np.array([rng.uniform(25, 32), rng.uniform(22, 28), rng.uniform(45, 60)]),
+                _rotation(rng, 15.0),
+            )
+            for sign in (-1, 1)
+        ],
         "spine_y": rng.uniform(60, 75),
-        "vertebra_period": rng.uniform(28, 34), "vertebra_phase": rng.uniform(0, 34),
-        "pancreas": pancreas, "tumour": (tumour_centre, diameter, _rotation(rng, 90.0), lobes),
+        "vertebra_period": rng.uniform(28, 34),
+        "vertebra_phase": rng.uniform(0, 34),
+        "pancreas": pancreas,
+        "tumour": (tumour_centre, diameter, _rotation(rng, 90.0), lobes),
         "bowel": bowel,
         "tumour_contrast": rng.uniform(*_CONTRAST[task]["tumour"]),
     }
@@ -248,7 +290,7 @@ def _render(grid: Grid, anatomy: dict, task: str, rng: np.random.Generator):
     body = (x / bx) ** 2 + ((y - 10.0) / by) ** 2 < 1.0
     image[body] = c["fat"]
     muscle = body & ((x / (bx - 15)) ** 2 + ((y - 10.0) / (by - 15)) ** 2 > 1.0)
-    muscle |= body & ((np.abs(x) - 40) ** 2 / 22 ** 2 + (y - anatomy["spine_y"] - 10) ** 2 / 20 ** 2 < 1.0)
+    muscle |= body & ((np.abs(x) - 40) ** 2 / 22**2 + (y - anatomy["spine_y"] - 10) ** 2 / 20**2 < 1.0)
     image[muscle] = c["muscle"]
 
     centre, radii = anatomy["liver"]
@@ -259,13 +301,13 @@ def _render(grid: Grid, anatomy: dict, task: str, rng: np.random.Generator):
         image[_ellipsoid(x, y, z, centre, radii, rot) < 1.0] = c["kidney"]
 
     sy = anatomy["spine_y"]
-    vertebra = (x ** 2 + (y - sy) ** 2) < 19.0 ** 2
+    vertebra = (x**2 + (y - sy) ** 2) < 19.0**2
     disc = np.cos(2 * np.pi * (z - anatomy["vertebra_phase"]) / anatomy["vertebra_period"]) > 0.8
     image[vertebra] = c["bone"]
     image[vertebra & disc] = c["bone"] * 1.4
-    image[(x ** 2 + (y - sy - 30) ** 2) < 8.0 ** 2] = c["canal"]
-    image[((x - 18) ** 2 + (y - sy + 32) ** 2) < 11.0 ** 2] = c["vessel"]
-    image[((x + 22) ** 2 + (y - sy + 30) ** 2) < 12.0 ** 2] = c["vessel"]
+    image[(x**2 + (y - sy - 30) ** 2) < 8.0**2] = c["canal"]
+    image[((x - 18) ** 2 + (y - sy + 32) ** 2) < 11.0**2] = c["vessel"]
+    image[((x + 22) ** 2 + (y - sy + 30) ** 2) < 12.0**2] = c["vessel"]
 
     for centre, radii, rot, value in anatomy["bowel"]:
         image[body & (_ellipsoid(x, y, z, centre, radii, rot) < 1.0)] = value
@@ -384,27 +426,29 @@ def write_grand_challenge_sample(task: str, seed: int, root: Path) -> Path:
     (root / "ground-truth").mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(scaled, str(image_dir / name), useCompression=True)
     sitk.WriteImage(tumour, str(root / "ground-truth" / name), useCompression=True)
-    inputs = [{
-        "pk": f"00000000-0000-4000-8000-{seed:012d}",
-        "interface": {
-            "title": slug.replace("-", " ").title().replace("Mri", "MRI"),
-            "description": "",
-            "slug": slug,
-            "kind": "Image",
-            "pk": 100 + TASKS.index(task),
-            "default_value": None,
-            "super_kind": "Image",
-            "relative_path": f"images/{slug}",
-            "overlay_segments": [],
-            "look_up_table": None,
-        },
-        "value": None,
-        "file": None,
-        "image": {
-            "pk": f"00000000-0000-4000-9000-{seed:012d}",
-            "name": GC_UPLOAD_NAME.format(task=task),
-        },
-    }]
+    inputs = [
+        {
+            "pk": f"00000000-0000-4000-8000-{seed:012d}",
+            "interface": {
+                "title": slug.replace("-", " ").title().replace("Mri", "MRI"),
+                "description": "",
+                "slug": slug,
+                "kind": "Image",
+                "pk": 100 + TASKS.index(task),
+                "default_value": None,
+                "super_kind": "Image",
+                "relative_path": f"images/{slug}",
+                "overlay_segments": [],
+                "look_up_table": None,
+            },
+            "value": None,
+            "file": None,
+            "image": {
+                "pk": f"00000000-0000-4000-9000-{seed:012d}",
+                "name": GC_UPLOAD_NAME.format(task=task),
+            },
+        }
+    ]
     (root / "input" / "inputs.json").write_text(json.dumps(inputs, indent=2) + "\n")
     logger.info("wrote grand-challenge sample %s of %s seed %d", root, task, seed)
     return image_dir / name
@@ -415,8 +459,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", choices=TASKS, required=True)
     parser.add_argument("--seeds", required=True, help="e.g. 1000-1009 or 1,2,3 (held-out: 1000-1009)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--layout", choices=("plain", "grand-challenge"), default="plain",
-                        help="plain: <case>.mha + labels/<case>.mha; grand-challenge: one sample case")
+    parser.add_argument(
+        "--layout",
+        choices=("plain", "grand-challenge"),
+        default="plain",
+        help="plain: <case>.mha + labels/<case>.mha; grand-challenge: one sample case",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

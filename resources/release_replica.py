@@ -54,10 +54,24 @@ TRAINER = "nnUNetTrainer1e3"
 TINY_DIVISOR = 32
 TINY_PATCH = (64, 64, 64)  # five stride-2 stages: a 2^3 bottleneck (instance norm needs more than 1 voxel)
 # nnU-Net's trainer: SGD, Nesterov momentum 0.99, weight decay 3e-5, fp16 grad scaler on CUDA.
-SGD_GROUP = {"lr": 1e-3, "momentum": 0.99, "dampening": 0, "weight_decay": 3e-5, "nesterov": True,
-             "maximize": False, "foreach": None, "differentiable": False, "fused": None}
-GRAD_SCALER_STATE = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
-                     "_growth_tracker": 0}
+SGD_GROUP = {
+    "lr": 1e-3,
+    "momentum": 0.99,
+    "dampening": 0,
+    "weight_decay": 3e-5,
+    "nesterov": True,
+    "maximize": False,
+    "foreach": None,
+    "differentiable": False,
+    "fused": None,
+}
+GRAD_SCALER_STATE = {
+    "scale": 65536.0,
+    "growth_factor": 2.0,
+    "backoff_factor": 0.5,
+    "growth_interval": 2000,
+    "_growth_tracker": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -81,7 +95,9 @@ class ReleaseModel:
 
 RELEASE = {
     "t1": ReleaseModel("t1", "Dataset901_PANTHER", "nnUNetResEncUNetLPlansPancCTMultiTalentV2", (0, 1, 2, 3, 4, 5)),
-    "t2": ReleaseModel("t2", "Dataset902_PANTHER_HR", "nnUNetResEncUNetLPlansTask1PancCTMultiTalentV2", (0, 1, 2, 3, 4)),
+    "t2": ReleaseModel(
+        "t2", "Dataset902_PANTHER_HR", "nnUNetResEncUNetLPlansTask1PancCTMultiTalentV2", (0, 1, 2, 3, 4)
+    ),
 }
 
 
@@ -98,8 +114,10 @@ def release_plans(model: ReleaseModel, *, size: str = "tiny", base: dict | None 
         raise ValueError(f"size must be 'tiny' or 'full', not {size!r}")
     plans["dataset_name"] = model.dataset
     plans["plans_name"] = model.plans_name
-    plans["configurations"][CONFIGURATION] = {"inherits_from": "3d_fullres",
-                                              "data_identifier": f"{model.plans_name}_{CONFIGURATION}"}
+    plans["configurations"][CONFIGURATION] = {
+        "inherits_from": "3d_fullres",
+        "data_identifier": f"{model.plans_name}_{CONFIGURATION}",
+    }
     return plans
 
 
@@ -112,8 +130,9 @@ def nnunet_checkpoint(network, *, plans: dict, dataset_json: dict, fold: int, se
     generator = torch.Generator().manual_seed(seed)
     parameters = list(network.parameters())
     optimizer_state = {
-        "state": {i: {"momentum_buffer": 1e-3 * torch.randn(p.shape, generator=generator)}
-                  for i, p in enumerate(parameters)},
+        "state": {
+            i: {"momentum_buffer": 1e-3 * torch.randn(p.shape, generator=generator)} for i, p in enumerate(parameters)
+        },
         "param_groups": [{**SGD_GROUP, "params": list(range(len(parameters)))}],
     }
     dice = [np.float64(0.5 + 0.001 * e) for e in range(3)]
@@ -121,13 +140,25 @@ def nnunet_checkpoint(network, *, plans: dict, dataset_json: dict, fold: int, se
         "network_weights": network.state_dict(),
         "optimizer_state": optimizer_state,
         "grad_scaler_state": dict(GRAD_SCALER_STATE),
-        "logging": {"mean_fg_dice": dice, "ema_fg_dice": dice, "dice_per_class_or_region": [[float(d)] for d in dice],
-                    "train_losses": [np.float64(-0.5)] * 3, "val_losses": [np.float64(-0.4)] * 3,
-                    "lrs": [1e-3] * 3, "epoch_start_timestamps": [0.0] * 3, "epoch_end_timestamps": [1.0] * 3},
+        "logging": {
+            "mean_fg_dice": dice,
+            "ema_fg_dice": dice,
+            "dice_per_class_or_region": [[float(d)] for d in dice],
+            "train_losses": [np.float64(-0.5)] * 3,
+            "val_losses": [np.float64(-0.4)] * 3,
+            "lrs": [1e-3] * 3,
+            "epoch_start_timestamps": [0.0] * 3,
+            "epoch_end_timestamps": [1.0] * 3,
+        },
         "_best_ema": np.float64(0.502),
         "current_epoch": 1000,
-        "init_args": {"plans": plans, "configuration": CONFIGURATION, "fold": fold, "dataset_json": dataset_json,
-                      "device": torch.device("cuda")},
+        "init_args": {
+            "plans": plans,
+            "configuration": CONFIGURATION,
+            "fold": fold,
+            "dataset_json": dataset_json,
+            "device": torch.device("cuda"),
+        },
         "trainer_name": TRAINER,
         "inference_allowed_mirroring_axes": (0, 1, 2),
     }
@@ -144,11 +175,15 @@ def write_model_folder(results_root: Path, model: ReleaseModel, *, size: str = "
     folder = _folder_files(results_root, model, plans, dataset_json)
     for fold in model.folds:
         torch.manual_seed(seed * 100 + fold)
-        network = network_from_plans(plans, len(dataset_json["labels"]), configuration=CONFIGURATION,
-                                     deep_supervision=True)
+        network = network_from_plans(
+            plans, len(dataset_json["labels"]), configuration=CONFIGURATION, deep_supervision=True
+        )
         _perturb_norms(network, seed * 100 + fold)  # random networks that do not predict one class everywhere
-        _write_fold(folder, fold, nnunet_checkpoint(network, plans=plans, dataset_json=dataset_json, fold=fold,
-                                                    seed=seed * 100 + fold))
+        _write_fold(
+            folder,
+            fold,
+            nnunet_checkpoint(network, plans=plans, dataset_json=dataset_json, fold=fold, seed=seed * 100 + fold),
+        )
         del network
     return folder
 
@@ -163,18 +198,22 @@ def zoo_release_folder(results_root: Path, zoo_t1: Path = ZOO_T1) -> Path:
     sources = sorted(zoo_t1.glob("*/fold_*/checkpoint_*.pth"))
     plans_files = {(s.parents[1] / "plans.json").read_text() for s in sources}
     if len(sources) != 6 or len(plans_files) != 1:
-        raise SystemExit(f"expected six zoo checkpoints sharing one plans.json under {zoo_t1}, found "
-                         f"{len(sources)} with {len(plans_files)} plans")
+        raise SystemExit(
+            f"expected six zoo checkpoints sharing one plans.json under {zoo_t1}, found "
+            f"{len(sources)} with {len(plans_files)} plans"
+        )
     model = RELEASE["t1"]
     plans = release_plans(model, base=json.loads(plans_files.pop()))
     dataset_json = json.loads((sources[0].parents[1] / "dataset.json").read_text())
     folder = _folder_files(results_root, model, plans, dataset_json)
     for fold, source in zip(model.folds, sources):
-        network = network_from_plans(plans, len(dataset_json["labels"]), configuration=CONFIGURATION,
-                                     deep_supervision=True)
+        network = network_from_plans(
+            plans, len(dataset_json["labels"]), configuration=CONFIGURATION, deep_supervision=True
+        )
         network.load_state_dict(torch.load(source, map_location="cpu", weights_only=True)["network_weights"])
-        _write_fold(folder, fold, nnunet_checkpoint(network, plans=plans, dataset_json=dataset_json, fold=fold,
-                                                    seed=fold))
+        _write_fold(
+            folder, fold, nnunet_checkpoint(network, plans=plans, dataset_json=dataset_json, fold=fold, seed=fold)
+        )
     return folder
 
 
@@ -206,7 +245,9 @@ def _grey_png() -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b"")
+    )
 
 
 def pack_release_zip(results_root: Path, model: ReleaseModel, output: Path) -> Path:

@@ -15,8 +15,10 @@ from pantherseg.paths import default_config, default_weights
 
 from conftest import synthetic_image
 
-requires_zoo = pytest.mark.skipif(not (default_weights() / "README.md").exists() or not default_config().exists(),
-                                  reason="the demo zoo (weights/, ensemble_config.json) is not in this checkout")
+requires_zoo = pytest.mark.skipif(
+    not (default_weights() / "README.md").exists() or not default_config().exists(),
+    reason="the demo zoo (weights/, ensemble_config.json) is not in this checkout",
+)
 
 # One 24 x 80 x 80 tile of the zoo's plans (3 x 2 x 2 mm) per member: about a second per case on 2 cores.
 SHAPE_ZYX = (20, 60, 64)
@@ -65,8 +67,16 @@ def reference_masks(cohort: Path, config: Path, out: Path, *, one_cpu: bool = Fa
         os.sched_setaffinity(0, {min(cpus)})
     try:
         for index, files in enumerate(groups):
-            results = segment(files, output_dir=out / str(index), task="t1", config=config,
-                              weights=default_weights(), device="cpu", backend="torch", time_budget_s=float("inf"))
+            results = segment(
+                files,
+                output_dir=out / str(index),
+                task="t1",
+                config=config,
+                weights=default_weights(),
+                device="cpu",
+                backend="torch",
+                time_budget_s=float("inf"),
+            )
             masks.update({names[r.input]: read_mask(r.output) for r in results})
     finally:
         os.sched_setaffinity(0, cpus)
@@ -82,8 +92,9 @@ def shared_reference_masks(tmp_path_factory, *, one_cpu: bool = False) -> dict[s
     key = "one-cpu" if one_cpu else "all-cpus"
     if key not in _REFERENCE:
         root = tmp_path_factory.mktemp("reference")
-        _REFERENCE[key] = reference_masks(write_cohort(root / "cases"), small_config(root / "config.json"),
-                                          root / "out", one_cpu=one_cpu)
+        _REFERENCE[key] = reference_masks(
+            write_cohort(root / "cases"), small_config(root / "config.json"), root / "out", one_cpu=one_cpu
+        )
     return _REFERENCE[key]
 
 

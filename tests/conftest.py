@@ -22,8 +22,12 @@ AMOS_INPUT = SAMPLES / "t1-amos_0540" / "input"
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
-    parser.addoption("--container", action="store_true", default=False,
-                     help="run the tests marked container against a built image (make container-test)")
+    parser.addoption(
+        "--container",
+        action="store_true",
+        default=False,
+        help="run the tests marked container against a built image (make container-test)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -101,8 +105,15 @@ def tiny_weights(tmp_path_factory) -> Path:
     (features / 16): two preprocessing groups, best and final checkpoints, an uninstalled trainer."""
     root = tmp_path_factory.mktemp("weights")
     make_model_folder(root, MODEL_A, plans=shrink(load_plans("task1"), divisor=16), folds=(0, 1))
-    make_model_folder(root, MODEL_B, plans=shrink(load_plans("task2"), divisor=16), folds=(0,),
-                      checkpoint_name="checkpoint_best.pth", trainer_name="nnUNetTrainer_Foo", seed=7)
+    make_model_folder(
+        root,
+        MODEL_B,
+        plans=shrink(load_plans("task2"), divisor=16),
+        folds=(0,),
+        checkpoint_name="checkpoint_best.pth",
+        trainer_name="nnUNetTrainer_Foo",
+        seed=7,
+    )
     return root
 
 
@@ -124,8 +135,11 @@ def micro_weights(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def tiny_members_t1() -> list[dict]:
-    return [member("a-f0", MODEL_A), member("a-f1", MODEL_A, fold=1, weight=2.0, role="volume"),
-            member("b-f0", MODEL_B, checkpoint="checkpoint_best.pth", role="boundary")]
+    return [
+        member("a-f0", MODEL_A),
+        member("a-f1", MODEL_A, fold=1, weight=2.0, role="volume"),
+        member("b-f0", MODEL_B, checkpoint="checkpoint_best.pth", role="boundary"),
+    ]
 
 
 def tiny_members_t2() -> list[dict]:
@@ -139,9 +153,16 @@ def tiny_config(tmp_path_factory) -> Path:
     return path
 
 
-def synthetic_image(shape_zyx=(24, 64, 72), spacing_xyz=(1.2, 1.25, 3.0), *, seed=0, dtype=np.float32,
-                    direction=(0.99619, 0, 0.08716, 0, -1, 0, -0.08716, 0, 0.99619), origin=(10.0, -5.0, 3.0),
-                    scale=300.0):
+def synthetic_image(
+    shape_zyx=(24, 64, 72),
+    spacing_xyz=(1.2, 1.25, 3.0),
+    *,
+    seed=0,
+    dtype=np.float32,
+    direction=(0.99619, 0, 0.08716, 0, -1, 0, -0.08716, 0, 0.99619),
+    origin=(10.0, -5.0, 3.0),
+    scale=300.0,
+):
     """A smooth random volume with a bright blob: oblique, y-flipped, anisotropic by default."""
     import SimpleITK as sitk
     from scipy.ndimage import gaussian_filter
@@ -150,8 +171,11 @@ def synthetic_image(shape_zyx=(24, 64, 72), spacing_xyz=(1.2, 1.25, 3.0), *, see
     array = gaussian_filter(rng.normal(size=shape_zyx), 2) * 4 + 1
     zz, yy, xx = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape_zyx], indexing="ij")
     array += 2 * (zz**2 + yy**2 + xx**2 < 0.2)
-    array = (array * scale).astype(dtype) if np.issubdtype(dtype, np.floating) else \
-        np.clip(array * scale, np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+    array = (
+        (array * scale).astype(dtype)
+        if np.issubdtype(dtype, np.floating)
+        else np.clip(array * scale, np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+    )
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(spacing_xyz)
     image.SetDirection(direction)
@@ -159,8 +183,15 @@ def synthetic_image(shape_zyx=(24, 64, 72), spacing_xyz=(1.2, 1.25, 3.0), *, see
     return image
 
 
-def write_gc_input(root: Path, image, *, slug="abdominal-t1-mri", file_name="9a1c-image.mha",
-                   uploaded_name="patient_scan.nii.gz", inputs_json=True) -> Path:
+def write_gc_input(
+    root: Path,
+    image,
+    *,
+    slug="abdominal-t1-mri",
+    file_name="9a1c-image.mha",
+    uploaded_name="patient_scan.nii.gz",
+    inputs_json=True,
+) -> Path:
     """Lay ``image`` out as grand-challenge does; returns the input folder."""
     import SimpleITK as sitk
 
@@ -168,7 +199,14 @@ def write_gc_input(root: Path, image, *, slug="abdominal-t1-mri", file_name="9a1
     (folder / "images" / slug).mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(image, str(folder / "images" / slug / file_name), useCompression=True)
     if inputs_json:
-        (folder / "inputs.json").write_text(json.dumps([
-            {"interface": {"slug": slug, "kind": "Image", "relative_path": f"images/{slug}"},
-             "image": {"name": uploaded_name}}]))
+        (folder / "inputs.json").write_text(
+            json.dumps(
+                [
+                    {
+                        "interface": {"slug": slug, "kind": "Image", "relative_path": f"images/{slug}"},
+                        "image": {"name": uploaded_name},
+                    }
+                ]
+            )
+        )
     return folder

@@ -80,9 +80,19 @@ def stored_image(image):
     return out
 
 
-def write_series(image, folder: Path, *, series_description: str = "t2_haste_tra_mbh", series_number: int = 3,
-                 modality: str = "MR", study_uid: str | None = None, frame_uid: str | None = None,
-                 series_uid: str | None = None, transfer_syntax: str | None = None, tweak=None) -> list[Path]:
+def write_series(
+    image,
+    folder: Path,
+    *,
+    series_description: str = "t2_haste_tra_mbh",
+    series_number: int = 3,
+    modality: str = "MR",
+    study_uid: str | None = None,
+    frame_uid: str | None = None,
+    series_uid: str | None = None,
+    transfer_syntax: str | None = None,
+    tweak=None,
+) -> list[Path]:
     """Write ``image`` as one DICOM series, a file per slice (names in shuffled order); returns the files.
 
     ``tweak(k, dataset)`` may change slice k's dataset before it is written (tests break geometry with it).
@@ -228,13 +238,13 @@ def set_element(path: Path, tag: int, vr: str | None, value: bytes | None) -> No
     group_length = struct.unpack("<I", data[140:144])[0]
     at = 144 + group_length
     while at + 8 <= len(data):
-        found = struct.unpack("<HH", data[at: at + 4])
+        found = struct.unpack("<HH", data[at : at + 4])
         found = found[0] << 16 | found[1]
-        element_vr = data[at + 4: at + 6]
+        element_vr = data[at + 4 : at + 6]
         if element_vr in _LONG_VRS:
-            length, header = struct.unpack("<I", data[at + 8: at + 12])[0], 12
+            length, header = struct.unpack("<I", data[at + 8 : at + 12])[0], 12
         else:
-            length, header = struct.unpack("<H", data[at + 6: at + 8])[0], 8
+            length, header = struct.unpack("<H", data[at + 6 : at + 8])[0], 8
         end = at + header + (0 if length == 0xFFFFFFFF else length)
         if found >= tag or length == 0xFFFFFFFF:
             break

@@ -22,8 +22,14 @@ class EchoNetwork(torch.nn.Module):
     Every forward pass costs ``seconds_per_tile`` per tile on ``clock`` when one is given.
     """
 
-    def __init__(self, scale: float = 1.0, shift: float = 0.0, clock: FakeClock | None = None,
-                 seconds_per_tile: float = 0.0, classes: int = 2):
+    def __init__(
+        self,
+        scale: float = 1.0,
+        shift: float = 0.0,
+        clock: FakeClock | None = None,
+        seconds_per_tile: float = 0.0,
+        classes: int = 2,
+    ):
         super().__init__()
         self.scale, self.shift, self.clock, self.seconds_per_tile = scale, shift, clock, seconds_per_tile
         self.classes = classes
@@ -44,14 +50,27 @@ def run_report(**changes):
     from pantherseg.run_report import OutputRecord, RunReport
 
     fields = dict(
-        task="t1", input={"path": "/in/case.mha", "size_xyz": [4, 5, 6]},
-        output=OutputRecord(path="/out/case.mha", paths=("/out/case.mha", "/out/case.seg.dcm"), tumor_voxels=12,
-                            tumor_volume_mm3=36.0004, tumor_statistics={"volume_ml": 0.036}),
-        device="cpu (torch, float32)", weights="/weights", config="/ensemble_config.json",
-        members=(MemberOutcome("a", "all-rounder", 1.0, MemberStatus.RAN, tiles_done=3, tiles_total=3, network_s=1.5),
-                 MemberOutcome("b", "volume", 2.0, MemberStatus.SKIPPED, reason="projected 400 s")),
-        timings_s={"read": 0.25, "network": 1.5}, notes=("a note",),
-        quality={"score": 0.8, "review": False, "reasons": []}, run_hash="ab" * 32,
-        software={"pantherseg": "0"})
+        task="t1",
+        input={"path": "/in/case.mha", "size_xyz": [4, 5, 6]},
+        output=OutputRecord(
+            path="/out/case.mha",
+            paths=("/out/case.mha", "/out/case.seg.dcm"),
+            tumor_voxels=12,
+            tumor_volume_mm3=36.0004,
+            tumor_statistics={"volume_ml": 0.036},
+        ),
+        device="cpu (torch, float32)",
+        weights="/weights",
+        config="/ensemble_config.json",
+        members=(
+            MemberOutcome("a", "all-rounder", 1.0, MemberStatus.RAN, tiles_done=3, tiles_total=3, network_s=1.5),
+            MemberOutcome("b", "volume", 2.0, MemberStatus.SKIPPED, reason="projected 400 s"),
+        ),
+        timings_s={"read": 0.25, "network": 1.5},
+        notes=("a note",),
+        quality={"score": 0.8, "review": False, "reasons": []},
+        run_hash="ab" * 32,
+        software={"pantherseg": "0"},
+    )
     fields.update(changes)
     return RunReport(**fields)

@@ -33,22 +33,43 @@ def shrink(plans: dict, *, divisor: int = 8, configuration: str = "3d_fullres", 
     return plans
 
 
-def network_from_plans(plans: dict, num_classes: int, *, configuration: str = "3d_fullres",
-                       deep_supervision: bool = False, allow_init: bool = True) -> torch.nn.Module:
+def network_from_plans(
+    plans: dict,
+    num_classes: int,
+    *,
+    configuration: str = "3d_fullres",
+    deep_supervision: bool = False,
+    allow_init: bool = True,
+) -> torch.nn.Module:
     """The plans' network with random weights, built as nnU-Net builds it (one input channel)."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     cm = PlansManager(plans).get_configuration(configuration)
-    return get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                  cm.network_arch_init_kwargs_req_import, 1, num_classes,
-                                  allow_init=allow_init, deep_supervision=deep_supervision)
+    return get_network_from_plans(
+        cm.network_arch_class_name,
+        cm.network_arch_init_kwargs,
+        cm.network_arch_init_kwargs_req_import,
+        1,
+        num_classes,
+        allow_init=allow_init,
+        deep_supervision=deep_supervision,
+    )
 
 
-def make_model_folder(root: Path, name: str, *, plans: dict, labels: dict | None = None,
-                      folds=(0,), checkpoint_name: str = "checkpoint_final.pth",
-                      trainer_name: str = UNINSTALLED_TRAINER, configuration: str = "3d_fullres",
-                      seed: int = 0, nnunet_style: bool = True) -> Path:
+def make_model_folder(
+    root: Path,
+    name: str,
+    *,
+    plans: dict,
+    labels: dict | None = None,
+    folds=(0,),
+    checkpoint_name: str = "checkpoint_final.pth",
+    trainer_name: str = UNINSTALLED_TRAINER,
+    configuration: str = "3d_fullres",
+    seed: int = 0,
+    nnunet_style: bool = True,
+) -> Path:
     """Write ``root/name`` as an nnU-Net results folder with random-weight checkpoints; returns it."""
     labels = labels or {"background": 0, "tumor": 1}
     folder = Path(root) / name
@@ -60,18 +81,25 @@ def make_model_folder(root: Path, name: str, *, plans: dict, labels: dict | None
         torch.manual_seed(seed * 100 + index)
         network = network_from_plans(plans, len(labels), configuration=configuration, deep_supervision=True)
         _perturb_norms(network, seed * 100 + index)
-        checkpoint = {"network_weights": network.state_dict(), "trainer_name": trainer_name,
-                      "init_args": {"configuration": configuration, "fold": fold},
-                      "inference_allowed_mirroring_axes": (0, 1, 2), "current_epoch": 150}
+        checkpoint = {
+            "network_weights": network.state_dict(),
+            "trainer_name": trainer_name,
+            "init_args": {"configuration": configuration, "fold": fold},
+            "inference_allowed_mirroring_axes": (0, 1, 2),
+            "current_epoch": 150,
+        }
         if nnunet_style:
-            checkpoint.update({
-                "optimizer_state": {"state": {}, "param_groups": [{"lr": 0.01, "params": [0]}]},
-                "grad_scaler_state": None,
-                "logging": {"mean_fg_dice": [np.float64(0.4)], "ema_fg_dice": [np.float64(0.4)], "lrs": [0.01]},
-                "_best_ema": np.float64(0.4),
-            })
-            checkpoint["init_args"].update({"plans": plans, "dataset_json": dataset_json,
-                                            "device": torch.device("cpu")})
+            checkpoint.update(
+                {
+                    "optimizer_state": {"state": {}, "param_groups": [{"lr": 0.01, "params": [0]}]},
+                    "grad_scaler_state": None,
+                    "logging": {"mean_fg_dice": [np.float64(0.4)], "ema_fg_dice": [np.float64(0.4)], "lrs": [0.01]},
+                    "_best_ema": np.float64(0.4),
+                }
+            )
+            checkpoint["init_args"].update(
+                {"plans": plans, "dataset_json": dataset_json, "device": torch.device("cpu")}
+            )
         fold_dir = folder / f"fold_{fold}"
         fold_dir.mkdir(exist_ok=True)
         torch.save(checkpoint, fold_dir / checkpoint_name)
@@ -88,16 +116,32 @@ def _perturb_norms(network: torch.nn.Module, seed: int) -> None:
                 module.bias.copy_(0.5 * torch.randn(module.bias.shape, generator=generator))
 
 
-def member(name: str, model: str, *, fold: int = 0, checkpoint: str = "checkpoint_final.pth",
-           weight: float = 1.0, role: str = "all-rounder") -> dict:
+def member(
+    name: str,
+    model: str,
+    *,
+    fold: int = 0,
+    checkpoint: str = "checkpoint_final.pth",
+    weight: float = 1.0,
+    role: str = "all-rounder",
+) -> dict:
     return {"name": name, "role": role, "model": model, "fold": fold, "checkpoint": checkpoint, "weight": weight}
 
 
 def config_dict(members_t1: list[dict], members_t2: list[dict] | None = None, **top) -> dict:
-    tasks = {"t1": {"input_slug": "abdominal-t1-mri", "output_slug": "pancreatic-tumor-segmentation",
-                    "tumor_label": 1, "members": members_t1}}
+    tasks = {
+        "t1": {
+            "input_slug": "abdominal-t1-mri",
+            "output_slug": "pancreatic-tumor-segmentation",
+            "tumor_label": 1,
+            "members": members_t1,
+        }
+    }
     if members_t2:
-        tasks["t2"] = {"input_slug": "abdominal-t2-mri", "output_slug": "pancreatic-tumor-segmentation",
-                       "tumor_label": 1, "members": members_t2}
-    return {"version": 1, "tile_step_size": 0.5, "use_mirroring": False, "time_budget_s": 300, **top,
-            "tasks": tasks}
+        tasks["t2"] = {
+            "input_slug": "abdominal-t2-mri",
+            "output_slug": "pancreatic-tumor-segmentation",
+            "tumor_label": 1,
+            "members": members_t2,
+        }
+    return {"version": 1, "tile_step_size": 0.5, "use_mirroring": False, "time_budget_s": 300, **top, "tasks": tasks}

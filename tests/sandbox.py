@@ -27,8 +27,9 @@ def _sandbox_available() -> bool:
 requires_sandbox = pytest.mark.skipif(not _sandbox_available(), reason="unshare -rmn (user namespaces) unavailable")
 
 
-def run_like_grand_challenge(tmp_path: Path, input_dir: Path, model_dir: Path, config: Path,
-                             extra: list[str] = ()) -> tuple[subprocess.CompletedProcess, Path, Path]:
+def run_like_grand_challenge(
+    tmp_path: Path, input_dir: Path, model_dir: Path, config: Path, extra: list[str] = ()
+) -> tuple[subprocess.CompletedProcess, Path, Path]:
     """Run inference.py in a sandbox; returns (process, output folder, tmp folder)."""
     output_dir = tmp_path / "output"
     tmp_dir = tmp_path / "tmp"
@@ -37,14 +38,37 @@ def run_like_grand_challenge(tmp_path: Path, input_dir: Path, model_dir: Path, c
         folder.mkdir()
     read_only = [input_dir, model_dir, config.parent, home, ROOT]
     mounts = " && ".join(f"mount --bind '{p}' '{p}' && mount -o remount,bind,ro '{p}'" for p in read_only)
-    command = [sys.executable, "inference.py", "--input", str(input_dir), "--output", str(output_dir),
-               "--weights", str(model_dir), "--config", str(config), "--device", "cpu",
-               "--report", str(tmp_dir / "run_report.json"), *extra]
-    env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp_dir), "PYTHONDONTWRITEBYTECODE": "1",
-           "MPLCONFIGDIR": str(tmp_dir / "mpl")}
+    command = [
+        sys.executable,
+        "inference.py",
+        "--input",
+        str(input_dir),
+        "--output",
+        str(output_dir),
+        "--weights",
+        str(model_dir),
+        "--config",
+        str(config),
+        "--device",
+        "cpu",
+        "--report",
+        str(tmp_dir / "run_report.json"),
+        *extra,
+    ]
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "TMPDIR": str(tmp_dir),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "MPLCONFIGDIR": str(tmp_dir / "mpl"),
+    }
     process = subprocess.run(
-        ["unshare", "-rmn", "sh", "-c", f"{mounts} && exec \"$@\"", "sandbox", *command],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        ["unshare", "-rmn", "sh", "-c", f'{mounts} && exec "$@"', "sandbox", *command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     return process, output_dir, tmp_dir
 

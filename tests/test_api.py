@@ -21,8 +21,9 @@ def micro(micro_weights, tmp_path):
     path = tmp_path / "in" / "case.mha"
     path.parent.mkdir()
     sitk.WriteImage(synthetic_image((8, 16, 16), seed=4), str(path))
-    return RunOptions(task="t2", config=config, weights=weights, device="cpu", backend="torch",
-                      time_budget_s=float("inf")), path
+    return RunOptions(
+        task="t2", config=config, weights=weights, device="cpu", backend="torch", time_budget_s=float("inf")
+    ), path
 
 
 def test_inputs_are_files_and_folders_sorted_with_unique_stems(tmp_path):
@@ -52,11 +53,18 @@ def test_one_ensemble_segments_case_after_case_under_the_names_given(micro, tmp_
     second = segment_case(ensemble, path, output_dir=out, options=case_options, name="second")
     assert ensemble.networks == networks  # kept: built once for both cases
     assert sorted(p.name for p in out.iterdir()) == [
-        "first.nii.gz", "first.report.json", "first.uncertainty.mha",
-        "second.nii.gz", "second.report.json", "second.uncertainty.mha"]
+        "first.nii.gz",
+        "first.report.json",
+        "first.uncertainty.mha",
+        "second.nii.gz",
+        "second.report.json",
+        "second.uncertainty.mha",
+    ]
     assert first.output == out / "first.nii.gz" and first.report.run_hash == "h1" and second.report.run_hash is None
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(first.output))),
-                                  sitk.GetArrayFromImage(sitk.ReadImage(str(second.output))))
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(sitk.ReadImage(str(first.output))),
+        sitk.GetArrayFromImage(sitk.ReadImage(str(second.output))),
+    )
     saved = json.loads((out / "first.report.json").read_text())
     assert saved == first.report.to_json()
     assert list(saved["timings_s"])[:2] == ["load", "read"] and list(saved["timings_s"])[-1] == "write"

@@ -28,13 +28,23 @@ def case(tmp_path_factory):
 def _run(case, tiny_weights, tiny_config, out, caplog, **fields):
     path, _ = case
     with caplog.at_level(logging.INFO, logger="pantherseg"):
-        result = segment(path, output_dir=out, task="t1", config=tiny_config, weights=tiny_weights, device="cpu",
-                         report_dir=out, time_budget_s=float("inf"), **fields)[0]
+        result = segment(
+            path,
+            output_dir=out,
+            task="t1",
+            config=tiny_config,
+            weights=tiny_weights,
+            device="cpu",
+            report_dir=out,
+            time_budget_s=float("inf"),
+            **fields,
+        )[0]
     return result
 
 
 def test_report_and_log_carry_the_score_and_the_uncertainty_map_has_the_inputs_geometry(
-        case, tiny_weights, tiny_config, tmp_path, caplog):
+    case, tiny_weights, tiny_config, tmp_path, caplog
+):
     result = _run(case, tiny_weights, tiny_config, tmp_path, caplog, output_formats=("uncertainty", "mha"))
     report = json.loads((tmp_path / "case.report.json").read_text())
     quality = report["quality"]

@@ -23,11 +23,37 @@ import winners  # noqa: E402
 
 def test_gpu_benchmark_tiny_configuration_runs_on_the_cpu(tmp_path, capsys):
     out = tmp_path / "gpu.json"
-    assert bench_gpu.main(["--tiny", "--device", "cpu", "--precision", "fp32", "--reference", "--cpus", "1",
-                           "--preprocessing", "on", "--json", str(out)]) == 0
+    assert (
+        bench_gpu.main(
+            [
+                "--tiny",
+                "--device",
+                "cpu",
+                "--precision",
+                "fp32",
+                "--reference",
+                "--cpus",
+                "1",
+                "--preprocessing",
+                "on",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
-    for label in ("wall time", "network", "achieved", "peak GPU memory", "nnU-Net's route", "preprocess ",
-                  "sliding window", "of the bare network pass's rate", "idle between tiles"):
+    for label in (
+        "wall time",
+        "network",
+        "achieved",
+        "peak GPU memory",
+        "nnU-Net's route",
+        "preprocess ",
+        "sliding window",
+        "of the bare network pass's rate",
+        "idle between tiles",
+    ):
         assert label in printed
     result = json.loads(out.read_text())
     assert result["tiles"] == 1 and result["members"] == 1
@@ -37,7 +63,8 @@ def test_gpu_benchmark_tiny_configuration_runs_on_the_cpu(tmp_path, capsys):
     assert result["reference"]["wall_s"] > 0 and result["reference"]["voxel_agreement"] > 0.999
     assert result["pinned_cpus"] and len(result["pinned_cpus"]) == 1
     assert result["bare_s_per_tile"] > 0 and result["window_rate_of_bare"] == pytest.approx(
-        result["bare_s_per_tile"] * result["tiles"] / result["network_s"])
+        result["bare_s_per_tile"] * result["tiles"] / result["network_s"]
+    )
     assert set(result["stage_shares"]) >= {"preprocess", "network", "export"} and result["batches_busy_s"] > 0
 
 
@@ -55,8 +82,8 @@ def test_gpu_tile_benchmark_tiny_configuration_runs_on_the_cpu(capsys):
     rows = bench_gpu_tile.main(["--tiny", "--device", "cpu", "--cuda-graphs"])
     graphs = [variant[0] for variant in bench_gpu_tile.OPT_IN_VARIANTS["cuda-graphs"]]
     assert [row["variant"] for row in rows] == [variant[0] for variant in bench_gpu_tile.VARIANTS] + graphs
-    assert all(row["applicable"] is False for row in rows[-len(graphs):])  # CUDA graphs need CUDA
-    rows = rows[:-len(graphs)]
+    assert all(row["applicable"] is False for row in rows[-len(graphs) :])  # CUDA graphs need CUDA
+    rows = rows[: -len(graphs)]
     assert rows[0]["speed_up"] == 1.0 and all(row["ms_per_tile"] > 0 for row in rows)
     assert "ms per tile" in capsys.readouterr().out
 
@@ -71,10 +98,12 @@ def test_cpu_tile_benchmark_tiny_configuration_names_the_cpu(tmp_path, capsys):
     assert "CPU: " in printed and json.loads((tmp_path / "tile.json").read_text())["patch"]
     assert "fp32 peak" in printed and "% of peak" in printed
     peak = figures["fp32_peak"]
-    assert peak["gflops"] == pytest.approx(peak["lanes"] * 2 * peak["fma_units_per_core"] * peak["clock_ghz"]
-                                           * peak["threads"])
-    assert figures["gflops"]["torch fp32"] == pytest.approx(figures["gflop_per_tile"]
-                                                            / figures["seconds_per_tile"]["torch fp32"])
+    assert peak["gflops"] == pytest.approx(
+        peak["lanes"] * 2 * peak["fma_units_per_core"] * peak["clock_ghz"] * peak["threads"]
+    )
+    assert figures["gflops"]["torch fp32"] == pytest.approx(
+        figures["gflop_per_tile"] / figures["seconds_per_tile"]["torch fp32"]
+    )
 
 
 def test_machine_reads_model_and_vector_flags(tmp_path):
@@ -93,8 +122,10 @@ def test_fp32_peak_from_vector_width_clock_and_threads(tmp_path, flags, lanes):
     import machine
 
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(f"processor\t: 0\ncpu MHz\t\t: 2000.000\nflags\t\t: {flags}\n"
-                       f"processor\t: 1\ncpu MHz\t\t: 2500.000\nflags\t\t: {flags}\n")
+    cpuinfo.write_text(
+        f"processor\t: 0\ncpu MHz\t\t: 2000.000\nflags\t\t: {flags}\n"
+        f"processor\t: 1\ncpu MHz\t\t: 2500.000\nflags\t\t: {flags}\n"
+    )
     peak = machine.fp32_peak(cpuinfo, threads=4)
     assert peak["lanes"] == lanes and peak["clock_ghz"] == 2.5
     assert peak["gflops"] == pytest.approx(lanes * 2 * 2 * 2.5 * 4)
@@ -107,10 +138,17 @@ def test_winners_tile_is_the_published_4_84_tflop():
     assert winners.tile_flops(plans, len(dataset["labels"])) / 1e12 == pytest.approx(4.84, abs=0.01)
 
 
-@pytest.mark.parametrize("name,key,peak", [("Tesla T4", "T4", 65.0), ("NVIDIA A10G", "A10G", 125.0),
-                                           ("NVIDIA H100 80GB HBM3", "H100", 989.4),
-                                           ("NVIDIA H100 PCIe", "H100 PCIe", 756.0),
-                                           ("NVIDIA H200", "H200", 989.4), ("NVIDIA L4", None, None)])
+@pytest.mark.parametrize(
+    "name,key,peak",
+    [
+        ("Tesla T4", "T4", 65.0),
+        ("NVIDIA A10G", "A10G", 125.0),
+        ("NVIDIA H100 80GB HBM3", "H100", 989.4),
+        ("NVIDIA H100 PCIe", "H100 PCIe", 756.0),
+        ("NVIDIA H200", "H200", 989.4),
+        ("NVIDIA L4", None, None),
+    ],
+)
 def test_card_peaks_are_found_by_device_name(name, key, peak):
     assert bench_gpu.card_peak(name) == (key, peak)
 

@@ -23,8 +23,24 @@ def _folder_of_cases(folder):
 def test_predict_evaluate_select(tiny_weights, tiny_config, tmp_path, capsys):
     cases = _folder_of_cases(tmp_path / "cases")
     out, members = tmp_path / "out", tmp_path / "members"
-    code = main(["predict", "-i", str(cases), "-o", str(out), "--weights", str(tiny_weights),
-                 "--config", str(tiny_config), "--device", "cpu", "--member-outputs", str(members), "-q"])
+    code = main(
+        [
+            "predict",
+            "-i",
+            str(cases),
+            "-o",
+            str(out),
+            "--weights",
+            str(tiny_weights),
+            "--config",
+            str(tiny_config),
+            "--device",
+            "cpu",
+            "--member-outputs",
+            str(members),
+            "-q",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out.split()
     assert printed == [str(out / "case_a.mha"), str(out / "case_b.mha")]
@@ -50,8 +66,26 @@ def test_predict_evaluate_select(tiny_weights, tiny_config, tmp_path, capsys):
     assert len(figures["folders"][0]["cases"]) == 2
 
     new_config = tmp_path / "selected.json"
-    assert main(["select", "--member-outputs", str(members), "--reports", str(out), "--gt", str(truth),
-                 "--config", str(tiny_config), "--out", str(new_config), "--max-steps", "3"]) == 0
+    assert (
+        main(
+            [
+                "select",
+                "--member-outputs",
+                str(members),
+                "--reports",
+                str(out),
+                "--gt",
+                str(truth),
+                "--config",
+                str(tiny_config),
+                "--out",
+                str(new_config),
+                "--max-steps",
+                "3",
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "chosen:" in table and "all members" in table
     chosen = load_config(new_config).task("t1")
@@ -63,8 +97,23 @@ def test_predict_reports_bad_cases_and_still_writes_good_ones(tiny_weights, tiny
     cases = _folder_of_cases(tmp_path / "cases")
     (cases / "broken.mha").write_text("not an image")
     out = tmp_path / "out"
-    code = main(["predict", "-i", str(cases), "-o", str(out), "--weights", str(tiny_weights),
-                 "--config", str(tiny_config), "--device", "cpu", "-q", "--no-report"])
+    code = main(
+        [
+            "predict",
+            "-i",
+            str(cases),
+            "-o",
+            str(out),
+            "--weights",
+            str(tiny_weights),
+            "--config",
+            str(tiny_config),
+            "--device",
+            "cpu",
+            "-q",
+            "--no-report",
+        ]
+    )
     assert code == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("pantherseg error: 1 of 3 case(s) failed: broken.mha")
@@ -73,8 +122,21 @@ def test_predict_reports_bad_cases_and_still_writes_good_ones(tiny_weights, tiny
 
 def test_unknown_task_exits_with_config_error(tiny_weights, tiny_config, tmp_path, capsys):
     cases = _folder_of_cases(tmp_path / "cases")
-    code = main(["predict", "-i", str(cases), "-o", str(tmp_path / "o"), "--task", "t9",
-                 "--weights", str(tiny_weights), "--config", str(tiny_config)])
+    code = main(
+        [
+            "predict",
+            "-i",
+            str(cases),
+            "-o",
+            str(tmp_path / "o"),
+            "--task",
+            "t9",
+            "--weights",
+            str(tiny_weights),
+            "--config",
+            str(tiny_config),
+        ]
+    )
     assert code == 4
     assert "Task 't9' is not in the ensemble config" in capsys.readouterr().err
 

@@ -16,8 +16,10 @@ CONSOLE_SCRIPT = Path(sys.executable).parent / "pantherseg"
 
 COMMANDS = {
     "python -m pantherseg.cli --help": ([sys.executable, "-m", "pantherseg.cli", "--help"], "predict"),
-    "python -m pantherseg.cli predict --help": ([sys.executable, "-m", "pantherseg.cli", "predict", "--help"],
-                                                "--preview"),
+    "python -m pantherseg.cli predict --help": (
+        [sys.executable, "-m", "pantherseg.cli", "predict", "--help"],
+        "--preview",
+    ),
     "pantherseg predict --help": ([str(CONSOLE_SCRIPT), "predict", "--help"], "--member-outputs"),
     "python inference.py --help": ([sys.executable, str(REPO / "inference.py"), "--help"], "--weights"),
 }

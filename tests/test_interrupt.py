@@ -37,9 +37,24 @@ def test_sigterm_during_prediction(tmp_path, tiny_weights, tiny_config):
     input_dir = write_gc_input(tmp_path, synthetic_image((60, 160, 200)), slug="abdominal-t2-mri")
     output = tmp_path / "output"
     process = subprocess.Popen(
-        [sys.executable, str(REPO / "inference.py"), "--input", str(input_dir), "--output", str(output),
-         "--weights", str(tiny_weights), "--config", str(tiny_config), "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        [
+            sys.executable,
+            str(REPO / "inference.py"),
+            "--input",
+            str(input_dir),
+            "--output",
+            str(output),
+            "--weights",
+            str(tiny_weights),
+            "--config",
+            str(tiny_config),
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
     )
     lines: list[str] = []
     started = threading.Event()
@@ -121,8 +136,9 @@ def run_guarded_process(signals_at: list[float], *args: str) -> tuple[int, list[
     """Start GUARDED, send SIGTERM at each delay (seconds after 'ready'); its exit code and stderr lines."""
     import time
 
-    process = subprocess.Popen([sys.executable, "-c", GUARDED, *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, cwd=REPO)
+    process = subprocess.Popen(
+        [sys.executable, "-c", GUARDED, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
     try:
         assert process.stdout.readline().strip() == "ready"
         start = time.monotonic()

@@ -23,22 +23,75 @@ from pantherseg.errors import ConfigError, InputError, PantherError
 
 from model_factory import config_dict, member
 
-KEYS = ["version", "tile_step_size", "use_mirroring", "time_budget_s", "export_reserve_s", "precision", "backend",
-        "tasks", "t1", "input_slug", "output_slug", "tumor_label", "members", "name", "role", "model", "fold",
-        "checkpoint", "weight", "configuration", "interface", "slug", "relative_path", "image", "kind"]
+KEYS = [
+    "version",
+    "tile_step_size",
+    "use_mirroring",
+    "time_budget_s",
+    "export_reserve_s",
+    "precision",
+    "backend",
+    "tasks",
+    "t1",
+    "input_slug",
+    "output_slug",
+    "tumor_label",
+    "members",
+    "name",
+    "role",
+    "model",
+    "fold",
+    "checkpoint",
+    "weight",
+    "configuration",
+    "interface",
+    "slug",
+    "relative_path",
+    "image",
+    "kind",
+]
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(min_value=10**30, max_value=10**40),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
-    st.sampled_from(["", "\x00", "a\x00b", "..", "/", "/etc", "../..", "images/abdominal-t1-mri", "t1",
-                     "abdominal-t1-mri", "auto", "checkpoint_final.pth", "3d_fullres", "all"]),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=10**30, max_value=10**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "",
+            "\x00",
+            "a\x00b",
+            "..",
+            "/",
+            "/etc",
+            "../..",
+            "images/abdominal-t1-mri",
+            "t1",
+            "abdominal-t1-mri",
+            "auto",
+            "checkpoint_final.pth",
+            "3d_fullres",
+            "all",
+        ]
+    ),
 )
-JSON = st.recursive(SCALARS, lambda children: st.one_of(
-    st.lists(children, max_size=4),
-    st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=8)), children, max_size=5)), max_leaves=20)
+JSON = st.recursive(
+    SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=8)), children, max_size=5),
+    ),
+    max_leaves=20,
+)
 
 VALID_CONFIG = config_dict([member("a-f0", "Dataset801_Test/T__P__3d_fullres")])
-VALID_INPUTS = [{"interface": {"slug": "abdominal-t1-mri", "kind": "Image", "relative_path": "images/abdominal-t1-mri"},
-                 "image": {"name": "scan.mha"}}]
+VALID_INPUTS = [
+    {
+        "interface": {"slug": "abdominal-t1-mri", "kind": "Image", "relative_path": "images/abdominal-t1-mri"},
+        "image": {"name": "scan.mha"},
+    }
+]
 
 
 def replace_somewhere(document, data) -> object:
@@ -86,8 +139,11 @@ def check_inputs(input_dir: Path, document) -> None:
 
 
 def _property(examples: int):
-    return settings(max_examples=examples, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
 
 
 @_property(150)

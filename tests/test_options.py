@@ -18,12 +18,34 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_from_args_maps_the_shared_flags():
-    options = RunOptions.from_args(parse("--device", "cpu", "--time-budget", "120", "--tile-batch-size", "2",
-                                         "--precision", "bf16", "--backend", "torch", "--config", "c.json"),
-                                   task="t2", report_dir=Path("out"))
-    assert (options.device, options.time_budget_s, options.tile_batch_size, options.precision, options.backend,
-            options.config, options.task, options.report_dir) == ("cpu", 120.0, 2, "bf16", "torch", Path("c.json"),
-                                                                  "t2", Path("out"))
+    options = RunOptions.from_args(
+        parse(
+            "--device",
+            "cpu",
+            "--time-budget",
+            "120",
+            "--tile-batch-size",
+            "2",
+            "--precision",
+            "bf16",
+            "--backend",
+            "torch",
+            "--config",
+            "c.json",
+        ),
+        task="t2",
+        report_dir=Path("out"),
+    )
+    assert (
+        options.device,
+        options.time_budget_s,
+        options.tile_batch_size,
+        options.precision,
+        options.backend,
+        options.config,
+        options.task,
+        options.report_dir,
+    ) == ("cpu", 120.0, 2, "bf16", "torch", Path("c.json"), "t2", Path("out"))
     assert options.budget_from_process_start  # both entry points count from process start
     assert RunOptions.from_args(parse()).time_budget_s is None  # the config's
     assert math.isinf(RunOptions.from_args(parse("--time-budget", "0")).time_budget_s)  # 0: no deadline
@@ -45,11 +67,20 @@ def test_an_unknown_option_is_a_type_error_naming_it(tmp_path):
 # --- issue 20: every numeric flag is range-checked (a usage error, exit 2, one line) --------------------
 
 BAD_FLAGS = [
-    ["--tile-batch-size", "0"], ["--tile-batch-size", "-3"], ["--tile-batch-size", "1e3"],
-    ["--time-budget", "-1"], ["--time-budget", "nan"], ["--time-budget", "inf"],
-    ["--num-parts", "0"], ["--num-parts", "-2"], ["--part-id", "-1"],
-    ["--ray-workers", "0"], ["--ray-cpus-per-worker", "0"], ["--ray-cpus-per-worker", "nan"],
-    ["--ray-gpus-per-worker", "-1"], ["--max-retries", "-1"],
+    ["--tile-batch-size", "0"],
+    ["--tile-batch-size", "-3"],
+    ["--tile-batch-size", "1e3"],
+    ["--time-budget", "-1"],
+    ["--time-budget", "nan"],
+    ["--time-budget", "inf"],
+    ["--num-parts", "0"],
+    ["--num-parts", "-2"],
+    ["--part-id", "-1"],
+    ["--ray-workers", "0"],
+    ["--ray-cpus-per-worker", "0"],
+    ["--ray-cpus-per-worker", "nan"],
+    ["--ray-gpus-per-worker", "-1"],
+    ["--max-retries", "-1"],
 ]
 
 
@@ -70,11 +101,20 @@ def test_part_id_beyond_num_parts_is_one_line(tmp_path, capsys):
     code = main(["predict", "-i", str(tmp_path), "-o", str(tmp_path / "o"), "--num-parts", "2", "--part-id", "2"])
     assert code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "pantherseg error: --part-id must be in [0, 1] for --num-parts 2, found 2.")
+        "pantherseg error: --part-id must be in [0, 1] for --num-parts 2, found 2."
+    )
 
 
-@pytest.mark.parametrize("field, value", [("tile_batch_size", 0), ("tile_batch_size", True), ("time_budget_s", -1.0),
-                                          ("time_budget_s", float("nan")), ("time_budget_s", 0)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("tile_batch_size", 0),
+        ("tile_batch_size", True),
+        ("time_budget_s", -1.0),
+        ("time_budget_s", float("nan")),
+        ("time_budget_s", 0),
+    ],
+)
 def test_run_options_refuse_what_the_flags_refuse(field, value):
     from pantherseg.errors import ConfigError
     from pantherseg.options import RunOptions

@@ -35,8 +35,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # The fixtures (ensembles, one torch thread) hold no per-example state.
 SLOW_AND_FIXTURES = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 PIXEL_TYPES = {
-    "uint8": sitk.sitkUInt8, "int16": sitk.sitkInt16, "uint16": sitk.sitkUInt16, "int32": sitk.sitkInt32,
-    "float32": sitk.sitkFloat32, "float64": sitk.sitkFloat64,
+    "uint8": sitk.sitkUInt8,
+    "int16": sitk.sitkInt16,
+    "uint16": sitk.sitkUInt16,
+    "int32": sitk.sitkInt32,
+    "float32": sitk.sitkFloat32,
+    "float64": sitk.sitkFloat64,
 }
 
 
@@ -48,7 +52,9 @@ def micro_ensemble(micro_weights):
 
 @pytest.fixture(scope="module")
 def tiny_ensemble(tiny_weights, tiny_config):
-    return Ensemble.load(config=load_config(tiny_config), task="t1", weights=tiny_weights, engine=EngineOptions(device="cpu"))
+    return Ensemble.load(
+        config=load_config(tiny_config), task="t1", weights=tiny_weights, engine=EngineOptions(device="cpu")
+    )
 
 
 @st.composite
@@ -58,11 +64,13 @@ def directions(draw) -> tuple[float, ...]:
     if np.linalg.norm(q) < 1e-3:
         q = np.array([1.0, 0, 0, 0])
     w, x, y, z = q / np.linalg.norm(q)
-    rotation = np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    rotation = np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
     flip = np.eye(3)
     if draw(st.booleans()):
         flip[draw(st.integers(0, 2))] *= -1
@@ -73,8 +81,9 @@ def directions(draw) -> tuple[float, ...]:
 def images(draw, max_voxels_per_axis: int = 14):
     size_xyz = [draw(st.integers(3, max_voxels_per_axis)) for _ in range(3)]  # 3 is refused
     # Now and then an axis thinner than a target voxel (refused), else 0.3-6 mm.
-    spacing = [draw(st.integers(0, 9).flatmap(lambda i: st.just(0.05) if i == 0 else st.floats(0.3, 6.0)))
-               for _ in range(3)]
+    spacing = [
+        draw(st.integers(0, 9).flatmap(lambda i: st.just(0.05) if i == 0 else st.floats(0.3, 6.0))) for _ in range(3)
+    ]
     origin = [draw(st.floats(-500, 500)) for _ in range(3)]
     pixel_type = draw(st.sampled_from(sorted(PIXEL_TYPES)))
     kind = draw(st.sampled_from(["smooth", "noise", "constant"]))

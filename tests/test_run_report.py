@@ -29,17 +29,20 @@ def test_a_report_without_quality_or_hash_leaves_the_keys_out():
     assert RunReport.from_json(data).run_hash is None
 
 
-@pytest.mark.parametrize(("path", "value", "message"), [
-    (("task",), 7, "'task' must be str"),
-    (("output", "tumor_voxels"), True, "'tumor_voxels' must be int"),
-    (("output", "tumor_volume_mm3"), "NaN", "must be a finite number"),
-    (("members", 0, "status"), "exploded", "status must be one of"),
-    (("members",), {"a": 1}, "'members' must be list"),
-    (("timings_s",), {"read": "fast"}, "timings_s must map stage names to seconds"),
-    (("quality", "score"), None, "'score' must be a finite number"),
-    (("quality", "reasons"), [1], "reasons must be a list of strings"),
-    (("notes",), ["ok", 3], "must be lists of strings"),
-])
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("task",), 7, "'task' must be str"),
+        (("output", "tumor_voxels"), True, "'tumor_voxels' must be int"),
+        (("output", "tumor_volume_mm3"), "NaN", "must be a finite number"),
+        (("members", 0, "status"), "exploded", "status must be one of"),
+        (("members",), {"a": 1}, "'members' must be list"),
+        (("timings_s",), {"read": "fast"}, "timings_s must map stage names to seconds"),
+        (("quality", "score"), None, "'score' must be a finite number"),
+        (("quality", "reasons"), [1], "reasons must be a list of strings"),
+        (("notes",), ["ok", 3], "must be lists of strings"),
+    ],
+)
 def test_each_damaged_field_is_one_report_error_naming_it(path, value, message):
     data = report().to_json()
     target = data

@@ -21,8 +21,10 @@ from pantherseg.paths import default_config, default_weights
 from conftest import ROOT, SAMPLES
 from sandbox import requires_sandbox, run_like_grand_challenge
 
-pytestmark = pytest.mark.skipif(not (default_weights() / "README.md").exists() or not default_config().exists(),
-                                reason="the demo zoo (weights/, ensemble_config.json) is not in this checkout")
+pytestmark = pytest.mark.skipif(
+    not (default_weights() / "README.md").exists() or not default_config().exists(),
+    reason="the demo zoo (weights/, ensemble_config.json) is not in this checkout",
+)
 
 
 # Measured on these samples: Dice 0.90 (Task 1, seed 1001) and 0.48 (Task 2, seed 1000, a hard case with

@@ -32,26 +32,44 @@ SHIPPED = set(ship.SHIPPED_KEYS)
 def _nnunet_like_plans() -> dict:
     """A plans.json as nnU-Net's ExperimentPlanner writes it, trimmed to what shrink_plans reads."""
     arch_kwargs = {
-        "n_stages": 6, "features_per_stage": [32, 64, 128, 256, 320, 320],
+        "n_stages": 6,
+        "features_per_stage": [32, 64, 128, 256, 320, 320],
         "conv_op": "torch.nn.modules.conv.Conv3d",
         "kernel_sizes": [[1, 3, 3]] + [[3, 3, 3]] * 5,
         "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
-        "n_conv_per_stage": [2] * 6, "n_conv_per_stage_decoder": [2] * 5, "conv_bias": True,
-        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
-        "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+        "n_conv_per_stage": [2] * 6,
+        "n_conv_per_stage_decoder": [2] * 5,
+        "conv_bias": True,
+        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+        "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+        "dropout_op": None,
+        "dropout_op_kwargs": None,
+        "nonlin": "torch.nn.LeakyReLU",
         "nonlin_kwargs": {"inplace": True},
     }
     config = {
-        "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": 2, "patch_size": [48, 192, 224], "median_image_size_in_voxels": [72, 258, 318],
-        "spacing": [3.0, 1.19, 1.19], "normalization_schemes": ["ZScoreNormalization"],
-        "use_mask_for_norm": [False], "batch_dice": False,
-        "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-                         "arch_kwargs": arch_kwargs,
-                         "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
+        "data_identifier": "nnUNetPlans_3d_fullres",
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": 2,
+        "patch_size": [48, 192, 224],
+        "median_image_size_in_voxels": [72, 258, 318],
+        "spacing": [3.0, 1.19, 1.19],
+        "normalization_schemes": ["ZScoreNormalization"],
+        "use_mask_for_norm": [False],
+        "batch_dice": False,
+        "architecture": {
+            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+            "arch_kwargs": arch_kwargs,
+            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+        },
     }
-    return {"dataset_name": "Dataset901_PhantomT1", "plans_name": "nnUNetPlans", "transpose_forward": [0, 1, 2],
-            "transpose_backward": [0, 1, 2], "configurations": {"2d": {"batch_size": 12}, "3d_fullres": config}}
+    return {
+        "dataset_name": "Dataset901_PhantomT1",
+        "plans_name": "nnUNetPlans",
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "configurations": {"2d": {"batch_size": 12}, "3d_fullres": config},
+    }
 
 
 FINGERPRINT = {"spacings": [[3.0, 1.0, 1.0], [3.0, 1.2, 1.2]], "shapes_after_crop": [[72, 300, 360], [70, 250, 300]]}
@@ -61,8 +79,9 @@ def _network(plans: dict):
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
     arch = plans["configurations"]["3d_fullres"]["architecture"]
-    return get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"],
-                                  1, 3, deep_supervision=False)
+    return get_network_from_plans(
+        arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"], 1, 3, deep_supervision=False
+    )
 
 
 def test_shrunk_plans_build_a_small_network_that_takes_the_patch():
@@ -83,7 +102,9 @@ def test_shrunk_plans_build_a_small_network_that_takes_the_patch():
 def test_task2_plans_keep_the_task1_architecture():
     small = zoo_plans.shrink_plans(_nnunet_like_plans(), "t1", FINGERPRINT)
     moved = zoo_plans.retarget_spacing(small, "t2", FINGERPRINT)
-    assert moved["configurations"]["3d_fullres"]["architecture"] == small["configurations"]["3d_fullres"]["architecture"]
+    assert (
+        moved["configurations"]["3d_fullres"]["architecture"] == small["configurations"]["3d_fullres"]["architecture"]
+    )
     assert moved["configurations"]["3d_fullres"]["spacing"] == zoo_plans.TARGET_SPACING["t2"]
     with pytest.raises(ValueError, match="task must be one of"):
         zoo_plans.shrink_plans(_nnunet_like_plans(), "t9", FINGERPRINT)
@@ -94,10 +115,18 @@ def test_stripped_checkpoint_loads_with_weights_only(tmp_path):
     full = {
         "network_weights": network.state_dict(),
         "optimizer_state": torch.optim.SGD(network.parameters(), lr=0.1).state_dict(),
-        "init_args": {"plans": _nnunet_like_plans(), "configuration": "3d_fullres", "fold": 2,
-                      "dataset_json": {}, "device": torch.device("cpu")},
-        "trainer_name": "nnUNetTrainer_ZooAllRounder", "inference_allowed_mirroring_axes": (0, 1, 2),
-        "current_epoch": 5, "_best_ema": np.float64(0.5), "logging": {"ema_fg_dice": [np.float32(0.5)]},
+        "init_args": {
+            "plans": _nnunet_like_plans(),
+            "configuration": "3d_fullres",
+            "fold": 2,
+            "dataset_json": {},
+            "device": torch.device("cpu"),
+        },
+        "trainer_name": "nnUNetTrainer_ZooAllRounder",
+        "inference_allowed_mirroring_axes": (0, 1, 2),
+        "current_epoch": 5,
+        "_best_ema": np.float64(0.5),
+        "logging": {"ema_fg_dice": [np.float32(0.5)]},
     }
     torch.save(full, tmp_path / "full.pth")
     with pytest.raises(pickle.UnpicklingError):  # weights_only refuses the numpy scalars
@@ -130,7 +159,11 @@ def test_fine_tuning_starts_from_every_pretrained_tensor_heads_included(tmp_path
 def test_ensemble_config_follows_the_winning_layout():
     config = ship.ensemble_config(train_zoo.members())
     assert {k: config[k] for k in ("version", "tile_step_size", "use_mirroring", "time_budget_s")} == {
-        "version": 1, "tile_step_size": 0.5, "use_mirroring": False, "time_budget_s": 300}
+        "version": 1,
+        "tile_step_size": 0.5,
+        "use_mirroring": False,
+        "time_budget_s": 300,
+    }
     t1, t2 = config["tasks"]["t1"], config["tasks"]["t2"]
     assert (t1["input_slug"], t2["input_slug"]) == ("abdominal-t1-mri", "abdominal-t2-mri")
     assert [m["role"] for m in t1["members"]] == ["all-rounder"] * 3 + ["volume"] * 2 + ["boundary"]
@@ -175,8 +208,13 @@ def test_shipped_weights_match_ensemble_config():
             folder = weights / member["model"]
             checkpoint = folder / f"fold_{member['fold']}" / member["checkpoint"]
             openvino_ir = checkpoint.with_suffix(".openvino.xml")  # pantherseg export-openvino, float32
-            expected_files |= {folder / "plans.json", folder / "dataset.json", checkpoint,
-                               openvino_ir, openvino_ir.with_suffix(".bin")}
+            expected_files |= {
+                folder / "plans.json",
+                folder / "dataset.json",
+                checkpoint,
+                openvino_ir,
+                openvino_ir.with_suffix(".bin"),
+            }
             loaded = torch.load(checkpoint, map_location="cpu", weights_only=True)
             assert set(loaded) == SHIPPED, member["name"]
             assert loaded["init_args"]["fold"] == member["fold"]
@@ -187,8 +225,10 @@ def test_shipped_weights_match_ensemble_config():
             labels = json.loads((folder / "dataset.json").read_text())["labels"]
             assert labels == {"background": 0, "tumor": 1, "pancreas": 2}
     found = {p for p in weights.rglob("*") if p.is_file()}
-    assert found == expected_files, (f"unexpected files in weights/: {sorted(map(str, found - expected_files))}; "
-                                     f"missing: {sorted(map(str, expected_files - found))}")
+    assert found == expected_files, (
+        f"unexpected files in weights/: {sorted(map(str, found - expected_files))}; "
+        f"missing: {sorted(map(str, expected_files - found))}"
+    )
     assert sum(p.stat().st_size for p in found) < 75e6
 
 
@@ -208,9 +248,23 @@ def test_shipped_openvino_conversions_are_current():
 def _run_recipe(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
     return subprocess.run(
-        [sys.executable, str(ZOO / "train_zoo.py"), "--token", "--scratch", str(tmp_path / "zoo"),
-         "--weights", str(tmp_path / "weights"), "--config", str(tmp_path / "ensemble_config.json"), *args],
-        env=env, capture_output=True, text=True, timeout=1200)
+        [
+            sys.executable,
+            str(ZOO / "train_zoo.py"),
+            "--token",
+            "--scratch",
+            str(tmp_path / "zoo"),
+            "--weights",
+            str(tmp_path / "weights"),
+            "--config",
+            str(tmp_path / "ensemble_config.json"),
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
 
 
 def test_token_recipe_prepares_all_datasets(tmp_path):
@@ -241,10 +295,19 @@ def test_token_recipe_end_to_end(tmp_path):
             if importlib.util.find_spec("openvino") is not None:
                 assert path.with_suffix(".openvino.xml").is_file() and path.with_suffix(".openvino.bin").is_file()
     # Fine-tuning started from Task 1 weights: after 2 iterations the Task 2 encoder is still close to them.
-    t1 = torch.load(tmp_path / "zoo" / "nnUNet_results" / "Dataset901_PhantomT1"
-                    / "nnUNetTrainer_ZooAllRounder__nnUNetZooPlans__3d_fullres" / "fold_0" / "checkpoint_final.pth",
-                    weights_only=False)["network_weights"]
-    t2 = torch.load(tmp_path / "weights" / config["tasks"]["t2"]["members"][1]["model"] / "fold_0"
-                    / "checkpoint_final.pth", weights_only=True)["network_weights"]
+    t1 = torch.load(
+        tmp_path
+        / "zoo"
+        / "nnUNet_results"
+        / "Dataset901_PhantomT1"
+        / "nnUNetTrainer_ZooAllRounder__nnUNetZooPlans__3d_fullres"
+        / "fold_0"
+        / "checkpoint_final.pth",
+        weights_only=False,
+    )["network_weights"]
+    t2 = torch.load(
+        tmp_path / "weights" / config["tasks"]["t2"]["members"][1]["model"] / "fold_0" / "checkpoint_final.pth",
+        weights_only=True,
+    )["network_weights"]
     key = next(k for k in t1 if k.endswith("weight") and t1[k].ndim == 5)
     assert torch.corrcoef(torch.stack([t1[key].flatten(), t2[key].flatten()]))[0, 1] > 0.9

@@ -61,13 +61,17 @@ def list_cases(inputs: Path | str | Sequence[Path | str], *, exclude: Path | str
     for item in map(Path, inputs):
         item = item.absolute()
         if item.is_dir() and excluded is not None and item.resolve() == excluded:
-            raise InputError(f"The output folder {item} is also an input folder: its masks would become cases "
-                             f"of the next run. Write the masks to another folder.")
+            raise InputError(
+                f"The output folder {item} is also an input folder: its masks would become cases "
+                f"of the next run. Write the masks to another folder."
+            )
         if item.is_dir():
             found = [Case(case_name(path, item), path) for path in _case_paths(item, excluded)]
             if not found:
-                raise InputError(f"No images in {item} or its subfolders: expected .mha, .nii.gz, .nii, .mhd "
-                                 f"or .nrrd files, or folders of DICOM files.")
+                raise InputError(
+                    f"No images in {item} or its subfolders: expected .mha, .nii.gz, .nii, .mhd "
+                    f"or .nrrd files, or folders of DICOM files."
+                )
         elif item.is_file():
             found = [Case(case_name(item, None), item)]
         else:
@@ -75,8 +79,9 @@ def list_cases(inputs: Path | str | Sequence[Path | str], *, exclude: Path | str
         for case in found:
             other = cases.get(case.name)
             if other is not None and other.path != case.path:
-                raise InputError(f"{other.path} and {case.path} would both write the outputs '{case.name}.*'; "
-                                 f"rename one of them.")
+                raise InputError(
+                    f"{other.path} and {case.path} would both write the outputs '{case.name}.*'; rename one of them."
+                )
             cases[case.name] = case
     return [cases[name] for name in sorted(cases)]
 
@@ -88,12 +93,14 @@ def _case_paths(root: Path, excluded: Path | None) -> list[Path]:
     paths = []
     for folder, subfolders, names in os.walk(root, followlinks=False):
         here = Path(folder)
-        subfolders[:] = sorted(s for s in subfolders
-                               if not s.startswith(".") and (excluded is None or (here / s).resolve() != excluded))
+        subfolders[:] = sorted(
+            s for s in subfolders if not s.startswith(".") and (excluded is None or (here / s).resolve() != excluded)
+        )
         images = [here / name for name in names if is_image_file(here / name)]
         paths.extend(images)
-        if not images and any(not name.startswith(".") and (here / name).is_file() and is_dicom_file(here / name)
-                              for name in names):  # is_file first: a FIFO is never opened
+        if not images and any(
+            not name.startswith(".") and (here / name).is_file() and is_dicom_file(here / name) for name in names
+        ):  # is_file first: a FIFO is never opened
             paths.append(here)
     return paths
 

@@ -14,8 +14,9 @@ from pantherseg.cohort.report import CaseRow
 from pantherseg.cohort.worker import CaseWorker, CohortSettings, raise_load_error
 
 
-def run_local(cases: Sequence[Case], settings: CohortSettings, progress: CohortProgress,
-              rows: list[CaseRow]) -> list[dict]:
+def run_local(
+    cases: Sequence[Case], settings: CohortSettings, progress: CohortProgress, rows: list[CaseRow]
+) -> list[dict]:
     """Appends a row per case to ``rows`` as each finishes (kept if interrupted); returns the worker's
     description. Raises PantherError if the ensemble cannot load."""
     worker = CaseWorker(settings)

@@ -65,8 +65,9 @@ class _Plan:
     settings: CohortSettings | None = None
 
 
-def run_ray(cases: Sequence[Case], settings: CohortSettings, options: RayOptions, progress: CohortProgress,
-            rows: list[CaseRow]) -> tuple[list[dict], int]:
+def run_ray(
+    cases: Sequence[Case], settings: CohortSettings, options: RayOptions, progress: CohortProgress, rows: list[CaseRow]
+) -> tuple[list[dict], int]:
     """Appends a row per case to ``rows`` as each finishes (kept if interrupted); returns the workers'
     descriptions and the number of worker deaths."""
     ray = _import_ray()
@@ -84,8 +85,9 @@ def run_ray(cases: Sequence[Case], settings: CohortSettings, options: RayOptions
             actors.append(actor)
             return actor
 
-        return _Dispatcher(ray, [_Slot(new_actor()) for _ in range(plan.workers)], new_actor, cases, options,
-                           progress, rows).run()
+        return _Dispatcher(
+            ray, [_Slot(new_actor()) for _ in range(plan.workers)], new_actor, cases, options, progress, rows
+        ).run()
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
@@ -103,11 +105,13 @@ def _import_ray():
 
 def _largest_node(ray) -> dict:
     nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
-    return {"CPU": max((n.get("CPU", 0) for n in nodes), default=0), "GPU": max((n.get("GPU", 0) for n in nodes), default=0)}
+    return {
+        "CPU": max((n.get("CPU", 0) for n in nodes), default=0),
+        "GPU": max((n.get("GPU", 0) for n in nodes), default=0),
+    }
 
 
-def plan_workers(cluster: dict, largest_node: dict, settings: CohortSettings, options: RayOptions,
-                 cases: int) -> _Plan:
+def plan_workers(cluster: dict, largest_node: dict, settings: CohortSettings, options: RayOptions, cases: int) -> _Plan:
     """How many actors, with which resources; ResourceError if one actor fits on no node."""
     gpus, cpus = int(cluster.get("GPU", 0)), float(cluster.get("CPU", 0))
     use_gpu = gpus > 0 and settings.options.device != "cpu"
@@ -124,10 +128,12 @@ def plan_workers(cluster: dict, largest_node: dict, settings: CohortSettings, op
         workers = options.workers or max(1, int(cpus // per_worker_cpus))
         actor_options = {"num_cpus": per_worker_cpus}
         settings = dataclasses.replace(settings, options=settings.options.but(cpu_threads=max(1, int(per_worker_cpus))))
-    if per_worker_cpus > largest_node.get("CPU", 0) or (use_gpu and largest_node.get("GPU", 0) < options.gpus_per_worker):
+    if per_worker_cpus > largest_node.get("CPU", 0) or (
+        use_gpu and largest_node.get("GPU", 0) < options.gpus_per_worker
+    ):
         raise ResourceError(
-            f"A Ray worker needs {actor_options} but the largest node has {largest_node}; "
-            f"lower --ray-cpus-per-worker.")
+            f"A Ray worker needs {actor_options} but the largest node has {largest_node}; lower --ray-cpus-per-worker."
+        )
     actor_options.update(max_restarts=options.max_retries + 1, max_task_retries=0)
     settings = dataclasses.replace(settings, log_level=logging.WARNING)
     return _Plan(workers=max(1, min(workers, cases)), actor_options=actor_options, settings=settings)
@@ -145,8 +151,16 @@ class _Dispatcher:
     process(): that case's row).
     """
 
-    def __init__(self, ray, slots: list[_Slot], new_actor, cases: Sequence[Case], options: RayOptions,
-                 progress: CohortProgress, rows: list[CaseRow]):
+    def __init__(
+        self,
+        ray,
+        slots: list[_Slot],
+        new_actor,
+        cases: Sequence[Case],
+        options: RayOptions,
+        progress: CohortProgress,
+        rows: list[CaseRow],
+    ):
         self.ray, self.new_actor, self.options, self.progress, self.rows = ray, new_actor, options, progress, rows
         self.queue = deque(cases)
         self.attempts: Counter = Counter()
@@ -202,8 +216,9 @@ class _Dispatcher:
                 raise ResourceError(f"A Ray worker could not load the ensemble: {_init_error(error)}") from error
             if case is not None:
                 self.deaths += 1
-                _case_failed(case, slot, error, self.attempts, self.options.max_retries, self.queue, self.rows,
-                             self.progress)
+                _case_failed(
+                    case, slot, error, self.attempts, self.options.max_retries, self.queue, self.rows, self.progress
+                )
             if isinstance(error, ActorDiedError):  # not ActorUnavailableError: that one may come back as it is
                 slot.deaths += 1
                 if slot.deaths > self.options.max_retries + 1:  # Ray's restarts used up: dead for good
@@ -212,8 +227,13 @@ class _Dispatcher:
             self.resting.append((time.monotonic() + RESTART_PROBE_S, slot))
             return
         except RayTaskError as error:  # process() reports bad cases itself; this is a bug, reported
-            value = CaseRow(name=case.name, input=str(case.path), status="error", worker=slot.worker,
-                            error=f"unexpected error in the worker: {one_line(str(error))}")
+            value = CaseRow(
+                name=case.name,
+                input=str(case.path),
+                status="error",
+                worker=slot.worker,
+                error=f"unexpected error in the worker: {one_line(str(error))}",
+            )
         if case is None:
             if "error" in value:
                 raise_load_error(value["error"])
@@ -235,8 +255,16 @@ class _Dispatcher:
         self.probe(slot)
 
 
-def _case_failed(case: Case, slot: _Slot, error: Exception, attempts: Counter, max_retries: int, queue: deque,
-                 rows: list[CaseRow], progress: CohortProgress) -> None:
+def _case_failed(
+    case: Case,
+    slot: _Slot,
+    error: Exception,
+    attempts: Counter,
+    max_retries: int,
+    queue: deque,
+    rows: list[CaseRow],
+    progress: CohortProgress,
+) -> None:
     """The worker died under ``case``: back to the front of the queue, or a worker-died row."""
     reason = _death_reason(error)
     attempts[case.name] += 1
@@ -244,8 +272,14 @@ def _case_failed(case: Case, slot: _Slot, error: Exception, attempts: Counter, m
         progress.case_retried(case, slot.worker, attempts[case.name] + 1, reason)
         queue.appendleft(case)
         return
-    row = CaseRow(name=case.name, input=str(case.path), status="worker-died", worker=slot.worker,
-                  attempts=attempts[case.name], error=f"the worker died on each of {attempts[case.name]} attempts ({reason})")
+    row = CaseRow(
+        name=case.name,
+        input=str(case.path),
+        status="worker-died",
+        worker=slot.worker,
+        attempts=attempts[case.name],
+        error=f"the worker died on each of {attempts[case.name]} attempts ({reason})",
+    )
     rows.append(row)
     progress.case_finished(row)
 
@@ -267,6 +301,5 @@ def _death_reason(error: Exception) -> str:
     text = str(error)
     for marker in ("Worker exit detail:", "The actor is dead because", "The actor"):
         if marker in text:
-            return one_line(text[text.index(marker):])[:200]
+            return one_line(text[text.index(marker) :])[:200]
     return type(error).__name__
-

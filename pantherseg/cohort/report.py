@@ -107,29 +107,61 @@ class CohortReport:
     def csv_text(self) -> str:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["name", "status", "attempts", "seconds", *(f"{s}_s" for s in STAGES), "members_used",
-                         "device", "worker", "input", "output", "error", "quality_score", "review", "review_reasons"])
+        writer.writerow(
+            [
+                "name",
+                "status",
+                "attempts",
+                "seconds",
+                *(f"{s}_s" for s in STAGES),
+                "members_used",
+                "device",
+                "worker",
+                "input",
+                "output",
+                "error",
+                "quality_score",
+                "review",
+                "review_reasons",
+            ]
+        )
         for row in sorted(self.rows, key=lambda r: r.name):
-            writer.writerow([row.name, row.status, row.attempts, f"{row.seconds:.3f}",
-                             *(_seconds(row.stages_s.get(stage)) for stage in STAGES), ";".join(row.members_used),
-                             row.device or "", row.worker or "", row.input, row.output or "", row.error or "",
-                             "" if row.quality_score is None else f"{row.quality_score:.4f}",
-                             "" if row.review is None else str(row.review).lower(), ";".join(row.review_reasons)])
+            writer.writerow(
+                [
+                    row.name,
+                    row.status,
+                    row.attempts,
+                    f"{row.seconds:.3f}",
+                    *(_seconds(row.stages_s.get(stage)) for stage in STAGES),
+                    ";".join(row.members_used),
+                    row.device or "",
+                    row.worker or "",
+                    row.input,
+                    row.output or "",
+                    row.error or "",
+                    "" if row.quality_score is None else f"{row.quality_score:.4f}",
+                    "" if row.review is None else str(row.review).lower(),
+                    ";".join(row.review_reasons),
+                ]
+            )
         return buffer.getvalue()
 
     def write(self, stem: Path | str) -> tuple[Path, Path]:
         """Write ``<stem>.csv`` and ``<stem>.json`` (each atomically); returns both paths."""
         stem = Path(stem)
         csv_path = write_text_atomically(stem.with_name(stem.name + ".csv"), self.csv_text())
-        json_path = write_text_atomically(stem.with_name(stem.name + ".json"),
-                                          json.dumps(self.as_dict(), indent=2) + "\n")
+        json_path = write_text_atomically(
+            stem.with_name(stem.name + ".json"), json.dumps(self.as_dict(), indent=2) + "\n"
+        )
         return csv_path, json_path
 
     def summary(self) -> str:
         totals = self.totals()
-        return (f"{totals['cases']} case(s): {totals['done']} done, {totals['skipped']} skipped, "
-                f"{totals['error'] + totals['worker-died']} failed; {totals['wall_s']:.1f} s, "
-                f"{totals['cases_per_hour']:.0f} cases/hour; {totals['review']} flagged for quality review")
+        return (
+            f"{totals['cases']} case(s): {totals['done']} done, {totals['skipped']} skipped, "
+            f"{totals['error'] + totals['worker-died']} failed; {totals['wall_s']:.1f} s, "
+            f"{totals['cases_per_hour']:.0f} cases/hour; {totals['review']} flagged for quality review"
+        )
 
 
 def report_stem(output_dir: Path | str, part: tuple[int, int]) -> Path:
@@ -141,5 +173,3 @@ def report_stem(output_dir: Path | str, part: tuple[int, int]) -> Path:
 
 def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
-
-

@@ -34,8 +34,16 @@ from pantherseg.run_report import RunReport
 log = logging.getLogger(__name__)
 
 
-def run_hash(config: EnsembleConfig, task: str, weights: Path | str, *, precision: str | None = None,
-             backend: str | None = None, roi_name: str | None = None, series_uid: str | None = None) -> str:
+def run_hash(
+    config: EnsembleConfig,
+    task: str,
+    weights: Path | str,
+    *,
+    precision: str | None = None,
+    backend: str | None = None,
+    roi_name: str | None = None,
+    series_uid: str | None = None,
+) -> str:
     """SHA-256 (hex) of the task's config, the options that change what is written (precision, backend, the
     RTSTRUCT's ROI name, the DICOM series chosen) and the member files; ModelError if a member file is missing."""
     spec = config.task(task)
@@ -50,8 +58,11 @@ def run_hash(config: EnsembleConfig, task: str, weights: Path | str, *, precisio
     seen = set()
     for member in spec.members:
         folder = weights / member.model
-        for path in (folder / "plans.json", folder / "dataset.json",
-                     folder / f"fold_{member.fold}" / member.checkpoint):
+        for path in (
+            folder / "plans.json",
+            folder / "dataset.json",
+            folder / f"fold_{member.fold}" / member.checkpoint,
+        ):
             if path in seen:
                 continue
             seen.add(path)
@@ -73,8 +84,9 @@ def report_path(output_dir: Path, case: Case) -> Path:
     return Path(output_dir) / f"{case.name}.report.json"
 
 
-def finished_report(case: Case, output_dir: Path, expected_hash: str,
-                    formats: Sequence[str] = ("mha",)) -> RunReport | None:
+def finished_report(
+    case: Case, output_dir: Path, expected_hash: str, formats: Sequence[str] = ("mha",)
+) -> RunReport | None:
     """The case's existing run report if its outputs are complete and made by this run's config and weights:
     the report reads back, carries ``expected_hash``, names this case's input, and lists every output
     ``formats`` asks for, each of which exists."""

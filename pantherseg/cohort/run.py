@@ -64,12 +64,30 @@ def run_cohort(
     weights = Path(options.weights if options.weights is not None else default_weights()).absolute()
     cases = split_cases(list_cases(inputs, exclude=output_dir), num_parts, part_id)
     formats = check_output_formats(options.output_formats, [case.path for case in cases])
-    options = options.but(config=config, weights=weights, output_formats=formats, stop_on_error=True,
-                          report_dir=output_dir if write_reports else None, report_name=None)
-    fingerprint = run_hash(config, options.task, weights, precision=options.precision, backend=options.backend,
-                           roi_name=options.roi_name, series_uid=options.series_uid)
-    report = CohortReport(run_hash=fingerprint, task=options.task, output_dir=str(output_dir),
-                          runner="ray" if ray is not None else "local", part=(part_id, num_parts))
+    options = options.but(
+        config=config,
+        weights=weights,
+        output_formats=formats,
+        stop_on_error=True,
+        report_dir=output_dir if write_reports else None,
+        report_name=None,
+    )
+    fingerprint = run_hash(
+        config,
+        options.task,
+        weights,
+        precision=options.precision,
+        backend=options.backend,
+        roi_name=options.roi_name,
+        series_uid=options.series_uid,
+    )
+    report = CohortReport(
+        run_hash=fingerprint,
+        task=options.task,
+        output_dir=str(output_dir),
+        runner="ray" if ray is not None else "local",
+        part=(part_id, num_parts),
+    )
 
     todo = []
     for case in cases:
@@ -80,8 +98,13 @@ def run_cohort(
             row = CaseRow(name=case.name, input=str(case.path), status="skipped", attempts=0)
             row.take_report(existing)
             report.rows.append(row)
-    log.info("cohort: %d case(s) in this part, %d already done, %d to run (run hash %s)",
-             len(cases), len(cases) - len(todo), len(todo), fingerprint[:12])
+    log.info(
+        "cohort: %d case(s) in this part, %d already done, %d to run (run hash %s)",
+        len(cases),
+        len(cases) - len(todo),
+        len(todo),
+        fingerprint[:12],
+    )
 
     settings = CohortSettings(options=options, output_dir=str(output_dir), run_hash=fingerprint)
     progress.start(len(todo), len(cases) - len(todo))
@@ -98,8 +121,10 @@ def run_cohort(
     except BaseException:  # Ctrl-C, SIGTERM: the rows so far are written, and the last line says so
         _write_report(report, stem, started, progress)
         totals = report.totals()
-        record_cohort(f"{totals['done'] + totals['skipped']} of {len(cases)} case(s) finished with mask and "
-                      f"report (see {stem}.csv); the same command again does the rest")
+        record_cohort(
+            f"{totals['done'] + totals['skipped']} of {len(cases)} case(s) finished with mask and "
+            f"report (see {stem}.csv); the same command again does the rest"
+        )
         raise
     _write_report(report, stem, started, progress)
     log.info("cohort: %s", report.summary())

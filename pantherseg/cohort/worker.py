@@ -72,21 +72,36 @@ class CaseWorker:
         if self.load_error is not None:
             return {"worker": self.name, "error": list(self.load_error)}
         ensemble = self.ensemble
-        return {"worker": self.name, "pid": os.getpid(), "load_s": round(ensemble.load_s, 3),
-                "device": ensemble.describe_device()}
+        return {
+            "worker": self.name,
+            "pid": os.getpid(),
+            "load_s": round(ensemble.load_s, 3),
+            "device": ensemble.describe_device(),
+        }
 
     def process(self, case: Case) -> CaseRow:
         from pantherseg.api import segment_case
 
         if self.load_error is not None:
-            return CaseRow(name=case.name, input=str(case.path), status="error", worker=self.name,
-                           error=f"the ensemble did not load: {self.load_error[1]}")
+            return CaseRow(
+                name=case.name,
+                input=str(case.path),
+                status="error",
+                worker=self.name,
+                error=f"the ensemble did not load: {self.load_error[1]}",
+            )
         s = self.settings
         started = time.perf_counter()
         row = CaseRow(name=case.name, input=str(case.path), status="error", worker=self.name)
         try:
-            result = segment_case(self.ensemble, case.path, output_dir=s.output_dir, options=s.options,
-                                  name=case.name, run_hash=s.run_hash)
+            result = segment_case(
+                self.ensemble,
+                case.path,
+                output_dir=s.output_dir,
+                options=s.options,
+                name=case.name,
+                run_hash=s.run_hash,
+            )
         except PantherError as error:
             row.error = str(error)
         except MemoryError:

@@ -33,18 +33,35 @@ log = logging.getLogger("pantherseg")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = Parser(
-        prog="inference.py",
-        description="Segment the pancreatic tumour of one case in grand-challenge's folder layout.")
-    parser.add_argument("--input", type=Path, default=GRAND_CHALLENGE_INPUT,
-                        help="folder holding inputs.json and images/<slug>/ (default: /input)")
-    parser.add_argument("--output", type=Path, default=GRAND_CHALLENGE_OUTPUT,
-                        help="folder receiving images/<output slug>/<stem>.mha (default: /output)")
-    parser.add_argument("--weights", type=Path, default=GRAND_CHALLENGE_MODEL,
-                        help="model folder (default: /opt/ml/model; the bundled weights/ if that is absent or empty)")
+        prog="inference.py", description="Segment the pancreatic tumour of one case in grand-challenge's folder layout."
+    )
+    parser.add_argument(
+        "--input",
+        type=Path,
+        default=GRAND_CHALLENGE_INPUT,
+        help="folder holding inputs.json and images/<slug>/ (default: /input)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=GRAND_CHALLENGE_OUTPUT,
+        help="folder receiving images/<output slug>/<stem>.mha (default: /output)",
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=GRAND_CHALLENGE_MODEL,
+        help="model folder (default: /opt/ml/model; the bundled weights/ if that is absent or empty)",
+    )
     parser.add_argument("--task", default=None, help="t1 or t2 (default: from the input's interface slug)")
-    parser.add_argument("--report", type=Path, default=None, metavar="FILE",
-                        help=f"write the run report JSON here (default: <output>/{REPORT_NAME} when "
-                             "--output is not grand-challenge's /output; none on the platform)")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"write the run report JSON here (default: <output>/{REPORT_NAME} when "
+        "--output is not grand-challenge's /output; none on the platform)",
+    )
     add_run_options(parser)
     return parser.parse_args(argv)
 
@@ -73,15 +90,22 @@ def run_case(args: argparse.Namespace) -> int:
     report = report_path(args)
     report_dir = None if report is None else report.parent
     if args.preview and report_dir is None:
-        log.warning("--preview: no preview is written into grand-challenge's /output (it would be an output the "
-                    "job does not declare); pass --report FILE to have it written beside the report")
+        log.warning(
+            "--preview: no preview is written into grand-challenge's /output (it would be an output the "
+            "job does not declare); pass --report FILE to have it written beside the report"
+        )
     # Before the networks run: the platform needs exactly one image in this folder at the end.
     check_output_folder_free(output_path.parent, output_path.name)
     log.info("task %s: %s (uploaded as %s)", case.task.name, case.image, case.uploaded_name or "unknown")
 
     options = RunOptions.from_args(
-        args, task=case.task.name, config=config, weights=weights, report_dir=report_dir,
-        report_name=None if report is None else report.name, preview_dir=report_dir if args.preview else None,
+        args,
+        task=case.task.name,
+        config=config,
+        weights=weights,
+        report_dir=report_dir,
+        report_name=None if report is None else report.name,
+        preview_dir=report_dir if args.preview else None,
     )
     segment(case.image, output_dir=output_path.parent, options=options, progress=make_progress(args.quiet))
     check_single_output(output_path.parent)
@@ -98,8 +122,9 @@ def config_path(flag: Path | None, weights: Path, image_config: Path) -> Path:
     if carried.is_file():
         log.info("ensemble config: %s, carried by the model (preferred to the image's %s)", carried, image_config)
         return carried
-    log.info("ensemble config: %s, the image's (the model folder %s carries no %s)", image_config, weights,
-             MODEL_CONFIG_NAME)
+    log.info(
+        "ensemble config: %s, the image's (the model folder %s carries no %s)", image_config, weights, MODEL_CONFIG_NAME
+    )
     return image_config
 
 
@@ -111,8 +136,10 @@ def _weights(requested: Path, bundled: Path) -> Path:
     if has_content(requested) or requested == bundled:
         return requested
     if not has_content(bundled):
-        raise ModelError(f"No model: {requested} is absent or empty and there are no bundled weights at "
-                         f"{bundled}; on grand-challenge, upload model.tar.gz under the algorithm's Models.")
+        raise ModelError(
+            f"No model: {requested} is absent or empty and there are no bundled weights at "
+            f"{bundled}; on grand-challenge, upload model.tar.gz under the algorithm's Models."
+        )
     log.info("%s is absent or empty; using the bundled weights in %s", requested, bundled)
     return bundled
 

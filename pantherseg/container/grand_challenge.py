@@ -53,17 +53,22 @@ def locate_case(input_dir: Path, config: EnsembleConfig, *, task: str | None = N
         task_spec, folder = _case_from_folders(input_dir, config, task)
         uploaded = None
     if _holds_dicom_image_set(folder):
-        return GrandChallengeCase(task=task_spec, image=_dicom_image_set(folder, task_spec), uploaded_name=uploaded,
-                                  dicom=True)
+        return GrandChallengeCase(
+            task=task_spec, image=_dicom_image_set(folder, task_spec), uploaded_name=uploaded, dicom=True
+        )
     return GrandChallengeCase(task=task_spec, image=_single_image(folder, task_spec), uploaded_name=uploaded)
 
 
 def _read_inputs_json(path: Path) -> list[dict]:
     entries = read_json_object(path, error=InputError, what="grand-challenge's list of inputs", top=list)
-    if not all(isinstance(e, dict) and isinstance(e.get("interface"), dict)
-               and isinstance(e["interface"].get("slug"), str) for e in entries):
-        raise InputError(f"{path} must be a list of objects with interface.slug, as grand-challenge writes it; "
-                         f"found {short_repr(entries, 200)}.")
+    if not all(
+        isinstance(e, dict) and isinstance(e.get("interface"), dict) and isinstance(e["interface"].get("slug"), str)
+        for e in entries
+    ):
+        raise InputError(
+            f"{path} must be a list of objects with interface.slug, as grand-challenge writes it; "
+            f"found {short_repr(entries, 200)}."
+        )
     return entries
 
 
@@ -89,9 +94,11 @@ def _case_from_inputs_json(entries, input_dir: Path, config: EnsembleConfig, tas
     else:
         matching = [(config.task_for_slug(_task_slug(e)), e) for e in entries if config.takes_slug(_task_slug(e))]
         if not matching:
-            raise InputError(f"inputs.json names interface(s) {short_repr(slugs)}; this algorithm takes one of "
-                             f"{config.input_slugs} (or, as a DICOM image set, the same with "
-                             f"'{DICOM_SLUG_SUFFIX}').")
+            raise InputError(
+                f"inputs.json names interface(s) {short_repr(slugs)}; this algorithm takes one of "
+                f"{config.input_slugs} (or, as a DICOM image set, the same with "
+                f"'{DICOM_SLUG_SUFFIX}')."
+            )
     if len(matching) > 1:
         raise InputError(
             f"inputs.json names {len(matching)} inputs this algorithm could take ({[e['interface']['slug'] for _, e in matching]}); "
@@ -100,8 +107,10 @@ def _case_from_inputs_json(entries, input_dir: Path, config: EnsembleConfig, tas
     spec, entry = matching[0]
     relative = entry["interface"].get("relative_path") or f"images/{spec.input_slug}"
     if not isinstance(relative, str) or "\x00" in relative:
-        raise InputError(f"inputs.json relative_path of '{spec.input_slug}' must be a folder path relative to the "
-                         f"input folder, found {short_repr(relative)}.")
+        raise InputError(
+            f"inputs.json relative_path of '{spec.input_slug}' must be a folder path relative to the "
+            f"input folder, found {short_repr(relative)}."
+        )
     folder = (input_dir / relative).resolve()
     if input_dir.resolve() not in folder.parents:
         raise InputError(f"inputs.json relative_path '{relative}' points outside {input_dir}.")
@@ -116,8 +125,11 @@ def _case_from_folders(input_dir: Path, config: EnsembleConfig, task: str | None
         spec = config.task(task)
         return spec, images_dir / spec.input_slug
     present = [config.task_for_slug(slug) for slug in config.input_slugs if (images_dir / slug).is_dir()]
-    dicom = [config.task_for_slug(slug) for slug in config.input_slugs
-             if (images_dir / f"{slug}{DICOM_SLUG_SUFFIX}").is_dir()]
+    dicom = [
+        config.task_for_slug(slug)
+        for slug in config.input_slugs
+        if (images_dir / f"{slug}{DICOM_SLUG_SUFFIX}").is_dir()
+    ]
     if not present and len(dicom) == 1:
         return dicom[0], images_dir / f"{dicom[0].input_slug}{DICOM_SLUG_SUFFIX}"
     if not present:
@@ -165,11 +177,15 @@ def _dicom_image_set(folder: Path, task: TaskSpec) -> Path:
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     others = [p.name for p in entries if not (p.is_file() and p.name.lower().endswith(".dcm"))]
     if others:
-        raise InputError(f"DICOM image set for '{task.input_slug}' in {folder}: expected only grand-challenge's "
-                         f"<SOPInstanceUID>.dcm files, found also {short_repr(others)}.")
+        raise InputError(
+            f"DICOM image set for '{task.input_slug}' in {folder}: expected only grand-challenge's "
+            f"<SOPInstanceUID>.dcm files, found also {short_repr(others)}."
+        )
     if not any(is_dicom_file(p) for p in entries):
-        raise InputError(f"DICOM image set for '{task.input_slug}' in {folder}: none of its {len(entries)} .dcm "
-                         f"file(s) is a DICOM file (no DICM marker after the 128-byte preamble).")
+        raise InputError(
+            f"DICOM image set for '{task.input_slug}' in {folder}: none of its {len(entries)} .dcm "
+            f"file(s) is a DICOM file (no DICM marker after the 128-byte preamble)."
+        )
     return folder
 
 
@@ -177,7 +193,9 @@ def check_single_output(output_folder: Path) -> Path:
     """The one mask grand-challenge will upload; more or fewer is an error."""
     files = sorted(p for p in Path(output_folder).iterdir() if p.is_file() and not p.name.startswith("."))
     if len(files) != 1:
-        raise OutputError(f"{output_folder} must hold exactly one image for grand-challenge, found {[p.name for p in files]}.")
+        raise OutputError(
+            f"{output_folder} must hold exactly one image for grand-challenge, found {[p.name for p in files]}."
+        )
     return files[0]
 
 
@@ -194,7 +212,9 @@ def check_output_folder_free(output_folder: Path, mask_name: str) -> None:
         raise OutputError(f"Output folder {folder} is a file; grand-challenge expects a folder there.")
     others = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.name != mask_name)
     if others:
-        raise OutputError(f"Output folder {folder} already holds {short_repr(others)}; grand-challenge needs exactly "
-                           f"one image there at the end: empty it before running.")
+        raise OutputError(
+            f"Output folder {folder} already holds {short_repr(others)}; grand-challenge needs exactly "
+            f"one image there at the end: empty it before running."
+        )
     if (folder / mask_name).is_dir():
         raise OutputError(f"The mask path {folder / mask_name} is a folder; remove it before running.")

@@ -106,8 +106,9 @@ class _Archive:
         try:
             return self._zip_entries() if self.kind == "zip" else self._tar_entries()
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as error:
-            raise ModelError(f"{self.path} is not a readable {self.kind} archive (truncated or corrupt?): "
-                             f"{error}") from error
+            raise ModelError(
+                f"{self.path} is not a readable {self.kind} archive (truncated or corrupt?): {error}"
+            ) from error
 
     def _zip_entries(self) -> list[Entry]:
         entries = []
@@ -121,10 +122,12 @@ class _Archive:
                 is_dir = info.is_dir()
                 kind = stat.S_IFMT(mode)
                 if kind not in (0, stat.S_IFREG, stat.S_IFDIR) or (kind == stat.S_IFDIR and not is_dir):
-                    raise ModelError(f"{self.path}: {info.filename!r} is {_kind(mode)}, not a regular file or a "
-                                     f"folder; refused")
-                entries.append(Entry(_clean_name(self.path, info.filename), 0 if is_dir else info.file_size, is_dir,
-                                     info))
+                    raise ModelError(
+                        f"{self.path}: {info.filename!r} is {_kind(mode)}, not a regular file or a folder; refused"
+                    )
+                entries.append(
+                    Entry(_clean_name(self.path, info.filename), 0 if is_dir else info.file_size, is_dir, info)
+                )
         return entries
 
     def _tar_entries(self) -> list[Entry]:
@@ -135,8 +138,9 @@ class _Archive:
                 if not (info.isreg() or info.isdir()):
                     what = "a link" if info.issym() or info.islnk() else "a device, FIFO or other special file"
                     raise ModelError(f"{self.path}: {info.name!r} is {what}, not a regular file or a folder; refused")
-                entries.append(Entry(_clean_name(self.path, info.name), 0 if info.isdir() else info.size,
-                                     info.isdir(), info))
+                entries.append(
+                    Entry(_clean_name(self.path, info.name), 0 if info.isdir() else info.size, info.isdir(), info)
+                )
         return entries
 
     def files(self, entries: list[Entry]) -> Iterator[tuple[Entry, BinaryIO]]:
@@ -170,12 +174,14 @@ def _kind(mode: int) -> str:
 
 def _check_count(path: Path, count: int) -> None:
     if count > MAX_ENTRIES:
-        raise ModelError(f"{path} holds more than {MAX_ENTRIES} entries; an nnU-Net model archive holds a few dozen: "
-                         f"refused")
+        raise ModelError(
+            f"{path} holds more than {MAX_ENTRIES} entries; an nnU-Net model archive holds a few dozen: refused"
+        )
 
 
 def _clean_name(archive: Path, raw: str) -> str:
     """The entry's name as a relative POSIX path, or ModelError saying why it is unsafe."""
+
     def refuse(why: str) -> ModelError:
         return ModelError(f"{archive}: entry {raw[:200]!r} {why}; refused (nothing was installed)")
 
@@ -205,16 +211,20 @@ def check_entries(archive: Path, entries: list[Entry]) -> None:
             raise ModelError(f"{archive}: {entry.name!r} appears twice; refused (which copy would be installed?)")
         names[entry.name] = entry
         if entry.size > MAX_FILE_BYTES:
-            raise ModelError(f"{archive}: {entry.name!r} declares {entry.size} bytes, more than the "
-                             f"{MAX_FILE_BYTES // 1024**3} GiB a checkpoint may have; refused")
+            raise ModelError(
+                f"{archive}: {entry.name!r} declares {entry.size} bytes, more than the "
+                f"{MAX_FILE_BYTES // 1024**3} GiB a checkpoint may have; refused"
+            )
     for entry in entries:
         for parent in PurePosixPath(entry.name).parents:
             if str(parent) != "." and str(parent) in names and not names[str(parent)].is_dir:
                 raise ModelError(f"{archive}: {entry.name!r} needs {str(parent)!r} to be a folder, but it is a file")
         first = entry.name.split("/")[0]
         if not DATASET_FOLDER.fullmatch(first) or (not entry.is_dir and "/" not in entry.name):
-            raise ModelError(f"{archive}: {entry.name!r} is not inside a DatasetNNN_Name/ folder: not nnU-Net's "
-                             f"pretrained-model layout (DatasetNNN_Name/Trainer__Plans__Configuration/...)")
+            raise ModelError(
+                f"{archive}: {entry.name!r} is not inside a DatasetNNN_Name/ folder: not nnU-Net's "
+                f"pretrained-model layout (DatasetNNN_Name/Trainer__Plans__Configuration/...)"
+            )
 
 
 def model_folders(archive: Path, entries: list[Entry]) -> dict[str, ModelFolder]:
@@ -226,14 +236,16 @@ def model_folders(archive: Path, entries: list[Entry]) -> dict[str, ModelFolder]
         if path.name == "plans.json" and len(path.parts) == 3 and MODEL_FOLDER.fullmatch(path.parts[1]):
             folders[str(path.parent)] = ModelFolder(path=str(path.parent), archive=archive)
     if not folders:
-        raise ModelError(f"{archive} holds no nnU-Net model folder (DatasetNNN_Name/Trainer__Plans__Configuration/"
-                         f"plans.json); is it a model archive?")
+        raise ModelError(
+            f"{archive} holds no nnU-Net model folder (DatasetNNN_Name/Trainer__Plans__Configuration/"
+            f"plans.json); is it a model archive?"
+        )
     for folder, model in folders.items():
         if f"{folder}/dataset.json" not in files:
             raise ModelError(f"{archive}: model folder {folder} has no dataset.json")
         for name in sorted(files):
             if name.startswith(folder + "/"):
-                match = CHECKPOINT_NAME.fullmatch(name[len(folder) + 1:])
+                match = CHECKPOINT_NAME.fullmatch(name[len(folder) + 1 :])
                 if match:
                     model.checkpoints.append(Checkpoint(fold=match.group(1), name=match.group(2), size=0, sha256=""))
         if not model.checkpoints:
@@ -251,16 +263,18 @@ def install_archives(archives: list[Path], target: Path, *, replace: bool = Fals
     for archive, _entries, found in plan:
         for name, folder in found.items():
             if name in folders:
-                raise ModelError(f"model folder {name} is in both {folders[name].archive} and {archive}; "
-                                 f"install one of them")
+                raise ModelError(
+                    f"model folder {name} is in both {folders[name].archive} and {archive}; install one of them"
+                )
             folders[name] = folder
     linked = [str(target / name.split("/")[0]) for name in folders if (target / name.split("/")[0]).is_symlink()]
     if linked:  # moving a folder into it would write wherever the link points
         raise ModelError(f"{linked[0]} is a symbolic link; install into a folder without links")
     existing = [name for name in folders if (target / name).exists()]
     if existing and not replace:
-        raise ModelError(f"{target} already holds {existing[0]}; pass --replace to replace it, or install "
-                         f"into another folder")
+        raise ModelError(
+            f"{target} already holds {existing[0]}; pass --replace to replace it, or install into another folder"
+        )
     total = sum(e.size for _, entries, _ in plan for e in entries)
     if total > MAX_TOTAL_BYTES:
         raise ModelError(f"the archives unpack to {total} bytes, more than {MAX_TOTAL_BYTES // 1024**3} GiB; refused")
@@ -268,8 +282,10 @@ def install_archives(archives: list[Path], target: Path, *, replace: bool = Fals
     parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(parent).free
     if free < total + FREE_SPACE_MARGIN_BYTES:
-        raise ModelError(f"{parent} has {free / 1024**3:.1f} GiB free; the archives need "
-                         f"{(total + FREE_SPACE_MARGIN_BYTES) / 1024**3:.1f} GiB")
+        raise ModelError(
+            f"{parent} has {free / 1024**3:.1f} GiB free; the archives need "
+            f"{(total + FREE_SPACE_MARGIN_BYTES) / 1024**3:.1f} GiB"
+        )
 
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.install-", dir=parent))
     try:
@@ -294,7 +310,9 @@ def _plan(path: Path) -> tuple[Path, list[Entry], dict[str, ModelFolder]]:
 
 def _extract(archive: _Archive, entries: list[Entry], root: Path, folders: dict[str, ModelFolder]) -> int:
     """Write the archive's files under ``root``; each is size-checked (and CRC-checked for a zip)."""
-    checkpoints = {f"{folder.path}/fold_{c.fold}/{c.name}": c for folder in folders.values() for c in folder.checkpoints}
+    checkpoints = {
+        f"{folder.path}/fold_{c.fold}/{c.name}": c for folder in folders.values() for c in folder.checkpoints
+    }
     written = 0
     for entry in entries:
         if entry.is_dir:
@@ -306,12 +324,16 @@ def _extract(archive: _Archive, entries: list[Entry], root: Path, folders: dict[
                 checkpoints[entry.name].size, checkpoints[entry.name].sha256 = entry.size, digest
             written += 1
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as error:
-        raise ModelError(f"{archive.path} is corrupt (a CRC or stream check failed while extracting: {error}); "
-                         f"download it again; nothing was installed") from error
+        raise ModelError(
+            f"{archive.path} is corrupt (a CRC or stream check failed while extracting: {error}); "
+            f"download it again; nothing was installed"
+        ) from error
     expected = sum(1 for e in entries if not e.is_dir)
     if written != expected:
-        raise ModelError(f"{archive.path}: {expected - written} file(s) listed in the archive were not found when "
-                         f"extracting it; nothing was installed")
+        raise ModelError(
+            f"{archive.path}: {expected - written} file(s) listed in the archive were not found when "
+            f"extracting it; nothing was installed"
+        )
     return written
 
 
@@ -323,8 +345,9 @@ def _copy_bounded(stream: BinaryIO, destination: Path, entry: Entry, archive: Pa
     with open(destination, "xb") as out:  # "x": a name never overwrites a file staged before it
         while block := stream.read(min(CHUNK_BYTES, remaining + 1)):
             if len(block) > remaining:
-                raise ModelError(f"{archive}: {entry.name!r} holds more bytes than its header declares "
-                                 f"({entry.size}); refused")
+                raise ModelError(
+                    f"{archive}: {entry.name!r} holds more bytes than its header declares ({entry.size}); refused"
+                )
             remaining -= len(block)
             digest.update(block)
             out.write(block)
@@ -359,8 +382,9 @@ def _commit(staging: Path, target: Path, names: list[str]) -> None:
                 shutil.rmtree(destination, ignore_errors=True)
             if old is not None:
                 os.rename(old, destination)
-        raise ModelError(f"installing into {target} failed ({error.strerror or error}); the target was restored") \
-            from error
+        raise ModelError(
+            f"installing into {target} failed ({error.strerror or error}); the target was restored"
+        ) from error
 
 
 def config_hint(report: InstallReport, presets: dict[str, Path]) -> list[str]:
@@ -374,22 +398,29 @@ def config_hint(report: InstallReport, presets: dict[str, Path]) -> list[str]:
             config = load_config(path)
         except PantherError:
             continue
-        tasks = [t for t, spec in config.tasks.items()
-                 if all((m.model, str(m.fold), m.checkpoint) in installed for m in spec.members)]
+        tasks = [
+            t
+            for t, spec in config.tasks.items()
+            if all((m.model, str(m.fold), m.checkpoint) in installed for m in spec.members)
+        ]
         if tasks:
             lines.append(f"config to use: {path} (tasks {', '.join(tasks)}) with --weights {report.target}")
     if not lines:
         lines.append("no shipped preset names these folders: list them in an ensemble_config.json, e.g.")
         for folder in report.folders:
             for c in folder.checkpoints:
-                lines.append(f'  {{"name": "fold{c.fold}", "model": "{folder.path}", "fold": '
-                             f'{c.fold if c.fold.isdigit() else chr(34) + c.fold + chr(34)}, "checkpoint": "{c.name}"}}')
+                lines.append(
+                    f'  {{"name": "fold{c.fold}", "model": "{folder.path}", "fold": '
+                    f'{c.fold if c.fold.isdigit() else chr(34) + c.fold + chr(34)}, "checkpoint": "{c.name}"}}'
+                )
     return lines
 
 
 def format_report(report: InstallReport) -> list[str]:
-    lines = [f"installed into {report.target}: {len(report.folders)} model folder(s), {report.files} files, "
-             f"{report.total_bytes / 1024**2:.1f} MiB"]
+    lines = [
+        f"installed into {report.target}: {len(report.folders)} model folder(s), {report.files} files, "
+        f"{report.total_bytes / 1024**2:.1f} MiB"
+    ]
     for folder in report.folders:
         lines.append(f"{folder.path} (from {folder.archive.name}): folds {', '.join(folder.folds)}")
         for c in sorted(folder.checkpoints, key=lambda c: (_fold_order(c.fold), c.name)):

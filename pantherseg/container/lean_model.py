@@ -72,8 +72,16 @@ def _load(path: Path) -> dict:
     try:
         with torch.serialization.safe_globals(_numpy_types_in_nnunet_logs()):
             raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, KeyError, ValueError, TypeError,
-            AttributeError) as error:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        OSError,
+        EOFError,
+        KeyError,
+        ValueError,
+        TypeError,
+        AttributeError,
+    ) as error:
         raise ModelError(f"{path} cannot be read as a plain nnU-Net checkpoint: {str(error)[:200]}") from error
     if not isinstance(raw, dict) or not isinstance(raw.get("network_weights"), dict):
         raise ModelError(f"{path} has no 'network_weights' dict: not an nnU-Net checkpoint")
@@ -118,8 +126,12 @@ def build_lean_folder(config_path: Path, task: str, weights: Path, folder: Path)
         if relative not in hashes:
             hashes[relative] = strip_checkpoint(weights / relative, folder / relative)
             full += (weights / relative).stat().st_size
-            log.info("%s: %.1f MiB -> %.1f MiB", relative, (weights / relative).stat().st_size / 1024**2,
-                     (folder / relative).stat().st_size / 1024**2)
+            log.info(
+                "%s: %.1f MiB -> %.1f MiB",
+                relative,
+                (weights / relative).stat().st_size / 1024**2,
+                (folder / relative).stat().st_size / 1024**2,
+            )
     alone = config.to_dict()
     alone["tasks"] = {task: alone["tasks"][task]}
     parse_config(alone)  # still a valid config
@@ -138,8 +150,14 @@ def build_lean_tarball(config_path: Path, task: str, weights: Path, output: Path
         members, full, hashes = build_lean_folder(Path(config_path), task, Path(weights), folder)
         built = build_model_tarball(folder, output)
         verify_model_tarball(built.path, expected=built)
-    return LeanReport(tarball=output, members=members, full_bytes=full, lean_bytes=built.total_bytes,
-                      tarball_bytes=output.stat().st_size, weight_hashes=hashes)
+    return LeanReport(
+        tarball=output,
+        members=members,
+        full_bytes=full,
+        lean_bytes=built.total_bytes,
+        tarball_bytes=output.stat().st_size,
+        weight_hashes=hashes,
+    )
 
 
 def extraction_seconds(tarball: Path) -> float:
@@ -155,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     from pantherseg.container.model_tarball import human_size
     from pantherseg.options import Parser
 
-    parser = Parser(prog="python -m pantherseg.container.lean_model",
-                                     description="Pack one task's members, without training state, as a model tarball.")
+    parser = Parser(
+        prog="python -m pantherseg.container.lean_model",
+        description="Pack one task's members, without training state, as a model tarball.",
+    )
     parser.add_argument("--task", required=True, help="the config's task, e.g. t1 or t2")
     parser.add_argument("--config", type=Path, required=True, help="the ensemble_config.json naming the members")
     parser.add_argument("--weights", type=Path, required=True, help="the weights root the members are under")
@@ -166,17 +186,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         report = build_lean_tarball(args.config, args.task, args.weights, args.output)
-        print(f"{report.tarball}: task {args.task}, {len(report.members)} members; "
-              f"{human_size(report.full_bytes)} of full checkpoints -> {human_size(report.lean_bytes)} unpacked, "
-              f"{human_size(report.tarball_bytes)} packed; network weights unchanged (hash checked)")
+        print(
+            f"{report.tarball}: task {args.task}, {len(report.members)} members; "
+            f"{human_size(report.full_bytes)} of full checkpoints -> {human_size(report.lean_bytes)} unpacked, "
+            f"{human_size(report.tarball_bytes)} packed; network weights unchanged (hash checked)"
+        )
         if args.time_extraction:
             print(f"extraction with filter='data': {extraction_seconds(report.tarball):.1f} s")
     except PantherError as error:
         print(f"pantherseg error: {error}", file=sys.stderr)
         return error.exit_code
     except ImportError as error:  # export.sh may run a Python without the project's dependencies
-        print(f"pantherseg error: the lean tarball reads checkpoints with torch, which this Python lacks "
-              f"({error}); run it with the project's environment (export.sh: set PYTHON)", file=sys.stderr)
+        print(
+            f"pantherseg error: the lean tarball reads checkpoints with torch, which this Python lacks "
+            f"({error}); run it with the project's environment (export.sh: set PYTHON)",
+            file=sys.stderr,
+        )
         return 1
     except OSError as error:
         print(f"pantherseg error: {error.strerror or error} ({error.filename})", file=sys.stderr)

@@ -77,7 +77,9 @@ def scan_weights(weights_dir: Path | str) -> list[str]:
     if not root.exists():
         raise ModelError(f"weights folder {root} does not exist: pass the folder that holds the ensemble members")
     if not root.is_dir():
-        raise ModelError(f"weights folder {root} is a file, not a folder: pass the folder that holds the ensemble members")
+        raise ModelError(
+            f"weights folder {root} is a file, not a folder: pass the folder that holds the ensemble members"
+        )
     real_root = root.resolve()
     names: list[str] = []
     try:
@@ -148,9 +150,11 @@ def build_model_tarball(weights_dir: Path | str, output: Path | str, *, compress
     sizes: dict[str, int] = {}
     digests: dict[str, str] = {}
     with atomic_file(output) as partial:
-        with open(partial, "wb") as raw, gzip.GzipFile(
-            filename="", mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=0
-        ) as compressed, tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with (
+            open(partial, "wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=0) as compressed,
+            tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
             for name in names:
                 source = root / name
                 info = tarfile.TarInfo(name)
@@ -165,7 +169,9 @@ def build_model_tarball(weights_dir: Path | str, output: Path | str, *, compress
                         hashing = _HashingReader(stream)
                         tar.addfile(info, hashing)
                 except OSError as error:
-                    raise ModelError(f"cannot read {name} in weights folder {root}: {error.strerror or error}") from error
+                    raise ModelError(
+                        f"cannot read {name} in weights folder {root}: {error.strerror or error}"
+                    ) from error
                 sizes[name] = info.size
                 digests[name] = hashing.hexdigest()
         os.chmod(partial, 0o644)  # whatever the umask: a tarball to upload should be readable like any other
@@ -189,8 +195,9 @@ class _HashingReader:
         return self._hash.hexdigest()
 
 
-def verify_model_tarball(tarball: Path | str, expected: TarballReport | None = None, *,
-                         max_unpacked_bytes: int = MAX_UNPACKED_BYTES) -> TarballReport:
+def verify_model_tarball(
+    tarball: Path | str, expected: TarballReport | None = None, *, max_unpacked_bytes: int = MAX_UNPACKED_BYTES
+) -> TarballReport:
     """Extract ``tarball`` as grand-challenge does (``extractall(filter="data")``) and check it.
 
     First the whole gzip stream is decompressed without writing anything, which checks its CRC-32
@@ -278,8 +285,10 @@ def _check_member(member: tarfile.TarInfo, tarball: Path) -> None:
     if ".." in name.parts:
         raise ModelError(f"model tarball {tarball} holds {member.name}, which climbs out of the folder with '..'")
     if len(name.parts) > MAX_TREE_DEPTH:
-        raise ModelError(f"model tarball {tarball} holds a member {len(name.parts)} folders deep (at most "
-                         f"{MAX_TREE_DEPTH}: a model folder is a few levels deep); refused")
+        raise ModelError(
+            f"model tarball {tarball} holds a member {len(name.parts)} folders deep (at most "
+            f"{MAX_TREE_DEPTH}: a model folder is a few levels deep); refused"
+        )
     if not (member.isfile() or member.isdir()):
         kind = "a link" if (member.issym() or member.islnk()) else "not a regular file"
         raise ModelError(f"model tarball {tarball} holds {member.name}, which is {kind}: pack regular files only")
@@ -295,9 +304,11 @@ def _check_member_sizes(members: list[tarfile.TarInfo], tarball: Path, max_unpac
         total += max(member.size, 0)
         if total > max_unpacked_bytes:
             sparse = " (a sparse member counts at its extracted size)" if member.issparse() else ""
-            raise ModelError(f"model tarball {tarball} extracts to more than {human_size(max_unpacked_bytes)}: "
-                             f"{member.name} alone claims {human_size(member.size)}{sparse}; refused as a possible "
-                             "decompression bomb; raise --max-unpacked-gib if the weights really are that large")
+            raise ModelError(
+                f"model tarball {tarball} extracts to more than {human_size(max_unpacked_bytes)}: "
+                f"{member.name} alone claims {human_size(member.size)}{sparse}; refused as a possible "
+                "decompression bomb; raise --max-unpacked-gib if the weights really are that large"
+            )
 
 
 def _compare(tarball: Path, expected: TarballReport, files: dict[str, int], digests: dict[str, str]) -> None:
@@ -341,8 +352,12 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--compresslevel", type=integer(0, 9), default=6, help="gzip level 0-9 (default: 6)")
     verify = commands.add_parser("verify", help="check that a .tar.gz extracts with filter='data'")
     verify.add_argument("tarball", type=Path)
-    verify.add_argument("--max-unpacked-gib", type=number(above=True, maximum=1e6), default=MAX_UNPACKED_BYTES / 1024**3,
-                        help=f"refuse a tarball unpacking to more (default: {MAX_UNPACKED_BYTES // 1024**3})")
+    verify.add_argument(
+        "--max-unpacked-gib",
+        type=number(above=True, maximum=1e6),
+        default=MAX_UNPACKED_BYTES / 1024**3,
+        help=f"refuse a tarball unpacking to more (default: {MAX_UNPACKED_BYTES // 1024**3})",
+    )
     check = commands.add_parser("check", help="check that a weights folder can be packed (no symlinks, not empty)")
     check.add_argument("--weights", type=Path, required=True)
     return parser

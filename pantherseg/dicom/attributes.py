@@ -52,8 +52,10 @@ def header_values(header, path: Path | str, source: str) -> dict[str, tuple]:
     """Every attribute of :data:`IMAGE_ATTRIBUTES` of ``header`` as a tuple of checked numbers."""
     values = {attribute.name: attribute_value(header, attribute, path, source) for attribute in IMAGE_ATTRIBUTES}
     if values["BitsStored"][0] > values["BitsAllocated"][0]:
-        raise InputError(f"{source}: {Path(path).name}: BitsStored {values['BitsStored'][0]} exceeds BitsAllocated "
-                         f"{values['BitsAllocated'][0]}; the header is corrupt.")
+        raise InputError(
+            f"{source}: {Path(path).name}: BitsStored {values['BitsStored'][0]} exceeds BitsAllocated "
+            f"{values['BitsAllocated'][0]}; the header is corrupt."
+        )
     return values
 
 
@@ -65,8 +67,9 @@ def attribute_value(header, attribute: Attribute, path: Path | str, source: str)
     except (ValueError, TypeError, OverflowError):  # pydicom converts on access: "abc" as an IS raises
         stored = header.get_item(attribute.name).value
         text = stored.decode("latin-1") if isinstance(stored, bytes) else str(stored)
-        raise InputError(f"{where} holds {_shown([text.strip()])}, not a number; expected {_expected(attribute)}.") \
-            from None
+        raise InputError(
+            f"{where} holds {_shown([text.strip()])}, not a number; expected {_expected(attribute)}."
+        ) from None
     if raw is None or (hasattr(raw, "value") and raw.value in (None, "", b"")) or raw in ("", b""):
         if attribute.default is not None:
             return attribute.default
@@ -94,8 +97,13 @@ def _number(item, attribute: Attribute, where: str):
 def _expected(attribute: Attribute) -> str:
     what = "integer" if attribute.kind is int else "number"
     count = "one" if attribute.count == 1 else str(attribute.count)
-    span = (f"one of {list(attribute.allowed)}" if attribute.allowed
-            else f"{attribute.low:g}" if attribute.low == attribute.high else f"in [{attribute.low:g}, {attribute.high:g}]")
+    span = (
+        f"one of {list(attribute.allowed)}"
+        if attribute.allowed
+        else f"{attribute.low:g}"
+        if attribute.low == attribute.high
+        else f"in [{attribute.low:g}, {attribute.high:g}]"
+    )
     return f"{count} {what}{'' if attribute.count == 1 else 's'} {span}"
 
 

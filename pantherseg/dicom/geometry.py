@@ -55,10 +55,15 @@ def stack_geometry(slices: list[SliceGeometry], *, source: str) -> StackGeometry
     _check_same(slices, source)
     orientation = np.array(slices[0].orientation, dtype=float)
     row, column = orientation[:3], orientation[3:]
-    if (abs(np.linalg.norm(row) - 1) > ORTHONORMAL_TOLERANCE or abs(np.linalg.norm(column) - 1) > ORTHONORMAL_TOLERANCE
-            or abs(row @ column) > ORTHONORMAL_TOLERANCE):
-        raise InputError(f"{source}: ImageOrientationPatient {list(orientation)} is not two orthogonal unit "
-                         f"vectors; the header is corrupt.")
+    if (
+        abs(np.linalg.norm(row) - 1) > ORTHONORMAL_TOLERANCE
+        or abs(np.linalg.norm(column) - 1) > ORTHONORMAL_TOLERANCE
+        or abs(row @ column) > ORTHONORMAL_TOLERANCE
+    ):
+        raise InputError(
+            f"{source}: ImageOrientationPatient {list(orientation)} is not two orthogonal unit "
+            f"vectors; the header is corrupt."
+        )
     normal = np.cross(row, column)
     normal /= np.linalg.norm(normal)
 
@@ -87,16 +92,19 @@ def _check_same(slices: list[SliceGeometry], source: str) -> None:
     distinct = _distinct_rows(orientations, ORIENTATION_TOLERANCE)
     if len(distinct) > 1:
         shown = "; ".join("[" + ", ".join(f"{v:.4g}" for v in o) + "]" for o in distinct[:4])
-        raise InputError(f"{source}: mixed orientations: {len(distinct)} different ImageOrientationPatient "
-                         f"values in one series ({shown}); a 3D image needs one orientation. Export each "
-                         f"orientation as its own series.")
+        raise InputError(
+            f"{source}: mixed orientations: {len(distinct)} different ImageOrientationPatient "
+            f"values in one series ({shown}); a 3D image needs one orientation. Export each "
+            f"orientation as its own series."
+        )
     sizes = sorted({(s.rows, s.columns) for s in slices})
     if len(sizes) > 1:
         raise InputError(f"{source}: slices of different sizes (rows x columns {sizes}) in one series.")
     spacings = _distinct_rows(np.array([s.pixel_spacing for s in slices], dtype=float), 1e-4)
     if len(spacings) > 1:
-        raise InputError(f"{source}: slices with different PixelSpacing ({[list(s) for s in spacings[:4]]} mm) "
-                         f"in one series.")
+        raise InputError(
+            f"{source}: slices with different PixelSpacing ({[list(s) for s in spacings[:4]]} mm) in one series."
+        )
     if min(slices[0].pixel_spacing) <= 0:
         raise InputError(f"{source}: PixelSpacing must be positive, found {list(slices[0].pixel_spacing)} mm.")
 
@@ -113,9 +121,11 @@ def _check_no_duplicates(steps: np.ndarray, distances: np.ndarray, source: str) 
     duplicates = int(np.count_nonzero(steps < POSITION_TOLERANCE_MM))
     if duplicates:
         where = float(distances[1:][steps < POSITION_TOLERANCE_MM][0])
-        raise InputError(f"{source}: {duplicates} slice(s) share a position with another (first at {where:.2f} mm "
-                         f"along the normal): a multi-echo, dynamic or multi-phase series, or duplicate files. "
-                         f"Export one volume per series.")
+        raise InputError(
+            f"{source}: {duplicates} slice(s) share a position with another (first at {where:.2f} mm "
+            f"along the normal): a multi-echo, dynamic or multi-phase series, or duplicate files. "
+            f"Export one volume per series."
+        )
 
 
 def _check_no_tilt(positions: np.ndarray, normal: np.ndarray, source: str) -> None:
@@ -125,10 +135,12 @@ def _check_no_tilt(positions: np.ndarray, normal: np.ndarray, source: str) -> No
     sideways = np.linalg.norm(offsets - np.outer(along, normal), axis=1)
     if sideways.max() > POSITION_TOLERANCE_MM + 1e-6 * abs(along).max():
         angle = float(np.degrees(np.arctan2(sideways[-1], abs(along[-1]))))
-        raise InputError(f"{source}: gantry tilt or sheared stack: slice positions drift {sideways.max():.2f} mm "
-                         f"sideways over {abs(along[-1]):.1f} mm along the slice normal (about {angle:.1f} degrees); "
-                         f"a sheared grid cannot be represented without resampling. Resample it to an orthogonal "
-                         f"grid first (e.g. dcm2niix's tilt correction) or choose another series.")
+        raise InputError(
+            f"{source}: gantry tilt or sheared stack: slice positions drift {sideways.max():.2f} mm "
+            f"sideways over {abs(along[-1]):.1f} mm along the slice normal (about {angle:.1f} degrees); "
+            f"a sheared grid cannot be represented without resampling. Resample it to an orthogonal "
+            f"grid first (e.g. dcm2niix's tilt correction) or choose another series."
+        )
 
 
 def _regular_step(steps: np.ndarray, distances: np.ndarray, source: str) -> float:
@@ -142,9 +154,13 @@ def _regular_step(steps: np.ndarray, distances: np.ndarray, source: str) -> floa
     if np.all(np.abs(multiples - np.round(multiples)) * smallest <= POSITION_TOLERANCE_MM):
         missing = int(np.round(multiples[gaps]).sum() - len(gaps))
         first = float(distances[gaps[0]])
-        raise InputError(f"{source}: missing slices: the step is {smallest:.3f} mm but {len(gaps)} gap(s) skip about "
-                         f"{missing} slice(s) (first after the slice at {first:.2f} mm along the normal). Export the "
-                         f"complete series.")
-    raise InputError(f"{source}: irregular slice spacing: steps between slices range from {smallest:.3f} to "
-                     f"{float(steps.max()):.3f} mm ({len(gaps)} of {len(steps)} differ from the smallest); a 3D image "
-                     f"needs one constant step. Export the series on a regular grid.")
+        raise InputError(
+            f"{source}: missing slices: the step is {smallest:.3f} mm but {len(gaps)} gap(s) skip about "
+            f"{missing} slice(s) (first after the slice at {first:.2f} mm along the normal). Export the "
+            f"complete series."
+        )
+    raise InputError(
+        f"{source}: irregular slice spacing: steps between slices range from {smallest:.3f} to "
+        f"{float(steps.max()):.3f} mm ({len(gaps)} of {len(steps)} differ from the smallest); a 3D image "
+        f"needs one constant step. Export the series on a regular grid."
+    )

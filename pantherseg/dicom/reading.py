@@ -35,8 +35,14 @@ MAX_FILES = 100_000
 DEFER_BYTES = 1 << 20  # elements above 1 MiB stay on disk while headers are scanned
 HEADER_ALLOWANCE = 16 << 20  # a slice's non-pixel elements (private tags, icons, overlays) may take this much
 DEFLATED = "1.2.840.10008.1.2.1.99"
-ENCAPSULATED_JPEG = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
-                     "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81")
+ENCAPSULATED_JPEG = (
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.81",
+)
 ENCAPSULATED_J2K = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
 # JPEG start-of-frame markers (ITU T.81 B.1.1.3): C0-CF but C4 (DHT), C8 (JPG) and CC (DAC); F7: JPEG-LS SOF55.
 _SOF_MARKERS = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7}
@@ -47,9 +53,22 @@ def unreadable_errors() -> tuple[type[BaseException], ...]:
     (a wrong value length, an unknown character set, an unparsable number, a short file...)."""
     import pydicom.errors
 
-    return (pydicom.errors.InvalidDicomError, pydicom.errors.BytesLengthException, OSError, ValueError, TypeError,
-            EOFError, KeyError, AttributeError, IndexError, OverflowError, LookupError, struct.error,
-            NotImplementedError, RecursionError)
+    return (
+        pydicom.errors.InvalidDicomError,
+        pydicom.errors.BytesLengthException,
+        OSError,
+        ValueError,
+        TypeError,
+        EOFError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        OverflowError,
+        LookupError,
+        struct.error,
+        NotImplementedError,
+        RecursionError,
+    )
 
 
 def folder_files(folder: Path) -> tuple[list[Path], list[str]]:
@@ -60,8 +79,10 @@ def folder_files(folder: Path) -> tuple[list[Path], list[str]]:
         here = Path(root)
         depth = len(here.relative_to(folder).parts)
         if depth > MAX_DEPTH:
-            raise InputError(f"{folder}: folders nest deeper than {MAX_DEPTH} levels (at {here}); a DICOM export "
-                             f"is a few levels deep. Refused.")
+            raise InputError(
+                f"{folder}: folders nest deeper than {MAX_DEPTH} levels (at {here}); a DICOM export "
+                f"is a few levels deep. Refused."
+            )
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted([*files, *(d for d in dirs if (here / d).is_symlink())]):
             if name.startswith("."):
@@ -81,8 +102,10 @@ def folder_files(folder: Path) -> tuple[list[Path], list[str]]:
 def _entry_kind(path: Path, folder: Path) -> str:
     """``file`` or ``folder link``; InputError for a link out of ``folder`` or a file that is not regular."""
     if path.is_symlink() and not resolves_inside(path, folder):
-        raise InputError(f"{path} is a link to {os.path.realpath(path)}, outside the input folder {folder}; "
-                         f"refused (an input folder must not make the run read other files).")
+        raise InputError(
+            f"{path} is a link to {os.path.realpath(path)}, outside the input folder {folder}; "
+            f"refused (an input folder must not make the run read other files)."
+        )
     try:
         mode = os.stat(path).st_mode
     except OSError as error:
@@ -90,8 +113,10 @@ def _entry_kind(path: Path, folder: Path) -> str:
     if stat.S_ISDIR(mode):
         return "folder link"
     if not stat.S_ISREG(mode):
-        raise InputError(f"{path} is not a regular file (a FIFO, device or socket); refused before opening it: "
-                         f"a DICOM folder holds files only.")
+        raise InputError(
+            f"{path} is not a regular file (a FIFO, device or socket); refused before opening it: "
+            f"a DICOM folder holds files only."
+        )
     return "file"
 
 
@@ -110,8 +135,10 @@ def read_dicom(path: Path, *, max_bytes: int, pixels: bool, source: str):
 
     size = path.stat().st_size
     if size > max_bytes:
-        raise InputError(f"{source}: {path.name} is {size / 2**20:.0f} MiB, more than the {max_bytes / 2**20:.0f} MiB "
-                         f"its slice can take; refused before reading it (an element claiming gigabytes?).")
+        raise InputError(
+            f"{source}: {path.name} is {size / 2**20:.0f} MiB, more than the {max_bytes / 2**20:.0f} MiB "
+            f"its slice can take; refused before reading it (an element claiming gigabytes?)."
+        )
     meta = pydicom.filereader.read_file_meta_info(path)
     if str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
         dataset = _read_deflated(path, meta, max_bytes=max_bytes, pixels=pixels, source=source)
@@ -150,17 +177,26 @@ def _read_deflated(path: Path, meta, *, max_bytes: int, pixels: bool, source: st
     except zlib.error as error:
         raise InputError(f"{source}: {path.name}: its deflated dataset is damaged ({error}).") from error
     if inflater.unconsumed_tail:
-        raise InputError(f"{source}: {path.name}: its deflated dataset inflates beyond {max_bytes / 2**20:.0f} MiB "
-                         f"({len(zipped) / 2**20:.1f} MiB on disk), more than its slice can take; refused while "
-                         f"inflating (a zip bomb?).")
+        raise InputError(
+            f"{source}: {path.name}: its deflated dataset inflates beyond {max_bytes / 2**20:.0f} MiB "
+            f"({len(zipped) / 2**20:.1f} MiB on disk), more than its slice can take; refused while "
+            f"inflating (a zip bomb?)."
+        )
     if not inflater.eof:
-        raise InputError(f"{source}: {path.name}: its deflated dataset ends before the end of its deflate stream "
-                         f"(truncated).")
+        raise InputError(
+            f"{source}: {path.name}: its deflated dataset ends before the end of its deflate stream (truncated)."
+        )
     stop = None if pixels else (lambda tag, vr, length: tag == Tag(0x7FE0, 0x0010))
-    dataset = read_dataset(DicomBytesIO(body), is_implicit_VR=False, is_little_endian=True,
-                           defer_size=None if pixels else DEFER_BYTES, stop_when=stop)
-    return FileDataset(str(path), dataset, preamble=preamble, file_meta=meta, is_implicit_VR=False,
-                       is_little_endian=True)
+    dataset = read_dataset(
+        DicomBytesIO(body),
+        is_implicit_VR=False,
+        is_little_endian=True,
+        defer_size=None if pixels else DEFER_BYTES,
+        stop_when=stop,
+    )
+    return FileDataset(
+        str(path), dataset, preamble=preamble, file_meta=meta, is_implicit_VR=False, is_little_endian=True
+    )
 
 
 def check_declared_frame(dataset, path: Path, source: str) -> None:
@@ -173,15 +209,18 @@ def check_declared_frame(dataset, path: Path, source: str) -> None:
     try:
         frame = next(generate_frames(dataset.PixelData, number_of_frames=1))
     except (StopIteration, ValueError, KeyError, struct.error) as error:
-        raise InputError(f"{source}: {path.name}: its encapsulated pixel data holds no readable frame "
-                         f"({error or 'empty'}).") from error
+        raise InputError(
+            f"{source}: {path.name}: its encapsulated pixel data holds no readable frame ({error or 'empty'})."
+        ) from error
     declared = _jpeg_size(frame) if syntax in ENCAPSULATED_JPEG else _j2k_size(frame)
     expected = (int(dataset.Rows), int(dataset.Columns), int(dataset.get("SamplesPerPixel", 1) or 1))
     if declared != expected:
         shown = "no frame header" if declared is None else "%d x %d x %d" % declared
-        raise InputError(f"{source}: {path.name}: its compressed frame declares {shown} (rows x columns x samples) "
-                         f"but the header says {'%d x %d x %d' % expected}; refused before decoding (the decoder "
-                         f"would allocate what the codestream claims).")
+        raise InputError(
+            f"{source}: {path.name}: its compressed frame declares {shown} (rows x columns x samples) "
+            f"but the header says {'%d x %d x %d' % expected}; refused before decoding (the decoder "
+            f"would allocate what the codestream claims)."
+        )
 
 
 def _jpeg_size(frame: bytes) -> tuple[int, int, int] | None:
@@ -194,9 +233,9 @@ def _jpeg_size(frame: bytes) -> tuple[int, int, int] | None:
         if marker == 0xFF:  # fill byte
             position += 1
             continue
-        length = struct.unpack(">H", frame[position + 2: position + 4])[0]
+        length = struct.unpack(">H", frame[position + 2 : position + 4])[0]
         if marker in _SOF_MARKERS and position + 10 <= len(frame):
-            rows, columns = struct.unpack(">HH", frame[position + 5: position + 9])
+            rows, columns = struct.unpack(">HH", frame[position + 5 : position + 9])
             return rows, columns, frame[position + 9]
         if marker == 0xDA:  # start of scan before any frame header
             return None
@@ -209,6 +248,6 @@ def _j2k_size(frame: bytes) -> tuple[int, int, int] | None:
     at = frame.find(b"\xff\x4f\xff\x51")
     if at < 0 or at + 42 > len(frame):
         return None
-    xsiz, ysiz, xosiz, yosiz = struct.unpack(">IIII", frame[at + 8: at + 24])
-    components = struct.unpack(">H", frame[at + 40: at + 42])[0]
+    xsiz, ysiz, xosiz, yosiz = struct.unpack(">IIII", frame[at + 8 : at + 24])
+    components = struct.unpack(">H", frame[at + 40 : at + 42])[0]
     return ysiz - yosiz, xsiz - xosiz, components

@@ -60,8 +60,9 @@ def slice_contours(plane: np.ndarray) -> list[np.ndarray]:
 def _drop_collinear(points: np.ndarray) -> np.ndarray:
     before = np.roll(points, 1, axis=0)
     after = np.roll(points, -1, axis=0)
-    cross = (points[:, 0] - before[:, 0]) * (after[:, 1] - points[:, 1]) \
-        - (points[:, 1] - before[:, 1]) * (after[:, 0] - points[:, 0])
+    cross = (points[:, 0] - before[:, 0]) * (after[:, 1] - points[:, 1]) - (points[:, 1] - before[:, 1]) * (
+        after[:, 0] - points[:, 0]
+    )
     return points[np.abs(cross) > 1e-9]
 
 
@@ -70,31 +71,54 @@ def to_patient(points_rc: np.ndarray, dataset) -> np.ndarray:
     orientation = np.array(dataset.ImageOrientationPatient, dtype=float)
     origin = np.array(dataset.ImagePositionPatient, dtype=float)
     row_spacing, column_spacing = (float(v) for v in dataset.PixelSpacing)
-    return (origin + np.outer(points_rc[:, 1] * column_spacing, orientation[:3])
-            + np.outer(points_rc[:, 0] * row_spacing, orientation[3:]))
+    return (
+        origin
+        + np.outer(points_rc[:, 1] * column_spacing, orientation[:3])
+        + np.outer(points_rc[:, 0] * row_spacing, orientation[3:])
+    )
 
 
 class RTStructureSet(hd.SOPClass):
     """An RT Structure Set of one ROI: the contours of ``mask_zyx`` (z index k = ``source_images[k]``)."""
 
-    def __init__(self, mask_zyx: np.ndarray, source_images: list, *, algorithm: Algorithm,
-                 roi_name: str = DEFAULT_ROI_NAME, series_number: int = 902):
+    def __init__(
+        self,
+        mask_zyx: np.ndarray,
+        source_images: list,
+        *,
+        algorithm: Algorithm,
+        roi_name: str = DEFAULT_ROI_NAME,
+        series_number: int = 902,
+    ):
         if mask_zyx.shape != (len(source_images), int(source_images[0].Rows), int(source_images[0].Columns)):
-            raise ValueError(f"mask shape {mask_zyx.shape} does not match {len(source_images)} slices of "
-                             f"{source_images[0].Rows} x {source_images[0].Columns}")
+            raise ValueError(
+                f"mask shape {mask_zyx.shape} does not match {len(source_images)} slices of "
+                f"{source_images[0].Rows} x {source_images[0].Columns}"
+            )
         roi_name = check_roi_name(roi_name)
         source = writer_sources(source_images[:1])[0]  # type 2 patient/study attributes present, maybe empty
         super().__init__(
-            study_instance_uid=source.StudyInstanceUID, series_instance_uid=generate_uid(),
-            series_number=series_number, sop_instance_uid=generate_uid(), sop_class_uid=RTStructureSetStorage,
-            instance_number=1, modality="RTSTRUCT", manufacturer=MANUFACTURER,
-            transfer_syntax_uid=ExplicitVRLittleEndian, patient_id=source.PatientID,
-            patient_name=source.PatientName, patient_birth_date=source.PatientBirthDate,
-            patient_sex=source.PatientSex, accession_number=source.AccessionNumber, study_id=source.StudyID,
-            study_date=source.StudyDate, study_time=source.StudyTime,
+            study_instance_uid=source.StudyInstanceUID,
+            series_instance_uid=generate_uid(),
+            series_number=series_number,
+            sop_instance_uid=generate_uid(),
+            sop_class_uid=RTStructureSetStorage,
+            instance_number=1,
+            modality="RTSTRUCT",
+            manufacturer=MANUFACTURER,
+            transfer_syntax_uid=ExplicitVRLittleEndian,
+            patient_id=source.PatientID,
+            patient_name=source.PatientName,
+            patient_birth_date=source.PatientBirthDate,
+            patient_sex=source.PatientSex,
+            accession_number=source.AccessionNumber,
+            study_id=source.StudyID,
+            study_date=source.StudyDate,
+            study_time=source.StudyTime,
             referring_physician_name=source.ReferringPhysicianName,
             series_description=f"{roi_name} ({algorithm.name} {algorithm.version})"[:64],
-            manufacturer_model_name=MODEL_NAME, software_versions=algorithm.version,
+            manufacturer_model_name=MODEL_NAME,
+            software_versions=algorithm.version,
             specific_character_set=OUTPUT_CHARACTER_SET,  # UTF-8: source values decoded by pydicom, names any text
         )
         self.copy_patient_and_study_information(source)
@@ -103,8 +127,7 @@ class RTStructureSet(hd.SOPClass):
             self.PositionReferenceIndicator = ""  # type 2
         self.OperatorsName = ""  # RT Series, type 2
         date, time = self.InstanceCreationDate, self.InstanceCreationTime
-        self.update(structure_set_module(source_images, roi_name=roi_name, algorithm=algorithm, date=date,
-                                         time=time))
+        self.update(structure_set_module(source_images, roi_name=roi_name, algorithm=algorithm, date=date, time=time))
         self.update(roi_contour_module(mask_zyx, source_images))
         self.update(rt_roi_observations_module())
         self.ApprovalStatus = "UNAPPROVED"  # Approval module: a clinician reviews it
@@ -187,7 +210,13 @@ def rt_roi_observations_module() -> Dataset:
     return module
 
 
-def build_rtstruct(mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm, roi_name: str = DEFAULT_ROI_NAME,
-                   series_number: int = 902) -> RTStructureSet:
+def build_rtstruct(
+    mask_zyx: np.ndarray,
+    datasets: list,
+    *,
+    algorithm: Algorithm,
+    roi_name: str = DEFAULT_ROI_NAME,
+    series_number: int = 902,
+) -> RTStructureSet:
     """The RT Structure Set of ``mask_zyx`` (z index k = ``datasets[k]``)."""
     return RTStructureSet(mask_zyx, datasets, algorithm=algorithm, roi_name=roi_name, series_number=series_number)

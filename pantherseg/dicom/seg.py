@@ -57,21 +57,27 @@ def build_seg(mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm, ser
     from pydicom.valuerep import format_number_as_ds
 
     if mask_zyx.shape != (len(datasets), int(datasets[0].Rows), int(datasets[0].Columns)):
-        raise ValueError(f"mask shape {mask_zyx.shape} does not match {len(datasets)} slices of "
-                         f"{datasets[0].Rows} x {datasets[0].Columns}")
+        raise ValueError(
+            f"mask shape {mask_zyx.shape} does not match {len(datasets)} slices of "
+            f"{datasets[0].Rows} x {datasets[0].Columns}"
+        )
     identification = hd.AlgorithmIdentificationSequence(
-        name=algorithm.name, version=algorithm.version, family=codes.cid7162.ArtificialIntelligence,
+        name=algorithm.name,
+        version=algorithm.version,
+        family=codes.cid7162.ArtificialIntelligence,
         source="PANTHER 2025 winning method, arXiv 2508.21775",
         parameters=algorithm.parameters(),
     )
     segment = hd.seg.SegmentDescription(
-        segment_number=1, segment_label=SEGMENT_LABEL,
+        segment_number=1,
+        segment_label=SEGMENT_LABEL,
         segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         segmented_property_type=codes.SCT.Neoplasm,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=identification,
         anatomic_regions=[codes.SCT.Pancreas],
-        tracking_id="pancreatic-tumour", tracking_uid=generate_uid(),
+        tracking_id="pancreatic-tumour",
+        tracking_uid=generate_uid(),
     )
     source = datasets[0]
     # highdicom copies the pixel measures of the first source image; the copies carry the measured step between
@@ -87,12 +93,17 @@ def build_seg(mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm, ser
         pixel_array=np.ascontiguousarray(mask_zyx, dtype=bool),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment],
-        series_instance_uid=generate_uid(), series_number=series_number,
-        sop_instance_uid=generate_uid(), instance_number=1,
-        manufacturer=MANUFACTURER, manufacturer_model_name=MODEL_NAME,
-        software_versions=algorithm.version, device_serial_number="1",
+        series_instance_uid=generate_uid(),
+        series_number=series_number,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=MODEL_NAME,
+        software_versions=algorithm.version,
+        device_serial_number="1",
         series_description=f"{SEGMENT_LABEL} ({algorithm.name} {algorithm.version})"[:64],
-        content_label="TUMOUR", content_description=f"{algorithm.name} {algorithm.task} ensemble"[:64],
+        content_label="TUMOUR",
+        content_description=f"{algorithm.name} {algorithm.task} ensemble"[:64],
         content_creator_name=None,
     )
     log.debug("SEG of series %s: %d frame(s)", source.SeriesInstanceUID, int(seg.NumberOfFrames))

@@ -99,7 +99,7 @@ def scan_folder(folder: Path) -> tuple[dict[str, SeriesSummary], list[str]]:
 
     Files are found by ``reading.folder_files`` (links out, FIFOs and devices refused) and their
     headers read within ``reading.max_file_bytes`` of the largest slice a series may hold."""
-    _pydicom()  # the install hint, before anything is read, when the extra is missing
+    pydicom = _pydicom()
     folder = Path(folder)
     series: dict[str, SeriesSummary] = {}
     skipped: dict[str, int] = {}
@@ -107,8 +107,11 @@ def scan_folder(folder: Path) -> tuple[dict[str, SeriesSummary], list[str]]:
     bound = max_file_bytes(MAX_SLICE_PIXEL_BYTES)
     for path in paths:
         try:
-            header = read_dicom(path, max_bytes=bound, pixels=False, source=folder.name) if is_dicom_file(path) \
+            header = (
+                read_dicom(path, max_bytes=bound, pixels=False, source=folder.name)
+                if is_dicom_file(path)
                 else converted(pydicom.dcmread(path, stop_before_pixels=True, defer_size=DEFER_BYTES))
+            )
             kind = _non_image_kind(header)
         except unreadable_errors():
             skipped["not DICOM or unreadable"] = skipped.get("not DICOM or unreadable", 0) + 1
@@ -120,8 +123,12 @@ def scan_folder(folder: Path) -> tuple[dict[str, SeriesSummary], list[str]]:
         if not uid:
             skipped["image without SeriesInstanceUID"] = skipped.get("image without SeriesInstanceUID", 0) + 1
             continue
-        entry = series.setdefault(uid, SeriesSummary(uid=uid, description=str(header.get("SeriesDescription", "")),
-                                                     modality=str(header.get("Modality", ""))))
+        entry = series.setdefault(
+            uid,
+            SeriesSummary(
+                uid=uid, description=str(header.get("SeriesDescription", "")), modality=str(header.get("Modality", ""))
+            ),
+        )
         entry.files.append(path)
         entry.headers.append(header)
     notes += [f"skipped {count} file(s): {kind}" for kind, count in sorted(skipped.items())]
@@ -191,8 +198,9 @@ def read_series(folder: Path | str, *, series_uid: str | None = None) -> DicomSe
     check_voxel_count(geometry.size_xyz, source=source)  # before any pixel is decoded, like an .mha header
     pixel_bytes = _native_bytes(values[0])
     # Per voxel: the stored value kept in its dataset, the float32 plane, the stacked array and ITK's copy.
-    check_image_fits(geometry.size_xyz, -(-pixel_bytes // (geometry.size_xyz[0] * geometry.size_xyz[1])) + 8,
-                     source=source)
+    check_image_fits(
+        geometry.size_xyz, -(-pixel_bytes // (geometry.size_xyz[0] * geometry.size_xyz[1])) + 8, source=source
+    )
 
     datasets, planes = [], []
     for index in geometry.order:
@@ -200,8 +208,9 @@ def read_series(folder: Path | str, *, series_uid: str | None = None) -> DicomSe
         try:
             dataset = read_dicom(path, max_bytes=max_file_bytes(pixel_bytes), pixels=True, source=source)
         except unreadable_errors() as error:
-            raise InputError(f"{source}: {path.name} cannot be read (truncated or corrupt?): "
-                             f"{' '.join(str(error).split())[:200]}") from error
+            raise InputError(
+                f"{source}: {path.name} cannot be read (truncated or corrupt?): {' '.join(str(error).split())[:200]}"
+            ) from error
         check_declared_frame(dataset, path, source)
         planes.append(_decode(dataset, path, source, values[index]))
         datasets.append(dataset)
@@ -212,10 +221,16 @@ def read_series(folder: Path | str, *, series_uid: str | None = None) -> DicomSe
     image.SetDirection(geometry.direction)
     volume = volume_from_image(image, source=source)
     volume.notes.extend(notes)
-    log.info("%s: %d slices, %s x %s x %s voxels at %s mm", source, len(datasets), *geometry.size_xyz,
-             tuple(round(s, 4) for s in geometry.spacing_xyz))
-    return DicomSeries(folder=folder, uid=chosen.uid, description=chosen.description, datasets=datasets,
-                       volume=volume, notes=notes)
+    log.info(
+        "%s: %d slices, %s x %s x %s voxels at %s mm",
+        source,
+        len(datasets),
+        *geometry.size_xyz,
+        tuple(round(s, 4) for s in geometry.spacing_xyz),
+    )
+    return DicomSeries(
+        folder=folder, uid=chosen.uid, description=chosen.description, datasets=datasets, volume=volume, notes=notes
+    )
 
 
 def check_dicom_sources(series: DicomSeries, formats, *, roi_name: str | None = None) -> None:
@@ -224,8 +239,13 @@ def check_dicom_sources(series: DicomSeries, formats, *, roi_name: str | None = 
 
 
 def _slice_geometry(values: dict[str, tuple]) -> SliceGeometry:
-    return SliceGeometry(position=values["ImagePositionPatient"], orientation=values["ImageOrientationPatient"],
-                         pixel_spacing=values["PixelSpacing"], rows=values["Rows"][0], columns=values["Columns"][0])
+    return SliceGeometry(
+        position=values["ImagePositionPatient"],
+        orientation=values["ImageOrientationPatient"],
+        pixel_spacing=values["PixelSpacing"],
+        rows=values["Rows"][0],
+        columns=values["Columns"][0],
+    )
 
 
 def _native_bytes(values: dict[str, tuple]) -> int:
@@ -241,11 +261,14 @@ def _check_pixels_decodable(headers: list, values: dict[str, tuple], source: str
         from pydicom.uid import UID
 
         names = ", ".join(f"{UID(uid).name} ({uid})" if uid else "none" for uid in refused)
-        raise InputError(f"{source}: transfer syntax {names} is not supported; supported are uncompressed, RLE, "
-                         f"JPEG, JPEG-LS and JPEG 2000. Decompress the series first (e.g. dcmdjpeg, gdcmconv --raw).")
+        raise InputError(
+            f"{source}: transfer syntax {names} is not supported; supported are uncompressed, RLE, "
+            f"JPEG, JPEG-LS and JPEG 2000. Decompress the series first (e.g. dcmdjpeg, gdcmconv --raw)."
+        )
     if values["SamplesPerPixel"][0] != 1:  # the attribute table allows 1 only; kept for the message
-        raise InputError(f"{source}: expected greyscale slices, found {values['SamplesPerPixel'][0]} samples "
-                         f"per pixel.")
+        raise InputError(
+            f"{source}: expected greyscale slices, found {values['SamplesPerPixel'][0]} samples per pixel."
+        )
 
 
 def _decode(dataset, path: Path, source: str, values: dict[str, tuple]) -> np.ndarray:
@@ -257,8 +280,10 @@ def _decode(dataset, path: Path, source: str, values: dict[str, tuple]) -> np.nd
         reason = " ".join(str(error).split())[:300]
         compressed = getattr(syntax, "is_compressed", False)
         advice = f" If a decoder is missing: {INSTALL_HINT}." if compressed else ""
-        raise InputError(f"{source}: the pixel data of {path.name} ({getattr(syntax, 'name', syntax)}) cannot be "
-                         f"decoded (truncated or corrupt?): {reason}.{advice}") from error
+        raise InputError(
+            f"{source}: the pixel data of {path.name} ({getattr(syntax, 'name', syntax)}) cannot be "
+            f"decoded (truncated or corrupt?): {reason}.{advice}"
+        ) from error
     if stored.ndim != 2:
         raise InputError(f"{source}: {path.name} holds pixel data of shape {stored.shape}, expected one 2D slice.")
     slope, intercept = values["RescaleSlope"][0], values["RescaleIntercept"][0]

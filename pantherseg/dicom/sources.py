@@ -23,8 +23,17 @@ import unicodedata
 from pantherseg.errors import InputError
 
 # Type 2 attributes of the Patient (PS3.3 C.7.1.1) and General Study (C.7.2.1) modules both writers copy.
-TYPE_2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                 "ReferringPhysicianName", "StudyID", "AccessionNumber")
+TYPE_2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 # Type 1 in every source image and needed for the references.
 TYPE_1_REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID", "FrameOfReferenceUID")
 OUTPUT_CHARACTER_SET = "ISO_IR 192"
@@ -38,9 +47,11 @@ def check_sources(datasets: list, formats, *, roi_name: str | None = None, sourc
     for name in TYPE_1_REQUIRED:
         lacking = [k for k, dataset in enumerate(datasets) if not str(dataset.get(name, "") or "").strip()]
         if lacking:
-            raise InputError(f"{source}: {len(lacking)} of {len(datasets)} slices have no {name} (type 1 in the "
-                             f"image's IOD), which a DICOM-SEG or RTSTRUCT must reference; refused before the "
-                             f"prediction. Fix the export, or ask for mha / nii.gz only.")
+            raise InputError(
+                f"{source}: {len(lacking)} of {len(datasets)} slices have no {name} (type 1 in the "
+                f"image's IOD), which a DICOM-SEG or RTSTRUCT must reference; refused before the "
+                f"prediction. Fix the export, or ask for mha / nii.gz only."
+            )
     if "rtstruct" in formats and roi_name is not None:
         check_roi_name(roi_name)
 
@@ -52,12 +63,15 @@ def check_roi_name(name: str) -> str:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        raise InputError(f"--roi-name {name!r} is not valid text (a raw byte the terminal's encoding could not "
-                         f"decode?); give it in UTF-8.") from None
+        raise InputError(
+            f"--roi-name {name!r} is not valid text (a raw byte the terminal's encoding could not "
+            f"decode?); give it in UTF-8."
+        ) from None
     bad = [c for c in name if c == "\\" or unicodedata.category(c) in ("Cc", "Cf", "Cs")]
     if bad:
-        raise InputError(f"--roi-name {name!r} holds {bad[0]!r}: a DICOM LO value cannot hold backslashes or "
-                         f"control characters.")
+        raise InputError(
+            f"--roi-name {name!r} holds {bad[0]!r}: a DICOM LO value cannot hold backslashes or control characters."
+        )
     if len(name) > LO_MAX_CHARACTERS:
         raise InputError(f"--roi-name has {len(name)} characters; a DICOM ROIName holds at most {LO_MAX_CHARACTERS}.")
     return name

@@ -60,17 +60,28 @@ def tumour_volume_ml(mask_zyx: np.ndarray, voxel_mm3: float) -> float:
     return int(np.count_nonzero(mask_zyx)) * voxel_mm3 / 1000.0
 
 
-def build_sr(mask_zyx: np.ndarray, datasets: list, segmentation, *, algorithm: Algorithm,
-             voxel_mm3: float | None = None, series_number: int = 903) -> hd.sr.Comprehensive3DSR:
+def build_sr(
+    mask_zyx: np.ndarray,
+    datasets: list,
+    segmentation,
+    *,
+    algorithm: Algorithm,
+    voxel_mm3: float | None = None,
+    series_number: int = 903,
+) -> hd.sr.Comprehensive3DSR:
     """The measurement report of ``mask_zyx`` (z index k = ``datasets[k]``), whose SEG is ``segmentation``.
 
     ``voxel_mm3``: the voxel volume the run report uses (default: from the datasets' headers)."""
     if mask_zyx.shape != (len(datasets), int(datasets[0].Rows), int(datasets[0].Columns)):
-        raise ValueError(f"mask shape {mask_zyx.shape} does not match {len(datasets)} slices of "
-                         f"{datasets[0].Rows} x {datasets[0].Columns}")
+        raise ValueError(
+            f"mask shape {mask_zyx.shape} does not match {len(datasets)} slices of "
+            f"{datasets[0].Rows} x {datasets[0].Columns}"
+        )
     if str(segmentation.ReferencedSeriesSequence[0].SeriesInstanceUID) != str(datasets[0].SeriesInstanceUID):
-        raise ValueError(f"the SEG references series {segmentation.ReferencedSeriesSequence[0].SeriesInstanceUID}, "
-                         f"not the source series {datasets[0].SeriesInstanceUID}")
+        raise ValueError(
+            f"the SEG references series {segmentation.ReferencedSeriesSequence[0].SeriesInstanceUID}, "
+            f"not the source series {datasets[0].SeriesInstanceUID}"
+        )
     volume_ml = tumour_volume_ml(mask_zyx, voxel_volume_mm3(datasets) if voxel_mm3 is None else voxel_mm3)
     sources = writer_sources(datasets)
     report = hd.sr.MeasurementReport(
@@ -79,15 +90,25 @@ def build_sr(mask_zyx: np.ndarray, datasets: list, segmentation, *, algorithm: A
         imaging_measurements=[_tumour_group(segmentation, datasets[0].SeriesInstanceUID, algorithm, volume_ml)],
     )
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[*sources, segmentation], content=report[0],
-        series_instance_uid=generate_uid(), series_number=series_number, sop_instance_uid=generate_uid(),
-        instance_number=1, manufacturer=MANUFACTURER, manufacturer_model_name=MODEL_NAME,
-        software_versions=algorithm.version, device_serial_number="1",
+        evidence=[*sources, segmentation],
+        content=report[0],
+        series_instance_uid=generate_uid(),
+        series_number=series_number,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=MODEL_NAME,
+        software_versions=algorithm.version,
+        device_serial_number="1",
         series_description=f"{SEGMENT_LABEL} volume ({algorithm.name} {algorithm.version})"[:64],
-        is_complete=True, is_final=False, is_verified=False,
-        coding_schemes=[CodingSchemeIdentificationItem(
-            designator=CODING_SCHEME, name="pantherseg measurement codes",
-            responsible_organization=MANUFACTURER)],
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        coding_schemes=[
+            CodingSchemeIdentificationItem(
+                designator=CODING_SCHEME, name="pantherseg measurement codes", responsible_organization=MANUFACTURER
+            )
+        ],
         specific_character_set=OUTPUT_CHARACTER_SET,
     )
     log.debug("SR of series %s: tumour volume %.4f ml", datasets[0].SeriesInstanceUID, volume_ml)
@@ -99,33 +120,51 @@ def _device_observer(algorithm: Algorithm) -> hd.sr.ObserverContext:
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=generate_uid(entropy_srcs=[algorithm.name, algorithm.version]),  # one release, one device UID
-            name=algorithm.name, manufacturer_name=MANUFACTURER, model_name=MODEL_NAME,
+            name=algorithm.name,
+            manufacturer_name=MANUFACTURER,
+            model_name=MODEL_NAME,
         ),
     )
 
 
-def _tumour_group(segmentation, source_series_uid: str, algorithm: Algorithm,
-                  volume_ml: float) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+def _tumour_group(
+    segmentation, source_series_uid: str, algorithm: Algorithm, volume_ml: float
+) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
     segment = segmentation.SegmentSequence[SEGMENT_NUMBER - 1]
     algorithm_id = hd.sr.AlgorithmIdentification(
-        name=algorithm.name, version=algorithm.version, family=codes.cid7162.ArtificialIntelligence,
+        name=algorithm.name,
+        version=algorithm.version,
+        family=codes.cid7162.ArtificialIntelligence,
         parameters=[f"{key}={value}" for key, value in algorithm.parameters().items()],
     )
-    measurements = [hd.sr.Measurement(name=codes.SCT.Volume, value=float(volume_ml), unit=MILLILITER,
-                                      algorithm_id=algorithm_id)]
+    measurements = [
+        hd.sr.Measurement(name=codes.SCT.Volume, value=float(volume_ml), unit=MILLILITER, algorithm_id=algorithm_id)
+    ]
     evaluations = []
     if algorithm.quality_score is not None:
-        measurements.append(hd.sr.Measurement(name=QUALITY_SCORE, value=float(algorithm.quality_score),
-                                              unit=NO_UNITS, algorithm_id=algorithm_id))
+        measurements.append(
+            hd.sr.Measurement(
+                name=QUALITY_SCORE, value=float(algorithm.quality_score), unit=NO_UNITS, algorithm_id=algorithm_id
+            )
+        )
     if algorithm.quality_review is not None:
-        evaluations.append(hd.sr.QualitativeEvaluation(
-            name=REVIEW_RECOMMENDED, value=codes.SCT.Yes if algorithm.quality_review else codes.SCT.No))
+        evaluations.append(
+            hd.sr.QualitativeEvaluation(
+                name=REVIEW_RECOMMENDED, value=codes.SCT.Yes if algorithm.quality_review else codes.SCT.No
+            )
+        )
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=segment.TrackingUID, identifier=segment.TrackingID),
         referenced_segment=hd.sr.ReferencedSegment(
-            sop_class_uid=segmentation.SOPClassUID, sop_instance_uid=segmentation.SOPInstanceUID,
-            segment_number=SEGMENT_NUMBER, source_series=hd.sr.SourceSeriesForSegmentation(source_series_uid)),
-        finding_type=codes.SCT.Neoplasm, finding_category=codes.SCT.MorphologicallyAbnormalStructure,
-        finding_sites=[hd.sr.FindingSite(codes.SCT.Pancreas)], algorithm_id=algorithm_id,
-        measurements=measurements, qualitative_evaluations=evaluations or None,
+            sop_class_uid=segmentation.SOPClassUID,
+            sop_instance_uid=segmentation.SOPInstanceUID,
+            segment_number=SEGMENT_NUMBER,
+            source_series=hd.sr.SourceSeriesForSegmentation(source_series_uid),
+        ),
+        finding_type=codes.SCT.Neoplasm,
+        finding_category=codes.SCT.MorphologicallyAbnormalStructure,
+        finding_sites=[hd.sr.FindingSite(codes.SCT.Pancreas)],
+        algorithm_id=algorithm_id,
+        measurements=measurements,
+        qualitative_evaluations=evaluations or None,
     )

@@ -40,10 +40,12 @@ def order_dicom_formats(formats: Sequence[str]) -> tuple[str, ...]:
     if SR_FORMAT not in formats:
         return formats
     if SEG_FORMAT not in formats:
-        raise InputError("--output-format sr references the tumour segment of the case's DICOM-SEG; ask for "
-                         "both: --output-format dicom-seg sr (found: " + " ".join(formats) + ").")
+        raise InputError(
+            "--output-format sr references the tumour segment of the case's DICOM-SEG; ask for "
+            "both: --output-format dicom-seg sr (found: " + " ".join(formats) + ")."
+        )
     rest = [f for f in formats if f != SR_FORMAT]
-    return (*rest[: rest.index(SEG_FORMAT) + 1], SR_FORMAT, *rest[rest.index(SEG_FORMAT) + 1:])
+    return (*rest[: rest.index(SEG_FORMAT) + 1], SR_FORMAT, *rest[rest.index(SEG_FORMAT) + 1 :])
 
 
 def save_atomically(dataset, path: Path) -> Path:
@@ -59,8 +61,15 @@ class DicomWriter:
     ``voxel_mm3``: the voxel volume the run report uses for ``tumor_volume_mm3``, so that the SR's
     volume is the report's (default: from the datasets' headers)."""
 
-    def __init__(self, mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm, roi_name: str | None = None,
-                 voxel_mm3: float | None = None):
+    def __init__(
+        self,
+        mask_zyx: np.ndarray,
+        datasets: list,
+        *,
+        algorithm: Algorithm,
+        roi_name: str | None = None,
+        voxel_mm3: float | None = None,
+    ):
         self.mask_zyx, self.datasets, self.algorithm = mask_zyx, datasets, algorithm
         self.roi_name, self.voxel_mm3 = roi_name, voxel_mm3
         self.segmentation = None  # the SEG written by this writer, which the SR references
@@ -73,8 +82,10 @@ class DicomWriter:
         except PantherError:
             raise
         except (ValueError, TypeError, AttributeError, KeyError, IndexError) as error:
-            raise OutputError(f"{path.name}: the {output_format} object could not be built from the source series: "
-                              f"{type(error).__name__}: {' '.join(str(error).split())[:300]}") from error
+            raise OutputError(
+                f"{path.name}: the {output_format} object could not be built from the source series: "
+                f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+            ) from error
         for note in notes:
             log.warning("%s: %s", path.name, note)
         try:
@@ -97,8 +108,9 @@ class DicomWriter:
         elif output_format == "rtstruct":
             from pantherseg.dicom.rtstruct import DEFAULT_ROI_NAME, build_rtstruct
 
-            dataset = build_rtstruct(self.mask_zyx, self.datasets, algorithm=self.algorithm,
-                                     roi_name=self.roi_name or DEFAULT_ROI_NAME)
+            dataset = build_rtstruct(
+                self.mask_zyx, self.datasets, algorithm=self.algorithm, roi_name=self.roi_name or DEFAULT_ROI_NAME
+            )
             if empty:
                 notes.append("empty mask: the RTSTRUCT declares the ROI with no contours")
         elif output_format == SR_FORMAT:
@@ -106,8 +118,9 @@ class DicomWriter:
                 raise ValueError("the SR references the DICOM-SEG's segment: write dicom-seg first")
             from pantherseg.dicom.sr import build_sr
 
-            dataset = build_sr(self.mask_zyx, self.datasets, self.segmentation, algorithm=self.algorithm,
-                               voxel_mm3=self.voxel_mm3)
+            dataset = build_sr(
+                self.mask_zyx, self.datasets, self.segmentation, algorithm=self.algorithm, voxel_mm3=self.voxel_mm3
+            )
             if empty:
                 notes.append("empty mask: the SR reports a tumour volume of 0 ml for the empty segment")
         else:
@@ -115,7 +128,14 @@ class DicomWriter:
         return dataset, notes
 
 
-def write_dicom_output(output_format: str, mask_zyx: np.ndarray, datasets: list, path: Path, *,
-                       algorithm: Algorithm, roi_name: str | None = None) -> tuple[Path, list[str]]:
+def write_dicom_output(
+    output_format: str,
+    mask_zyx: np.ndarray,
+    datasets: list,
+    path: Path,
+    *,
+    algorithm: Algorithm,
+    roi_name: str | None = None,
+) -> tuple[Path, list[str]]:
     """One DICOM-SEG or RTSTRUCT on its own (an SR needs the :class:`DicomWriter` that wrote its SEG)."""
     return DicomWriter(mask_zyx, datasets, algorithm=algorithm, roi_name=roi_name).write(output_format, path)

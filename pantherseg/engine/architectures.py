@@ -46,23 +46,35 @@ def check_architecture(class_name: object, arch_kwargs: object, requires_import:
     """Refuse (ModelError) an architecture block that names anything outside the allow-list."""
     _module_and_class(class_name, owner)
     if not isinstance(arch_kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in arch_kwargs):
-        raise ModelError(f"{owner}: plans.json 'arch_kwargs' must be an object of keyword arguments, "
-                         f"found {short_repr(arch_kwargs)}.")
+        raise ModelError(
+            f"{owner}: plans.json 'arch_kwargs' must be an object of keyword arguments, "
+            f"found {short_repr(arch_kwargs)}."
+        )
     stages = arch_kwargs.get("n_stages")
-    if stages is not None and not (isinstance(stages, int) and not isinstance(stages, bool) and 1 <= stages <= MAX_STAGES):
-        raise ModelError(f"{owner}: plans.json arch_kwargs 'n_stages' must be an integer in [1, {MAX_STAGES}], "
-                         f"found {short_repr(stages)}.")
+    if stages is not None and not (
+        isinstance(stages, int) and not isinstance(stages, bool) and 1 <= stages <= MAX_STAGES
+    ):
+        raise ModelError(
+            f"{owner}: plans.json arch_kwargs 'n_stages' must be an integer in [1, {MAX_STAGES}], "
+            f"found {short_repr(stages)}."
+        )
     if not isinstance(requires_import, (list, tuple)):
-        raise ModelError(f"{owner}: plans.json '_kw_requires_import' must be a list of arch_kwargs keys, "
-                         f"found {short_repr(requires_import)}.")
+        raise ModelError(
+            f"{owner}: plans.json '_kw_requires_import' must be a list of arch_kwargs keys, "
+            f"found {short_repr(requires_import)}."
+        )
     for key in requires_import:
         if not isinstance(key, str) or key not in arch_kwargs:
-            raise ModelError(f"{owner}: plans.json '_kw_requires_import' names {short_repr(key)}, which is not a key of "
-                             f"arch_kwargs; refused (nothing is imported from a model's plans).")
+            raise ModelError(
+                f"{owner}: plans.json '_kw_requires_import' names {short_repr(key)}, which is not a key of "
+                f"arch_kwargs; refused (nothing is imported from a model's plans)."
+            )
         value = arch_kwargs[key]
         if value is not None and not _is_layer_name(value):
-            raise ModelError(f"{owner}: plans.json arch_kwargs '{key}' is {short_repr(value)}; only torch.nn layer "
-                             f"classes (e.g. torch.nn.modules.conv.Conv3d) may be named there; refused.")
+            raise ModelError(
+                f"{owner}: plans.json arch_kwargs '{key}' is {short_repr(value)}; only torch.nn layer "
+                f"classes (e.g. torch.nn.modules.conv.Conv3d) may be named there; refused."
+            )
 
 
 def _module_and_class(class_name: object, owner: str) -> tuple[str, str]:
@@ -83,8 +95,11 @@ def _module_and_class(class_name: object, owner: str) -> tuple[str, str]:
 
 
 def _is_layer_name(value: object) -> bool:
-    return (isinstance(value, str) and value.startswith(_LAYER_PREFIX)
-            and all(part.isidentifier() for part in value.split(".")))
+    return (
+        isinstance(value, str)
+        and value.startswith(_LAYER_PREFIX)
+        and all(part.isidentifier() for part in value.split("."))
+    )
 
 
 def _layer_class(value: str, key: str, owner: str):
@@ -92,14 +107,15 @@ def _layer_class(value: str, key: str, owner: str):
     import torch
 
     found: object = torch.nn
-    for part in value[len(_LAYER_PREFIX):].split("."):
+    for part in value[len(_LAYER_PREFIX) :].split("."):
         if part.startswith("_"):
             found = None
             break
         found = getattr(found, part, None)
     if not (isinstance(found, type) and issubclass(found, torch.nn.Module)):
-        raise ModelError(f"{owner}: plans.json arch_kwargs '{key}' is '{value}', which is not a torch.nn layer "
-                         f"class; refused.")
+        raise ModelError(
+            f"{owner}: plans.json arch_kwargs '{key}' is '{value}', which is not a torch.nn layer class; refused."
+        )
     return found
 
 
@@ -108,8 +124,9 @@ def network_class(class_name: object, *, owner: str):
     return getattr(importlib.import_module(f"{_PACKAGE}.{module}"), name)
 
 
-def build_network_on_meta(class_name: object, arch_kwargs: dict, requires_import, *, input_channels: int,
-                          output_channels: int, owner: str) -> "torch.nn.Module":
+def build_network_on_meta(
+    class_name: object, arch_kwargs: dict, requires_import, *, input_channels: int, output_channels: int, owner: str
+) -> "torch.nn.Module":
     """The network the plans describe, on the meta device (allocates nothing), deep supervision off."""
     import torch
 
@@ -123,8 +140,17 @@ def build_network_on_meta(class_name: object, arch_kwargs: dict, requires_import
     try:
         with torch.device("meta"):
             return cls(input_channels=input_channels, num_classes=output_channels, **kwargs)
-    except (AttributeError, TypeError, KeyError, ValueError, RuntimeError, IndexError, ZeroDivisionError,
-            AssertionError) as error:
-        raise ModelError(f"{owner}: the plans' architecture {cls.__name__} cannot be built from its arch_kwargs: "
-                         f"{short_repr(str(error))}.") from error
-
+    except (
+        AttributeError,
+        TypeError,
+        KeyError,
+        ValueError,
+        RuntimeError,
+        IndexError,
+        ZeroDivisionError,
+        AssertionError,
+    ) as error:
+        raise ModelError(
+            f"{owner}: the plans' architecture {cls.__name__} cannot be built from its arch_kwargs: "
+            f"{short_repr(str(error))}."
+        ) from error

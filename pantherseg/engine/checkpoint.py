@@ -101,18 +101,25 @@ def load_checkpoint(path: Path, *, owner: str) -> Checkpoint:
         raise ModelError(f"{owner}: checkpoint {path} holds a {type(raw).__name__}, expected a dict.")
     # nnU-Net checkpoints keep the weights under 'network_weights'; a bare state dict is accepted too.
     state_dict = raw.get("network_weights", raw)
-    if not isinstance(state_dict, dict) or not state_dict or not all(
-        isinstance(v, torch.Tensor) for v in state_dict.values()
+    if (
+        not isinstance(state_dict, dict)
+        or not state_dict
+        or not all(isinstance(v, torch.Tensor) for v in state_dict.values())
     ):
         raise ModelError(
             f"{owner}: checkpoint {path} has no network weights: expected a 'network_weights' dict of tensors."
         )
     init_args = raw.get("init_args") if isinstance(raw.get("init_args"), dict) else {}
     mirroring = raw.get("inference_allowed_mirroring_axes")
-    if mirroring is not None and not (isinstance(mirroring, (tuple, list)) and len(set(mirroring)) == len(mirroring)
-                                      and all(a in (0, 1, 2) and not isinstance(a, bool) for a in mirroring)):
-        raise ModelError(f"{owner}: checkpoint {path}: 'inference_allowed_mirroring_axes' must be distinct spatial "
-                         f"axes among 0, 1, 2, found {one_line(repr(mirroring))[:120]}.")
+    if mirroring is not None and not (
+        isinstance(mirroring, (tuple, list))
+        and len(set(mirroring)) == len(mirroring)
+        and all(a in (0, 1, 2) and not isinstance(a, bool) for a in mirroring)
+    ):
+        raise ModelError(
+            f"{owner}: checkpoint {path}: 'inference_allowed_mirroring_axes' must be distinct spatial "
+            f"axes among 0, 1, 2, found {one_line(repr(mirroring))[:120]}."
+        )
     return Checkpoint(
         path=path,
         state_dict=state_dict,
@@ -134,24 +141,33 @@ def check_archive(path: Path, *, owner: str) -> None:
             for info in members:
                 total += info.file_size
                 if info.file_size > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
-                    raise refuse(f"member {info.filename} declares {info.file_size} bytes ({total} so far; at most "
-                                 f"{MAX_MEMBER_BYTES} each, {MAX_TOTAL_BYTES} in all)")
+                    raise refuse(
+                        f"member {info.filename} declares {info.file_size} bytes ({total} so far; at most "
+                        f"{MAX_MEMBER_BYTES} each, {MAX_TOTAL_BYTES} in all)"
+                    )
                 if info.filename.endswith("data.pkl") and info.file_size > MAX_PICKLE_BYTES:
-                    raise refuse(f"its pickle {info.filename} declares {info.file_size} bytes "
-                                 f"(at most {MAX_PICKLE_BYTES})")
+                    raise refuse(
+                        f"its pickle {info.filename} declares {info.file_size} bytes (at most {MAX_PICKLE_BYTES})"
+                    )
                 if info.compress_type == zipfile.ZIP_STORED:
                     if info.file_size != info.compress_size:
-                        raise refuse(f"stored member {info.filename} declares {info.file_size} bytes but "
-                                     f"occupies {info.compress_size}")
+                        raise refuse(
+                            f"stored member {info.filename} declares {info.file_size} bytes but "
+                            f"occupies {info.compress_size}"
+                        )
                     continue
                 if info.compress_type != zipfile.ZIP_DEFLATED:
-                    raise refuse(f"member {info.filename} uses compression method {info.compress_type} "
-                                 f"(torch.save stores members; only deflate is read besides)")
+                    raise refuse(
+                        f"member {info.filename} uses compression method {info.compress_type} "
+                        f"(torch.save stores members; only deflate is read besides)"
+                    )
                 inflated += info.file_size
                 if inflated > MAX_INFLATED_BYTES or info.file_size > MAX_RATIO * max(info.compress_size, 1):
-                    raise refuse(f"compressed member {info.filename} inflates {info.compress_size} bytes to "
-                                 f"{info.file_size} (at most {MAX_RATIO} times, {MAX_INFLATED_BYTES} bytes in all): "
-                                 f"a decompression bomb")
+                    raise refuse(
+                        f"compressed member {info.filename} inflates {info.compress_size} bytes to "
+                        f"{info.file_size} (at most {MAX_RATIO} times, {MAX_INFLATED_BYTES} bytes in all): "
+                        f"a decompression bomb"
+                    )
             with open(path, "rb") as handle:
                 for info in members:
                     if info.compress_type == zipfile.ZIP_DEFLATED:
@@ -203,8 +219,11 @@ def check_state_dict_fits(expected: dict, checkpoint: Checkpoint, *, owner: str,
     found = checkpoint.state_dict
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
-    mismatched = [f"{k} {list(found[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
-                  if k in found and tuple(found[k].shape) != tuple(v.shape)]
+    mismatched = [
+        f"{k} {list(found[k].shape)} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in found and tuple(found[k].shape) != tuple(v.shape)
+    ]
     wrong_type, widened = [], []
     for key, want in expected.items():
         if key not in found or found[key].dtype == want.dtype:
@@ -213,21 +232,28 @@ def check_state_dict_fits(expected: dict, checkpoint: Checkpoint, *, owner: str,
         if want.is_floating_point() and str(have).removeprefix("torch.") in FLOAT_TYPES_WIDENED:
             widened.append(key)
         else:
-            wrong_type.append(f"{key} is {str(have).removeprefix('torch.')}, expected "
-                              f"{str(want.dtype).removeprefix('torch.')}")
+            wrong_type.append(
+                f"{key} is {str(have).removeprefix('torch.')}, expected {str(want.dtype).removeprefix('torch.')}"
+            )
     if missing or unexpected or mismatched or wrong_type:
         details = []
         if mismatched:
-            details.append(f"{len(mismatched)} tensor(s) of the wrong shape (checkpoint vs plans), e.g. {mismatched[0]}")
+            details.append(
+                f"{len(mismatched)} tensor(s) of the wrong shape (checkpoint vs plans), e.g. {mismatched[0]}"
+            )
         if wrong_type:
-            details.append(f"{len(wrong_type)} tensor(s) of the wrong type, e.g. {wrong_type[0]} (float32 weights; "
-                           f"float16 and bfloat16 are widened)")
+            details.append(
+                f"{len(wrong_type)} tensor(s) of the wrong type, e.g. {wrong_type[0]} (float32 weights; "
+                f"float16 and bfloat16 are widened)"
+            )
         if missing:
             details.append(f"{len(missing)} missing, e.g. '{missing[0]}'")
         if unexpected:
             details.append(f"{len(unexpected)} unexpected, e.g. '{unexpected[0]}'")
-        raise ModelError(f"{owner}: checkpoint {checkpoint.path} does not fit the network in its plans.json "
-                         f"({network}): " + "; ".join(details) + ".")
+        raise ModelError(
+            f"{owner}: checkpoint {checkpoint.path} does not fit the network in its plans.json "
+            f"({network}): " + "; ".join(details) + "."
+        )
     for key in widened:
         found[key] = found[key].to(expected[key].dtype)
     if widened:
@@ -240,8 +266,10 @@ def check_finite(state_dict: dict, *, owner: str, path: Path) -> None:
 
     for key, tensor in state_dict.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ModelError(f"{owner}: checkpoint {path} holds non-finite weights (NaN or infinity) in '{key}'; "
-                             f"refused: the network would predict NaN everywhere.")
+            raise ModelError(
+                f"{owner}: checkpoint {path} holds non-finite weights (NaN or infinity) in '{key}'; "
+                f"refused: the network would predict NaN everywhere."
+            )
 
 
 def checkpoint_sha256(path: Path) -> str:

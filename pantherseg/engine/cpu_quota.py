@@ -29,8 +29,11 @@ log = logging.getLogger(__name__)
 
 def cpu_quota(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> float | None:
     """The tightest CPU quota, in CPUs (e.g. 4.0 or 1.5), over the process's cgroups; None if unlimited."""
-    quotas = [quota for folder, version in controller_folders("cpu", cgroup_root, proc_cgroup)
-              if (quota := _read_quota(folder, version)) is not None]
+    quotas = [
+        quota
+        for folder, version in controller_folders("cpu", cgroup_root, proc_cgroup)
+        if (quota := _read_quota(folder, version)) is not None
+    ]
     return min(quotas) if quotas else None
 
 
@@ -42,8 +45,9 @@ def affinity_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def available_cpus(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP,
-                   affinity: int | None = None) -> int:
+def available_cpus(
+    cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP, affinity: int | None = None
+) -> int:
     """Threads to use for compute: min(affinity, floor(quota)), at least 1."""
     affinity = affinity_cpus() if affinity is None else affinity
     quota = cpu_quota(cgroup_root, proc_cgroup)

@@ -20,8 +20,9 @@ from typing import Callable
 Clock = Callable[[], float]
 
 
-def seconds_since_process_start(stat: Path | str = "/proc/self/stat", uptime: Path | str = "/proc/uptime",
-                                 ticks_per_second: int | None = None) -> float:
+def seconds_since_process_start(
+    stat: Path | str = "/proc/self/stat", uptime: Path | str = "/proc/uptime", ticks_per_second: int | None = None
+) -> float:
     """How long this process has existed (Linux /proc), so the budget includes interpreter start-up.
 
     ``stat``: the process's stat line (field 22, after the command in parentheses, which may hold spaces and

@@ -39,8 +39,13 @@ import torch
 
 from pantherseg.engine.members import Member
 
-_NORMALISATIONS = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization",
-                   "RGBTo01Normalization")
+_NORMALISATIONS = (
+    "ZScoreNormalization",
+    "CTNormalization",
+    "NoNormalization",
+    "RescaleTo01Normalization",
+    "RGBTo01Normalization",
+)
 # Flood-fill iterations between two convergence checks (each check is one device synchronisation).
 _FILL_CHECK_EVERY = 16
 
@@ -121,6 +126,7 @@ def preprocess_on_device(volume, member: Member, device: torch.device) -> tuple[
 
 # --- crop ---------------------------------------------------------------------------------------
 
+
 def nonzero_bbox(nonzero: torch.Tensor) -> list[list[int]]:
     """nnU-Net's ``get_bbox_from_mask``: half-open [start, end) per axis; the whole axis if nothing is set."""
     bbox = []
@@ -164,9 +170,12 @@ def _grow(reached: torch.Tensor) -> torch.Tensor:
 
 # --- normalise ----------------------------------------------------------------------------------
 
+
 def _needs_mask(cm) -> bool:
-    return any(scheme == "ZScoreNormalization" and bool(use)
-               for scheme, use in zip(cm.normalization_schemes, cm.use_mask_for_norm))
+    return any(
+        scheme == "ZScoreNormalization" and bool(use)
+        for scheme, use in zip(cm.normalization_schemes, cm.use_mask_for_norm)
+    )
 
 
 def normalise(data: torch.Tensor, mask: torch.Tensor | None, cm, intensity_properties: dict) -> None:
@@ -197,6 +206,7 @@ def normalise(data: torch.Tensor, mask: torch.Tensor | None, cm, intensity_prope
 
 # --- resample -----------------------------------------------------------------------------------
 
+
 def resample_data(data: torch.Tensor, new_shape: Sequence[int], current_spacing, new_spacing, member: Member):
     """The plans' ``resampling_fn_data`` between the two spacings, on ``data``'s device."""
     from nnunetv2.preprocessing.resampling.default_resampling import determine_do_sep_z_and_axis
@@ -207,14 +217,31 @@ def resample_data(data: torch.Tensor, new_shape: Sequence[int], current_spacing,
     if _resampling_kind(member) == "torch":
         kwargs.pop("device", None)
         return resample_torch_fornnunet(data, new_shape, current_spacing, new_spacing, device=data.device, **kwargs)
-    separate_z, axis = determine_do_sep_z_and_axis(kwargs.get("force_separate_z", False), current_spacing,
-                                                   new_spacing, kwargs.get("separate_z_anisotropy_threshold", 3))
-    return resample_spline(data, new_shape, order=kwargs.get("order", 3), separate_z=bool(separate_z), axis=axis,
-                           order_z=kwargs.get("order_z", 0))
+    separate_z, axis = determine_do_sep_z_and_axis(
+        kwargs.get("force_separate_z", False),
+        current_spacing,
+        new_spacing,
+        kwargs.get("separate_z_anisotropy_threshold", 3),
+    )
+    return resample_spline(
+        data,
+        new_shape,
+        order=kwargs.get("order", 3),
+        separate_z=bool(separate_z),
+        axis=axis,
+        order_z=kwargs.get("order_z", 0),
+    )
 
 
-def resample_spline(data: torch.Tensor, new_shape: Sequence[int], *, order: int = 3, separate_z: bool = False,
-                    axis: int | None = None, order_z: int = 0) -> torch.Tensor:
+def resample_spline(
+    data: torch.Tensor,
+    new_shape: Sequence[int],
+    *,
+    order: int = 3,
+    separate_z: bool = False,
+    axis: int | None = None,
+    order_z: int = 0,
+) -> torch.Tensor:
     """(C, z, y, x) -> (C, *new_shape) as nnU-Net's ``resample_data_or_seg(is_seg=False)`` computes it."""
     new_shape = [int(s) for s in new_shape]
     if list(data.shape[1:]) == new_shape:

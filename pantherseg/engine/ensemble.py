@@ -81,9 +81,21 @@ class Ensemble:
     weights are in memory at a time (6 ResEnc-L = 2.4 GB): what a single case wants.
     """
 
-    def __init__(self, *, config: EnsembleConfig, task: TaskSpec, members: list[Member], backend: Backend,
-                 device, weights: Path | None = None, autocast_dtype=None, tile_batch_size: int = 1,
-                 cpu_threads: int | None = None, load_s: float = 0.0, keep_networks: bool = True):
+    def __init__(
+        self,
+        *,
+        config: EnsembleConfig,
+        task: TaskSpec,
+        members: list[Member],
+        backend: Backend,
+        device,
+        weights: Path | None = None,
+        autocast_dtype=None,
+        tile_batch_size: int = 1,
+        cpu_threads: int | None = None,
+        load_s: float = 0.0,
+        keep_networks: bool = True,
+    ):
         self.config = config
         self.weights = weights  # the weights root the members were found in (for the run report)
         self.task = task
@@ -98,8 +110,16 @@ class Ensemble:
         self.networks: dict[str, Network] = {}
 
     @classmethod
-    def load(cls, *, config: EnsembleConfig, task: str, weights: Path, engine: EngineOptions = EngineOptions(),
-             keep_networks: bool = True, backend: Backend | None = None) -> "Ensemble":
+    def load(
+        cls,
+        *,
+        config: EnsembleConfig,
+        task: str,
+        weights: Path,
+        engine: EngineOptions = EngineOptions(),
+        keep_networks: bool = True,
+        backend: Backend | None = None,
+    ) -> "Ensemble":
         """Validate every member (files, label maps, checkpoint vs plans), then make the backend (which
         exports or converts what it needs now, not during a case). ``engine``'s precision and backend
         override the config's; ``backend``: one the caller built instead (pantherseg.engine.networks'
@@ -113,11 +133,28 @@ class Ensemble:
             backend_name = resolve_backend(engine.backend or config.backend, torch_device, members)
             backend, autocast_dtype = make_backend(backend_name, torch_device, members, autocast_dtype)
         load_s = time.perf_counter() - started
-        log.info("Loaded %d members for task %s on %s (%s, %s) in %.1f s", len(members), task_spec.name,
-                 torch_device, backend.name, autocast_dtype or "float32", load_s)
-        return cls(config=config, task=task_spec, members=members, backend=backend, device=torch_device,
-                   weights=Path(weights), autocast_dtype=autocast_dtype, tile_batch_size=engine.tile_batch_size,
-                   cpu_threads=engine.cpu_threads, load_s=load_s, keep_networks=keep_networks)
+        log.info(
+            "Loaded %d members for task %s on %s (%s, %s) in %.1f s",
+            len(members),
+            task_spec.name,
+            torch_device,
+            backend.name,
+            autocast_dtype or "float32",
+            load_s,
+        )
+        return cls(
+            config=config,
+            task=task_spec,
+            members=members,
+            backend=backend,
+            device=torch_device,
+            weights=Path(weights),
+            autocast_dtype=autocast_dtype,
+            tile_batch_size=engine.tile_batch_size,
+            cpu_threads=engine.cpu_threads,
+            load_s=load_s,
+            keep_networks=keep_networks,
+        )
 
     def network(self, member: Member) -> Network:
         """The member's network: the one in memory, else a new one from the backend."""
@@ -143,9 +180,14 @@ class Ensemble:
     def num_classes(self) -> int:
         return self.members[0].label_manager.num_segmentation_heads
 
-    def predict(self, volume: Volume, *, deadline: Deadline | None = None,
-                keep_member_probabilities: bool = False,
-                progress: ProgressListener | None = None) -> Prediction:
+    def predict(
+        self,
+        volume: Volume,
+        *,
+        deadline: Deadline | None = None,
+        keep_member_probabilities: bool = False,
+        progress: ProgressListener | None = None,
+    ) -> Prediction:
         """Segment one volume; the mask is (z, y, x) uint8 like ``volume.data[0]``.
 
         Members run in priority order. For each: its group's preprocessed input (shared), the skip
@@ -157,8 +199,13 @@ class Ensemble:
         deadline = deadline or Deadline.unlimited()
         timer = StageTimer()
         outcomes = [MemberOutcome(m.name, m.spec.role, m.spec.weight) for m in self.members]
-        prediction = Prediction(mask=np.zeros(volume.shape_zyx, dtype=np.uint8), probabilities=None,
-                                outcomes=outcomes, timings_s=timer.seconds, notes=list(volume.notes))
+        prediction = Prediction(
+            mask=np.zeros(volume.shape_zyx, dtype=np.uint8),
+            probabilities=None,
+            outcomes=outcomes,
+            timings_s=timer.seconds,
+            notes=list(volume.notes),
+        )
         if self._constant_image(volume, prediction):
             return prediction
 
@@ -170,10 +217,12 @@ class Ensemble:
         for member, outcome in zip(self.members, outcomes):
             case = inputs.get(member)
             outcome.tiles_total = _count_tiles(case.data.shape[1:], member.patch_size, self.config.tile_step_size)
-            if not (folders.has_members and
-                    self._would_not_finish(member, outcome, cost_model, deadline, export_estimate)):
-                logits, completed = self._run_member(member, case.data, outcome, deadline, export_estimate,
-                                                     may_stop=True, progress=progress)
+            if not (
+                folders.has_members and self._would_not_finish(member, outcome, cost_model, deadline, export_estimate)
+            ):
+                logits, completed = self._run_member(
+                    member, case.data, outcome, deadline, export_estimate, may_stop=True, progress=progress
+                )
                 cost_model.record(_cost_key(member), _patch_voxels(member), outcome.tiles_done, outcome.network_s)
                 timer.add("network", outcome.network_s)
                 if self._settle_status(outcome, completed, others_finished=folders.has_members):
@@ -186,7 +235,8 @@ class Ensemble:
                         del own
                     elif folders.shares_export(member):  # quality control needs this fold's own mask
                         prediction.member_tumour_masks[member.name] = self._own_tumour_mask(
-                            member, logits, case.properties, timer)
+                            member, logits, case.properties, timer
+                        )
                     folders.add(member, logits, case.properties, complete=completed)
                 del logits
             inputs.done(member)
@@ -223,8 +273,7 @@ class Ensemble:
                 uncovered_to_background(probabilities)
         return probabilities
 
-    def _add_folder(self, folder: FolderResult, mean: WeightedMean, prediction: Prediction,
-                    timer: StageTimer) -> float:
+    def _add_folder(self, folder: FolderResult, mean: WeightedMean, prediction: Prediction, timer: StageTimer) -> float:
         """One export for the folder's mean logits, then its weighted share of the image-space mean; returns
         the export's seconds (the deadline keeps the slowest free at the end of the budget)."""
         started = time.perf_counter()
@@ -262,8 +311,9 @@ class Ensemble:
         return True
 
     @staticmethod
-    def _would_not_finish(member: Member, outcome: MemberOutcome, cost_model: TileCostModel, deadline: Deadline,
-                          export_estimate: float) -> bool:
+    def _would_not_finish(
+        member: Member, outcome: MemberOutcome, cost_model: TileCostModel, deadline: Deadline, export_estimate: float
+    ) -> bool:
         """The skip decision, once another member has finished: the measured cost of its tiles (from
         members with the same network) says it would not finish within the budget left."""
         per_tile = cost_model.estimate(_cost_key(member), _patch_voxels(member))
@@ -272,8 +322,11 @@ class Ensemble:
         projected = per_tile * outcome.tiles_total + export_estimate
         if projected <= deadline.remaining_for_members():
             return False
-        outcome.settle(MemberStatus.SKIPPED, f"projected {projected:.0f} s ({outcome.tiles_total} tiles) but only "
-                                  f"{max(0.0, deadline.remaining_for_members()):.0f} s of the budget left")
+        outcome.settle(
+            MemberStatus.SKIPPED,
+            f"projected {projected:.0f} s ({outcome.tiles_total} tiles) but only "
+            f"{max(0.0, deadline.remaining_for_members()):.0f} s of the budget left",
+        )
         return True
 
     @staticmethod
@@ -286,15 +339,30 @@ class Ensemble:
             outcome.status = MemberStatus.RAN
             return True
         if others_finished:
-            outcome.settle(MemberStatus.STOPPED, f"stopped after {outcome.tiles_done}/{outcome.tiles_total} tiles: "
-                                      f"it would not finish within the budget")
+            outcome.settle(
+                MemberStatus.STOPPED,
+                f"stopped after {outcome.tiles_done}/{outcome.tiles_total} tiles: "
+                f"it would not finish within the budget",
+            )
             return False
-        outcome.settle(MemberStatus.PARTIAL, f"only {outcome.tiles_done}/{outcome.tiles_total} tiles fit the budget; kept "
-                                  f"because no other member had finished (its unvisited voxels get no weight)")
+        outcome.settle(
+            MemberStatus.PARTIAL,
+            f"only {outcome.tiles_done}/{outcome.tiles_total} tiles fit the budget; kept "
+            f"because no other member had finished (its unvisited voxels get no weight)",
+        )
         return True
 
-    def _run_member(self, member: Member, data, outcome: MemberOutcome, deadline: Deadline,
-                    export_estimate: float, *, may_stop: bool, progress: ProgressListener):
+    def _run_member(
+        self,
+        member: Member,
+        data,
+        outcome: MemberOutcome,
+        deadline: Deadline,
+        export_estimate: float,
+        *,
+        may_stop: bool,
+        progress: ProgressListener,
+    ):
         """Sliding window for one member; returns (logits, completed)."""
         state = {"completed": True}
         started = deadline.clock()
@@ -314,8 +382,15 @@ class Ensemble:
 
         network = self.network(member)
         logits = _predict_with_memory_fallback(
-            member, network, data, device=self.device, num_classes=self.num_classes, config=self.config,
-            tile_batch_size=self.tile_batch_size, on_batch=on_batch, autocast_dtype=self.autocast_dtype,
+            member,
+            network,
+            data,
+            device=self.device,
+            num_classes=self.num_classes,
+            config=self.config,
+            tile_batch_size=self.tile_batch_size,
+            on_batch=on_batch,
+            autocast_dtype=self.autocast_dtype,
         )
         # Measured on the deadline's clock, so the cost model and the budget speak the same time.
         outcome.network_s = deadline.clock() - started
@@ -335,8 +410,10 @@ def tumour_channel(member: Member, tumor_label: int) -> int:
 def _require_finite(probabilities: np.ndarray, member: Member) -> None:
     """Post-condition: a mask is made from finite probabilities only (NaN weights give NaN, argmax 0: empty)."""
     if not np.isfinite(probabilities).all():
-        raise ModelError(f"{member.describe()}: its network produced non-finite probabilities (NaN or infinity) "
-                         f"from a finite input; its weights are broken. No mask was written.")
+        raise ModelError(
+            f"{member.describe()}: its network produced non-finite probabilities (NaN or infinity) "
+            f"from a finite input; its weights are broken. No mask was written."
+        )
 
 
 def _count_tiles(shape, patch_size, step_size) -> int:
@@ -354,8 +431,18 @@ def _cost_key(member: Member) -> str:
     return f"{cm.network_arch_class_name}|{cm.network_arch_init_kwargs}|{list(cm.patch_size)}"
 
 
-def _predict_with_memory_fallback(member, network, data, *, device, num_classes: int, config: EnsembleConfig,
-                                  tile_batch_size: int, on_batch: Callable[[int, int], bool], autocast_dtype=None):
+def _predict_with_memory_fallback(
+    member,
+    network,
+    data,
+    *,
+    device,
+    num_classes: int,
+    config: EnsembleConfig,
+    tile_batch_size: int,
+    on_batch: Callable[[int, int], bool],
+    autocast_dtype=None,
+):
     """Run the sliding window; on CUDA out-of-memory, retry with sums on the CPU, then smaller batches."""
     import torch
 
@@ -374,9 +461,17 @@ def _predict_with_memory_fallback(member, network, data, *, device, num_classes:
     for index, (on_device, batch) in enumerate(attempts):
         try:
             return predict_logits(
-                network, data, patch_size=member.patch_size, num_classes=num_classes,
-                step_size=config.tile_step_size, device=device, accumulate_on_device=on_device,
-                tile_batch_size=batch, mirror_axes=mirror_axes, autocast_dtype=autocast_dtype, on_batch=on_batch,
+                network,
+                data,
+                patch_size=member.patch_size,
+                num_classes=num_classes,
+                step_size=config.tile_step_size,
+                device=device,
+                accumulate_on_device=on_device,
+                tile_batch_size=batch,
+                mirror_axes=mirror_axes,
+                autocast_dtype=autocast_dtype,
+                on_batch=on_batch,
             )
         except torch.cuda.OutOfMemoryError:
             if index == len(attempts) - 1:
@@ -385,7 +480,11 @@ def _predict_with_memory_fallback(member, network, data, *, device, num_classes:
                     f"per batch (patch {list(member.patch_size)}); use a GPU with more memory or --device cpu."
                 ) from None
             next_on_device, next_batch = attempts[index + 1]
-            log.warning("%s: CUDA out of memory; retrying with sums on %s and %d tile(s) per batch",
-                        member.name, "the GPU" if next_on_device else "the CPU", next_batch)
+            log.warning(
+                "%s: CUDA out of memory; retrying with sums on %s and %d tile(s) per batch",
+                member.name,
+                "the GPU" if next_on_device else "the CPU",
+                next_batch,
+            )
             torch.cuda.empty_cache()
     raise AssertionError("unreachable")

@@ -96,9 +96,7 @@ def _resolve_member(spec: MemberSpec, weights_root: Path) -> Member:
     owner = spec.describe()
     folder = weights_root / spec.model
     if not folder.is_dir():
-        raise ModelError(
-            f"{owner}: model folder not found: expected an nnU-Net results folder at {folder}."
-        )
+        raise ModelError(f"{owner}: model folder not found: expected an nnU-Net results folder at {folder}.")
     check_member_folder(folder, weights_root, owner)
     plans = _read_json(folder / "plans.json", owner)
     dataset_json = _read_json(folder / "dataset.json", owner)
@@ -114,8 +112,12 @@ def _resolve_member(spec: MemberSpec, weights_root: Path) -> Member:
         architecture = resolve_configuration(plans, spec.configuration).get("architecture")
         if not isinstance(architecture, dict):
             raise SchemaViolation(f"configurations.{spec.configuration}.architecture", "an object", architecture)
-        check_architecture(architecture.get("network_class_name"), architecture.get("arch_kwargs"),
-                           architecture.get("_kw_requires_import", []), owner=owner)
+        check_architecture(
+            architecture.get("network_class_name"),
+            architecture.get("arch_kwargs"),
+            architecture.get("_kw_requires_import", []),
+            owner=owner,
+        )
         validate_plans(plans, spec.configuration)
     except SchemaViolation as violation:
         raise ModelError(f"{owner}: {folder / 'plans.json'}: {violation}.") from violation
@@ -132,9 +134,7 @@ def _resolve_member(spec: MemberSpec, weights_root: Path) -> Member:
         raise ModelError(f"{owner}: plans.json or dataset.json is not a valid nnU-Net v2 file: {error!r}.") from error
     channels = dataset_json.get("channel_names", dataset_json.get("modality"))
     if not isinstance(channels, dict) or len(channels) != 1:
-        raise ModelError(
-            f"{owner}: dataset.json must declare exactly one input channel (one MRI), found {channels!r}."
-        )
+        raise ModelError(f"{owner}: dataset.json must declare exactly one input channel (one MRI), found {channels!r}.")
     if label_manager.has_regions or label_manager.has_ignore_label:
         raise ModelError(f"{owner}: region-based or ignore-label models are not supported (dataset.json labels).")
 
@@ -142,9 +142,7 @@ def _resolve_member(spec: MemberSpec, weights_root: Path) -> Member:
     checkpoint_path = fold_folder / spec.checkpoint
     if not checkpoint_path.is_file():
         available = sorted(p.name for p in folder.glob("fold_*")) or "none"
-        raise ModelError(
-            f"{owner}: checkpoint not found: expected {checkpoint_path} (folds present: {available})."
-        )
+        raise ModelError(f"{owner}: checkpoint not found: expected {checkpoint_path} (folds present: {available}).")
     checkpoint = load_checkpoint(checkpoint_path, owner=owner)
     if checkpoint.configuration is not None and checkpoint.configuration != spec.configuration:
         raise ModelError(
@@ -164,10 +162,10 @@ def _resolve_member(spec: MemberSpec, weights_root: Path) -> Member:
     )
 
 
-
 def _read_json(path: Path, owner: str) -> dict:
-    return read_json_object(path, error=ModelError, what=f"{owner}: {path.name}",
-                            missing=f"{owner}: missing {path.name}")
+    return read_json_object(
+        path, error=ModelError, what=f"{owner}: {path.name}", missing=f"{owner}: missing {path.name}"
+    )
 
 
 def _check_label_maps_agree(members: list[Member], task: TaskSpec) -> None:
@@ -199,14 +197,22 @@ def _build_on_meta(member: Member) -> "torch.nn.Module":
     cm = member.configuration_manager
     architecture = cm.configuration["architecture"]
     return build_network_on_meta(
-        cm.network_arch_class_name, cm.network_arch_init_kwargs, architecture.get("_kw_requires_import", []),
-        input_channels=1, output_channels=member.label_manager.num_segmentation_heads, owner=member.describe(),
+        cm.network_arch_class_name,
+        cm.network_arch_init_kwargs,
+        architecture.get("_kw_requires_import", []),
+        input_channels=1,
+        output_channels=member.label_manager.num_segmentation_heads,
+        owner=member.describe(),
     )
 
 
 def _check_checkpoint_fits_plans(member: Member) -> None:
-    check_state_dict_fits(_build_on_meta(member).state_dict(), member.checkpoint, owner=member.describe(),
-                          network=member.configuration_manager.network_arch_class_name)
+    check_state_dict_fits(
+        _build_on_meta(member).state_dict(),
+        member.checkpoint,
+        owner=member.describe(),
+        network=member.configuration_manager.network_arch_class_name,
+    )
 
 
 def build_network(member: Member, device: "torch.device") -> "torch.nn.Module":

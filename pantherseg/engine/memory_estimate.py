@@ -107,17 +107,27 @@ def activation_bytes(arch_kwargs: dict, patch_size: Sequence[int], tile_batch_si
     return tile_batch_size * FLOAT32 * (total + 4 * (first or 0))
 
 
-def estimate_prediction(*, shape_zyx: Sequence[int], spacing_zyx: Sequence[float], source_bytes_per_voxel: int,
-                        members: Sequence, num_classes: int, device_type: str = "cpu",
-                        tile_batch_size: int = 1, tile_step_size: float = 0.5) -> MemoryEstimate:
+def estimate_prediction(
+    *,
+    shape_zyx: Sequence[int],
+    spacing_zyx: Sequence[float],
+    source_bytes_per_voxel: int,
+    members: Sequence,
+    num_classes: int,
+    device_type: str = "cpu",
+    tile_batch_size: int = 1,
+    tile_step_size: float = 0.5,
+) -> MemoryEstimate:
     """Peak host memory of ``Ensemble.predict`` on an image of ``shape_zyx`` voxels at ``spacing_zyx`` mm.
 
     ``members`` are :class:`pantherseg.engine.members.Member` objects (their plans give the target spacing,
     patch size and network). Cropping to the non-zero region is ignored (an upper bound).
     """
     image_voxels = math.prod(int(s) for s in shape_zyx)
-    parts = {"image": image_read_bytes(image_voxels, source_bytes_per_voxel) - image_voxels,  # finite mask is freed
-             "probability accumulator": num_classes * image_voxels * FLOAT32}
+    parts = {
+        "image": image_read_bytes(image_voxels, source_bytes_per_voxel) - image_voxels,  # finite mask is freed
+        "probability accumulator": num_classes * image_voxels * FLOAT32,
+    }
     groups: dict[str, int] = {}
     member_peak = 0
     for member in members:
@@ -130,8 +140,11 @@ def estimate_prediction(*, shape_zyx: Sequence[int], spacing_zyx: Sequence[float
         network += count_tiles(preprocessed, member.patch_size, tile_step_size) * TILE_BOOKKEEPING_BYTES
         if device_type == "cpu":
             network += activation_bytes(cm.network_arch_init_kwargs or {}, member.patch_size, tile_batch_size)
-        export = (num_classes * preprocessed_voxels * (FLOAT32 + FLOAT64)
-                  + num_classes * image_voxels * 3 * FLOAT32 + image_voxels * FLOAT64)
+        export = (
+            num_classes * preprocessed_voxels * (FLOAT32 + FLOAT64)
+            + num_classes * image_voxels * 3 * FLOAT32
+            + image_voxels * FLOAT64
+        )
         member_peak = max(member_peak, network, export)
     parts["preprocessed input"] = sum(groups.values())
     parts["largest member (sliding window or export)"] = member_peak
@@ -143,10 +156,14 @@ def check_prediction_fits(volume: "Volume", ensemble: "Ensemble") -> MemoryEstim
     or InputError if the image would not fit the members' voxel grid (thinner than half a target voxel)."""
     _check_resampled_shapes(volume, ensemble)
     estimate = estimate_prediction(
-        shape_zyx=volume.shape_zyx, spacing_zyx=volume.spacing_zyx,
-        source_bytes_per_voxel=_bytes_per_voxel(volume.sitk_image), members=ensemble.members,
-        num_classes=ensemble.num_classes, device_type=getattr(ensemble.device, "type", "cpu"),
-        tile_batch_size=ensemble.tile_batch_size, tile_step_size=ensemble.config.tile_step_size,
+        shape_zyx=volume.shape_zyx,
+        spacing_zyx=volume.spacing_zyx,
+        source_bytes_per_voxel=_bytes_per_voxel(volume.sitk_image),
+        members=ensemble.members,
+        num_classes=ensemble.num_classes,
+        device_type=getattr(ensemble.device, "type", "cpu"),
+        tile_batch_size=ensemble.tile_batch_size,
+        tile_step_size=ensemble.config.tile_step_size,
     )
     available = host_memory.available_bytes()
     if available is not None and estimate.total > available * host_memory.USABLE_FRACTION:
@@ -166,11 +183,16 @@ def _blame_a_member(ensemble: "Ensemble", available: int) -> None:
     smallest machine, nor here: its plans are at fault, not the image."""
     shape, spacing = TYPICAL_IMAGE
     for member in ensemble.members:
-        alone = estimate_prediction(shape_zyx=shape, spacing_zyx=spacing, source_bytes_per_voxel=FLOAT32,
-                                    members=[member], num_classes=ensemble.num_classes,
-                                    device_type=getattr(ensemble.device, "type", "cpu"),
-                                    tile_batch_size=ensemble.tile_batch_size,
-                                    tile_step_size=ensemble.config.tile_step_size)
+        alone = estimate_prediction(
+            shape_zyx=shape,
+            spacing_zyx=spacing,
+            source_bytes_per_voxel=FLOAT32,
+            members=[member],
+            num_classes=ensemble.num_classes,
+            device_type=getattr(ensemble.device, "type", "cpu"),
+            tile_batch_size=ensemble.tile_batch_size,
+            tile_step_size=ensemble.config.tile_step_size,
+        )
         limit = max(available, SMALLEST_MACHINE_BYTES) * host_memory.USABLE_FRACTION
         if alone.total > limit:
             raise ModelError(
@@ -209,8 +231,10 @@ def _check_resampled_shapes(volume: "Volume", ensemble: "Ensemble") -> None:
         shape = resampled_shape(extent, volume.spacing_zyx, member)
         if min(shape) < 1:
             millimetres = [round(n * s, 3) for n, s in zip(extent, volume.spacing_zyx)]
-            target = [member.configuration_manager.spacing[list(member.plans_manager.transpose_forward).index(a)]
-                      for a in range(3)]
+            target = [
+                member.configuration_manager.spacing[list(member.plans_manager.transpose_forward).index(a)]
+                for a in range(3)
+            ]
             raise InputError(
                 f"{volume.source}: the image's non-zero part is only {list(reversed(millimetres))} mm across "
                 f"(x,y,z); at {member.describe()}'s spacing {list(reversed(target))} mm that is less than one "
@@ -227,21 +251,33 @@ def _bytes_per_voxel(image) -> int:
 
 # --- GPU memory -----------------------------------------------------------------------------------
 
+
 def parameter_bytes(member) -> int:
     """The network's weights in float32, counted on the meta device (nothing is allocated)."""
     from pantherseg.engine.architectures import build_network_on_meta
 
     cm = member.configuration_manager
-    network = build_network_on_meta(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                    cm.network_arch_init_kwargs_req_import, owner=member.describe(),
-                                    input_channels=len(cm.normalization_schemes),
-                                    output_channels=member.label_manager.num_segmentation_heads)
+    network = build_network_on_meta(
+        cm.network_arch_class_name,
+        cm.network_arch_init_kwargs,
+        cm.network_arch_init_kwargs_req_import,
+        owner=member.describe(),
+        input_channels=len(cm.normalization_schemes),
+        output_channels=member.label_manager.num_segmentation_heads,
+    )
     return FLOAT32 * sum(p.numel() for p in network.parameters())
 
 
-def estimate_device_prediction(*, shape_zyx: Sequence[int], spacing_zyx: Sequence[float], members: Sequence,
-                               num_classes: int, weight_bytes: int, tile_batch_size: int = 1,
-                               activation_bytes_per_value: int = FLOAT32) -> MemoryEstimate:
+def estimate_device_prediction(
+    *,
+    shape_zyx: Sequence[int],
+    spacing_zyx: Sequence[float],
+    members: Sequence,
+    num_classes: int,
+    weight_bytes: int,
+    tile_batch_size: int = 1,
+    activation_bytes_per_value: int = FLOAT32,
+) -> MemoryEstimate:
     """Peak GPU memory of one prediction when preprocessing, sliding window and export run on the device.
 
     Upper bounds, no cropping: the image (float32) and the largest resampling stage (its input and output
@@ -263,13 +299,20 @@ def estimate_device_prediction(*, shape_zyx: Sequence[int], spacing_zyx: Sequenc
         patch = math.prod(int(p) for p in member.patch_size)
         padded = math.prod(max(max(1, s), int(p)) for s, p in zip(target, member.patch_size))
         activations = activation_bytes(cm.network_arch_init_kwargs or {}, member.patch_size, tile_batch_size)
-        window = max(window, FLOAT32 * ((num_classes + 2) * padded + patch)
-                     + tile_batch_size * patch * FLOAT32 * (1 + 2 * num_classes)
-                     + activations * activation_bytes_per_value // FLOAT32)
+        window = max(
+            window,
+            FLOAT32 * ((num_classes + 2) * padded + patch)
+            + tile_batch_size * patch * FLOAT32 * (1 + 2 * num_classes)
+            + activations * activation_bytes_per_value // FLOAT32,
+        )
         export = max(export, FLOAT32 * num_classes * (voxels + 2 * image_voxels + 2 * image_voxels))
-    return MemoryEstimate({"network weights": int(weight_bytes), "preprocessed input": sum(groups.values()),
-                           "largest stage (preprocessing, sliding window or export)":
-                               max(preprocessing, window, export)})
+    return MemoryEstimate(
+        {
+            "network weights": int(weight_bytes),
+            "preprocessed input": sum(groups.values()),
+            "largest stage (preprocessing, sliding window or export)": max(preprocessing, window, export),
+        }
+    )
 
 
 def _log_device_estimate(volume: "Volume", ensemble: "Ensemble") -> None:
@@ -281,9 +324,18 @@ def _log_device_estimate(volume: "Volume", ensemble: "Ensemble") -> None:
 
     total = torch.cuda.get_device_properties(device).total_memory
     estimate = estimate_device_prediction(
-        shape_zyx=volume.shape_zyx, spacing_zyx=volume.spacing_zyx, members=ensemble.members,
-        num_classes=ensemble.num_classes, weight_bytes=max(parameter_bytes(m) for m in ensemble.members),
-        tile_batch_size=ensemble.tile_batch_size)
+        shape_zyx=volume.shape_zyx,
+        spacing_zyx=volume.spacing_zyx,
+        members=ensemble.members,
+        num_classes=ensemble.num_classes,
+        weight_bytes=max(parameter_bytes(m) for m in ensemble.members),
+        tile_batch_size=ensemble.tile_batch_size,
+    )
     if estimate.total > total * DEVICE_USABLE_FRACTION:
-        log.warning("%s: the GPU needs about %s (%s) of its %s; the engine falls back to sums on the CPU if it "
-                    "runs out", volume.source, gb(estimate.total), estimate.describe(), gb(total))
+        log.warning(
+            "%s: the GPU needs about %s (%s) of its %s; the engine falls back to sums on the CPU if it runs out",
+            volume.source,
+            gb(estimate.total),
+            estimate.describe(),
+            gb(total),
+        )

@@ -25,10 +25,14 @@ def check_member_folder(folder: Path, weights_root: Path, owner: str) -> None:
             if stat.S_ISLNK(status.st_mode):
                 _check_link(path, path, root, owner)
             elif not (stat.S_ISREG(status.st_mode) or stat.S_ISDIR(status.st_mode)):
-                raise ModelError(f"{owner}: {path} is {_kind(status.st_mode)}, not a regular file or folder; "
-                                 f"a model folder holds files only (refused: reading it could block or never end).")
+                raise ModelError(
+                    f"{owner}: {path} is {_kind(status.st_mode)}, not a regular file or folder; "
+                    f"a model folder holds files only (refused: reading it could block or never end)."
+                )
     except TreeLimitError as error:
-        raise ModelError(f"{owner}: the model folder {error}; refused (a model folder is a few levels deep).") from error
+        raise ModelError(
+            f"{owner}: the model folder {error}; refused (a model folder is a few levels deep)."
+        ) from error
     except OSError as error:
         raise ModelError(f"{owner}: cannot list {error.filename or folder}: {error.strerror or error}.") from error
 

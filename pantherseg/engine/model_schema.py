@@ -52,6 +52,7 @@ class SchemaViolation(ValueError):
 
 # --- the spec vocabulary -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Int:
     low: int
@@ -102,8 +103,11 @@ class Str:
         if self.choices is not None:
             if value not in self.choices or not isinstance(value, str):
                 raise SchemaViolation(path, f"one of {list(self.choices)}", value)
-        elif not isinstance(value, str) or len(value) > self.max_length or (
-                self.pattern and not re.fullmatch(self.pattern, value)):
+        elif (
+            not isinstance(value, str)
+            or len(value) > self.max_length
+            or (self.pattern and not re.fullmatch(self.pattern, value))
+        ):
             rule = f"matching {self.pattern}" if self.pattern else f"of at most {self.max_length} characters"
             raise SchemaViolation(path, f"a string {rule}", value)
 
@@ -185,8 +189,9 @@ class Obj:
         if self.closed:
             unknown = sorted(set(value) - set(self.keys))
             if unknown:
-                raise SchemaViolation(_join(path, unknown[0]), f"absent: allowed keys are {sorted(self.keys)}",
-                                      value[unknown[0]])
+                raise SchemaViolation(
+                    _join(path, unknown[0]), f"absent: allowed keys are {sorted(self.keys)}", value[unknown[0]]
+                )
 
 
 @dataclass(frozen=True)
@@ -218,8 +223,9 @@ class PerName:
     def check(self, value, path, parent):
         name = str(parent.get(self.selector)).rpartition(".")[2]
         if name not in self.table:
-            raise SchemaViolation(_join(path.rpartition(".")[0], self.selector), f"one of {sorted(self.table)}",
-                                  parent.get(self.selector))
+            raise SchemaViolation(
+                _join(path.rpartition(".")[0], self.selector), f"one of {sorted(self.table)}", parent.get(self.selector)
+            )
         self.table[name].check(value, path, parent)
 
 
@@ -237,7 +243,6 @@ def _join(path: str, key: str) -> str:
 
 def _describe(spec) -> str:
     return type(spec).__name__.lower()
-
 
 
 # --- the declarations ----------------------------------------------------------------------------------
@@ -277,8 +282,14 @@ _RESIDUAL_ARCH = {
 }
 # Closed: every key is passed to the network's constructor.
 ARCH_KWARGS = {
-    "PlainConvUNet": Obj({**_COMMON_ARCH, "n_conv_per_stage": Key(_per_stage(Int(1, MAX_CONVS_PER_STAGE))),
-                          "nonlin_first": Key(Bool(), required=False)}, closed=True),
+    "PlainConvUNet": Obj(
+        {
+            **_COMMON_ARCH,
+            "n_conv_per_stage": Key(_per_stage(Int(1, MAX_CONVS_PER_STAGE))),
+            "nonlin_first": Key(Bool(), required=False),
+        },
+        closed=True,
+    ),
     "ResidualEncoderUNet": Obj(_RESIDUAL_ARCH, closed=True),
     "ResidualUNet": Obj(_RESIDUAL_ARCH, closed=True),
 }
@@ -290,63 +301,94 @@ _SEPARATE_Z = {
 }
 # Closed: the kwargs are bound to the function with functools.partial.
 RESAMPLING_KWARGS = {
-    "resample_data_or_seg_to_shape": Obj({**_SEPARATE_Z, "order": Key(Int(0, 5), required=False),
-                                          "order_z": Key(Int(0, 5), required=False)}, closed=True),
-    "resample_torch_fornnunet": Obj({**_SEPARATE_Z, "memefficient_seg_resampling": Key(Bool(), required=False),
-                                     "num_threads": Key(Int(1, 256), required=False)}, closed=True),
+    "resample_data_or_seg_to_shape": Obj(
+        {**_SEPARATE_Z, "order": Key(Int(0, 5), required=False), "order_z": Key(Int(0, 5), required=False)}, closed=True
+    ),
+    "resample_torch_fornnunet": Obj(
+        {
+            **_SEPARATE_Z,
+            "memefficient_seg_resampling": Key(Bool(), required=False),
+            "num_threads": Key(Int(1, 256), required=False),
+        },
+        closed=True,
+    ),
 }
-NORMALIZATION_SCHEMES = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization",
-                         "RGBTo01Normalization")
+NORMALIZATION_SCHEMES = (
+    "ZScoreNormalization",
+    "CTNormalization",
+    "NoNormalization",
+    "RescaleTo01Normalization",
+    "RGBTo01Normalization",
+)
 # Scale-invariant schemes: the preprocessing may scale an image by a power of two before them (exactly).
 SCALE_INVARIANT_SCHEMES = ("ZScoreNormalization", "RescaleTo01Normalization")
 _RESAMPLING_FN = Str(choices=tuple(RESAMPLING_KWARGS))
 
-CONFIGURATION = Obj({
-    "inherits_from": Key(Str(max_length=128), required=False),  # resolved before this schema applies
-    "preprocessor_name": Key(Str(choices=("DefaultPreprocessor",))),
-    "patch_size": Key(List(Int(1, 4096), 3), label="the 3D patch_size (only 3D configurations are supported)"),
-    "spacing": Key(List(Number(0, 1e4, low_open=True), 3), label="the target spacing in millimetres"),
-    "normalization_schemes": Key(List(Str(choices=NORMALIZATION_SCHEMES), 1)),
-    "use_mask_for_norm": Key(List(Bool(), 1)),
-    "resampling_fn_data": Key(_RESAMPLING_FN),
-    "resampling_fn_data_kwargs": Key(PerName(RESAMPLING_KWARGS, "resampling_fn_data")),
-    "resampling_fn_seg": Key(_RESAMPLING_FN),
-    "resampling_fn_seg_kwargs": Key(PerName(RESAMPLING_KWARGS, "resampling_fn_seg")),
-    "resampling_fn_probabilities": Key(_RESAMPLING_FN),
-    "resampling_fn_probabilities_kwargs": Key(PerName(RESAMPLING_KWARGS, "resampling_fn_probabilities")),
-    "architecture": Key(Obj({
-        "network_class_name": Key(Str(max_length=256)),  # allow-listed by engine.architectures
-        "arch_kwargs": Key(PerName(ARCH_KWARGS, "network_class_name")),
-        "_kw_requires_import": Key(List(Str(choices=("conv_op", "norm_op", "dropout_op", "nonlin")), (0, 4))),
-    })),
-    "previous_stage": Key(Null(), required=False),  # cascades are not supported
-    "next_stage": Key(Anything(), required=False),
-})
+CONFIGURATION = Obj(
+    {
+        "inherits_from": Key(Str(max_length=128), required=False),  # resolved before this schema applies
+        "preprocessor_name": Key(Str(choices=("DefaultPreprocessor",))),
+        "patch_size": Key(List(Int(1, 4096), 3), label="the 3D patch_size (only 3D configurations are supported)"),
+        "spacing": Key(List(Number(0, 1e4, low_open=True), 3), label="the target spacing in millimetres"),
+        "normalization_schemes": Key(List(Str(choices=NORMALIZATION_SCHEMES), 1)),
+        "use_mask_for_norm": Key(List(Bool(), 1)),
+        "resampling_fn_data": Key(_RESAMPLING_FN),
+        "resampling_fn_data_kwargs": Key(PerName(RESAMPLING_KWARGS, "resampling_fn_data")),
+        "resampling_fn_seg": Key(_RESAMPLING_FN),
+        "resampling_fn_seg_kwargs": Key(PerName(RESAMPLING_KWARGS, "resampling_fn_seg")),
+        "resampling_fn_probabilities": Key(_RESAMPLING_FN),
+        "resampling_fn_probabilities_kwargs": Key(PerName(RESAMPLING_KWARGS, "resampling_fn_probabilities")),
+        "architecture": Key(
+            Obj(
+                {
+                    "network_class_name": Key(Str(max_length=256)),  # allow-listed by engine.architectures
+                    "arch_kwargs": Key(PerName(ARCH_KWARGS, "network_class_name")),
+                    "_kw_requires_import": Key(
+                        List(Str(choices=("conv_op", "norm_op", "dropout_op", "nonlin")), (0, 4))
+                    ),
+                }
+            )
+        ),
+        "previous_stage": Key(Null(), required=False),  # cascades are not supported
+        "next_stage": Key(Anything(), required=False),
+    }
+)
 
-INTENSITY_PROPERTIES = Obj({name: Key(FINITE, required=False) for name in
-                            ("mean", "std", "median", "min", "max", "percentile_00_5", "percentile_99_5")})
-PLANS = Obj({
-    "configurations": Key(Map(Obj(), size=(1, 64))),
-    "transpose_forward": Key(List(AXIS, 3)),
-    "transpose_backward": Key(List(AXIS, 3)),
-    "foreground_intensity_properties_per_channel": Key(Map(INTENSITY_PROPERTIES, key=r"[0-9]{1,3}", size=(1, 1)),
-                                                       label="the intensity properties (normalisation statistics)"),
-    "label_manager": Key(Str(choices=("LabelManager",)), required=False),
-    "dataset_name": Key(Str(), required=False),
-    "plans_name": Key(Str(), required=False),
-})
+INTENSITY_PROPERTIES = Obj(
+    {
+        name: Key(FINITE, required=False)
+        for name in ("mean", "std", "median", "min", "max", "percentile_00_5", "percentile_99_5")
+    }
+)
+PLANS = Obj(
+    {
+        "configurations": Key(Map(Obj(), size=(1, 64))),
+        "transpose_forward": Key(List(AXIS, 3)),
+        "transpose_backward": Key(List(AXIS, 3)),
+        "foreground_intensity_properties_per_channel": Key(
+            Map(INTENSITY_PROPERTIES, key=r"[0-9]{1,3}", size=(1, 1)),
+            label="the intensity properties (normalisation statistics)",
+        ),
+        "label_manager": Key(Str(choices=("LabelManager",)), required=False),
+        "dataset_name": Key(Str(), required=False),
+        "plans_name": Key(Str(), required=False),
+    }
+)
 
-DATASET = Obj({
-    "labels": Key(Map(Int(0, 255), size=(2, MAX_LABELS)), label="the label map"),
-    "regions_class_order": Key(Null(), required=False),  # region-based models are not supported
-    "channel_names": Key(Map(Str(max_length=128), key=r"[0-9]{1,3}", size=(1, 1)), required=False),
-    "modality": Key(Map(Str(max_length=128), key=r"[0-9]{1,3}", size=(1, 1)), required=False),
-    "file_ending": Key(Str(max_length=32), required=False),
-    "numTraining": Key(Int(0, 10 ** 9), required=False),
-})
+DATASET = Obj(
+    {
+        "labels": Key(Map(Int(0, 255), size=(2, MAX_LABELS)), label="the label map"),
+        "regions_class_order": Key(Null(), required=False),  # region-based models are not supported
+        "channel_names": Key(Map(Str(max_length=128), key=r"[0-9]{1,3}", size=(1, 1)), required=False),
+        "modality": Key(Map(Str(max_length=128), key=r"[0-9]{1,3}", size=(1, 1)), required=False),
+        "file_ending": Key(Str(max_length=32), required=False),
+        "numTraining": Key(Int(0, 10**9), required=False),
+    }
+)
 
 
 # --- rules between fields ------------------------------------------------------------------------------
+
 
 def _transpose_is_permutation(plans: dict) -> None:
     for key in ("transpose_forward", "transpose_backward"):
@@ -363,13 +405,19 @@ def _arch_kwargs(configuration: dict, path: str) -> None:
     kwargs = architecture["arch_kwargs"]
     for key in architecture["_kw_requires_import"]:
         if key not in kwargs:
-            raise SchemaViolation(_join(path, "architecture._kw_requires_import"),
-                                  f"a list of arch_kwargs keys (found no '{key}' there)",
-                                  architecture["_kw_requires_import"])
+            raise SchemaViolation(
+                _join(path, "architecture._kw_requires_import"),
+                f"a list of arch_kwargs keys (found no '{key}' there)",
+                architecture["_kw_requires_import"],
+            )
     parameters = estimated_parameters(kwargs)
     if parameters > MAX_PARAMETERS:
-        raise SchemaViolation(where, f"a network of at most {MAX_PARAMETERS:.0e} parameters (estimated from "
-                                     f"features, kernels and convolutions per stage)", f"{parameters:.2e}")
+        raise SchemaViolation(
+            where,
+            f"a network of at most {MAX_PARAMETERS:.0e} parameters (estimated from "
+            f"features, kernels and convolutions per stage)",
+            f"{parameters:.2e}",
+        )
 
 
 def _normalisation_has_its_properties(configuration: dict, path: str, plans: dict) -> None:
@@ -382,11 +430,13 @@ def _normalisation_has_its_properties(configuration: dict, path: str, plans: dic
             values = properties[str(channel)]
             for name in ("mean", "std", "percentile_00_5", "percentile_99_5"):
                 if name not in values:
-                    raise SchemaViolation(_join(where, name), "present: CTNormalization clips and scales by it",
-                                          "nothing")
+                    raise SchemaViolation(
+                        _join(where, name), "present: CTNormalization clips and scales by it", "nothing"
+                    )
             if values["percentile_00_5"] > values["percentile_99_5"]:
-                raise SchemaViolation(_join(where, "percentile_00_5"), "at most percentile_99_5",
-                                      values["percentile_00_5"])
+                raise SchemaViolation(
+                    _join(where, "percentile_00_5"), "at most percentile_99_5", values["percentile_00_5"]
+                )
 
 
 CONFIGURATION_RULES = (_arch_kwargs,)
@@ -398,8 +448,11 @@ def _labels_are_consecutive(dataset: dict) -> None:
     if labels.get("background") != 0:
         raise SchemaViolation("labels.background", "0 (nnU-Net's background)", labels.get("background", "nothing"))
     if values != list(range(len(values))):
-        raise SchemaViolation("labels", "consecutive integers 0..n-1, one per output channel, as nnU-Net requires "
-                                        "(the channel index is the label)", dict(labels))
+        raise SchemaViolation(
+            "labels",
+            "consecutive integers 0..n-1, one per output channel, as nnU-Net requires (the channel index is the label)",
+            dict(labels),
+        )
 
 
 def _one_channel(dataset: dict) -> None:
@@ -411,6 +464,7 @@ DATASET_RULES = (_labels_are_consecutive, _one_channel)
 
 
 # --- the validators ------------------------------------------------------------------------------------
+
 
 def validate_plans(plans: object, configuration_name: str) -> dict:
     """Check ``plans`` and return the member's configuration with ``inherits_from`` resolved.
@@ -446,9 +500,12 @@ def resolve_configuration(plans: dict, name: str) -> dict:
         if parent is None:
             break
         if not isinstance(parent, str) or parent in chain or len(chain) > MAX_INHERITANCE:
-            raise SchemaViolation(f"configurations.{chain[-1]}.inherits_from",
-                                  f"a configuration name ending a chain of at most {MAX_INHERITANCE} without loops "
-                                  f"(chain so far: {chain})", parent)
+            raise SchemaViolation(
+                f"configurations.{chain[-1]}.inherits_from",
+                f"a configuration name ending a chain of at most {MAX_INHERITANCE} without loops "
+                f"(chain so far: {chain})",
+                parent,
+            )
         chain.append(parent)
     resolved: dict = {}
     for link in reversed(chain):

@@ -80,8 +80,9 @@ class GivenNetworks:
     map of member name -> network, or a function of the member that makes one. Torch modules are wrapped
     as :class:`TorchNetwork`. A mapped network that was released stays released: nothing rebuilds it."""
 
-    def __init__(self, networks: "Mapping[str, Network | torch.nn.Module] | Callable[[Member], object]",
-                 name: str = "given"):
+    def __init__(
+        self, networks: "Mapping[str, Network | torch.nn.Module] | Callable[[Member], object]", name: str = "given"
+    ):
         self.networks = networks
         self.name = name
 
@@ -106,8 +107,9 @@ def make_backend(name: str, device: "torch.device", members: list[Member], autoc
         from pantherseg.engine.onnx_backend import OnnxBackend
 
         if autocast_dtype is not None:
-            log.info("ONNX Runtime runs the exported float32 graphs; precision %s applies to torch only",
-                     autocast_dtype)
+            log.info(
+                "ONNX Runtime runs the exported float32 graphs; precision %s applies to torch only", autocast_dtype
+            )
         return OnnxBackend(members, device), None
     if name == "openvino":
         from pantherseg.engine.openvino_backend import OpenVinoBackend

@@ -43,9 +43,16 @@ def export_member(member: Member, path: Path) -> Path:
     example = torch.zeros((1, 1, *member.patch_size), dtype=torch.float32)
     with atomic_file(path) as tmp:
         with torch.inference_mode(False), torch.no_grad():
-            torch.onnx.export(network, (example,), str(tmp), dynamo=False, opset_version=OPSET,
-                              input_names=["image"], output_names=["logits"],
-                              dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+            torch.onnx.export(
+                network,
+                (example,),
+                str(tmp),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            )
         model = onnx.load(str(tmp))
         entry = model.metadata_props.add()
         entry.key, entry.value = CHECKSUM_KEY, checkpoint_sha256(member.checkpoint.path)
@@ -126,7 +133,9 @@ class OnnxBackend:
         import onnxruntime as ort
 
         if device.type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ResourceError("ONNX Runtime has no CUDA provider here; install onnxruntime-gpu or use --backend torch.")
+            raise ResourceError(
+                "ONNX Runtime has no CUDA provider here; install onnxruntime-gpu or use --backend torch."
+            )
         self.device = device
         self.paths = {member.name: find_or_export(member, cache_dir) for member in members}
 

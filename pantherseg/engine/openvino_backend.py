@@ -91,8 +91,12 @@ def check_precision(precision: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> st
 def network_sha256(member: Member) -> str:
     """What the IR's graph depends on besides the weights: architecture, patch size, classes."""
     cm = member.configuration_manager
-    description = {"class": cm.network_arch_class_name, "kwargs": cm.network_arch_init_kwargs,
-                   "patch": list(member.patch_size), "classes": member.label_manager.num_segmentation_heads}
+    description = {
+        "class": cm.network_arch_class_name,
+        "kwargs": cm.network_arch_init_kwargs,
+        "patch": list(member.patch_size),
+        "classes": member.label_manager.num_segmentation_heads,
+    }
     return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -106,8 +110,9 @@ def convert_member(member: Member, path: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{path.stem}.partial-", dir=path.parent))
     try:
         with torch.inference_mode(False), torch.no_grad():
-            model = ov.convert_model(network, example_input=example,
-                                     input=[ov.PartialShape([-1, 1, *member.patch_size])])
+            model = ov.convert_model(
+                network, example_input=example, input=[ov.PartialShape([-1, 1, *member.patch_size])]
+            )
         model.set_rt_info(checkpoint_sha256(member.checkpoint.path), CHECKSUM_KEY)
         model.set_rt_info(network_sha256(member), NETWORK_KEY)
         ov.save_model(model, str(staging / path.name), compress_to_fp16=False)
@@ -157,8 +162,12 @@ def find_or_convert(member: Member, cache_dir: Path | None = None) -> Path:
         return current
     beside = ir_path(member)
     target = beside if os.access(beside.parent, os.W_OK) else _cached_path(member, cache_dir)
-    log.warning("%s: no current OpenVINO IR; converting now to %s (run `pantherseg export-openvino` ahead of "
-                "time to keep this out of a case's budget)", member.describe(), target)
+    log.warning(
+        "%s: no current OpenVINO IR; converting now to %s (run `pantherseg export-openvino` ahead of "
+        "time to keep this out of a case's budget)",
+        member.describe(),
+        target,
+    )
     return convert_member(member, target)
 
 
@@ -181,7 +190,8 @@ class OpenVinoNetwork:
         wanted = ov.Type.f32 if self.precision == "f32" else ov.Type.bf16
         config = {
             hints.inference_precision: wanted,  # explicit: never OpenVINO's own bf16 choice
-            hints.execution_mode: hints.ExecutionMode.ACCURACY if self.precision == "f32"
+            hints.execution_mode: hints.ExecutionMode.ACCURACY
+            if self.precision == "f32"
             else hints.ExecutionMode.PERFORMANCE,
             hints.performance_mode: hints.PerformanceMode.LATENCY,
             props.num_streams: 1,
@@ -214,11 +224,14 @@ class OpenVinoBackend:
 
     name = "openvino"
 
-    def __init__(self, members: list[Member], device: torch.device, precision: str = "fp32",
-                 cache_dir: Path | None = None):
+    def __init__(
+        self, members: list[Member], device: torch.device, precision: str = "fp32", cache_dir: Path | None = None
+    ):
         if device.type != "cpu":
-            raise ResourceError(f"The OpenVINO backend runs on the CPU only, not on {device}; use --backend torch "
-                                f"for the GPU or --device cpu.")
+            raise ResourceError(
+                f"The OpenVINO backend runs on the CPU only, not on {device}; use --backend torch "
+                f"for the GPU or --device cpu."
+            )
         check_precision(precision)
         if not is_available():
             raise ResourceError(f"The OpenVINO backend was requested but openvino is not installed: {INSTALL_HINT}.")

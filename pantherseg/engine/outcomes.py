@@ -45,13 +45,26 @@ class MemberOutcome:
         log.warning("%s (%s): %s", self.name, self.status, reason)
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "role": self.role, "weight": self.weight, "status": self.status.value,
-                "reason": self.reason, "tiles_done": self.tiles_done, "tiles_total": self.tiles_total,
-                "network_s": self.network_s}
+        return {
+            "name": self.name,
+            "role": self.role,
+            "weight": self.weight,
+            "status": self.status.value,
+            "reason": self.reason,
+            "tiles_done": self.tiles_done,
+            "tiles_total": self.tiles_total,
+            "network_s": self.network_s,
+        }
 
     @classmethod
     def from_dict(cls, entry: dict) -> "MemberOutcome":
-        return cls(name=entry["name"], role=entry["role"], weight=float(entry["weight"]),
-                   status=MemberStatus(entry["status"]), reason=entry.get("reason", ""),
-                   tiles_done=int(entry.get("tiles_done", 0)), tiles_total=int(entry.get("tiles_total", 0)),
-                   network_s=float(entry.get("network_s", 0.0)))
+        return cls(
+            name=entry["name"],
+            role=entry["role"],
+            weight=float(entry["weight"]),
+            status=MemberStatus(entry["status"]),
+            reason=entry.get("reason", ""),
+            tiles_done=int(entry.get("tiles_done", 0)),
+            tiles_total=int(entry.get("tiles_total", 0)),
+            network_s=float(entry.get("network_s", 0.0)),
+        )

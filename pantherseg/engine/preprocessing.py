@@ -62,10 +62,12 @@ def preprocess(volume: Volume, member: Member, device: torch.device | None = Non
     )
     tensor = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
     if not bool(torch.isfinite(tensor).all()):
-        raise InputError(f"{volume.source}: the image normalised for {member.describe()} is not finite everywhere "
-                         f"(intensities {float(np.min(volume.data)):.3g} to {float(np.max(volume.data)):.3g} overflow "
-                         f"its {list(member.configuration_manager.normalization_schemes)} in float32); no mask is "
-                         f"computed from it.")
+        raise InputError(
+            f"{volume.source}: the image normalised for {member.describe()} is not finite everywhere "
+            f"(intensities {float(np.min(volume.data)):.3g} to {float(np.max(volume.data)):.3g} overflow "
+            f"its {list(member.configuration_manager.normalization_schemes)} in float32); no mask is "
+            f"computed from it."
+        )
     return Preprocessed(data=tensor, properties=properties)
 
 

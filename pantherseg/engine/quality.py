@@ -85,9 +85,9 @@ def normalised_entropy(probabilities: np.ndarray) -> np.ndarray:
         return out
     scale = np.float32(1.0 / np.log(classes))
     for start in range(0, out.shape[0], 16):
-        slab = np.clip(probabilities[:, start:start + 16].astype(np.float32), 0.0, 1.0)
+        slab = np.clip(probabilities[:, start : start + 16].astype(np.float32), 0.0, 1.0)
         logs = np.log(slab, where=slab > 0, out=np.zeros_like(slab))  # 0 log 0 = 0
-        out[start:start + 16] = np.clip(-(slab * logs).sum(0) * scale, 0.0, 1.0)
+        out[start : start + 16] = np.clip(-(slab * logs).sum(0) * scale, 0.0, 1.0)
     return out
 
 
@@ -122,8 +122,13 @@ def entropy_measures(probabilities: np.ndarray, ensemble_mask: np.ndarray) -> di
     return {"entropy_inside": float(entropy[inside].mean()), "entropy_boundary": float(entropy[shell].mean())}
 
 
-def input_measures(image_zyx: np.ndarray, foreground: np.ndarray, *, normalisation: str | None = None,
-                   intensity_properties: dict | None = None) -> dict:
+def input_measures(
+    image_zyx: np.ndarray,
+    foreground: np.ndarray,
+    *,
+    normalisation: str | None = None,
+    intensity_properties: dict | None = None,
+) -> dict:
     """How far the input is from what the models saw, from the voxels the ensemble calls foreground.
 
     ``noise_ratio``: robust noise sigma (median absolute deviation of neighbour differences along x,
@@ -190,10 +195,19 @@ _REASONS = {
 }
 
 
-def assess(member_masks: dict[str, np.ndarray], probabilities: np.ndarray | None, ensemble_mask: np.ndarray,
-           image_zyx: np.ndarray, *, spacing_zyx, members_total: int, review_below: float = DEFAULT_REVIEW_BELOW,
-           normalisation: str | None = None, intensity_properties: dict | None = None,
-           skipped: dict[str, str] | None = None) -> dict:
+def assess(
+    member_masks: dict[str, np.ndarray],
+    probabilities: np.ndarray | None,
+    ensemble_mask: np.ndarray,
+    image_zyx: np.ndarray,
+    *,
+    spacing_zyx,
+    members_total: int,
+    review_below: float = DEFAULT_REVIEW_BELOW,
+    normalisation: str | None = None,
+    intensity_properties: dict | None = None,
+    skipped: dict[str, str] | None = None,
+) -> dict:
     """The run report's ``quality`` block: score, review flag, reasons and every measure.
 
     ``member_masks``: the tumour mask of each member whose map is in the mean; ``skipped``: the others,
@@ -201,16 +215,33 @@ def assess(member_masks: dict[str, np.ndarray], probabilities: np.ndarray | None
     skipped = skipped or {}
     masks = list(member_masks.values())
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
-    measures: dict = {"members_used": len(masks), "members_total": members_total,
-                      "mean_pairwise_dice": mean_pairwise_dice(masks), **volume_spread(masks, voxel_ml),
-                      "majority_disagreement": majority_disagreement(masks, ensemble_mask)}
+    measures: dict = {
+        "members_used": len(masks),
+        "members_total": members_total,
+        "mean_pairwise_dice": mean_pairwise_dice(masks),
+        **volume_spread(masks, voxel_ml),
+        "majority_disagreement": majority_disagreement(masks, ensemble_mask),
+    }
     if probabilities is None:
-        measures.update({"entropy_inside": None, "entropy_boundary": None, "foreground_voxels": 0,
-                         "noise_ratio": None, "outside_training_range": None})
+        measures.update(
+            {
+                "entropy_inside": None,
+                "entropy_boundary": None,
+                "foreground_voxels": 0,
+                "noise_ratio": None,
+                "outside_training_range": None,
+            }
+        )
     else:
         measures.update(entropy_measures(probabilities, ensemble_mask))
-        measures.update(input_measures(image_zyx, probabilities[0] < 0.5, normalisation=normalisation,
-                                       intensity_properties=intensity_properties))
+        measures.update(
+            input_measures(
+                image_zyx,
+                probabilities[0] < 0.5,
+                normalisation=normalisation,
+                intensity_properties=intensity_properties,
+            )
+        )
     s = 0.0 if not masks else score(measures)
     reasons = []
     if len(masks) < 2:
@@ -223,9 +254,11 @@ def assess(member_masks: dict[str, np.ndarray], probabilities: np.ndarray | None
         reasons.append("the ensemble found neither pancreas nor tumour: wrong sequence or field of view?")
     quality = {"score": round(s, 4), "review": bool(reasons), "reasons": reasons, "review_below": review_below}
     if skipped:
-        quality["weakened_by"] = (f"{len(skipped)} of {members_total} member(s) did not contribute "
-                                  f"({'; '.join(f'{n}: {r}' for n, r in skipped.items())}): agreement is measured "
-                                  f"on {len(masks)} member(s), so it is less sure than with all")
+        quality["weakened_by"] = (
+            f"{len(skipped)} of {members_total} member(s) did not contribute "
+            f"({'; '.join(f'{n}: {r}' for n, r in skipped.items())}): agreement is measured "
+            f"on {len(masks)} member(s), so it is less sure than with all"
+        )
     quality["measures"] = {k: _rounded(v) for k, v in measures.items()}
     return quality
 
@@ -251,8 +284,9 @@ def _bounding_box(mask: np.ndarray, *, margin: int) -> tuple[slice, ...]:
     return tuple(box)
 
 
-def assess_prediction(prediction, *, members, image_zyx: np.ndarray, spacing_zyx,
-                      review_below: float = DEFAULT_REVIEW_BELOW) -> dict:
+def assess_prediction(
+    prediction, *, members, image_zyx: np.ndarray, spacing_zyx, review_below: float = DEFAULT_REVIEW_BELOW
+) -> dict:
     """``assess`` on an engine Prediction: its members' masks, mean probabilities and outcomes."""
     used = {o.name for o in prediction.outcomes if o.name in prediction.member_tumour_masks}
     skipped = {o.name: o.reason or o.status for o in prediction.outcomes if o.name not in used}
@@ -261,6 +295,15 @@ def assess_prediction(prediction, *, members, image_zyx: np.ndarray, spacing_zyx
     if first is not None:
         normalisation = list(first.configuration_manager.normalization_schemes)[0]
         properties = first.plans_manager.foreground_intensity_properties_per_channel.get("0")
-    return assess(prediction.member_tumour_masks, prediction.probabilities, prediction.mask, image_zyx,
-                  spacing_zyx=spacing_zyx, members_total=len(prediction.outcomes), review_below=review_below,
-                  normalisation=normalisation, intensity_properties=properties, skipped=skipped)
+    return assess(
+        prediction.member_tumour_masks,
+        prediction.probabilities,
+        prediction.mask,
+        image_zyx,
+        spacing_zyx=spacing_zyx,
+        members_total=len(prediction.outcomes),
+        review_below=review_below,
+        normalisation=normalisation,
+        intensity_properties=properties,
+        skipped=skipped,
+    )

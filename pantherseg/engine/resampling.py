@@ -35,12 +35,15 @@ def torch_resampling_applies(configuration_manager, current_spacing, new_spacing
         return False, False, None
     if kwargs.get("is_seg", False) or kwargs.get("order", 3) != 1 or kwargs.get("order_z", 0) != 0:
         return False, False, None
-    separate_z, axis = determine_do_sep_z_and_axis(kwargs.get("force_separate_z"), current_spacing, new_spacing,
-                                                   kwargs.get("separate_z_anisotropy_threshold", 3))
+    separate_z, axis = determine_do_sep_z_and_axis(
+        kwargs.get("force_separate_z"), current_spacing, new_spacing, kwargs.get("separate_z_anisotropy_threshold", 3)
+    )
     return True, bool(separate_z), axis
 
 
-def resample_linear(data: torch.Tensor, new_shape, *, separate_z: bool = False, axis: int | None = None) -> torch.Tensor:
+def resample_linear(
+    data: torch.Tensor, new_shape, *, separate_z: bool = False, axis: int | None = None
+) -> torch.Tensor:
     """(C, z, y, x) float tensor -> (C, *new_shape), as nnU-Net's order-1 probability resampling."""
     new_shape = tuple(int(s) for s in new_shape)
     if tuple(data.shape[1:]) == new_shape:
@@ -52,8 +55,9 @@ def resample_linear(data: torch.Tensor, new_shape, *, separate_z: bool = False, 
     moved = data.movedim(axis + 1, 1)  # (C, low, a, b)
     channels, slices = moved.shape[:2]
     in_plane = tuple(s for i, s in enumerate(new_shape) if i != axis)
-    resized = F.interpolate(moved.reshape(channels * slices, 1, *moved.shape[2:]), size=in_plane,
-                            mode="bilinear", align_corners=False).reshape(channels, slices, *in_plane)
+    resized = F.interpolate(
+        moved.reshape(channels * slices, 1, *moved.shape[2:]), size=in_plane, mode="bilinear", align_corners=False
+    ).reshape(channels, slices, *in_plane)
     if slices != new_shape[axis]:
         resized = F.interpolate(resized[None], size=(new_shape[axis], *in_plane), mode="nearest-exact")[0]
     return resized.movedim(1, axis + 1).contiguous()

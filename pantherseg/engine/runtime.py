@@ -92,8 +92,11 @@ def resolve_backend(name: str, device, members: list[Member] | None = None) -> s
 
                 unconverted = [m.name for m in members or [] if find_current(m) is None]
                 if unconverted:
-                    log.info("backend auto: no current OpenVINO model for %s (run `pantherseg export-openvino`); "
-                             "using %s", ", ".join(unconverted), choices[-1])
+                    log.info(
+                        "backend auto: no current OpenVINO model for %s (run `pantherseg export-openvino`); using %s",
+                        ", ".join(unconverted),
+                        choices[-1],
+                    )
                     continue
             return candidate
         return choices[-1]

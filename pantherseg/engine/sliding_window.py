@@ -140,22 +140,24 @@ def predict_logits(
     device = torch.device(device)
     if check_interval_s is None:
         check_interval_s = 0.0 if device.type == "cpu" else DEFAULT_CHECK_INTERVAL_S
-    padded, revert_padding = pad_nd_image(data.to(device, dtype=torch.float32), patch_size, "constant",
-                                          {"value": 0}, True, None)
+    padded, revert_padding = pad_nd_image(
+        data.to(device, dtype=torch.float32), patch_size, "constant", {"value": 0}, True, None
+    )
     origins = tile_origins(padded.shape[1:], patch_size, step_size)
 
     results_device = device if accumulate_on_device else torch.device("cpu")
     logits = torch.zeros((num_classes, *padded.shape[1:]), dtype=torch.float32, device=results_device)
     weights = torch.zeros(padded.shape[1:], dtype=torch.float32, device=results_device)
-    gaussian = compute_gaussian(patch_size, sigma_scale=1.0 / 8, value_scaling_factor=10, dtype=torch.float32,
-                                device=results_device)
+    gaussian = compute_gaussian(
+        patch_size, sigma_scale=1.0 / 8, value_scaling_factor=10, dtype=torch.float32, device=results_device
+    )
     autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
     flips = _flip_combinations(mirror_axes)
 
     done = 0
     last_check = time.perf_counter()
     for start in range(0, len(origins), tile_batch_size):
-        batch_origins = origins[start:start + tile_batch_size]
+        batch_origins = origins[start : start + tile_batch_size]
         slicers = [tuple(slice(o, o + p) for o, p in zip(origin, patch_size)) for origin in batch_origins]
         if timeline is not None:
             timeline.mark()

@@ -22,8 +22,9 @@ from pantherseg.engine.members import Member
 from pantherseg.engine.resampling import resample_linear, torch_resampling_applies
 
 
-def logits_to_probabilities(logits: torch.Tensor, member: Member, properties: dict, *,
-                            keep_on_device: bool = False) -> np.ndarray | torch.Tensor:
+def logits_to_probabilities(
+    logits: torch.Tensor, member: Member, properties: dict, *, keep_on_device: bool = False
+) -> np.ndarray | torch.Tensor:
     """(classes, z', y', x') logits -> (classes, z, y, x) float32 probabilities in the input's array order.
 
     ``properties`` is the dict nnU-Net's preprocessor filled for this image (shape before cropping,
@@ -89,8 +90,8 @@ def logits_to_tumour_mask(logits: torch.Tensor, member: Member, properties: dict
     transposed back; the mask is where the margin is positive. Linear resampling of the margin is not
     exactly the argmax of resampled logits at boundary voxels: close enough for agreement measures,
     never used for the ensemble's own mask. Unvisited voxels of a stopped member (NaN) are not tumour."""
-    others = torch.cat([logits[:channel], logits[channel + 1:]]).amax(0, keepdim=True)
-    margin = (logits[channel:channel + 1] - others).float()
+    others = torch.cat([logits[:channel], logits[channel + 1 :]]).amax(0, keepdim=True)
+    margin = (logits[channel : channel + 1] - others).float()
     positive = (torch.as_tensor(to_cropped_image_grid(margin, member, properties))[0] > 0).cpu().numpy()
     full = np.zeros(tuple(int(s) for s in properties["shape_before_cropping"]), dtype=bool)
     full[tuple(slice(int(low), int(high)) for low, high in properties["bbox_used_for_cropping"])] = positive

@@ -233,8 +233,14 @@ class ModelFolders:
         if self._remaining[key] > 0 or key not in self._sums:
             return None
         sums = self._sums.pop(key)
-        return FolderResult(member=self._first.pop(key), logits=sums.mean(), properties=self._properties.pop(key),
-                            weight=sums.weight_sum, complete=sums.complete, names=self._names[key])
+        return FolderResult(
+            member=self._first.pop(key),
+            logits=sums.mean(),
+            properties=self._properties.pop(key),
+            weight=sums.weight_sum,
+            complete=sums.complete,
+            names=self._names[key],
+        )
 
 
 def folder_key(member) -> tuple[str, str]:

@@ -51,9 +51,20 @@ MIN_SPACING_MM, MAX_SPACING_MM = 1e-6, 1e4
 """Voxel spacings (mm) a label image may have: beyond them volumes (mm^3) and surface areas
 overflow float64 or round to zero, and the metrics would be NaN."""
 
-CSV_COLUMNS = ("prediction_folder", "case", "status", "dice", "surface_dice", "hd95_mm",
-               "masd_mm", "pred_volume_mm3", "truth_volume_mm3", "rule", "prediction_file",
-               "truth_file")
+CSV_COLUMNS = (
+    "prediction_folder",
+    "case",
+    "status",
+    "dice",
+    "surface_dice",
+    "hd95_mm",
+    "masd_mm",
+    "pred_volume_mm3",
+    "truth_volume_mm3",
+    "rule",
+    "prediction_file",
+    "truth_file",
+)
 
 
 @dataclass(frozen=True)
@@ -67,8 +78,12 @@ class CaseEvaluation:
 
     def as_dict(self) -> dict:
         """The row as a plain dict (JSON-ready)."""
-        return {"case": self.case, "prediction_file": str(self.prediction_file),
-                "truth_file": str(self.truth_file), **self.metrics.as_dict()}
+        return {
+            "case": self.case,
+            "prediction_file": str(self.prediction_file),
+            "truth_file": str(self.truth_file),
+            **self.metrics.as_dict(),
+        }
 
 
 @dataclass(frozen=True)
@@ -85,11 +100,13 @@ class FolderResult:
 
     def as_dict(self) -> dict:
         """The folder's result as a plain dict (JSON-ready)."""
-        return {"prediction_folder": str(self.pred_dir),
-                "cases": [c.as_dict() for c in self.cases],
-                "aggregate": self.aggregate.as_dict(),
-                "missing_truth": list(self.missing_truth),
-                "missing_prediction": list(self.missing_prediction)}
+        return {
+            "prediction_folder": str(self.pred_dir),
+            "cases": [c.as_dict() for c in self.cases],
+            "aggregate": self.aggregate.as_dict(),
+            "missing_truth": list(self.missing_truth),
+            "missing_prediction": list(self.missing_prediction),
+        }
 
 
 @dataclass(frozen=True)
@@ -105,10 +122,11 @@ class EvaluationResult:
 
     def as_dict(self) -> dict:
         """The whole result as a plain dict (what the JSON file holds)."""
-        out = {"truth_folder": str(self.gt_dir),
-               "spacing_order": "x,y,z (organisers' script)" if self.xyz_spacing_order
-               else "array order z,y,x",
-               "folders": [f.as_dict() for f in self.folders]}
+        out = {
+            "truth_folder": str(self.gt_dir),
+            "spacing_order": "x,y,z (organisers' script)" if self.xyz_spacing_order else "array order z,y,x",
+            "folders": [f.as_dict() for f in self.folders],
+        }
         if self.leaderboard is not None:
             out["leaderboard"] = [e.as_dict() for e in self.leaderboard]
         return out
@@ -128,8 +146,7 @@ def case_files(folder: Path) -> dict[str, Path]:
             continue
         case = image_stem(path)
         if case in files:
-            raise InputError(f"case {case} appears twice in {folder}: {files[case].name} and "
-                             f"{path.name}; keep one")
+            raise InputError(f"case {case} appears twice in {folder}: {files[case].name} and {path.name}; keep one")
         files[case] = path
     return files
 
@@ -147,32 +164,43 @@ def read_mask(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
         raise InputError(f"cannot read {path} as an image: {itk_error_line(str(exc))}") from exc
     spacing = tuple(float(s) for s in image.GetSpacing())
     if not all(MIN_SPACING_MM <= s <= MAX_SPACING_MM for s in spacing):
-        raise InputError(f"{path}: voxel spacing {[float(f'{s:.4g}') for s in spacing]} mm (x,y,z) is outside "
-                         f"[{MIN_SPACING_MM:g}, {MAX_SPACING_MM:g}] mm: volumes and surface areas would overflow "
-                         f"or vanish; the header is corrupt.")
+        raise InputError(
+            f"{path}: voxel spacing {[float(f'{s:.4g}') for s in spacing]} mm (x,y,z) is outside "
+            f"[{MIN_SPACING_MM:g}, {MAX_SPACING_MM:g}] mm: volumes and surface areas would overflow "
+            f"or vanish; the header is corrupt."
+        )
     labels = sitk.GetArrayFromImage(image)  # numpy (z, y, x)
     return binarise(labels, str(path)), spacing
 
 
-def evaluate_case(case: str, pred_file: Path, truth_file: Path, *,
-                  xyz_spacing_order: bool = False) -> CaseEvaluation:
+def evaluate_case(case: str, pred_file: Path, truth_file: Path, *, xyz_spacing_order: bool = False) -> CaseEvaluation:
     """Score one case from its two files. Raises ``InputError`` naming the case when the shapes
     or spacings differ."""
     pred, pred_spacing_xyz = read_mask(pred_file)
     truth, truth_spacing_xyz = read_mask(truth_file)
     if pred.shape != truth.shape:
-        raise InputError(f"case {case}: prediction {pred_file} has shape (z,y,x) {pred.shape}, "
-                         f"truth {truth_file} has {truth.shape}; they must match")
+        raise InputError(
+            f"case {case}: prediction {pred_file} has shape (z,y,x) {pred.shape}, "
+            f"truth {truth_file} has {truth.shape}; they must match"
+        )
     if not np.allclose(pred_spacing_xyz, truth_spacing_xyz, rtol=0, atol=SPACING_TOLERANCE_MM):
-        raise InputError(f"case {case}: prediction {pred_file} has spacing (x,y,z) "
-                         f"{pred_spacing_xyz} mm, truth {truth_file} has {truth_spacing_xyz} mm; "
-                         f"they must match")
+        raise InputError(
+            f"case {case}: prediction {pred_file} has spacing (x,y,z) "
+            f"{pred_spacing_xyz} mm, truth {truth_file} has {truth_spacing_xyz} mm; "
+            f"they must match"
+        )
     spacing = truth_spacing_xyz if xyz_spacing_order else truth_spacing_xyz[::-1]
     return CaseEvaluation(case, pred_file, truth_file, case_metrics(pred, truth, spacing))
 
 
-def evaluate(pred_dirs: list[Path] | Path, gt_dir: Path, *, xyz_spacing_order: bool = False,
-             json_path: Path | None = None, csv_path: Path | None = None) -> EvaluationResult:
+def evaluate(
+    pred_dirs: list[Path] | Path,
+    gt_dir: Path,
+    *,
+    xyz_spacing_order: bool = False,
+    json_path: Path | None = None,
+    csv_path: Path | None = None,
+) -> EvaluationResult:
     """Score one or more prediction folders against the truth folder ``gt_dir``.
 
     Every case present in both a prediction folder and ``gt_dir`` is scored (see
@@ -189,33 +217,37 @@ def evaluate(pred_dirs: list[Path] | Path, gt_dir: Path, *, xyz_spacing_order: b
     Raises ``InputError`` for a missing folder, a folder whose cases match none in ``gt_dir``,
     an unreadable or non-binary image, or a case whose shapes or spacings differ.
     """
-    pred_dirs = [Path(pred_dirs)] if isinstance(pred_dirs, (str, Path)) else \
-        [Path(p) for p in pred_dirs]
+    pred_dirs = [Path(pred_dirs)] if isinstance(pred_dirs, (str, Path)) else [Path(p) for p in pred_dirs]
     if not pred_dirs:
         raise InputError("expected at least one prediction folder, got none")
     gt_dir = Path(gt_dir)
     truth = case_files(gt_dir)
     if not truth:
-        raise InputError(f"expected label images ({', '.join(IMAGE_SUFFIXES)}) in the truth "
-                         f"folder {gt_dir}, found none")
+        raise InputError(
+            f"expected label images ({', '.join(IMAGE_SUFFIXES)}) in the truth folder {gt_dir}, found none"
+        )
 
     folders = []
     for pred_dir in pred_dirs:
         preds = case_files(pred_dir)
         common = sorted(set(preds) & set(truth))
         if not common:
-            raise InputError(f"no case in {pred_dir} ({len(preds)} label images) has a truth "
-                             f"file of the same name in {gt_dir}")
+            raise InputError(
+                f"no case in {pred_dir} ({len(preds)} label images) has a truth file of the same name in {gt_dir}"
+            )
         cases = []
         for case in common:
             logger.info("scoring %s / %s", pred_dir, case)
-            cases.append(evaluate_case(case, preds[case], truth[case],
-                                       xyz_spacing_order=xyz_spacing_order))
-        folders.append(FolderResult(
-            pred_dir=pred_dir, cases=cases, aggregate=aggregate([c.metrics for c in cases]),
-            missing_truth=sorted(set(preds) - set(truth)),
-            missing_prediction=sorted(set(truth) - set(preds)),
-        ))
+            cases.append(evaluate_case(case, preds[case], truth[case], xyz_spacing_order=xyz_spacing_order))
+        folders.append(
+            FolderResult(
+                pred_dir=pred_dir,
+                cases=cases,
+                aggregate=aggregate([c.metrics for c in cases]),
+                missing_truth=sorted(set(preds) - set(truth)),
+                missing_prediction=sorted(set(truth) - set(preds)),
+            )
+        )
 
     board = None
     if len(folders) > 1:
@@ -244,14 +276,26 @@ def csv_rows(result: EvaluationResult) -> list[dict]:
     for folder in result.folders:
         for c in folder.cases:
             m = c.metrics
-            rows.append({"prediction_folder": str(folder.pred_dir), "case": c.case,
-                         "status": "scored", "dice": m.dice, "surface_dice": m.surface_dice,
-                         "hd95_mm": m.hd95, "masd_mm": m.masd, "pred_volume_mm3": m.pred_volume,
-                         "truth_volume_mm3": m.truth_volume, "rule": m.rule,
-                         "prediction_file": str(c.prediction_file),
-                         "truth_file": str(c.truth_file)})
-        for status, names in (("missing_prediction", folder.missing_prediction),
-                              ("missing_truth", folder.missing_truth)):
+            rows.append(
+                {
+                    "prediction_folder": str(folder.pred_dir),
+                    "case": c.case,
+                    "status": "scored",
+                    "dice": m.dice,
+                    "surface_dice": m.surface_dice,
+                    "hd95_mm": m.hd95,
+                    "masd_mm": m.masd,
+                    "pred_volume_mm3": m.pred_volume,
+                    "truth_volume_mm3": m.truth_volume,
+                    "rule": m.rule,
+                    "prediction_file": str(c.prediction_file),
+                    "truth_file": str(c.truth_file),
+                }
+            )
+        for status, names in (
+            ("missing_prediction", folder.missing_prediction),
+            ("missing_truth", folder.missing_truth),
+        ):
             for case in names:
                 row = dict.fromkeys(CSV_COLUMNS, "")
                 row.update(prediction_folder=str(folder.pred_dir), case=case, status=status)
@@ -267,8 +311,13 @@ def write_csv(result: EvaluationResult, path: Path) -> None:
         writer.writerows(csv_rows(result))
 
 
-_HEADINGS = {"dice": "Dice", "surface_dice": "SurfDice@5", "hd95": "HD95 mm", "masd": "MASD mm",
-             "volume_rmse": "RMSE mm3"}
+_HEADINGS = {
+    "dice": "Dice",
+    "surface_dice": "SurfDice@5",
+    "hd95": "HD95 mm",
+    "masd": "MASD mm",
+    "volume_rmse": "RMSE mm3",
+}
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left=(0,)) -> list[str]:
@@ -276,8 +325,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left=(0,)) -> l
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
 
     def line(cells):
-        return "  ".join(str(x).ljust(w) if i in left else str(x).rjust(w)
-                         for i, (x, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            str(x).ljust(w) if i in left else str(x).rjust(w) for i, (x, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     return [line(header), "  ".join("-" * w for w in widths), *(line(row) for row in rows)]
 
@@ -291,28 +341,44 @@ def format_table(result: EvaluationResult) -> str:
     header = ["case", "Dice", "SurfDice@5", "HD95 mm", "MASD mm", "pred mm3", "true mm3", "rule"]
     for folder in result.folders:
         lines += ["", f"Predictions: {folder.pred_dir}"]
-        rows = [[c.case, f"{c.metrics.dice:.4f}", f"{c.metrics.surface_dice:.4f}",
-                 f"{c.metrics.hd95:.2f}", f"{c.metrics.masd:.2f}",
-                 f"{c.metrics.pred_volume:.1f}", f"{c.metrics.truth_volume:.1f}",
-                 "" if c.metrics.rule == "surface-distance" else c.metrics.rule]
-                for c in folder.cases]
+        rows = [
+            [
+                c.case,
+                f"{c.metrics.dice:.4f}",
+                f"{c.metrics.surface_dice:.4f}",
+                f"{c.metrics.hd95:.2f}",
+                f"{c.metrics.masd:.2f}",
+                f"{c.metrics.pred_volume:.1f}",
+                f"{c.metrics.truth_volume:.1f}",
+                "" if c.metrics.rule == "surface-distance" else c.metrics.rule,
+            ]
+            for c in folder.cases
+        ]
         lines += _table(header, rows, left=(0, len(header) - 1))
         a = folder.aggregate
-        lines.append(f"Aggregate over {a.n_cases} case(s): Dice {a.dice:.4f}, surface Dice "
-                     f"{a.surface_dice:.4f}, HD95 {a.hd95:.2f} mm, MASD {a.masd:.2f} mm, "
-                     f"tumour-burden RMSE {a.volume_rmse:.1f} mm3")
+        lines.append(
+            f"Aggregate over {a.n_cases} case(s): Dice {a.dice:.4f}, surface Dice "
+            f"{a.surface_dice:.4f}, HD95 {a.hd95:.2f} mm, MASD {a.masd:.2f} mm, "
+            f"tumour-burden RMSE {a.volume_rmse:.1f} mm3"
+        )
         if folder.missing_prediction:
-            lines.append(f"No prediction for {len(folder.missing_prediction)} case(s): "
-                         + ", ".join(folder.missing_prediction))
+            lines.append(
+                f"No prediction for {len(folder.missing_prediction)} case(s): " + ", ".join(folder.missing_prediction)
+            )
         if folder.missing_truth:
-            lines.append(f"No truth for {len(folder.missing_truth)} case(s): "
-                         + ", ".join(folder.missing_truth))
+            lines.append(f"No truth for {len(folder.missing_truth)} case(s): " + ", ".join(folder.missing_truth))
     if result.leaderboard is not None:
         by_name = {str(f.pred_dir): f.aggregate for f in result.folders}
         lines += ["", "Leaderboard (position per metric, score = mean position, lower is better)"]
-        rows = [[e.name, *(f"{getattr(by_name[e.name], m):.4g} ({e.positions[m]})"
-                           for m in METRIC_NAMES), f"{e.score:.2f}", str(e.rank)]
-                for e in result.leaderboard]
+        rows = [
+            [
+                e.name,
+                *(f"{getattr(by_name[e.name], m):.4g} ({e.positions[m]})" for m in METRIC_NAMES),
+                f"{e.score:.2f}",
+                str(e.rank),
+            ]
+            for e in result.leaderboard
+        ]
         lines += _table(["folder", *(_HEADINGS[m] for m in METRIC_NAMES), "score", "rank"], rows)
         if len({tuple(c.case for c in f.cases) for f in result.folders}) > 1:
             lines.append("Note: the folders were scored on different sets of cases.")

@@ -121,8 +121,7 @@ class LeaderboardEntry:
 
     def as_dict(self) -> dict:
         """The entry as a plain dict (JSON-ready)."""
-        return {"name": self.name, "positions": dict(self.positions), "score": self.score,
-                "rank": self.rank}
+        return {"name": self.name, "positions": dict(self.positions), "score": self.score, "rank": self.rank}
 
 
 def binarise(labels: np.ndarray, name: str) -> np.ndarray:
@@ -135,14 +134,15 @@ def binarise(labels: np.ndarray, name: str) -> np.ndarray:
     """
     values = np.unique(labels)
     if np.issubdtype(values.dtype, np.floating) and np.isnan(values).any():
-        raise InputError(f"{name}: expected a binary tumour mask (values 0 and one positive "
-                         f"label), found NaN values")
+        raise InputError(f"{name}: expected a binary tumour mask (values 0 and one positive label), found NaN values")
     nonzero = values[values != 0]
     if nonzero.size > 1 or (nonzero.size == 1 and nonzero[0] < 0):
         shown = ", ".join(str(v) for v in values[:10].tolist())
         more = f" and {values.size - 10} more" if values.size > 10 else ""
-        raise InputError(f"{name}: expected a binary tumour mask (values 0 and one positive "
-                         f"label, e.g. {{0, 1}}), found values {{{shown}}}{more}")
+        raise InputError(
+            f"{name}: expected a binary tumour mask (values 0 and one positive "
+            f"label, e.g. {{0, 1}}), found values {{{shown}}}{more}"
+        )
     return labels > 0
 
 
@@ -156,22 +156,20 @@ def _check_pair(pred: np.ndarray, truth: np.ndarray, spacing_mm: Sequence[float]
     for label, mask in (("prediction", pred), ("truth", truth)):
         if not isinstance(mask, np.ndarray) or mask.dtype != bool:
             found = mask.dtype if isinstance(mask, np.ndarray) else type(mask).__name__
-            raise TypeError(f"{label} must be a boolean numpy array (use binarise()), "
-                            f"not {found}")
+            raise TypeError(f"{label} must be a boolean numpy array (use binarise()), not {found}")
         if mask.ndim != 3:
-            raise InputError(f"{label} must be a 3D mask, found {mask.ndim} dimensions "
-                             f"(shape {mask.shape})")
+            raise InputError(f"{label} must be a 3D mask, found {mask.ndim} dimensions (shape {mask.shape})")
     if pred.shape != truth.shape:
-        raise InputError(f"prediction shape {pred.shape} does not match truth shape "
-                         f"{truth.shape}")
+        raise InputError(f"prediction shape {pred.shape} does not match truth shape {truth.shape}")
     spacing = tuple(float(s) for s in spacing_mm)
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise InputError(f"spacing must be three positive numbers in mm, found {spacing_mm}")
     return spacing
 
 
-def case_metrics(pred: np.ndarray, truth: np.ndarray, spacing_mm: Sequence[float], *,
-                 tolerance_mm: float = SURFACE_DICE_TOLERANCE_MM) -> CaseMetrics:
+def case_metrics(
+    pred: np.ndarray, truth: np.ndarray, spacing_mm: Sequence[float], *, tolerance_mm: float = SURFACE_DICE_TOLERANCE_MM
+) -> CaseMetrics:
     """The challenge figures for one case.
 
     ``pred`` and ``truth`` are boolean 3D masks of the same shape (see ``binarise``);
@@ -184,8 +182,7 @@ def case_metrics(pred: np.ndarray, truth: np.ndarray, spacing_mm: Sequence[float
     voxel_volume = float(np.prod(spacing))
     pred_count = int(np.count_nonzero(pred))
     truth_count = int(np.count_nonzero(truth))
-    volumes = {"pred_volume": pred_count * voxel_volume,
-               "truth_volume": truth_count * voxel_volume}
+    volumes = {"pred_volume": pred_count * voxel_volume, "truth_volume": truth_count * voxel_volume}
 
     if pred_count == 0 and truth_count == 0:
         return CaseMetrics(1.0, 1.0, 0.0, 0.0, rule="both empty", **volumes)
@@ -223,7 +220,7 @@ def aggregate(cases: Sequence[CaseMetrics]) -> Aggregate:
         surface_dice=float(np.mean([c.surface_dice for c in cases])),
         hd95=float(np.mean([c.hd95 for c in cases])),
         masd=float(np.mean([c.masd for c in cases])),
-        volume_rmse=float(np.sqrt(np.mean(errors ** 2))),
+        volume_rmse=float(np.sqrt(np.mean(errors**2))),
         n_cases=len(cases),
     )
 
@@ -245,15 +242,13 @@ def leaderboard(results: Mapping[str, Aggregate]) -> list[LeaderboardEntry]:
     """
     names = list(results)
     per_metric = {
-        metric: positions([getattr(results[n], metric) for n in names],
-                          higher_is_better=HIGHER_IS_BETTER[metric])
+        metric: positions([getattr(results[n], metric) for n in names], higher_is_better=HIGHER_IS_BETTER[metric])
         for metric in METRIC_NAMES
     }
     scores = [float(np.mean([per_metric[m][i] for m in METRIC_NAMES])) for i in range(len(names))]
     ranks = positions(scores, higher_is_better=False)
     entries = [
-        LeaderboardEntry(name=n, positions={m: per_metric[m][i] for m in METRIC_NAMES},
-                         score=scores[i], rank=ranks[i])
+        LeaderboardEntry(name=n, positions={m: per_metric[m][i] for m in METRIC_NAMES}, score=scores[i], rank=ranks[i])
         for i, n in enumerate(names)
     ]
     return sorted(entries, key=lambda e: e.rank)

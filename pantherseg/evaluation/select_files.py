@@ -24,8 +24,9 @@ from pantherseg.io.images import itk_error_line
 from pantherseg.json_files import read_json_object
 
 
-def load_validation_cases(member_outputs: Path, gt_dir: Path, members: list[str],
-                          tumor_label: int) -> list[ValidationCase]:
+def load_validation_cases(
+    member_outputs: Path, gt_dir: Path, members: list[str], tumor_label: int
+) -> list[ValidationCase]:
     """Cases present in the truth folder and in every member's folder.
 
     Per-class maps are kept as float16 (10 Task 1 cases x 6 members x 3 classes fit in 2 GB); the
@@ -37,8 +38,10 @@ def load_validation_cases(member_outputs: Path, gt_dir: Path, members: list[str]
     for name in members:
         folder = Path(member_outputs) / name
         if not folder.is_dir():
-            raise InputError(f"No probability maps for member '{name}': expected the folder {folder} "
-                             f"(written by pantherseg predict --member-outputs).")
+            raise InputError(
+                f"No probability maps for member '{name}': expected the folder {folder} "
+                f"(written by pantherseg predict --member-outputs)."
+            )
         member_files[name] = case_files(folder)
     truth_files = case_files(Path(gt_dir))
     cases = sorted(set(truth_files).intersection(*[set(f) for f in member_files.values()]))
@@ -55,15 +58,24 @@ def load_validation_cases(member_outputs: Path, gt_dir: Path, members: list[str]
                 array = np.moveaxis(array, -1, 0).astype(np.float16)
             else:
                 array = array.astype(np.float32, copy=False)
-            if array.shape[-truth.ndim:] != truth.shape:
+            if array.shape[-truth.ndim :] != truth.shape:
                 raise InputError(f"case {case}: member '{name}' map has shape {array.shape}, truth {truth.shape}.")
             probabilities[name] = array
         per_class = {a.ndim == truth.ndim + 1 for a in probabilities.values()}
         if len(per_class) != 1:
-            raise InputError(f"case {case}: some members' maps are per class and some tumour-only; "
-                             f"write them all again with one version of 'pantherseg predict --member-outputs'.")
-        loaded.append(ValidationCase(case, probabilities, truth, tuple(reversed(spacing_xyz)),
-                                     tumor_label=tumor_label if per_class == {True} else None))
+            raise InputError(
+                f"case {case}: some members' maps are per class and some tumour-only; "
+                f"write them all again with one version of 'pantherseg predict --member-outputs'."
+            )
+        loaded.append(
+            ValidationCase(
+                case,
+                probabilities,
+                truth,
+                tuple(reversed(spacing_xyz)),
+                tumor_label=tumor_label if per_class == {True} else None,
+            )
+        )
     return loaded
 
 
@@ -72,8 +84,10 @@ def costs_from_reports(report_dir: Path, members: list[str]) -> dict[str, float]
     seconds: dict[str, list[float]] = {name: [] for name in members}
     reports = sorted(Path(report_dir).glob("*.report.json"))
     if not reports:
-        raise InputError(f"No run reports (*.report.json) in {report_dir} to take member costs from; "
-                         f"pass --costs with a JSON object of member -> seconds per case instead.")
+        raise InputError(
+            f"No run reports (*.report.json) in {report_dir} to take member costs from; "
+            f"pass --costs with a JSON object of member -> seconds per case instead."
+        )
     for path in reports:
         report = _read_json(path, "Run report")
         outcomes = report.get("members") if isinstance(report, dict) else None
@@ -83,8 +97,9 @@ def costs_from_reports(report_dir: Path, members: list[str]) -> dict[str, float]
             if outcome.get("name") in seconds and outcome.get("status") == "ran":
                 network_s = outcome.get("network_s")
                 if isinstance(network_s, bool) or not isinstance(network_s, (int, float)) or not network_s >= 0:
-                    raise InputError(f"{path}: member '{outcome['name']}' has no network_s in seconds, "
-                                     f"found {network_s!r}.")
+                    raise InputError(
+                        f"{path}: member '{outcome['name']}' has no network_s in seconds, found {network_s!r}."
+                    )
                 seconds[outcome["name"]].append(float(network_s))
     missing = [name for name, values in seconds.items() if not values]
     if missing:
@@ -97,8 +112,13 @@ def costs_from_json(path: Path, members: list[str]) -> dict[str, float]:
     costs = _read_json(Path(path), "Member costs (member -> seconds per case)")
     if not isinstance(costs, dict):
         raise InputError(f"{path} must be a JSON object of member -> seconds per case, found {type(costs).__name__}.")
-    missing = [m for m in members if isinstance(costs.get(m), bool) or not isinstance(costs.get(m), (int, float))
-               or not 0 <= costs[m] < float("inf")]
+    missing = [
+        m
+        for m in members
+        if isinstance(costs.get(m), bool)
+        or not isinstance(costs.get(m), (int, float))
+        or not 0 <= costs[m] < float("inf")
+    ]
     if missing:
         raise InputError(f"{path} must give seconds per case (a number >= 0) for every member; missing {missing}.")
     return {m: float(costs[m]) for m in members}

@@ -126,12 +126,12 @@ def weighted_objective(weights: Mapping[str, float]) -> Objective:
     (dice, surface_dice, hd95, masd, volume_rmse); metrics not named weigh 0. Lower is better."""
     unknown = set(weights) - set(METRIC_NAMES)
     if unknown:
-        raise InputError(f"objective weights must name metrics from {list(METRIC_NAMES)}, "
-                         f"found {sorted(unknown)}")
+        raise InputError(f"objective weights must name metrics from {list(METRIC_NAMES)}, found {sorted(unknown)}")
     bad = {m: w for m, w in weights.items() if not (math.isfinite(w) and w >= 0)}
     if bad or not any(w > 0 for w in weights.values()):
-        raise InputError(f"objective weights must be non-negative numbers, at least one positive; "
-                         f"found {dict(weights)}")
+        raise InputError(
+            f"objective weights must be non-negative numbers, at least one positive; found {dict(weights)}"
+        )
 
     def objective(pool: Mapping[str, Aggregate]) -> dict[str, float]:
         scores = dict.fromkeys(pool, 0.0)
@@ -148,8 +148,9 @@ def weighted_objective(weights: Mapping[str, float]) -> Objective:
     return objective
 
 
-def _check_inputs(cases: Sequence[ValidationCase], costs_s: Mapping[str, float],
-                  budget_s: float, threshold: float, max_steps: int) -> list[str]:
+def _check_inputs(
+    cases: Sequence[ValidationCase], costs_s: Mapping[str, float], budget_s: float, threshold: float, max_steps: int
+) -> list[str]:
     if not cases:
         raise InputError("ensemble selection needs at least one validation case, got none")
     members = sorted(cases[0].probabilities)
@@ -157,29 +158,41 @@ def _check_inputs(cases: Sequence[ValidationCase], costs_s: Mapping[str, float],
         raise InputError(f"case {cases[0].name} has no member probability maps")
     for case in cases:
         if sorted(case.probabilities) != members:
-            raise InputError(f"case {case.name} has probability maps for "
-                             f"{sorted(case.probabilities)}, expected {members} as in case "
-                             f"{cases[0].name}")
+            raise InputError(
+                f"case {case.name} has probability maps for "
+                f"{sorted(case.probabilities)}, expected {members} as in case "
+                f"{cases[0].name}"
+            )
         if not isinstance(case.truth, np.ndarray) or case.truth.dtype != bool:
-            raise InputError(f"case {case.name}: truth must be a boolean mask, found "
-                             f"{getattr(case.truth, 'dtype', type(case.truth).__name__)}")
+            raise InputError(
+                f"case {case.name}: truth must be a boolean mask, found "
+                f"{getattr(case.truth, 'dtype', type(case.truth).__name__)}"
+            )
         classes = {prob.shape[0] for prob in case.probabilities.values() if prob.ndim == case.truth.ndim + 1}
         for member, prob in case.probabilities.items():
             if case.tumor_label is None and prob.shape != case.truth.shape:
-                raise InputError(f"case {case.name}, member {member}: tumour probability map shape "
-                                 f"{prob.shape} does not match truth shape {case.truth.shape}")
-            if case.tumor_label is not None and (prob.shape[1:] != case.truth.shape or len(classes) != 1
-                                                 or prob.shape[0] <= case.tumor_label):
-                raise InputError(f"case {case.name}, member {member}: expected per-class maps of shape "
-                                 f"(classes > {case.tumor_label}, {', '.join(map(str, case.truth.shape))}) "
-                                 f"alike for every member, found {prob.shape}")
+                raise InputError(
+                    f"case {case.name}, member {member}: tumour probability map shape "
+                    f"{prob.shape} does not match truth shape {case.truth.shape}"
+                )
+            if case.tumor_label is not None and (
+                prob.shape[1:] != case.truth.shape or len(classes) != 1 or prob.shape[0] <= case.tumor_label
+            ):
+                raise InputError(
+                    f"case {case.name}, member {member}: expected per-class maps of shape "
+                    f"(classes > {case.tumor_label}, {', '.join(map(str, case.truth.shape))}) "
+                    f"alike for every member, found {prob.shape}"
+                )
             if not np.issubdtype(prob.dtype, np.floating):
-                raise InputError(f"case {case.name}, member {member}: expected a float "
-                                 f"probability map, found dtype {prob.dtype}")
+                raise InputError(
+                    f"case {case.name}, member {member}: expected a float probability map, found dtype {prob.dtype}"
+                )
             low, high = float(np.min(prob)), float(np.max(prob))
             if not (0.0 <= low and high <= 1.0):
-                raise InputError(f"case {case.name}, member {member}: probabilities must lie in "
-                                 f"[0, 1], found values from {low} to {high}")
+                raise InputError(
+                    f"case {case.name}, member {member}: probabilities must lie in "
+                    f"[0, 1], found values from {low} to {high}"
+                )
     missing = [m for m in members if m not in costs_s]
     if missing:
         raise InputError(f"no cost (seconds per case) given for members {missing}")
@@ -194,8 +207,10 @@ def _check_inputs(cases: Sequence[ValidationCase], costs_s: Mapping[str, float],
         raise InputError(f"max_steps must be at least 1, found {max_steps}")
     if min(costs_s[m] for m in members) > budget_s:
         cheapest = min(members, key=lambda m: costs_s[m])
-        raise ResourceError(f"no member fits the time budget of {budget_s} s per case; the "
-                            f"cheapest, {cheapest}, takes {costs_s[cheapest]} s")
+        raise ResourceError(
+            f"no member fits the time budget of {budget_s} s per case; the "
+            f"cheapest, {cheapest}, takes {costs_s[cheapest]} s"
+        )
     return members
 
 
@@ -211,8 +226,10 @@ class _Scorer:
         divisor = math.gcd(*weights.values())
         key = tuple(sorted((m, w // divisor) for m, w in weights.items()))
         if key not in self.cache:
-            per_case = [case_metrics(case.ensemble_mask(dict(key), self.threshold), case.truth, case.spacing_mm)
-                        for case in self.cases]
+            per_case = [
+                case_metrics(case.ensemble_mask(dict(key), self.threshold), case.truth, case.spacing_mm)
+                for case in self.cases
+            ]
             self.cache[key] = aggregate(per_case)
         return self.cache[key]
 
@@ -221,9 +238,15 @@ def _label(weights: Mapping[str, int]) -> str:
     return " + ".join(f"{w}x {m}" if w > 1 else m for m, w in sorted(weights.items()))
 
 
-def select_ensemble(cases: Sequence[ValidationCase], costs_s: Mapping[str, float],
-                    budget_s: float, *, objective: Objective = ranking_objective,
-                    max_steps: int = 10, threshold: float = 0.5) -> SelectionResult:
+def select_ensemble(
+    cases: Sequence[ValidationCase],
+    costs_s: Mapping[str, float],
+    budget_s: float,
+    *,
+    objective: Objective = ranking_objective,
+    max_steps: int = 10,
+    threshold: float = 0.5,
+) -> SelectionResult:
     """Greedy forward ensemble selection with replacement (Caruana et al. 2004).
 
     ``cases``: labelled validation cases, each with every member's probability maps (see ValidationCase).
@@ -264,8 +287,7 @@ def select_ensemble(cases: Sequence[ValidationCase], costs_s: Mapping[str, float
             break
         pool = {str(i): option.aggregate for i, option in enumerate(options)}
         scores = objective(pool)
-        best = min(range(len(options)),
-                   key=lambda i: (scores[str(i)], options[i].cost_s, i))
+        best = min(range(len(options)), key=lambda i: (scores[str(i)], options[i].cost_s, i))
         current = dict(options[best].weights)
         path.append(options[best])
 
@@ -273,24 +295,28 @@ def select_ensemble(cases: Sequence[ValidationCase], costs_s: Mapping[str, float
     chosen = path[min(range(len(path)), key=lambda i: (path_scores[str(i)], i))]
 
     everyone = candidate(dict.fromkeys(members, 1))
-    table = [replace(chosen, label=f"chosen: {chosen.label}"),
-             *(candidate({m: 1}) for m in members),
-             replace(everyone, label="all members")]
+    table = [
+        replace(chosen, label=f"chosen: {chosen.label}"),
+        *(candidate({m: 1}) for m in members),
+        replace(everyone, label="all members"),
+    ]
     table_scores = objective({str(i): c.aggregate for i, c in enumerate(table)})
-    rows = sorted((ComparisonRow(c, table_scores[str(i)]) for i, c in enumerate(table)),
-                  key=lambda r: r.score)
+    rows = sorted((ComparisonRow(c, table_scores[str(i)]) for i, c in enumerate(table)), key=lambda r: r.score)
     return SelectionResult(dict(chosen.weights), chosen.cost_s, chosen.aggregate, path, rows)
 
 
 def format_comparison(result: SelectionResult) -> str:
     """The comparison table as plain text: one line per ensemble, best objective score first."""
-    header = f"{'ensemble':<40} {'s/case':>8} {'Dice':>7} {'SDice':>7} {'HD95':>7} " \
-             f"{'MASD':>7} {'RMSE':>10} {'score':>6}"
+    header = (
+        f"{'ensemble':<40} {'s/case':>8} {'Dice':>7} {'SDice':>7} {'HD95':>7} {'MASD':>7} {'RMSE':>10} {'score':>6}"
+    )
     lines = [header, "-" * len(header)]
     for row in result.comparison:
         c, a = row.candidate, row.candidate.aggregate
         flag = "" if c.within_budget else "  (over budget)"
-        lines.append(f"{c.label:<40} {c.cost_s:>8.1f} {a.dice:>7.4f} {a.surface_dice:>7.4f} "
-                     f"{a.hd95:>7.2f} {a.masd:>7.2f} {a.volume_rmse:>10.1f} {row.score:>6.2f}"
-                     f"{flag}")
+        lines.append(
+            f"{c.label:<40} {c.cost_s:>8.1f} {a.dice:>7.4f} {a.surface_dice:>7.4f} "
+            f"{a.hd95:>7.2f} {a.masd:>7.2f} {a.volume_rmse:>10.1f} {row.score:>6.2f}"
+            f"{flag}"
+        )
     return "\n".join(lines)

@@ -46,13 +46,15 @@ def cgroup_entries(proc_cgroup: Path = PROC_CGROUP) -> list[CgroupEntry]:
         if len(parts) != 3:
             continue
         hierarchy, controllers, relative = parts
-        entries.append(CgroupEntry(hierarchy, tuple(c for c in controllers.split(",") if c),
-                                   Path(relative.lstrip("/"))))
+        entries.append(
+            CgroupEntry(hierarchy, tuple(c for c in controllers.split(",") if c), Path(relative.lstrip("/")))
+        )
     return entries
 
 
-def controller_folders(controller: str, cgroup_root: Path = CGROUP_ROOT,
-                       proc_cgroup: Path = PROC_CGROUP) -> list[tuple[Path, int]]:
+def controller_folders(
+    controller: str, cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP
+) -> list[tuple[Path, int]]:
     """(folder, cgroup version) where a limit of ``controller`` ("cpu", "memory") on this process may be
     set: its own cgroup and each ancestor up to the hierarchy's root (limits are inherited, the tightest
     wins), under each place the hierarchy may be mounted, then every mount root, also when

@@ -73,9 +73,11 @@ def _numbers(path: Path, key: str, words: list[str], rule, count: int) -> list:
         values = None
     if values is None or len(values) != count or not all(low <= v <= high for v in values):
         shown = " ".join(words[:12])[:120] or "nothing"
-        raise InputError(f"{path.name}: the MetaImage header's {key} is {shown!r}; expected {count} "
-                         f"{'integer' if kind is int else 'number'}(s) in [{low:g}, {high:g}]. Not a valid image "
-                         f"header; refused before it is parsed.")
+        raise InputError(
+            f"{path.name}: the MetaImage header's {key} is {shown!r}; expected {count} "
+            f"{'integer' if kind is int else 'number'}(s) in [{low:g}, {high:g}]. Not a valid image "
+            f"header; refused before it is parsed."
+        )
     return values
 
 
@@ -96,31 +98,40 @@ def data_file(path: Path) -> Path | None:
     if target is None:
         return None
     if target.upper() == "LIST" or "%" in target or (" " in target.strip() and _looks_like_pattern(target)):
-        raise InputError(f"{path.name}: the header names a list or pattern of data files ({target[:80]!r}); "
-                         f"only one file holding all voxels is supported.")
+        raise InputError(
+            f"{path.name}: the header names a list or pattern of data files ({target[:80]!r}); "
+            f"only one file holding all voxels is supported."
+        )
     folder = path.parent.resolve()
     resolved = (path.parent / target).resolve()
     if folder not in resolved.parents:
-        raise InputError(f"{path.name}: the header's data file {target[:200]!r} lies outside the image's folder "
-                         f"{folder}; refused (a header must not make the run read other files).")
+        raise InputError(
+            f"{path.name}: the header's data file {target[:200]!r} lies outside the image's folder "
+            f"{folder}; refused (a header must not make the run read other files)."
+        )
     try:
         mode = os.stat(resolved).st_mode
     except FileNotFoundError:
         return resolved
     except OSError as error:
-        raise InputError(f"{path.name}: the header's data file {resolved.name} cannot be inspected: "
-                         f"{error.strerror}.") from error
+        raise InputError(
+            f"{path.name}: the header's data file {resolved.name} cannot be inspected: {error.strerror}."
+        ) from error
     if not stat.S_ISREG(mode):
-        raise InputError(f"{path.name}: the header's data file {resolved.name} is not a regular file (a FIFO, "
-                         f"device, socket or folder); refused before reading it.")
+        raise InputError(
+            f"{path.name}: the header's data file {resolved.name} is not a regular file (a FIFO, "
+            f"device, socket or folder); refused before reading it."
+        )
     return resolved
 
 
 def require_data_file(path: Path, target: Path | None) -> None:
     """Raise InputError if the data file named by the header does not exist."""
     if target is not None and not target.exists():
-        raise InputError(f"{path.name}: the header's data file {target.name} was not found next to it; "
-                         f"copy the voxel file beside the header.")
+        raise InputError(
+            f"{path.name}: the header's data file {target.name} was not found next to it; "
+            f"copy the voxel file beside the header."
+        )
 
 
 def metaimage_fields(path: Path) -> tuple[dict[str, str], int]:
@@ -149,8 +160,10 @@ def _header_lines(path: Path, stop) -> list[str]:
         if stop(line):
             return lines
     if len(head) > MAX_HEADER_BYTES:
-        raise InputError(f"{path.name}: the image header does not end within its first {MAX_HEADER_BYTES // 1024} "
-                         f"KiB; not a valid image header.")
+        raise InputError(
+            f"{path.name}: the image header does not end within its first {MAX_HEADER_BYTES // 1024} "
+            f"KiB; not a valid image header."
+        )
     return lines
 
 

@@ -84,8 +84,9 @@ class TreeLimitError(ValueError):
     """A folder walk met more depth or more entries than it may visit; the message says which."""
 
 
-def walk_tree(root: Path | str, *, max_depth: int = MAX_TREE_DEPTH,
-              max_entries: int = MAX_TREE_ENTRIES) -> Iterator[tuple[Path, str, os.stat_result]]:
+def walk_tree(
+    root: Path | str, *, max_depth: int = MAX_TREE_DEPTH, max_entries: int = MAX_TREE_ENTRIES
+) -> Iterator[tuple[Path, str, os.stat_result]]:
     """Every entry under ``root`` as (path, relative POSIX name, ``lstat`` result), parents before children,
     names sorted; links are reported, never followed. Iterative (no recursion limit to hit); raises
     TreeLimitError beyond ``max_depth`` levels or ``max_entries`` entries, OSError if a folder cannot be listed."""

@@ -67,22 +67,26 @@ def distinct_sizes(*values: float) -> list[str]:
 
 
 def shortfall(needed: int, available: int, *, purpose: str = "") -> str:
-    """"needs about X<purpose>, but only Y is available (90% of it, Z, is planned for)": figures that
+    """ "needs about X<purpose>, but only Y is available (90% of it, Z, is planned for)": figures that
     differ where they differ, and the fraction that explains why X < Y can still be refused."""
     usable = int(available * USABLE_FRACTION)
     needed_text, available_text, usable_text = distinct_sizes(needed, available, usable)
-    return (f"needs about {needed_text}{purpose}, but only {available_text} is available "
-            f"({USABLE_FRACTION:.0%} of it, {usable_text}, is planned for)")
+    return (
+        f"needs about {needed_text}{purpose}, but only {available_text} is available "
+        f"({USABLE_FRACTION:.0%} of it, {usable_text}, is planned for)"
+    )
 
 
 # --- what is available ---------------------------------------------------------------------------
+
 
 def available_bytes() -> int | None:
     """Bytes this process can still allocate: the smallest of the cgroup's headroom (v2 memory.max,
     v1 memory.limit_in_bytes, minus current usage), /proc/meminfo's MemAvailable and the platform's job
     memory (``GRAND_CHALLENGE_COMPONENT_MAX_MEMORY_MB`` or ``RLIMIT_DATA``, minus ``VmData``); None if unknown."""
-    candidates = [value for value in (_cgroup_headroom(), _meminfo_available(), _platform_headroom())
-                  if value is not None]
+    candidates = [
+        value for value in (_cgroup_headroom(), _meminfo_available(), _platform_headroom()) if value is not None
+    ]
     return min(candidates) if candidates else None
 
 
@@ -152,8 +156,9 @@ _LIMIT_FILES = {2: ("memory.max", "memory.current"), 1: ("memory.limit_in_bytes"
 
 def _cgroup_folders():
     """(folder, limit file, usage file) for the process's own cgroup, its ancestors, and the mount roots."""
-    return [(folder, *_LIMIT_FILES[version])
-            for folder, version in controller_folders("memory", _CGROUP_ROOT, _PROC_CGROUP)]
+    return [
+        (folder, *_LIMIT_FILES[version]) for folder, version in controller_folders("memory", _CGROUP_ROOT, _PROC_CGROUP)
+    ]
 
 
 def _inactive_file(folder: Path) -> int:
@@ -181,6 +186,7 @@ def _read_int(path: Path) -> int | None:
 
 
 # --- what is needed ------------------------------------------------------------------------------
+
 
 def image_read_bytes(voxels: int, bytes_per_voxel: int) -> int:
     """Reading an image: SimpleITK's copy in its pixel type, the float32 copy for nnU-Net, a finite mask."""

@@ -130,8 +130,10 @@ def checked_reader(path: Path | str):
     if not path.is_file():
         raise InputError(f"Input image not found: expected a file at {path}.")
     if path.is_symlink() and not resolves_inside(path, path.parent):
-        raise InputError(f"{path.name} is a link to {path.resolve()}, outside its folder {path.parent.resolve()}; "
-                         f"refused (an input folder must not make the run read other files). Copy the image in.")
+        raise InputError(
+            f"{path.name} is a link to {path.resolve()}, outside its folder {path.parent.resolve()}; "
+            f"refused (an input folder must not make the run read other files). Copy the image in."
+        )
     # A header naming its voxels' file elsewhere (.mhd, .nrrd) is checked as text before ITK opens anything.
     voxel_file = data_file(path)
     reader = sitk.ImageFileReader()
@@ -141,8 +143,14 @@ def checked_reader(path: Path | str):
         reader.ReadImageInformation()
     except RuntimeError as error:
         raise _unreadable(path, error) from error
-    _check_header(reader.GetDimension(), reader.GetNumberOfComponents(), list(reader.GetSize()),
-                  list(reader.GetSpacing()), sitk.GetPixelIDValueAsString(reader.GetPixelID()), path.name)
+    _check_header(
+        reader.GetDimension(),
+        reader.GetNumberOfComponents(),
+        list(reader.GetSize()),
+        list(reader.GetSpacing()),
+        sitk.GetPixelIDValueAsString(reader.GetPixelID()),
+        path.name,
+    )
     _check_geometry(list(reader.GetOrigin()), list(reader.GetDirection()), path.name)
     voxel_bytes = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID()).GetSizeOfPixelComponent()
     check_image_fits(reader.GetSize(), voxel_bytes, source=path.name)
@@ -154,8 +162,10 @@ def checked_reader(path: Path | str):
 
 
 def _unreadable(path: Path, error: RuntimeError) -> InputError:
-    return InputError(f"{path.name} cannot be read as a medical image (corrupt, truncated or not an image?): "
-                      f"{itk_error_line(str(error))}")
+    return InputError(
+        f"{path.name} cannot be read as a medical image (corrupt, truncated or not an image?): "
+        f"{itk_error_line(str(error))}"
+    )
 
 
 def _check_header(dimension: int, components: int, size: list, spacing: list, pixel_type: str, source: str) -> None:
@@ -176,8 +186,9 @@ def _check_header(dimension: int, components: int, size: list, spacing: list, pi
             f"{source}: expected at least {MIN_VOXELS_PER_AXIS} voxels on every axis, found size {size} (x,y,z)."
         )
     if not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise InputError(f"{source}: voxel spacing must be positive, found {_numbers(spacing)} mm (x,y,z) "
-                         f"in the header.")
+        raise InputError(
+            f"{source}: voxel spacing must be positive, found {_numbers(spacing)} mm (x,y,z) in the header."
+        )
 
 
 def _check_geometry(origin: list, direction: list, source: str) -> None:
@@ -188,8 +199,10 @@ def _check_geometry(origin: list, direction: list, source: str) -> None:
     patient space, while nnU-Net treats every volume as one: its masks would be placed wrongly.
     """
     if not all(np.isfinite(v) for v in [*origin, *direction]):
-        raise InputError(f"{source}: the header's origin {_numbers(origin)} or direction {_numbers(direction)} "
-                         f"holds NaN or infinite values; fix the image's geometry (NIfTI: its sform/qform).")
+        raise InputError(
+            f"{source}: the header's origin {_numbers(origin)} or direction {_numbers(direction)} "
+            f"holds NaN or infinite values; fix the image's geometry (NIfTI: its sform/qform)."
+        )
     matrix = np.asarray(direction, dtype=float).reshape(3, 3)
     error = float(np.abs(matrix.T @ matrix - np.eye(3)).max())
     if error > ORTHONORMAL_TOLERANCE:
@@ -202,8 +215,7 @@ def _check_geometry(origin: list, direction: list, source: str) -> None:
 
 def _numbers(values: list) -> str:
     """Numbers for a one-line message: huge ones with 4 significant digits, so 1e300 is not 300 characters."""
-    return "[" + ", ".join(repr(round(float(v), 6)) if abs(float(v)) < 1e6 else f"{float(v):.4g}"
-                           for v in values) + "]"
+    return "[" + ", ".join(repr(round(float(v), 6)) if abs(float(v)) < 1e6 else f"{float(v):.4g}" for v in values) + "]"
 
 
 def volume_from_image(image, *, source: str = "<memory>") -> Volume:
@@ -211,8 +223,14 @@ def volume_from_image(image, *, source: str = "<memory>") -> Volume:
     import SimpleITK as sitk
 
     spacing = list(image.GetSpacing())
-    _check_header(image.GetDimension(), image.GetNumberOfComponentsPerPixel(), list(image.GetSize()), spacing,
-                  image.GetPixelIDTypeAsString(), source)
+    _check_header(
+        image.GetDimension(),
+        image.GetNumberOfComponentsPerPixel(),
+        list(image.GetSize()),
+        spacing,
+        image.GetPixelIDTypeAsString(),
+        source,
+    )
     _check_geometry(list(image.GetOrigin()), list(image.GetDirection()), source)
 
     array = sitk.GetArrayFromImage(image)  # (z, y, x), our own copy: changing it touches nothing else
@@ -303,11 +321,14 @@ def check_writable(folders, files=()) -> None:
             os.unlink(probe)
             free = shutil.disk_usage(folder).free
         except OSError as error:
-            raise OutputError(f"Output folder {folder} is not writable: {error.strerror or error}; "
-                              f"choose a writable folder.") from error
+            raise OutputError(
+                f"Output folder {folder} is not writable: {error.strerror or error}; choose a writable folder."
+            ) from error
         if free < MIN_FREE_BYTES:
-            raise OutputError(f"Output folder {folder} has only {free // 1024} KiB free "
-                              f"({os.strerror(errno.ENOSPC)}); at least {MIN_FREE_BYTES // 1024**2} MiB are needed.")
+            raise OutputError(
+                f"Output folder {folder} has only {free // 1024} KiB free "
+                f"({os.strerror(errno.ENOSPC)}); at least {MIN_FREE_BYTES // 1024**2} MiB are needed."
+            )
     for file in files:
         if Path(file).is_dir():
             raise OutputError(f"Cannot write the mask {file}: a folder of that name is in the way; remove it.")

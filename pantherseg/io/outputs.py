@@ -25,8 +25,14 @@ from pantherseg.io.images import mask_image, write_image_atomically
 OUTPUT_FORMATS = ("mha", "nii.gz", "dicom-seg", "rtstruct", "sr", "uncertainty")
 DICOM_FORMATS = ("dicom-seg", "rtstruct", "sr")
 MAP_FORMATS = ("uncertainty",)  # not a mask: written beside one, after the masks
-_SUFFIXES = {"mha": ".mha", "nii.gz": ".nii.gz", "dicom-seg": ".seg.dcm", "rtstruct": ".rtstruct.dcm",
-             "sr": ".sr.dcm", "uncertainty": ".uncertainty.mha"}
+_SUFFIXES = {
+    "mha": ".mha",
+    "nii.gz": ".nii.gz",
+    "dicom-seg": ".seg.dcm",
+    "rtstruct": ".rtstruct.dcm",
+    "sr": ".sr.dcm",
+    "uncertainty": ".uncertainty.mha",
+}
 
 
 def output_path(output_dir: Path, stem: str, output_format: str) -> Path:
@@ -48,8 +54,10 @@ def check_output_formats(formats: Sequence[str], inputs: Sequence[Path]) -> tupl
         raise InputError(f"Unknown output format(s) {unknown}; choose from {', '.join(OUTPUT_FORMATS)}.")
     masks = [f for f in formats if f not in MAP_FORMATS]
     if not masks:
-        raise InputError(f"{', '.join(formats)} is written beside a mask; add one of "
-                         f"{', '.join(f for f in OUTPUT_FORMATS if f not in MAP_FORMATS)}.")
+        raise InputError(
+            f"{', '.join(formats)} is written beside a mask; add one of "
+            f"{', '.join(f for f in OUTPUT_FORMATS if f not in MAP_FORMATS)}."
+        )
     formats = (*masks, *(f for f in formats if f in MAP_FORMATS))  # the first output is always a mask
     if any(f in DICOM_FORMATS for f in formats):
         import importlib.util
@@ -62,8 +70,10 @@ def check_output_formats(formats: Sequence[str], inputs: Sequence[Path]) -> tupl
 
         not_dicom = [p.name for p in inputs if not is_dicom_folder(p)]
         if not_dicom:
-            raise InputError(f"dicom-seg and rtstruct reference the images of a DICOM series, but {not_dicom} "
-                             f"{'is' if len(not_dicom) == 1 else 'are'} not a DICOM folder; use mha or nii.gz there.")
+            raise InputError(
+                f"dicom-seg and rtstruct reference the images of a DICOM series, but {not_dicom} "
+                f"{'is' if len(not_dicom) == 1 else 'are'} not a DICOM folder; use mha or nii.gz there."
+            )
         from pantherseg.dicom.writing import order_dicom_formats
 
         formats = order_dicom_formats(formats)  # sr needs dicom-seg, written before it
@@ -97,10 +107,20 @@ def outputs_all_or_none() -> Iterator[WrittenFiles]:
         raise
 
 
-def write_outputs(formats: Sequence[str], mask_zyx: np.ndarray, reference, output_dir: Path, stem: str, *,
-                  written: WrittenFiles, dicom_series=None, algorithm=None, roi_name: str | None = None,
-                  voxel_mm3: float | None = None,
-                  uncertainty: Callable[[], np.ndarray] | None = None) -> tuple[list[Path], list[str]]:
+def write_outputs(
+    formats: Sequence[str],
+    mask_zyx: np.ndarray,
+    reference,
+    output_dir: Path,
+    stem: str,
+    *,
+    written: WrittenFiles,
+    dicom_series=None,
+    algorithm=None,
+    roi_name: str | None = None,
+    voxel_mm3: float | None = None,
+    uncertainty: Callable[[], np.ndarray] | None = None,
+) -> tuple[list[Path], list[str]]:
     """Write ``mask_zyx`` in each of ``formats`` (each path added to ``written`` first); returns the paths
     (in that order) and notes for the run report.
 
@@ -118,8 +138,9 @@ def write_outputs(formats: Sequence[str], mask_zyx: np.ndarray, reference, outpu
             if dicom_writer is None:  # one per case: the SR references the SEG it wrote before
                 from pantherseg.dicom.writing import DicomWriter
 
-                dicom_writer = DicomWriter(mask_zyx, dicom_series.datasets, algorithm=algorithm, roi_name=roi_name,
-                                           voxel_mm3=voxel_mm3)
+                dicom_writer = DicomWriter(
+                    mask_zyx, dicom_series.datasets, algorithm=algorithm, roi_name=roi_name, voxel_mm3=voxel_mm3
+                )
             path, more = dicom_writer.write(output_format, path)
             notes.extend(more)
         elif output_format == "uncertainty":

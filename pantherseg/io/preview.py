@@ -67,19 +67,35 @@ def write_preview(volume: "Volume", mask_zyx: np.ndarray, path: Path | str) -> P
     for rect, panel in zip(_PANEL_RECTS, panels):
         axes = figure.add_axes(rect)
         axes.set_facecolor("black")
-        axes.imshow(panel.image, cmap="gray", vmin=low, vmax=high, aspect=panel.aspect, origin=panel.origin,
-                    interpolation="nearest")
+        axes.imshow(
+            panel.image,
+            cmap="gray",
+            vmin=low,
+            vmax=high,
+            aspect=panel.aspect,
+            origin=panel.origin,
+            interpolation="nearest",
+        )
         if panel.mask.any():
-            axes.imshow(np.ma.masked_where(~panel.mask, panel.mask), cmap=overlay, alpha=OVERLAY_ALPHA,
-                        aspect=panel.aspect, origin=panel.origin, interpolation="nearest")
+            axes.imshow(
+                np.ma.masked_where(~panel.mask, panel.mask),
+                cmap=overlay,
+                alpha=OVERLAY_ALPHA,
+                aspect=panel.aspect,
+                origin=panel.origin,
+                interpolation="nearest",
+            )
             # Without X/Y, contour puts mask[i, j] at (j, i): imshow's pixel centres, whatever its origin.
             axes.contour(panel.mask.astype(np.float32), levels=[0.5], colors=[OVERLAY_RGB], linewidths=0.8)
         axes.set_title(panel.title, color="white", fontsize=9)
         axes.set_axis_off()
     tumour = int(np.count_nonzero(mask_zyx))
     volume_ml = tumour * float(np.prod(volume.spacing_zyx)) / 1000
-    summary = f"{volume.source}: tumour {volume_ml:.1f} ml ({tumour} voxels)" if tumour else \
-        f"{volume.source}: no tumour found (slices through the image centre)"
+    summary = (
+        f"{volume.source}: tumour {volume_ml:.1f} ml ({tumour} voxels)"
+        if tumour
+        else f"{volume.source}: no tumour found (slices through the image centre)"
+    )
     figure.text(0.5, 0.965, summary, color="white", fontsize=10, ha="center", va="center")
     return _save_atomically(figure, path)
 

@@ -18,8 +18,12 @@ def tumour_statistics(mask_zyx: np.ndarray, reference) -> dict:
     spacing = np.array(reference.GetSpacing(), dtype=float)  # (x, y, z)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     labels, count = ndimage.label(mask_zyx.astype(bool), structure=np.ones((3, 3, 3), dtype=bool))
-    stats = {"volume_ml": round(int(np.count_nonzero(labels)) * voxel_ml, 4), "components": int(count),
-             "connectivity": 26, "largest_component": None}
+    stats = {
+        "volume_ml": round(int(np.count_nonzero(labels)) * voxel_ml, 4),
+        "components": int(count),
+        "connectivity": 26,
+        "largest_component": None,
+    }
     if count == 0:
         return stats
     sizes = np.bincount(labels.ravel())[1:]
@@ -30,8 +34,10 @@ def tumour_statistics(mask_zyx: np.ndarray, reference) -> dict:
     stats["largest_component"] = {
         "volume_ml": round(int(sizes[largest - 1]) * voxel_ml, 4),
         "voxels": int(sizes[largest - 1]),
-        "bounding_box_mm": {"min_xyz": [round(float(v), 3) for v in points.min(0)],
-                            "max_xyz": [round(float(v), 3) for v in points.max(0)],
-                            "frame": "patient LPS, voxel centres"},
+        "bounding_box_mm": {
+            "min_xyz": [round(float(v), 3) for v in points.min(0)],
+            "max_xyz": [round(float(v), 3) for v in points.max(0)],
+            "frame": "patient LPS, voxel centres",
+        },
     }
     return stats

@@ -60,8 +60,10 @@ def _check_metaimage(path: Path, voxel_bytes: int, data_path: Path | None) -> No
     header_size = int(fields.get("headersize", "0") or 0)
     if data_path is None:
         if "headersize" in fields:
-            raise InputError(f"{path.name}: a LOCAL MetaImage with HeaderSize {header_size}; the voxels follow the "
-                             f"header, so HeaderSize has no use here and would make the reader skip bytes. Refused.")
+            raise InputError(
+                f"{path.name}: a LOCAL MetaImage with HeaderSize {header_size}; the voxels follow the "
+                f"header, so HeaderSize has no use here and would make the reader skip bytes. Refused."
+            )
         source, start = path, local_offset
     else:
         source = data_path
@@ -82,8 +84,10 @@ def _check_metaimage(path: Path, voxel_bytes: int, data_path: Path | None) -> No
                 if inflater.eof:
                     break
     except zlib.error as error:
-        raise InputError(f"{path.name}: the compressed voxel data is damaged after {seen} inflated bytes ({error}); "
-                         f"re-export the image.") from error
+        raise InputError(
+            f"{path.name}: the compressed voxel data is damaged after {seen} inflated bytes ({error}); "
+            f"re-export the image."
+        ) from error
     _check_size(path.name, seen, voxel_bytes, "compressed voxel data, inflated,")
 
 
@@ -93,8 +97,10 @@ def vox_offset(header: bytes, source: str) -> int:
         if len(header) >= 4 and struct.unpack(order + "i", header[:4])[0] == NIFTI1_HEADER and len(header) >= 112:
             offset = struct.unpack(order + "f", header[108:112])[0]
             if not math.isfinite(offset) or offset < 0:
-                raise InputError(f"{source}: the NIfTI header's vox_offset is {offset}; expected where the voxels "
-                                 f"start, a byte offset of at least {NIFTI1_HEADER}.")
+                raise InputError(
+                    f"{source}: the NIfTI header's vox_offset is {offset}; expected where the voxels "
+                    f"start, a byte offset of at least {NIFTI1_HEADER}."
+                )
             return max(NIFTI1_HEADER, int(offset))
         if len(header) >= 4 and struct.unpack(order + "i", header[:4])[0] == NIFTI2_HEADER and len(header) >= 176:
             return max(NIFTI2_HEADER, struct.unpack(order + "q", header[168:176])[0])
@@ -118,12 +124,16 @@ def _check_gzip(path: Path, voxel_bytes: int) -> None:
                 if needed is not None and seen >= needed:
                     return  # everything promised is there; trailing bytes are ITK's concern, not a risk
     except EOFError:
-        raise InputError(f"{path.name}: the gzip stream ends after {seen} decompressed bytes, before its end marker: "
-                         f"the file is truncated (an interrupted copy or upload?); the header promises "
-                         f"{_needed(needed, voxel_bytes)} bytes of header and voxels.") from None
+        raise InputError(
+            f"{path.name}: the gzip stream ends after {seen} decompressed bytes, before its end marker: "
+            f"the file is truncated (an interrupted copy or upload?); the header promises "
+            f"{_needed(needed, voxel_bytes)} bytes of header and voxels."
+        ) from None
     except (OSError, zlib.error) as error:
-        raise InputError(f"{path.name}: the gzip stream is damaged after {seen} decompressed bytes "
-                         f"({error}); re-export or copy the image again.") from error
+        raise InputError(
+            f"{path.name}: the gzip stream is damaged after {seen} decompressed bytes "
+            f"({error}); re-export or copy the image again."
+        ) from error
     if needed is None:
         needed = vox_offset(head, path.name) + voxel_bytes
     _check_size(path.name, seen, needed, "decompressed stream")
@@ -135,6 +145,8 @@ def _needed(needed: int | None, voxel_bytes: int) -> str:
 
 def _check_size(source: str, present: int, needed: int, what: str) -> None:
     if present < needed:
-        raise InputError(f"{source}: truncated: the header promises {needed} bytes of header and voxels, but the "
-                         f"{what} holds {present} ({100 * present / max(needed, 1):.0f}%); ITK would fill the rest "
-                         f"with zeros. Copy or export the image again.")
+        raise InputError(
+            f"{source}: truncated: the header promises {needed} bytes of header and voxels, but the "
+            f"{what} holds {present} ({100 * present / max(needed, 1):.0f}%); ITK would fill the rest "
+            f"with zeros. Copy or export the image again."
+        )

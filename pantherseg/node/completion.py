@@ -48,8 +48,14 @@ class Completer:
                 log.error("job %d (series %s): %s", job.id, job.series_uid, error)
                 return False
             self.journal.queue(job.id)
-        log.info("job %d queued: series %s complete (%s), %d instance(s), %d bytes", job.id, job.series_uid, why,
-                 job.instances, job.bytes)
+        log.info(
+            "job %d queued: series %s complete (%s), %d instance(s), %d bytes",
+            job.id,
+            job.series_uid,
+            why,
+            job.instances,
+            job.bytes,
+        )
         return True
 
     def complete_due(self) -> int:
@@ -57,8 +63,11 @@ class Completer:
         still sending (a scanner may send slice by slice as it acquires); how many were queued."""
         due = self.journal.due_for_completion(self.clock() - self.series_timeout_s)
         busy = self.busy()
-        return sum(self.complete(job.id, why=f"no instance for {self.series_timeout_s:g} s") for job in due
-                   if job.id not in busy)
+        return sum(
+            self.complete(job.id, why=f"no instance for {self.series_timeout_s:g} s")
+            for job in due
+            if job.id not in busy
+        )
 
     def run_in_thread(self) -> None:
         interval = min(1.0, max(self.series_timeout_s / 4, 0.05))

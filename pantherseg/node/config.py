@@ -122,8 +122,13 @@ class NodeConfig:
 
 KEYS = tuple(item.name for item in dataclasses.fields(NodeConfig) if item.name != "source")
 # serve-dicom flag -> key, where they differ from "--" + key with '_' as '-'.
-FLAG_KEYS = {"series_timeout": "series_timeout_s", "backoff": "backoff_s", "backoff_max": "backoff_max_s",
-             "shutdown_grace": "shutdown_grace_s", "time_budget": "time_budget_s"}
+FLAG_KEYS = {
+    "series_timeout": "series_timeout_s",
+    "backoff": "backoff_s",
+    "backoff_max": "backoff_max_s",
+    "shutdown_grace": "shutdown_grace_s",
+    "time_budget": "time_budget_s",
+}
 
 
 def load_node_config(path: Path | str | None = None, overrides: Mapping[str, Any] | None = None) -> NodeConfig:
@@ -137,8 +142,10 @@ def load_node_config(path: Path | str | None = None, overrides: Mapping[str, Any
         source = str(path)
         unknown = sorted(set(raw) - set(KEYS))
         if unknown:
-            raise ConfigError(f"Node config {path}: unknown key(s) {', '.join(map(repr, unknown))}; "
-                              f"expected some of {', '.join(KEYS)}.")
+            raise ConfigError(
+                f"Node config {path}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                f"expected some of {', '.join(KEYS)}."
+            )
     for key, value in (overrides or {}).items():
         if value is not None:
             raw[key] = value
@@ -153,13 +160,16 @@ def parse_node_config(raw: Mapping[str, Any], *, source: str = "flags") -> NodeC
 
     unknown = sorted(set(raw) - set(KEYS))
     if unknown:
-        raise ConfigError(f"Node config: unknown key(s) {', '.join(map(repr, unknown))}{where}; "
-                          f"expected some of {', '.join(KEYS)}.")
+        raise ConfigError(
+            f"Node config: unknown key(s) {', '.join(map(repr, unknown))}{where}; expected some of {', '.join(KEYS)}."
+        )
     for required in ("spool", "allow_ae"):
         if raw.get(required) in (None, [], ()):
             flag = "--" + required.replace("_", "-")
-            raise ConfigError(f"Node config key '{required}' is required ({flag} or \"{required}\" in node.json): "
-                              f"{_REQUIRED_WHY[required]}{where}.")
+            raise ConfigError(
+                f"Node config key '{required}' is required ({flag} or \"{required}\" in node.json): "
+                f"{_REQUIRED_WHY[required]}{where}."
+            )
     values: dict[str, Any] = {"source": source}
     for key, value in raw.items():
         values[key] = _PARSERS[key](key, value, fail)
@@ -180,10 +190,16 @@ def _shown(value: Any) -> str:
 
 
 def _ae_title(key, value, fail) -> str:
-    if not isinstance(value, str) or not value.strip(" ") or len(value) > AE_TITLE_MAX or value != value.strip(" ") \
-            or any(c == "\\" or not 32 <= ord(c) < 127 for c in value):
-        raise fail(key, f"an AE title of 1-{AE_TITLE_MAX} ASCII characters without backslash or leading/trailing "
-                        f"spaces", value)
+    if (
+        not isinstance(value, str)
+        or not value.strip(" ")
+        or len(value) > AE_TITLE_MAX
+        or value != value.strip(" ")
+        or any(c == "\\" or not 32 <= ord(c) < 127 for c in value)
+    ):
+        raise fail(
+            key, f"an AE title of 1-{AE_TITLE_MAX} ASCII characters without backslash or leading/trailing spaces", value
+        )
     return value
 
 
@@ -212,7 +228,7 @@ def _allow_ae(key, value, fail) -> tuple[AllowedCaller, ...]:
         if not isinstance(item, str):
             raise fail(key, "a list of AE or AE@HOST strings", item)
         title, at, host = item.rpartition("@") if "@" in item else (item, "", None)
-        _ae_title(key, title, lambda k, rule, v: fail(k, f"AE or AE@HOST with {rule}", item))
+        _ae_title(key, title, lambda k, rule, v, item=item: fail(k, f"AE or AE@HOST with {rule}", item))
         if at and (not host or not _is_host(host)):
             raise fail(key, "AE or AE@HOST with HOST an IP address or a DNS name", item)
         entries.append(AllowedCaller(title, host or None))
@@ -250,6 +266,7 @@ def _choice(*choices):
         if value not in choices:
             raise fail(key, f"one of {', '.join(choices)}", value)
         return value
+
     return parse
 
 
@@ -275,6 +292,7 @@ def _number(low: float, high: float = math.inf, *, integer: bool = False, low_op
         if not ok or value < low or value > high or (low_open and value == low):
             raise fail(key, f"{kind} in {bounds}", value)
         return value
+
     return parse
 
 
@@ -295,13 +313,21 @@ def _outputs(key, value, fail) -> tuple[str, ...]:
 
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, (list, tuple)) or not value or len(set(value)) != len(value) \
-            or any(item not in NODE_OUTPUTS for item in value):
+    if (
+        not isinstance(value, (list, tuple))
+        or not value
+        or len(set(value)) != len(value)
+        or any(item not in NODE_OUTPUTS for item in value)
+    ):
         raise fail(key, f"a non-empty list of distinct formats among {', '.join(NODE_OUTPUTS)}", value)
     missing = [item for item in value if item not in OUTPUT_FORMATS]
     if missing:
-        raise fail(key, f"formats this build writes ({', '.join(f for f in NODE_OUTPUTS if f in OUTPUT_FORMATS)}; "
-                        f"{', '.join(missing)} needs the SR writer, pantherseg.dicom.sr)", value)
+        raise fail(
+            key,
+            f"formats this build writes ({', '.join(f for f in NODE_OUTPUTS if f in OUTPUT_FORMATS)}; "
+            f"{', '.join(missing)} needs the SR writer, pantherseg.dicom.sr)",
+            value,
+        )
     return tuple(value)
 
 
@@ -314,28 +340,48 @@ def _optional_name(key, value, fail) -> str | None:
 
 
 _PARSERS = {
-    "spool": _path, "allow_ae": _allow_ae, "send_to": _send_to, "ae_title": _ae_title,
-    "port": _number(1, 65535, integer=True), "bind": _host, "task": _task,
-    "series_timeout_s": _number(0, 86400, low_open=True), "complete_on_release": _boolean, "outputs": _outputs,
-    "weights": _optional_path, "config": _optional_path, "device": _device, "time_budget_s": _optional_budget,
+    "spool": _path,
+    "allow_ae": _allow_ae,
+    "send_to": _send_to,
+    "ae_title": _ae_title,
+    "port": _number(1, 65535, integer=True),
+    "bind": _host,
+    "task": _task,
+    "series_timeout_s": _number(0, 86400, low_open=True),
+    "complete_on_release": _boolean,
+    "outputs": _outputs,
+    "weights": _optional_path,
+    "config": _optional_path,
+    "device": _device,
+    "time_budget_s": _optional_budget,
     "roi_name": _optional_name,
     "max_instances_per_association": _number(1, 10_000_000, integer=True),
     "max_series_bytes": _number(1, 1 << 50, integer=True),
-    "max_disk_use_percent": _number(1, 100), "min_free_bytes": _number(0, 1 << 50, integer=True),
-    "tls_cert": _optional_path, "tls_key": _optional_path, "tls_ca": _optional_path,
-    "retries": _number(0, 100, integer=True), "backoff_s": _number(0, 3600), "backoff_max_s": _number(0, 86400),
-    "shutdown_grace_s": _number(0, 3600), "keep_received": _boolean,
+    "max_disk_use_percent": _number(1, 100),
+    "min_free_bytes": _number(0, 1 << 50, integer=True),
+    "tls_cert": _optional_path,
+    "tls_key": _optional_path,
+    "tls_ca": _optional_path,
+    "retries": _number(0, 100, integer=True),
+    "backoff_s": _number(0, 3600),
+    "backoff_max_s": _number(0, 86400),
+    "shutdown_grace_s": _number(0, 3600),
+    "keep_received": _boolean,
 }
 
 
 def _check_together(config: NodeConfig, fail) -> None:
     """Rules between keys: TLS files come in pairs and exist; every output has somewhere to go."""
     if (config.tls_cert is None) != (config.tls_key is None):
-        raise ConfigError("Node config keys 'tls_cert' and 'tls_key' go together (the node's certificate and its "
-                          f"private key), found only {'tls_cert' if config.tls_cert else 'tls_key'}.")
+        raise ConfigError(
+            "Node config keys 'tls_cert' and 'tls_key' go together (the node's certificate and its "
+            f"private key), found only {'tls_cert' if config.tls_cert else 'tls_key'}."
+        )
     if config.tls_ca is not None and config.tls_cert is None:
-        raise ConfigError("Node config key 'tls_ca' (the CA that signs callers' certificates) needs 'tls_cert' "
-                          "and 'tls_key' (TLS for the node itself).")
+        raise ConfigError(
+            "Node config key 'tls_ca' (the CA that signs callers' certificates) needs 'tls_cert' "
+            "and 'tls_key' (TLS for the node itself)."
+        )
     for key in ("tls_cert", "tls_key", "tls_ca"):
         value = getattr(config, key)
         if value is not None and not value.is_file():
@@ -347,10 +393,14 @@ def _check_together(config: NodeConfig, fail) -> None:
     if config.backoff_max_s < config.backoff_s:
         raise fail("backoff_max_s", f"at least backoff_s ({config.backoff_s:g})", config.backoff_max_s)
     if not config.send_to:
-        raise ConfigError("Node config key 'send_to' needs at least one destination (AE@HOST:PORT or a DICOMweb "
-                          "URL): the results must go somewhere.")
+        raise ConfigError(
+            "Node config key 'send_to' needs at least one destination (AE@HOST:PORT or a DICOMweb "
+            "URL): the results must go somewhere."
+        )
     for output in config.outputs:
         kind = OUTPUT_KIND[output]
         if not any(destination.accepts(kind) for destination in config.send_to):
-            raise ConfigError(f"Node config: output '{output}' goes to no destination (each send_to entry's "
-                              f"outputs= leaves out '{kind}'); add it to one or drop it from 'outputs'.")
+            raise ConfigError(
+                f"Node config: output '{output}' goes to no destination (each send_to entry's "
+                f"outputs= leaves out '{kind}'); add it to one or drop it from 'outputs'."
+            )

@@ -115,7 +115,9 @@ def parse_destination(text: str) -> Destination:
     if not isinstance(text, str):
         raise ConfigError(f"A destination must be a string like PACS@10.0.0.5:104, not {type(text).__name__}")
     if text != text.strip() or not text or any(ord(c) < 32 or ord(c) == 127 for c in text):
-        raise ConfigError(f"Destination {text!r}: expected AE@HOST:PORT or a DICOMweb URL without blanks or control characters")
+        raise ConfigError(
+            f"Destination {text!r}: expected AE@HOST:PORT or a DICOMweb URL without blanks or control characters"
+        )
     base, _, query = text.partition("?")
     options = _options(text, query)
     if "://" in base:
@@ -132,15 +134,24 @@ def load_destination(value: str | Mapping[str, Any]) -> Destination:
     known = {field.name for field in fields(Destination)}
     unknown = sorted(set(value) - known)
     if unknown:
-        raise ConfigError(f"Destination {dict(value)!r}: unknown key(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"Destination {dict(value)!r}: unknown key(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(sorted(known))}"
+        )
     kind = value.get("kind")
     if kind == "dicomweb":
         return _dicomweb_from_json(value)
     if kind == "dimse":
         outputs = value.get("outputs")
-        return Destination(kind="dimse", ae_title=value.get("ae_title"), host=value.get("host"), port=value.get("port"),
-                           url=value.get("url"), outputs=_outputs_from_json(value, outputs), tls=value.get("tls", False),
-                           ca_file=value.get("ca_file"))
+        return Destination(
+            kind="dimse",
+            ae_title=value.get("ae_title"),
+            host=value.get("host"),
+            port=value.get("port"),
+            url=value.get("url"),
+            outputs=_outputs_from_json(value, outputs),
+            tls=value.get("tls", False),
+            ca_file=value.get("ca_file"),
+        )
     raise ConfigError(f"Destination {dict(value)!r}: 'kind' must be one of {', '.join(KINDS)}, not {kind!r}")
 
 
@@ -153,7 +164,9 @@ def _options(text: str, query: str) -> dict[str, str]:
     for pair in query.split("&"):
         key, sep, value = pair.partition("=")
         if not sep or not value:
-            raise ConfigError(f"Destination {text!r}: option {pair!r} is not key=value (keys: {', '.join(OPTION_KEYS)})")
+            raise ConfigError(
+                f"Destination {text!r}: option {pair!r} is not key=value (keys: {', '.join(OPTION_KEYS)})"
+            )
         if key not in OPTION_KEYS:
             raise ConfigError(f"Destination {text!r}: unknown option {key!r}; expected {', '.join(OPTION_KEYS)}")
         if key in options:
@@ -165,34 +178,59 @@ def _options(text: str, query: str) -> dict[str, str]:
 def _dimse(text: str, base: str, options: dict[str, str]) -> Destination:
     match = _DIMSE.match(base)
     if not match:
-        raise ConfigError(f"Destination {text!r}: expected AE@HOST:PORT (e.g. PACS@10.0.0.5:104) or an http(s):// DICOMweb URL")
+        raise ConfigError(
+            f"Destination {text!r}: expected AE@HOST:PORT (e.g. PACS@10.0.0.5:104) or an http(s):// DICOMweb URL"
+        )
     host = match["host"][1:-1] if match["host"].startswith("[") else match["host"]
     tls = options.get("tls", "no")
     if tls not in _YES_NO:
         raise ConfigError(f"Destination {text!r}: tls must be yes or no, not {tls!r}")
-    return Destination(kind="dimse", ae_title=match["ae"], host=host, port=_port(text, match["port"]),
-                  outputs=_outputs(text, options.get("outputs")), tls=_YES_NO[tls], ca_file=options.get("ca"))
+    return Destination(
+        kind="dimse",
+        ae_title=match["ae"],
+        host=host,
+        port=_port(text, match["port"]),
+        outputs=_outputs(text, options.get("outputs")),
+        tls=_YES_NO[tls],
+        ca_file=options.get("ca"),
+    )
 
 
 def _dicomweb(text: str, base: str, options: dict[str, str]) -> Destination:
     if "tls" in options:
-        raise ConfigError(f"Destination {text!r}: the tls option is for AE@HOST:PORT; a DICOMweb URL says TLS by its scheme (https://)")
+        raise ConfigError(
+            f"Destination {text!r}: the tls option is for AE@HOST:PORT; a DICOMweb URL says TLS by its scheme (https://)"
+        )
     url, host, port = _split_url(text, base)
-    return Destination(kind="dicomweb", host=host, port=port, url=url, outputs=_outputs(text, options.get("outputs")),
-                  tls=url.startswith("https://"), ca_file=options.get("ca"))
+    return Destination(
+        kind="dicomweb",
+        host=host,
+        port=port,
+        url=url,
+        outputs=_outputs(text, options.get("outputs")),
+        tls=url.startswith("https://"),
+        ca_file=options.get("ca"),
+    )
 
 
 def _dicomweb_from_json(value: Mapping[str, Any]) -> Destination:
     url = value.get("url")
     if not isinstance(url, str) or "?" in url:
-        raise ConfigError(f"Destination {dict(value)!r}: 'url' must be an http(s):// DICOMweb URL without options, not {url!r}")
+        raise ConfigError(
+            f"Destination {dict(value)!r}: 'url' must be an http(s):// DICOMweb URL without options, not {url!r}"
+        )
     url, host, port = _split_url(url, url)
     derived = {"host": host, "port": port, "tls": url.startswith("https://"), "ae_title": None}
     for key, expected in derived.items():
         if key in value and value[key] != expected:
             raise ConfigError(f"Destination {dict(value)!r}: {key!r} is {value[key]!r} but the URL gives {expected!r}")
-    return Destination(kind="dicomweb", url=url, outputs=_outputs_from_json(value, value.get("outputs")),
-                       ca_file=value.get("ca_file"), **{k: v for k, v in derived.items() if k != "ae_title"})
+    return Destination(
+        kind="dicomweb",
+        url=url,
+        outputs=_outputs_from_json(value, value.get("outputs")),
+        ca_file=value.get("ca_file"),
+        **{k: v for k, v in derived.items() if k != "ae_title"},
+    )
 
 
 def _split_url(text: str, base: str) -> tuple[str, str, int]:
@@ -202,7 +240,9 @@ def _split_url(text: str, base: str) -> tuple[str, str, int]:
     except ValueError as error:
         raise ConfigError(f"Destination {text!r}: not a valid URL ({error})") from None
     if parts.scheme not in ("http", "https"):
-        raise ConfigError(f"Destination {text!r}: a DICOMweb URL must start with https:// or http://, not {parts.scheme}://")
+        raise ConfigError(
+            f"Destination {text!r}: a DICOMweb URL must start with https:// or http://, not {parts.scheme}://"
+        )
     if parts.username is not None or parts.password is not None:
         raise ConfigError(f"Destination {text!r}: user names and passwords do not belong in the URL")
     if parts.fragment or "#" in base:
@@ -234,14 +274,18 @@ def _outputs_from_json(value: Mapping[str, Any], outputs: Any) -> tuple[str, ...
     if outputs is None:
         return None
     if not isinstance(outputs, (list, tuple)) or not all(isinstance(kind, str) for kind in outputs):
-        raise ConfigError(f"Destination {dict(value)!r}: 'outputs' must be null or a list of {', '.join(OUTPUT_KINDS)}, not {outputs!r}")
+        raise ConfigError(
+            f"Destination {dict(value)!r}: 'outputs' must be null or a list of {', '.join(OUTPUT_KINDS)}, not {outputs!r}"
+        )
     return _outputs_checked(repr(dict(value)), list(outputs))
 
 
 def _outputs_checked(text: str, kinds: list[str]) -> tuple[str, ...]:
     unknown = [kind for kind in kinds if kind not in OUTPUT_KINDS]
     if unknown or not kinds:
-        raise ConfigError(f"Destination {text}: outputs must be some of {', '.join(OUTPUT_KINDS)}, not {','.join(kinds)!r}")
+        raise ConfigError(
+            f"Destination {text}: outputs must be some of {', '.join(OUTPUT_KINDS)}, not {','.join(kinds)!r}"
+        )
     if len(set(kinds)) != len(kinds):
         raise ConfigError(f"Destination {text}: outputs names a kind twice: {','.join(kinds)!r}")
     return tuple(kind for kind in OUTPUT_KINDS if kind in kinds)
@@ -258,9 +302,14 @@ def _check_fields(dest: Destination) -> None:
     if not isinstance(dest.host, str):
         raise ConfigError(f"{where}: host must be a string, not {dest.host!r}")
     _check_host(where, dest.host)
-    if dest.outputs is not None and (not isinstance(dest.outputs, tuple) or not dest.outputs
-                                     or dest.outputs != tuple(k for k in OUTPUT_KINDS if k in dest.outputs)):
-        raise ConfigError(f"{where}: outputs must be None or a tuple of {', '.join(OUTPUT_KINDS)} in that order, not {dest.outputs!r}")
+    if dest.outputs is not None and (
+        not isinstance(dest.outputs, tuple)
+        or not dest.outputs
+        or dest.outputs != tuple(k for k in OUTPUT_KINDS if k in dest.outputs)
+    ):
+        raise ConfigError(
+            f"{where}: outputs must be None or a tuple of {', '.join(OUTPUT_KINDS)} in that order, not {dest.outputs!r}"
+        )
     if dest.ca_file is not None and (not isinstance(dest.ca_file, str) or not dest.ca_file.strip()):
         raise ConfigError(f"{where}: ca_file must be the path of a PEM file or null, not {dest.ca_file!r}")
     if dest.ca_file is not None and not dest.tls:
@@ -279,8 +328,14 @@ def _check_fields(dest: Destination) -> None:
 
 
 def _printable(dest: Destination) -> bool:
-    return isinstance(dest.host, str) and isinstance(dest.port, int) and (
-        (dest.kind == "dimse" and isinstance(dest.ae_title, str)) or (dest.kind == "dicomweb" and isinstance(dest.url, str)))
+    return (
+        isinstance(dest.host, str)
+        and isinstance(dest.port, int)
+        and (
+            (dest.kind == "dimse" and isinstance(dest.ae_title, str))
+            or (dest.kind == "dicomweb" and isinstance(dest.url, str))
+        )
+    )
 
 
 def check_ae_title(title: Any, where: str = "AE title") -> None:
@@ -294,7 +349,9 @@ def check_ae_title(title: Any, where: str = "AE title") -> None:
         raise ConfigError(f"{where}: AE title {title!r} starts or ends with a space")
     bad = [c for c in title if c == "\\" or not 32 <= ord(c) < 127]
     if bad:
-        raise ConfigError(f"{where}: AE title {title!r} has {bad[0]!r}; expected ASCII letters, digits, spaces or punctuation other than backslash")
+        raise ConfigError(
+            f"{where}: AE title {title!r} has {bad[0]!r}; expected ASCII letters, digits, spaces or punctuation other than backslash"
+        )
 
 
 def _check_host(where: str, host: str) -> None:

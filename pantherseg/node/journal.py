@@ -145,50 +145,82 @@ class Journal:
     # --- receiving ------------------------------------------------------------------------------------------
     def open_job(self, series_uid: str) -> Job | None:
         """The series' job still receiving instances, if any."""
-        row = self._db().execute("SELECT * FROM jobs WHERE series_uid = ? AND state = 'received'",
-                                 (series_uid,)).fetchone()
+        row = (
+            self._db()
+            .execute("SELECT * FROM jobs WHERE series_uid = ? AND state = 'received'", (series_uid,))
+            .fetchone()
+        )
         return _job(row)
 
-    def record_instance(self, *, study_uid: str, series_uid: str, sop_uid: str, size: int, calling_ae: str | None,
-                        modality: str | None = None, patient_id: str | None = None) -> Job:
+    def record_instance(
+        self,
+        *,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        size: int,
+        calling_ae: str | None,
+        modality: str | None = None,
+        patient_id: str | None = None,
+    ) -> Job:
         """An instance is on disk: add it to its series' open job (made if none). A resent instance replaces
         its earlier copy (same SOP Instance UID, counted once)."""
         now = self.clock()
         with self._transaction() as db:
-            db.execute("INSERT INTO studies VALUES (?, ?, ?, ?) ON CONFLICT (study_uid) DO UPDATE SET "
-                       "last_received_at = excluded.last_received_at, "
-                       "patient_id = COALESCE(studies.patient_id, excluded.patient_id)",
-                       (study_uid, patient_id, now, now))
-            row = db.execute("SELECT id FROM jobs WHERE series_uid = ? AND state = 'received'",
-                             (series_uid,)).fetchone()
+            db.execute(
+                "INSERT INTO studies VALUES (?, ?, ?, ?) ON CONFLICT (study_uid) DO UPDATE SET "
+                "last_received_at = excluded.last_received_at, "
+                "patient_id = COALESCE(studies.patient_id, excluded.patient_id)",
+                (study_uid, patient_id, now, now),
+            )
+            row = db.execute(
+                "SELECT id FROM jobs WHERE series_uid = ? AND state = 'received'", (series_uid,)
+            ).fetchone()
             if row is None:
-                job_id = db.execute("INSERT INTO jobs (study_uid, series_uid, modality, calling_ae, state, "
-                                    "received_at, last_instance_at) VALUES (?, ?, ?, ?, 'received', ?, ?)",
-                                    (study_uid, series_uid, modality, calling_ae, now, now)).lastrowid
+                job_id = db.execute(
+                    "INSERT INTO jobs (study_uid, series_uid, modality, calling_ae, state, "
+                    "received_at, last_instance_at) VALUES (?, ?, ?, ?, 'received', ?, ?)",
+                    (study_uid, series_uid, modality, calling_ae, now, now),
+                ).lastrowid
             else:
                 job_id = row["id"]
-            db.execute("INSERT INTO instances VALUES (?, ?, ?, ?) ON CONFLICT (job_id, sop_uid) DO UPDATE SET "
-                       "bytes = excluded.bytes, received_at = excluded.received_at", (sop_uid, job_id, size, now))
-            db.execute("UPDATE jobs SET last_instance_at = ?, modality = COALESCE(modality, ?), "
-                       "instances = (SELECT COUNT(*) FROM instances WHERE job_id = ?), "
-                       "bytes = (SELECT COALESCE(SUM(bytes), 0) FROM instances WHERE job_id = ?) WHERE id = ?",
-                       (now, modality, job_id, job_id, job_id))
+            db.execute(
+                "INSERT INTO instances VALUES (?, ?, ?, ?) ON CONFLICT (job_id, sop_uid) DO UPDATE SET "
+                "bytes = excluded.bytes, received_at = excluded.received_at",
+                (sop_uid, job_id, size, now),
+            )
+            db.execute(
+                "UPDATE jobs SET last_instance_at = ?, modality = COALESCE(modality, ?), "
+                "instances = (SELECT COUNT(*) FROM instances WHERE job_id = ?), "
+                "bytes = (SELECT COALESCE(SUM(bytes), 0) FROM instances WHERE job_id = ?) WHERE id = ?",
+                (now, modality, job_id, job_id, job_id),
+            )
         return self.job(job_id)
 
     def has_instance(self, job_id: int, sop_uid: str) -> bool:
-        return self._db().execute("SELECT 1 FROM instances WHERE job_id = ? AND sop_uid = ?",
-                                  (job_id, sop_uid)).fetchone() is not None
+        return (
+            self._db().execute("SELECT 1 FROM instances WHERE job_id = ? AND sop_uid = ?", (job_id, sop_uid)).fetchone()
+            is not None
+        )
 
     def due_for_completion(self, older_than: float) -> list[Job]:
         """Receiving jobs whose last instance arrived before ``older_than``."""
-        rows = self._db().execute("SELECT * FROM jobs WHERE state = 'received' AND last_instance_at < ? "
-                                  "ORDER BY last_instance_at, id", (older_than,)).fetchall()
+        rows = (
+            self._db()
+            .execute(
+                "SELECT * FROM jobs WHERE state = 'received' AND last_instance_at < ? ORDER BY last_instance_at, id",
+                (older_than,),
+            )
+            .fetchall()
+        )
         return [_job(row) for row in rows]
 
     def queue(self, job_id: int) -> None:
         with self._transaction() as db:
-            db.execute("UPDATE jobs SET state = 'queued', queued_at = ? WHERE id = ? AND state = 'received'",
-                       (self.clock(), job_id))
+            db.execute(
+                "UPDATE jobs SET state = 'queued', queued_at = ? WHERE id = ? AND state = 'received'",
+                (self.clock(), job_id),
+            )
 
     # --- the worker ---------------------------------------------------------------------------------------------
     def claim_next(self) -> Job | None:
@@ -197,14 +229,18 @@ class Journal:
             row = db.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY queued_at, id LIMIT 1").fetchone()
             if row is None:
                 return None
-            db.execute("UPDATE jobs SET state = 'segmenting', started_at = ?, attempts = attempts + 1 "
-                       "WHERE id = ?", (self.clock(), row["id"]))
+            db.execute(
+                "UPDATE jobs SET state = 'segmenting', started_at = ?, attempts = attempts + 1 WHERE id = ?",
+                (self.clock(), row["id"]),
+            )
         return self.job(row["id"])
 
     def mark_sending(self, job_id: int, outputs: dict[str, str], timings: dict | None = None) -> None:
         with self._transaction() as db:
-            db.execute("UPDATE jobs SET state = 'sending', segmented_at = ?, outputs = ?, timings = ? WHERE id = ?",
-                       (self.clock(), json.dumps(outputs), json.dumps(timings or {}), job_id))
+            db.execute(
+                "UPDATE jobs SET state = 'sending', segmented_at = ?, outputs = ?, timings = ? WHERE id = ?",
+                (self.clock(), json.dumps(outputs), json.dumps(timings or {}), job_id),
+            )
 
     def mark_sent(self, job_id: int, deliveries: list) -> None:
         self._finish(job_id, "sent", None, deliveries)
@@ -214,33 +250,42 @@ class Journal:
 
     def _finish(self, job_id: int, state: str, reason: str | None, deliveries: list | None) -> None:
         with self._transaction() as db:
-            db.execute("UPDATE jobs SET state = ?, reason = ?, finished_at = ?, "
-                       "deliveries = COALESCE(?, deliveries) WHERE id = ?",
-                       (state, reason, self.clock(), None if deliveries is None else json.dumps(deliveries), job_id))
+            db.execute(
+                "UPDATE jobs SET state = ?, reason = ?, finished_at = ?, "
+                "deliveries = COALESCE(?, deliveries) WHERE id = ?",
+                (state, reason, self.clock(), None if deliveries is None else json.dumps(deliveries), job_id),
+            )
 
     def requeue(self, job_id: int, why: str) -> None:
         """A job the worker did not finish (stopped, or the worker died) waits again, with the reason noted."""
         with self._transaction() as db:
-            db.execute("UPDATE jobs SET state = 'queued', reason = ? WHERE id = ? AND state IN "
-                       "('segmenting', 'sending')", (" ".join(why.split()), job_id))
+            db.execute(
+                "UPDATE jobs SET state = 'queued', reason = ? WHERE id = ? AND state IN ('segmenting', 'sending')",
+                (" ".join(why.split()), job_id),
+            )
 
     # --- start-up ----------------------------------------------------------------------------------------------
     def recover(self) -> dict[str, int]:
         """After a stop or a crash: unfinished work resumes. Returns how many jobs of each kind."""
         now = self.clock()
         with self._transaction() as db:
-            held = db.execute("UPDATE jobs SET state = 'queued', reason = 'requeued at start: the node stopped "
-                              "while it held this job' WHERE state IN ('segmenting', 'sending')").rowcount
+            held = db.execute(
+                "UPDATE jobs SET state = 'queued', reason = 'requeued at start: the node stopped "
+                "while it held this job' WHERE state IN ('segmenting', 'sending')"
+            ).rowcount
             receiving = db.execute("UPDATE jobs SET last_instance_at = ? WHERE state = 'received'", (now,)).rowcount
             queued = db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()[0]
         return {"requeued": held, "receiving": receiving, "queued": queued}
 
-    def record_refusal(self, *, calling_ae: str | None, address: str | None, what: str, status: str,
-                       reason: str) -> None:
+    def record_refusal(
+        self, *, calling_ae: str | None, address: str | None, what: str, status: str, reason: str
+    ) -> None:
         """A refused association or store (allow-list, limits, SOP class), for node-status and monitors."""
         with self._transaction() as db:
-            db.execute("INSERT INTO refusals (at, calling_ae, address, what, status, reason) VALUES (?, ?, ?, ?, ?, ?)",
-                       (self.clock(), calling_ae, address, what, status, " ".join(reason.split())))
+            db.execute(
+                "INSERT INTO refusals (at, calling_ae, address, what, status, reason) VALUES (?, ?, ?, ?, ?, ?)",
+                (self.clock(), calling_ae, address, what, status, " ".join(reason.split())),
+            )
 
     def refusals(self, limit: int = 20) -> list[dict]:
         rows = self._db().execute("SELECT * FROM refusals ORDER BY id DESC LIMIT ?", (int(limit),)).fetchall()

@@ -38,9 +38,18 @@ MR_STORAGE = {
 }
 # What pantherseg.dicom decodes (docs/dicom.md); offered for the MR classes only.
 MR_TRANSFER_SYNTAXES = (
-    "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
-    "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
-    "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90",
     "1.2.840.10008.1.2.4.91",
 )
 SUCCESS = 0x0000
@@ -63,8 +72,7 @@ class StoreSCP:
     """Listens on ``config.bind:config.port``; :meth:`start`, then :meth:`stop` (stop accepting, let the open
     associations finish for ``grace_s``, abort the rest)."""
 
-    def __init__(self, config: NodeConfig, spool: Spool, journal: Journal, completer: Completer, *,
-                 clock=time.time):
+    def __init__(self, config: NodeConfig, spool: Spool, journal: Journal, completer: Completer, *, clock=time.time):
         self.config = config
         self.spool = spool
         self.journal = journal
@@ -93,17 +101,29 @@ class StoreSCP:
         for context in AllStoragePresentationContexts:
             if context.abstract_syntax not in MR_STORAGE:
                 ae.add_supported_context(context.abstract_syntax)
-        handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_ECHO, self._on_echo),
-                    (evt.EVT_C_STORE, self._on_store), (evt.EVT_RELEASED, self._on_released),
-                    (evt.EVT_ABORTED, self._on_aborted), (evt.EVT_REJECTED, self._on_rejected),
-                    (evt.EVT_CONN_CLOSE, self._on_closed)]
-        self._server = ae.start_server((self.config.bind, self.config.port), block=False, evt_handlers=handlers,
-                                       ssl_context=self._ssl_context())
+        handlers = [
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_ABORTED, self._on_aborted),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_CONN_CLOSE, self._on_closed),
+        ]
+        self._server = ae.start_server(
+            (self.config.bind, self.config.port), block=False, evt_handlers=handlers, ssl_context=self._ssl_context()
+        )
         self.ae = ae
         self.completer.busy = self.busy_jobs
         host, port = self._server.server_address[:2]
-        log.info("DICOM SCP %s listening on %s:%d%s; allowed callers: %s", self.config.ae_title, host, port,
-                 " (TLS)" if self.config.tls else "", ", ".join(e.text() for e in self.config.allow_ae))
+        log.info(
+            "DICOM SCP %s listening on %s:%d%s; allowed callers: %s",
+            self.config.ae_title,
+            host,
+            port,
+            " (TLS)" if self.config.tls else "",
+            ", ".join(e.text() for e in self.config.allow_ae),
+        )
         return host, port
 
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -134,8 +154,10 @@ class StoreSCP:
         while time.monotonic() < deadline and self._server.active_associations:
             time.sleep(0.05)
         for assoc in list(self._server.active_associations):
-            log.warning("aborting the association with %s at shutdown (its unacknowledged stores are resent by "
-                        "the sender)", assoc.requestor.ae_title)
+            log.warning(
+                "aborting the association with %s at shutdown (its unacknowledged stores are resent by the sender)",
+                assoc.requestor.ae_title,
+            )
             assoc.abort()
         self._server = None
 
@@ -167,18 +189,28 @@ class StoreSCP:
     def _on_aborted(self, event) -> None:
         state = self._forget(event.assoc)
         if state is not None and state.jobs:
-            log.warning("association with %s aborted; its series wait for the timeout (%g s)", state.calling_ae,
-                        self.config.series_timeout_s)
+            log.warning(
+                "association with %s aborted; its series wait for the timeout (%g s)",
+                state.calling_ae,
+                self.config.series_timeout_s,
+            )
 
     def _on_rejected(self, event) -> None:
         """pynetdicom's own rejections: a wrong called AE title, or too many open associations."""
         state = self._forget(event.assoc)
         primitive = event.assoc.acceptor.primitive
-        reason = f"rejected by the SCP: {getattr(primitive, 'reason_str', 'no reason given')} (called AE title " \
-                 f"'{event.assoc.requestor.primitive.called_ae_title.strip()}', this node is '{self.config.ae_title}')"
+        reason = (
+            f"rejected by the SCP: {getattr(primitive, 'reason_str', 'no reason given')} (called AE title "
+            f"'{event.assoc.requestor.primitive.called_ae_title.strip()}', this node is '{self.config.ae_title}')"
+        )
         log.warning("association from %s refused: %s", state.calling_ae if state else "?", reason)
-        self._refused(state.calling_ae if state else None, state.address if state else None, "association",
-                      "A-ASSOCIATE-RJ", reason)
+        self._refused(
+            state.calling_ae if state else None,
+            state.address if state else None,
+            "association",
+            "A-ASSOCIATE-RJ",
+            reason,
+        )
 
     def _on_closed(self, event) -> None:
         self._forget(event.assoc)  # a connection that ended without release or abort (network timeout)
@@ -202,16 +234,25 @@ class StoreSCP:
     def _store(self, event, state: _Association) -> int:
         sop_class = str(event.context.abstract_syntax)
         if state.instances > self.config.max_instances_per_association:
-            return self._refuse(state, OUT_OF_RESOURCES, f"more than {self.config.max_instances_per_association} "
-                                "instances in one association (max_instances_per_association)")
+            return self._refuse(
+                state,
+                OUT_OF_RESOURCES,
+                f"more than {self.config.max_instances_per_association} "
+                "instances in one association (max_instances_per_association)",
+            )
         if sop_class not in MR_STORAGE:
-            return self._refuse(state, SOP_CLASS_NOT_SUPPORTED, f"SOP class {sop_class} is not MR image storage; "
-                                f"the node takes {', '.join(MR_STORAGE.values())}")
+            return self._refuse(
+                state,
+                SOP_CLASS_NOT_SUPPORTED,
+                f"SOP class {sop_class} is not MR image storage; the node takes {', '.join(MR_STORAGE.values())}",
+            )
         try:
             dataset = event.dataset
-            uids = (check_uid(dataset.get("StudyInstanceUID"), "StudyInstanceUID"),
-                    check_uid(dataset.get("SeriesInstanceUID"), "SeriesInstanceUID"),
-                    check_uid(event.request.AffectedSOPInstanceUID, "AffectedSOPInstanceUID"))
+            uids = (
+                check_uid(dataset.get("StudyInstanceUID"), "StudyInstanceUID"),
+                check_uid(dataset.get("SeriesInstanceUID"), "SeriesInstanceUID"),
+                check_uid(event.request.AffectedSOPInstanceUID, "AffectedSOPInstanceUID"),
+            )
             in_dataset = str(dataset.get("SOPInstanceUID", "")).rstrip("\0 ")
             dataset_class = str(dataset.get("SOPClassUID", "")).rstrip("\0 ")
             modality = str(dataset.get("Modality", "") or "") or None
@@ -219,15 +260,24 @@ class StoreSCP:
         except InputError as error:
             return self._refuse(state, CANNOT_UNDERSTAND, str(error))
         except Exception as error:  # noqa: BLE001 - pydicom raises many types for a malformed data set
-            return self._refuse(state, CANNOT_UNDERSTAND, f"the data set cannot be decoded: {type(error).__name__}: "
-                                f"{' '.join(str(error).split())[:200]}")
+            return self._refuse(
+                state,
+                CANNOT_UNDERSTAND,
+                f"the data set cannot be decoded: {type(error).__name__}: {' '.join(str(error).split())[:200]}",
+            )
         study_uid, series_uid, sop_uid = uids
         if in_dataset != sop_uid:
-            return self._refuse(state, CANNOT_UNDERSTAND, f"SOPInstanceUID {in_dataset!r} differs from the request's "
-                                f"AffectedSOPInstanceUID {sop_uid}")
+            return self._refuse(
+                state,
+                CANNOT_UNDERSTAND,
+                f"SOPInstanceUID {in_dataset!r} differs from the request's AffectedSOPInstanceUID {sop_uid}",
+            )
         if dataset_class != sop_class:
-            return self._refuse(state, DATASET_DOES_NOT_MATCH, f"SOPClassUID {dataset_class!r} differs from the "
-                                f"presentation context's {sop_class}")
+            return self._refuse(
+                state,
+                DATASET_DOES_NOT_MATCH,
+                f"SOPClassUID {dataset_class!r} differs from the presentation context's {sop_class}",
+            )
         data = event.encoded_dataset(include_meta=True)
         try:
             self.spool.check_room(len(data))
@@ -247,12 +297,22 @@ class StoreSCP:
                 old = existing.stat().st_size if open_job is not None and existing.exists() else 0
                 held = open_job.bytes - old if open_job is not None else 0
                 if held + len(data) > self.config.max_series_bytes:
-                    return self._refuse(state, OUT_OF_RESOURCES, f"series {series_uid} would hold {held + len(data)} "
-                                        f"bytes, more than max_series_bytes ({self.config.max_series_bytes})")
+                    return self._refuse(
+                        state,
+                        OUT_OF_RESOURCES,
+                        f"series {series_uid} would hold {held + len(data)} "
+                        f"bytes, more than max_series_bytes ({self.config.max_series_bytes})",
+                    )
                 self.spool.place(temporary, study_uid, series_uid, sop_uid)
-                job = self.journal.record_instance(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid,
-                                                   size=len(data), calling_ae=state.calling_ae, modality=modality,
-                                                   patient_id=patient_id)
+                job = self.journal.record_instance(
+                    study_uid=study_uid,
+                    series_uid=series_uid,
+                    sop_uid=sop_uid,
+                    size=len(data),
+                    calling_ae=state.calling_ae,
+                    modality=modality,
+                    patient_id=patient_id,
+                )
         except OSError as error:
             return self._refuse(state, OUT_OF_RESOURCES, f"the instance cannot be written to the spool: {error}")
         finally:
@@ -267,8 +327,13 @@ class StoreSCP:
 
     def _refused(self, calling_ae, address, what, status, reason) -> None:
         try:
-            self.journal.record_refusal(calling_ae=calling_ae.strip() if calling_ae else None, address=address,
-                                        what=what, status=status, reason=reason)
+            self.journal.record_refusal(
+                calling_ae=calling_ae.strip() if calling_ae else None,
+                address=address,
+                what=what,
+                status=status,
+                reason=reason,
+            )
         except Exception:  # noqa: BLE001 - the refusal itself stands; only its journal line is missing
             log.exception("could not journal a refusal")
 
@@ -294,6 +359,8 @@ def resolve_hosts(config: NodeConfig) -> dict[str, frozenset[str]]:
         try:
             infos = socket.getaddrinfo(entry.host, None, proto=socket.IPPROTO_TCP)
         except OSError as error:
-            raise ResourceError(f"allow_ae entry {entry.text()}: host {entry.host} does not resolve ({error})") from None
+            raise ResourceError(
+                f"allow_ae entry {entry.text()}: host {entry.host} does not resolve ({error})"
+            ) from None
         resolved[entry.host] = frozenset(normalise_address(info[4][0]) for info in infos)
     return resolved

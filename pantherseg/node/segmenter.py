@@ -31,13 +31,28 @@ class Segmented:
 class Segmenter:
     """Holds the loaded ensemble; :meth:`segment` writes one series' DICOM outputs into a folder."""
 
-    def __init__(self, *, task: str, outputs: tuple[str, ...], weights: Path | None = None,
-                 config: Path | None = None, device: str = "auto", time_budget_s: float | None = None,
-                 roi_name: str | None = None):
+    def __init__(
+        self,
+        *,
+        task: str,
+        outputs: tuple[str, ...],
+        weights: Path | None = None,
+        config: Path | None = None,
+        device: str = "auto",
+        time_budget_s: float | None = None,
+        roi_name: str | None = None,
+    ):
         from pantherseg.api import load_ensemble
 
-        self.options = RunOptions(task=task, config=config, weights=weights, device=device,
-                                  time_budget_s=time_budget_s, roi_name=roi_name, output_formats=tuple(outputs))
+        self.options = RunOptions(
+            task=task,
+            config=config,
+            weights=weights,
+            device=device,
+            time_budget_s=time_budget_s,
+            roi_name=roi_name,
+            output_formats=tuple(outputs),
+        )
         self.ensemble = load_ensemble(self.options, keep_networks=True)  # series after series: built once
 
     @property
@@ -46,9 +61,13 @@ class Segmenter:
 
     def describe(self) -> dict:
         ensemble = self.ensemble
-        return {"task": ensemble.task.name, "members": [m.name for m in ensemble.members],
-                "device": ensemble.describe_device(), "load_s": round(ensemble.load_s, 3),
-                "outputs": list(self.outputs)}
+        return {
+            "task": ensemble.task.name,
+            "members": [m.name for m in ensemble.members],
+            "device": ensemble.describe_device(),
+            "load_s": round(ensemble.load_s, 3),
+            "outputs": list(self.outputs),
+        }
 
     def segment(self, folder: Path, output_dir: Path, *, name: str) -> Segmented:
         """Segment the one series in ``folder``; write ``<name>.<format>`` and ``<name>.report.json`` into
@@ -59,11 +78,17 @@ class Segmenter:
         started = time.perf_counter()
         formats = check_output_formats(self.outputs, [folder])
         output_dir.mkdir(parents=True, exist_ok=True)
-        result = segment_case(self.ensemble, folder, output_dir=output_dir, name=name,
-                              options=self.options.but(output_formats=formats, report_dir=output_dir))
+        result = segment_case(
+            self.ensemble,
+            folder,
+            output_dir=output_dir,
+            name=name,
+            options=self.options.but(output_formats=formats, report_dir=output_dir),
+        )
         written = [Path(p) for p in result.report.output.paths]
         if len(written) != len(formats):
-            raise InputError(f"series in {folder}: expected {len(formats)} output file(s) ({', '.join(formats)}), "
-                             f"the run wrote {len(written)}")
-        return Segmented(paths=dict(zip(formats, written)), report=result.report,
-                         seconds=time.perf_counter() - started)
+            raise InputError(
+                f"series in {folder}: expected {len(formats)} output file(s) ({', '.join(formats)}), "
+                f"the run wrote {len(written)}"
+            )
+        return Segmented(paths=dict(zip(formats, written)), report=result.report, seconds=time.perf_counter() - started)

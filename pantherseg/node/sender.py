@@ -57,8 +57,11 @@ SOP_CLASS_KINDS = {
     "1.2.840.10008.5.1.4.1.1.88.33": "sr",  # Comprehensive SR
     "1.2.840.10008.5.1.4.1.1.88.34": "sr",  # Comprehensive 3D SR
 }
-WARNING_STATUSES = {0xB000: "coercion of data elements", 0xB006: "elements discarded",
-                    0xB007: "data set does not match SOP class"}
+WARNING_STATUSES = {
+    0xB000: "coercion of data elements",
+    0xB006: "elements discarded",
+    0xB007: "data set does not match SOP class",
+}
 REASON_FILE = "reason.json"
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -116,12 +119,21 @@ class Delivery:
 
     def to_json(self) -> dict[str, Any]:
         """For the journal and the node's status: plain JSON types only."""
-        return {"job_id": self.job_id, "destination": self.destination.to_json(),
-                "describe": self.destination.describe(), "ok": self.ok,
-                "files": [str(path) for path in self.files], "attempts": self.attempts,
-                "delivered": list(self.delivered), "error": self.error, "errors": list(self.errors),
-                "warnings": list(self.warnings), "dead_letter": None if self.dead_letter is None else str(self.dead_letter),
-                "interrupted": self.interrupted, "seconds": round(self.seconds, 3)}
+        return {
+            "job_id": self.job_id,
+            "destination": self.destination.to_json(),
+            "describe": self.destination.describe(),
+            "ok": self.ok,
+            "files": [str(path) for path in self.files],
+            "attempts": self.attempts,
+            "delivered": list(self.delivered),
+            "error": self.error,
+            "errors": list(self.errors),
+            "warnings": list(self.warnings),
+            "dead_letter": None if self.dead_letter is None else str(self.dead_letter),
+            "interrupted": self.interrupted,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 @dataclass(frozen=True)
@@ -149,10 +161,18 @@ class Sender:
     """Sends result files to ``destinations``; see the module docstring. Thread-compatible, not thread-safe:
     one ``deliver`` at a time (the node's worker)."""
 
-    def __init__(self, destinations: Sequence[Destination], dead_letter_dir: Path, policy: RetryPolicy = RetryPolicy(),
-                 calling_ae: str = "PANTHERSEG", *, ssl_context: ssl.SSLContext | None = None,
-                 sleep: Callable[[float], None] | None = None, clock: Callable[[], float] = time.monotonic,
-                 stop: threading.Event | None = None):
+    def __init__(
+        self,
+        destinations: Sequence[Destination],
+        dead_letter_dir: Path,
+        policy: RetryPolicy = RetryPolicy(),
+        calling_ae: str = "PANTHERSEG",
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        stop: threading.Event | None = None,
+    ):
         if not all(isinstance(dest, Destination) for dest in destinations):
             raise TypeError("destinations must be Destination objects (parse_destination / load_destination)")
         if not isinstance(policy, RetryPolicy):
@@ -179,7 +199,10 @@ class Sender:
         if bad:
             raise ValueError(f"kinds must be among {', '.join(OUTPUT_KINDS)}, found {sorted(map(repr, bad))}")
         items = [_read_item(Path(path), kinds.get(Path(path))) for path in files]
-        return [self._deliver_one(job_id, dest, [item for item in items if _routed(dest, item)]) for dest in self.destinations]
+        return [
+            self._deliver_one(job_id, dest, [item for item in items if _routed(dest, item)])
+            for dest in self.destinations
+        ]
 
     def _deliver_one(self, job_id: str, dest: Destination, items: list[_Item]) -> Delivery:
         start = self._clock()
@@ -193,19 +216,49 @@ class Sender:
             if not pending:
                 break
             if self.stop is not None and self.stop.is_set():
-                return Delivery(job_id, dest, False, files, attempt - 1, tuple(delivered), errors[-1] if errors else
-                                "stopped before the first attempt", tuple(errors), tuple(warnings), None, True,
-                                self._clock() - start)
+                return Delivery(
+                    job_id,
+                    dest,
+                    False,
+                    files,
+                    attempt - 1,
+                    tuple(delivered),
+                    errors[-1] if errors else "stopped before the first attempt",
+                    tuple(errors),
+                    tuple(warnings),
+                    None,
+                    True,
+                    self._clock() - start,
+                )
             outcome = self._attempt(dest, pending)
             delivered += outcome.delivered
             warnings += outcome.warnings
             pending = [item for item in pending if item.sop_instance not in set(delivered)]
             if not pending:
                 LOG.info("%s: job %s delivered (%d file(s), attempt %d)", dest.describe(), job_id, len(files), attempt)
-                return Delivery(job_id, dest, True, files, attempt, tuple(delivered), None, tuple(errors),
-                                tuple(warnings), None, False, self._clock() - start)
+                return Delivery(
+                    job_id,
+                    dest,
+                    True,
+                    files,
+                    attempt,
+                    tuple(delivered),
+                    None,
+                    tuple(errors),
+                    tuple(warnings),
+                    None,
+                    False,
+                    self._clock() - start,
+                )
             errors.append(outcome.error or f"{len(pending)} instance(s) not delivered")
-            LOG.warning("%s: job %s attempt %d/%d failed: %s", dest.describe(), job_id, attempt, self.policy.attempts, errors[-1])
+            LOG.warning(
+                "%s: job %s attempt %d/%d failed: %s",
+                dest.describe(),
+                job_id,
+                attempt,
+                self.policy.attempts,
+                errors[-1],
+            )
             if attempt < self.policy.attempts:
                 self._sleep(self.policy.delay(attempt))
         if not items:
@@ -280,8 +333,20 @@ class Sender:
         folder, note = self._write_dead_letter(job_id, dest, pending, attempts, delivered, errors)
         error = errors[-1] + (f"; {note}" if note else "")
         LOG.error("%s: job %s not delivered after %d attempt(s): %s", dest.describe(), job_id, attempts, error)
-        return Delivery(job_id, dest, False, files, attempts, tuple(delivered), error, tuple(errors), tuple(warnings),
-                        folder, False, self._clock() - start)
+        return Delivery(
+            job_id,
+            dest,
+            False,
+            files,
+            attempts,
+            tuple(delivered),
+            error,
+            tuple(errors),
+            tuple(warnings),
+            folder,
+            False,
+            self._clock() - start,
+        )
 
     def _write_dead_letter(self, job_id, dest, pending, attempts, delivered, errors) -> tuple[Path | None, str | None]:
         """Copy the undelivered files and reason.json into a fresh folder, renamed into place when complete."""
@@ -297,11 +362,18 @@ class Sender:
                 if item.path.is_file():
                     shutil.copy2(item.path, staging / item.path.name)
                     copied.append(item.path.name)
-            reason = {"job_id": job_id, "destination": dest.to_json(), "describe": dest.describe(),
-                      "attempts": attempts, "last_error": errors[-1], "errors": errors,
-                      "delivered": list(delivered), "files": copied,
-                      "missing": [str(item.path) for item in pending if item.path.name not in copied],
-                      "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            reason = {
+                "job_id": job_id,
+                "destination": dest.to_json(),
+                "describe": dest.describe(),
+                "attempts": attempts,
+                "last_error": errors[-1],
+                "errors": errors,
+                "delivered": list(delivered),
+                "files": copied,
+                "missing": [str(item.path) for item in pending if item.path.name not in copied],
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
             (staging / REASON_FILE).write_text(json.dumps(reason, indent=2) + "\n", encoding="utf-8")
             os.replace(staging, target)
             return target, None
@@ -318,7 +390,9 @@ def _read_item(path: Path, kind: str | None) -> _Item:
         sop_class, sop_instance = str(header.SOPClassUID), str(header.SOPInstanceUID)
         syntax = str(header.file_meta.TransferSyntaxUID)
     except (OSError, InvalidDicomError, AttributeError, ValueError) as error:
-        return _Item(path, kind, unreadable=f"result file {path} cannot be read: {type(error).__name__}: {one_line(error)}")
+        return _Item(
+            path, kind, unreadable=f"result file {path} cannot be read: {type(error).__name__}: {one_line(error)}"
+        )
     return _Item(path, kind or SOP_CLASS_KINDS.get(sop_class), sop_class, sop_instance, syntax)
 
 
@@ -344,8 +418,10 @@ def _refusal(assoc, dest: Destination) -> str:
     where = f"{dest.ae_title}@{dest.host}:{dest.port}"
     primitive = getattr(assoc.acceptor, "primitive", None)
     if assoc.is_rejected and primitive is not None:
-        return (f"association rejected by {where} ({primitive.result_str}, source {primitive.source_str}: "
-                f"{primitive.reason_str})")
+        return (
+            f"association rejected by {where} ({primitive.result_str}, source {primitive.source_str}: "
+            f"{primitive.reason_str})"
+        )
     if assoc.is_aborted and primitive is not None:
         return f"association with {where} aborted: no presentation context accepted for the result files"
     if assoc.is_aborted:
@@ -373,12 +449,17 @@ def _store_each(assoc, dest: Destination, items: list[_Item]) -> _Attempt:
             outcome.delivered.append(item.sop_instance)
         elif category == "Warning":
             outcome.delivered.append(item.sop_instance)
-            outcome.warnings.append(f"{item.path.name}: C-STORE warning 0x{code:04X} ({WARNING_STATUSES.get(code, 'warning')})")
+            outcome.warnings.append(
+                f"{item.path.name}: C-STORE warning 0x{code:04X} ({WARNING_STATUSES.get(code, 'warning')})"
+            )
         else:
             comment = f", {status.ErrorComment}" if "ErrorComment" in status else ""
             failures.append(f"{item.path.name}: C-STORE status 0x{code:04X} ({category}{comment})")
     if failures:
-        outcome.error = f"{dest.ae_title}@{dest.host}:{dest.port}: {len(failures)} of {len(items)} not stored; " + "; ".join(failures[:3])
+        outcome.error = (
+            f"{dest.ae_title}@{dest.host}:{dest.port}: {len(failures)} of {len(items)} not stored; "
+            + "; ".join(failures[:3])
+        )
     return outcome
 
 
@@ -400,14 +481,25 @@ def _stow_outcome(dest: Destination, items: list[_Item], response) -> _Attempt:
         if "WarningReason" in entry:
             outcome.warnings.append(f"{uid}: STOW-RS warning reason 0x{int(entry.WarningReason):04X}")
     failed = {str(entry.get("ReferencedSOPInstanceUID", "")): entry for entry in response.get("FailedSOPSequence", [])}
-    outcome.delivered = [uid for uid in (item.sop_instance for item in items) if uid in referenced and uid not in failed]
-    problems = [f"{uid}: failure reason 0x{int(entry.FailureReason):04X}" if "FailureReason" in entry else f"{uid}: failed"
-                for uid, entry in failed.items() if uid in sent]
-    missing = [item.sop_instance for item in items if item.sop_instance not in referenced and item.sop_instance not in failed]
+    outcome.delivered = [
+        uid for uid in (item.sop_instance for item in items) if uid in referenced and uid not in failed
+    ]
+    problems = [
+        f"{uid}: failure reason 0x{int(entry.FailureReason):04X}" if "FailureReason" in entry else f"{uid}: failed"
+        for uid, entry in failed.items()
+        if uid in sent
+    ]
+    missing = [
+        item.sop_instance for item in items if item.sop_instance not in referenced and item.sop_instance not in failed
+    ]
     if missing:
-        problems.append(f"{len(missing)} instance(s) not acknowledged in the STOW-RS response ({', '.join(missing[:3])})")
+        problems.append(
+            f"{len(missing)} instance(s) not acknowledged in the STOW-RS response ({', '.join(missing[:3])})"
+        )
     if problems:
-        outcome.error = f"{dest.url}: {len(sent) - len(outcome.delivered)} of {len(sent)} not stored; " + "; ".join(problems[:3])
+        outcome.error = f"{dest.url}: {len(sent) - len(outcome.delivered)} of {len(sent)} not stored; " + "; ".join(
+            problems[:3]
+        )
     return outcome
 
 

@@ -41,8 +41,9 @@ class NodeService:
     def __init__(self, config: NodeConfig, *, log_level: int = logging.INFO):
         self.config = config
         self.log_level = log_level
-        self.spool = Spool(config.spool, max_disk_use_percent=config.max_disk_use_percent,
-                           min_free_bytes=config.min_free_bytes)
+        self.spool = Spool(
+            config.spool, max_disk_use_percent=config.max_disk_use_percent, min_free_bytes=config.min_free_bytes
+        )
         self.stopping = threading.Event()
         self._context = multiprocessing.get_context("spawn")
         self._worker = None
@@ -67,8 +68,10 @@ class NodeService:
     def _install_signals(self) -> None:
         def on_signal(signum, frame):
             if not self.stopping.is_set():
-                log.info("%s: stopping (no new associations; the current job finishes or is requeued)",
-                         signal.Signals(signum).name)
+                log.info(
+                    "%s: stopping (no new associations; the current job finishes or is requeued)",
+                    signal.Signals(signum).name,
+                )
             self.stopping.set()
 
         signal.signal(signal.SIGTERM, on_signal)
@@ -107,8 +110,14 @@ class NodeService:
         for job in self.journal.jobs(states=("received",)):
             if self.spool.job_input(job.id).is_dir():  # taken from incoming/ just before a stop
                 self.journal.queue(job.id)
-        log.info("journal recovered: %d job(s) requeued, %d series still receiving, %d queued, %d instance(s) "
-                 "found on disk only", counts["requeued"], counts["receiving"], counts["queued"], added)
+        log.info(
+            "journal recovered: %d job(s) requeued, %d series still receiving, %d queued, %d instance(s) "
+            "found on disk only",
+            counts["requeued"],
+            counts["receiving"],
+            counts["queued"],
+            added,
+        )
 
     def _journal_unrecorded_instances(self) -> int:
         """Instances renamed into the spool just before a crash, not yet in the journal (not acknowledged
@@ -118,8 +127,9 @@ class NodeService:
             job = self.journal.open_job(series)
             if job is not None and self.journal.has_instance(job.id, sop):
                 continue
-            self.journal.record_instance(study_uid=study, series_uid=series, sop_uid=sop, size=size, calling_ae=None,
-                                         modality=_modality(path))
+            self.journal.record_instance(
+                study_uid=study, series_uid=series, sop_uid=sop, size=size, calling_ae=None, modality=_modality(path)
+            )
             added += 1
         return added
 
@@ -129,8 +139,12 @@ class NodeService:
 
         self._worker_stop = self._context.Event()
         receive, send = self._context.Pipe(duplex=False)
-        self._worker = self._context.Process(target=run_worker, name="pantherseg-node-worker", daemon=False,
-                                             args=(self.config, self._worker_stop, send, os.getpid(), self.log_level))
+        self._worker = self._context.Process(
+            target=run_worker,
+            name="pantherseg-node-worker",
+            daemon=False,
+            args=(self.config, self._worker_stop, send, os.getpid(), self.log_level),
+        )
         self._worker.start()
         send.close()
         deadline = time.monotonic() + LOAD_TIMEOUT_S
@@ -142,13 +156,18 @@ class NodeService:
                     message = ("error", "PantherError", "the worker process ended while loading the ensemble")
                 break
             if not self._worker.is_alive():
-                message = ("error", "PantherError",
-                           f"the worker process ended with exit code {self._worker.exitcode} while loading the ensemble")
+                message = (
+                    "error",
+                    "PantherError",
+                    f"the worker process ended with exit code {self._worker.exitcode} while loading the ensemble",
+                )
                 break
             if self.stopping.is_set() or time.monotonic() > deadline:
                 self._stop_worker()
-                raise ResourceError("the ensemble did not load " + ("before the stop signal" if self.stopping.is_set()
-                                                                      else f"within {LOAD_TIMEOUT_S:g} s"))
+                raise ResourceError(
+                    "the ensemble did not load "
+                    + ("before the stop signal" if self.stopping.is_set() else f"within {LOAD_TIMEOUT_S:g} s")
+                )
         receive.close()
         if message[0] != "ready":
             self._worker.join(timeout=10)
@@ -157,8 +176,15 @@ class NodeService:
             kind = getattr(errors, message[1], PantherError)
             raise (kind if isinstance(kind, type) and issubclass(kind, PantherError) else PantherError)(message[2])
         info = message[1]
-        log.info("worker %d ready: task %s, members %s, %s, loaded in %.1f s; outputs %s", info["pid"], info["task"],
-                 ", ".join(info["members"]), info["device"], info["load_s"], ", ".join(info["outputs"]))
+        log.info(
+            "worker %d ready: task %s, members %s, %s, loaded in %.1f s; outputs %s",
+            info["pid"],
+            info["task"],
+            ", ".join(info["members"]),
+            info["device"],
+            info["load_s"],
+            ", ".join(info["outputs"]),
+        )
 
     def _watch_worker(self) -> None:
         if self._worker is None or self._worker.is_alive() or self.stopping.is_set():
@@ -167,8 +193,10 @@ class NodeService:
         log.error("the worker process died (exit code %s); restarting it", code)
         for job in self.journal.jobs(states=("segmenting", "sending")):
             if job.attempts >= MAX_WORKER_DEATHS_PER_JOB:
-                self.journal.mark_failed(job.id, f"the worker process died {job.attempts} times on this series "
-                                                 f"(last exit code {code}); not retried")
+                self.journal.mark_failed(
+                    job.id,
+                    f"the worker process died {job.attempts} times on this series (last exit code {code}); not retried",
+                )
             else:
                 self.journal.requeue(job.id, f"the worker process died (exit code {code}); retried")
         self._start_worker()
@@ -180,8 +208,10 @@ class NodeService:
         self._worker_stop.set()
         self._worker.join(timeout=self.config.shutdown_grace_s)
         if self._worker.is_alive():
-            log.warning("the worker did not finish its job within %g s; stopping it and requeueing the job",
-                        self.config.shutdown_grace_s)
+            log.warning(
+                "the worker did not finish its job within %g s; stopping it and requeueing the job",
+                self.config.shutdown_grace_s,
+            )
             self._worker.kill()
             self._worker.join(timeout=10)
         if self.journal is not None:
@@ -195,12 +225,20 @@ class NodeService:
         from pantherseg import __version__
 
         worker = self._worker.pid if self._worker is not None and self._worker.is_alive() else None
-        status = {"state": state, "pid": os.getpid(), "worker_pid": worker, "version": __version__,
-                  "ae_title": self.config.ae_title,
-                  "address": list(self.address) if self.address else None, "tls": self.config.tls,
-                  "task": self.config.task, "outputs": list(self.config.outputs),
-                  "send_to": [d.describe() for d in self.config.send_to],
-                  "allow_ae": [e.text() for e in self.config.allow_ae], "updated_at": time.time()}
+        status = {
+            "state": state,
+            "pid": os.getpid(),
+            "worker_pid": worker,
+            "version": __version__,
+            "ae_title": self.config.ae_title,
+            "address": list(self.address) if self.address else None,
+            "tls": self.config.tls,
+            "task": self.config.task,
+            "outputs": list(self.config.outputs),
+            "send_to": [d.describe() for d in self.config.send_to],
+            "allow_ae": [e.text() for e in self.config.allow_ae],
+            "updated_at": time.time(),
+        }
         path = self.spool.root / STATUS_FILE
         temporary = path.with_name(f".{path.name}.tmp")
         temporary.write_text(json.dumps(status, indent=2) + "\n", encoding="utf-8")
@@ -211,6 +249,8 @@ def _modality(path: Path) -> str | None:
     try:
         import pydicom
 
-        return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"]).get("Modality", "")) or None
+        return (
+            str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"]).get("Modality", "")) or None
+        )
     except Exception:  # noqa: BLE001 - an unreadable file is the worker's to report, as a failed job
         return None

@@ -39,8 +39,10 @@ def check_uid(value: object, what: str) -> str:
         text = text.rstrip("\0 ")  # a UI value may be padded to even length with a NUL
     if text is None or len(text) > UID_MAX or not UID.fullmatch(text):
         shown = repr(value)[:80]
-        raise InputError(f"{what} must be a DICOM UID (digits and dots, no leading zeros, at most {UID_MAX} "
-                         f"characters), found {shown}.")
+        raise InputError(
+            f"{what} must be a DICOM UID (digits and dots, no leading zeros, at most {UID_MAX} "
+            f"characters), found {shown}."
+        )
     return text
 
 
@@ -91,11 +93,15 @@ class Spool:
         after_used = disk.used + incoming_bytes
         percent = 100.0 * after_used / disk.total if disk.total else 100.0
         if percent > self.max_disk_use_percent:
-            raise ResourceError(f"spool disk {percent:.1f}% used after this instance, above the watermark of "
-                                f"{self.max_disk_use_percent:g}% (max_disk_use_percent; {self.root})")
+            raise ResourceError(
+                f"spool disk {percent:.1f}% used after this instance, above the watermark of "
+                f"{self.max_disk_use_percent:g}% (max_disk_use_percent; {self.root})"
+            )
         if disk.free - incoming_bytes < self.min_free_bytes:
-            raise ResourceError(f"spool disk would have {max(disk.free - incoming_bytes, 0)} bytes free, less "
-                                f"than the {self.min_free_bytes} bytes kept free (min_free_bytes; {self.root})")
+            raise ResourceError(
+                f"spool disk would have {max(disk.free - incoming_bytes, 0)} bytes free, less "
+                f"than the {self.min_free_bytes} bytes kept free (min_free_bytes; {self.root})"
+            )
 
     # --- paths --------------------------------------------------------------------------------------------
     def series_folder(self, study_uid: str, series_uid: str) -> Path:

@@ -20,8 +20,9 @@ from pantherseg.node.spool import Spool
 def node_status(spool_root: Path | str, *, limit: int = 20) -> dict:
     spool = Spool(spool_root)
     if not spool.journal_path.is_file():
-        raise InputError(f"No node journal at {spool.journal_path}: expected the --spool folder of a "
-                         f"'pantherseg serve-dicom' node.")
+        raise InputError(
+            f"No node journal at {spool.journal_path}: expected the --spool folder of a 'pantherseg serve-dicom' node."
+        )
     journal = Journal(spool.journal_path)
     try:
         node = _node_file(spool.root)
@@ -31,8 +32,11 @@ def node_status(spool_root: Path | str, *, limit: int = 20) -> dict:
             "node": node,
             "jobs": journal.counts(),
             "studies": journal.studies(),
-            "spool": {"path": str(spool.root), "disk_used_percent": round(disk.used_percent, 1),
-                      "disk_free_bytes": disk.free},
+            "spool": {
+                "path": str(spool.root),
+                "disk_used_percent": round(disk.used_percent, 1),
+                "disk_free_bytes": disk.free,
+            },
             "latest_jobs": jobs,
             "latest_refusals": journal.refusals(limit),
         }
@@ -75,25 +79,35 @@ def _job_row(job) -> dict:
 def format_status(status: dict) -> str:
     node = status["node"]
     address = node.get("address")
-    lines = [f"node: {node.get('state')}" + (f", {node.get('ae_title')} on {address[0]}:{address[1]}"
-                                             if address else "") + (f", pid {node['pid']}" if "pid" in node else ""),
-             "jobs: " + ", ".join(f"{state} {count}" for state, count in status["jobs"].items())
-             + f"; studies {status['studies']}",
-             f"spool: {status['spool']['path']} ({status['spool']['disk_used_percent']}% of its disk used)"]
+    lines = [
+        f"node: {node.get('state')}"
+        + (f", {node.get('ae_title')} on {address[0]}:{address[1]}" if address else "")
+        + (f", pid {node['pid']}" if "pid" in node else ""),
+        "jobs: "
+        + ", ".join(f"{state} {count}" for state, count in status["jobs"].items())
+        + f"; studies {status['studies']}",
+        f"spool: {status['spool']['path']} ({status['spool']['disk_used_percent']}% of its disk used)",
+    ]
     if status["latest_jobs"]:
         lines.append("")
-        lines.append(f"{'job':>5}  {'state':<10}  {'instances':>9}  {'received':<19}  {'s to sent':>9}  series / reason")
+        lines.append(
+            f"{'job':>5}  {'state':<10}  {'instances':>9}  {'received':<19}  {'s to sent':>9}  series / reason"
+        )
         for job in status["latest_jobs"]:
             seconds = job.get("last_instance_to_sent_s")
-            lines.append(f"{job['id']:>5}  {job['state']:<10}  {job['instances']:>9}  {_when(job['received_at']):<19}  "
-                         f"{'' if seconds is None else f'{seconds:.1f}':>9}  {job['series_uid']}"
-                         + (f": {job['reason']}" if job.get("reason") and job["state"] == "failed" else ""))
+            lines.append(
+                f"{job['id']:>5}  {job['state']:<10}  {job['instances']:>9}  {_when(job['received_at']):<19}  "
+                f"{'' if seconds is None else f'{seconds:.1f}':>9}  {job['series_uid']}"
+                + (f": {job['reason']}" if job.get("reason") and job["state"] == "failed" else "")
+            )
     if status["latest_refusals"]:
         lines.append("")
         lines.append("refused:")
         for refusal in status["latest_refusals"]:
-            lines.append(f"  {_when(refusal['at'])}  {refusal['what']} {refusal['status']} from "
-                         f"{refusal['calling_ae'] or '?'}@{refusal['address'] or '?'}: {refusal['reason']}")
+            lines.append(
+                f"  {_when(refusal['at'])}  {refusal['what']} {refusal['status']} from "
+                f"{refusal['calling_ae'] or '?'}@{refusal['address'] or '?'}: {refusal['reason']}"
+            )
     return "\n".join(lines)
 
 

@@ -76,15 +76,21 @@ class JobWorker:
 
     def _segment(self, job: Job) -> tuple[dict[str, Path], dict]:
         if job.modality is not None and job.modality != "MR":
-            raise PantherError(f"series {job.series_uid} has Modality '{job.modality}', not MR: the ensemble "
-                               f"segments MRI only")
+            raise PantherError(
+                f"series {job.series_uid} has Modality '{job.modality}', not MR: the ensemble segments MRI only"
+            )
         folder = self.spool.job_input(job.id)
         if not folder.is_dir():
             raise PantherError(f"series {job.series_uid}: its instances are gone from {folder}")
         result = self.segmenter.segment(folder, self.spool.job_output(job.id), name=job.series_uid)
         timings = {"segment_s": round(result.seconds, 3), **result.report.timings_s}
-        log.info("job %d: series %s segmented in %.1f s (tumour %.2f ml)", job.id, job.series_uid, result.seconds,
-                 result.report.tumor_volume_ml)
+        log.info(
+            "job %d: series %s segmented in %.1f s (tumour %.2f ml)",
+            job.id,
+            job.series_uid,
+            result.seconds,
+            result.report.tumor_volume_ml,
+        )
         return result.paths, timings
 
     def _deliver(self, job: Job, outputs: dict[str, Path], started: float) -> None:
@@ -97,16 +103,22 @@ class JobWorker:
             return
         failed = [delivery for delivery in deliveries if not delivery.ok]
         if failed:
-            reason = "; ".join(f"not delivered to {d.destination.describe()} after {d.attempts} attempt(s): "
-                               f"{d.error}" + (f" (dead letter: {d.dead_letter})" if d.dead_letter else "")
-                               for d in failed)
+            reason = "; ".join(
+                f"not delivered to {d.destination.describe()} after {d.attempts} attempt(s): "
+                f"{d.error}" + (f" (dead letter: {d.dead_letter})" if d.dead_letter else "")
+                for d in failed
+            )
             self._failed(job, reason, records)
             return
         self.journal.mark_sent(job.id, records)
         if not self.config.keep_received:
             self.spool.remove_job_input(job.id)
-        log.info("job %d: sent to %d destination(s) in %.1f s after it was taken", job.id, len(deliveries),
-                 time.perf_counter() - started)
+        log.info(
+            "job %d: sent to %d destination(s) in %.1f s after it was taken",
+            job.id,
+            len(deliveries),
+            time.perf_counter() - started,
+        )
 
     def _failed(self, job: Job, reason: str, deliveries: list | None = None) -> None:
         self.journal.mark_failed(job.id, reason, deliveries)
@@ -116,16 +128,22 @@ class JobWorker:
 def build_sender(config: NodeConfig, spool: Spool, stop=None):
     from pantherseg.node.sender import RetryPolicy, Sender
 
-    policy = RetryPolicy(attempts=config.retries + 1, first_delay_s=config.backoff_s,
-                         max_delay_s=config.backoff_max_s)
+    policy = RetryPolicy(attempts=config.retries + 1, first_delay_s=config.backoff_s, max_delay_s=config.backoff_max_s)
     return Sender(config.send_to, spool.dead_letter, policy, calling_ae=config.ae_title, stop=stop)
 
 
 def build_segmenter(config: NodeConfig):
     from pantherseg.node.segmenter import Segmenter
 
-    return Segmenter(task=config.task, outputs=config.outputs, weights=config.weights, config=config.config,
-                     device=config.device, time_budget_s=config.time_budget_s, roi_name=config.roi_name)
+    return Segmenter(
+        task=config.task,
+        outputs=config.outputs,
+        weights=config.weights,
+        config=config.config,
+        device=config.device,
+        time_budget_s=config.time_budget_s,
+        roi_name=config.roi_name,
+    )
 
 
 def run_worker(config: NodeConfig, stop, pipe, parent_pid: int, log_level: int = logging.INFO) -> None:

@@ -22,8 +22,11 @@ import phantoms  # noqa: E402  (resources/ is a folder of scripts, not a package
 
 logger = logging.getLogger(__name__)
 
-DATASETS = {"pretrain": (900, "Dataset900_PhantomPretrainT1"), "t1": (901, "Dataset901_PhantomT1"),
-            "t2": (902, "Dataset902_PhantomT2")}
+DATASETS = {
+    "pretrain": (900, "Dataset900_PhantomPretrainT1"),
+    "t1": (901, "Dataset901_PhantomT1"),
+    "t2": (902, "Dataset902_PhantomT2"),
+}
 PHANTOM_TASK = {"pretrain": "t1", "t1": "t1", "t2": "t2"}  # which phantom kind each dataset holds
 FILE_ENDING = ".mha"
 
@@ -33,7 +36,7 @@ def dataset_json(key: str, num_training: int) -> dict:
     return {
         "name": DATASETS[key][1],
         "description": f"Synthetic {PHANTOM_TASK[key].upper()} abdominal MRI phantoms (resources/phantoms.py); "
-                       "not patient data",
+        "not patient data",
         "channel_names": {"0": "MRI"},
         "labels": dict(phantoms.LABELS),
         "numTraining": num_training,
@@ -54,8 +57,9 @@ def _write_case(args: tuple[str, int, str, float]) -> str:
     return name
 
 
-def write_raw_dataset(key: str, seeds: list[int], nnunet_raw: Path, *, num_processes: int = 2,
-                      voxel_scale: float = 1.0) -> Path:
+def write_raw_dataset(
+    key: str, seeds: list[int], nnunet_raw: Path, *, num_processes: int = 2, voxel_scale: float = 1.0
+) -> Path:
     """Generate the phantoms of `seeds` into nnunet_raw/<DATASETS[key] name>; returns that folder.
 
     voxel_scale > 1 gives coarser, smaller cases of the same anatomy (smoke runs and tests).

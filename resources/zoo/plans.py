@@ -62,8 +62,9 @@ def shrink_plans(plans: dict, task: str, fingerprint: dict) -> dict:
     if task not in TARGET_SPACING:
         raise ValueError(f"task must be one of {sorted(TARGET_SPACING)}, not {task!r}")
     if CONFIGURATION not in plans.get("configurations", {}):
-        raise ValueError(f"plans have no {CONFIGURATION!r} configuration to shrink; found "
-                         f"{sorted(plans.get('configurations', {}))}")
+        raise ValueError(
+            f"plans have no {CONFIGURATION!r} configuration to shrink; found {sorted(plans.get('configurations', {}))}"
+        )
     out = copy.deepcopy(plans)
     config = out["configurations"][CONFIGURATION]
     out["configurations"] = {CONFIGURATION: config}
@@ -75,8 +76,7 @@ def shrink_plans(plans: dict, task: str, fingerprint: dict) -> dict:
     config["batch_size"] = BATCH_SIZE
     config["batch_dice"] = True
     config["architecture"] = zoo_architecture(config["architecture"])
-    config["median_image_size_in_voxels"] = median_size_at(fingerprint, out["transpose_forward"],
-                                                           TARGET_SPACING[task])
+    config["median_image_size_in_voxels"] = median_size_at(fingerprint, out["transpose_forward"], TARGET_SPACING[task])
     return out
 
 
@@ -89,8 +89,7 @@ def retarget_spacing(plans: dict, task: str, fingerprint: dict) -> dict:
     out = copy.deepcopy(plans)
     config = out["configurations"][CONFIGURATION]
     config["spacing"] = list(TARGET_SPACING[task])
-    config["median_image_size_in_voxels"] = median_size_at(fingerprint, out["transpose_forward"],
-                                                           TARGET_SPACING[task])
+    config["median_image_size_in_voxels"] = median_size_at(fingerprint, out["transpose_forward"], TARGET_SPACING[task])
     return out
 
 

@@ -22,8 +22,7 @@ import phantoms  # noqa: E402  (resources/ is a folder of scripts, not a package
 
 logger = logging.getLogger(__name__)
 
-SHIPPED_KEYS = ("network_weights", "trainer_name", "init_args", "inference_allowed_mirroring_axes",
-                "current_epoch")
+SHIPPED_KEYS = ("network_weights", "trainer_name", "init_args", "inference_allowed_mirroring_axes", "current_epoch")
 
 
 @dataclass(frozen=True)
@@ -76,8 +75,9 @@ def ship(members: list[Member], results_dir: Path, weights_dir: Path) -> None:
         target.mkdir(parents=True, exist_ok=True)
         for name in ("plans.json", "dataset.json"):
             shutil.copyfile(source / name, target / name)
-        strip_checkpoint(source / f"fold_{member.fold}" / member.checkpoint,
-                         target / f"fold_{member.fold}" / member.checkpoint)
+        strip_checkpoint(
+            source / f"fold_{member.fold}" / member.checkpoint, target / f"fold_{member.fold}" / member.checkpoint
+        )
         logger.info("shipped %s fold %d (%s)", member.model_folder, member.fold, member.checkpoint)
 
 
@@ -90,9 +90,16 @@ def ensemble_config(members: list[Member]) -> dict:
             "output_slug": "pancreatic-tumor-segmentation",
             "tumor_label": phantoms.LABELS["tumor"],
             "members": [
-                {"name": m.name, "role": m.role, "model": m.model_folder, "fold": m.fold,
-                 "checkpoint": m.checkpoint, "weight": 1.0}
-                for m in members if m.task == task
+                {
+                    "name": m.name,
+                    "role": m.role,
+                    "model": m.model_folder,
+                    "fold": m.fold,
+                    "checkpoint": m.checkpoint,
+                    "weight": 1.0,
+                }
+                for m in members
+                if m.task == task
             ],
         }
     return {"version": 1, "tile_step_size": 0.5, "use_mirroring": False, "time_budget_s": 300, "tasks": tasks}

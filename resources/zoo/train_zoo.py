@@ -71,16 +71,29 @@ FOUNDATION = ("pretrain", "nnUNetTrainer_ZooFoundation", "all")
 # ensemble_config.json (priority order). Every Task 2 fold starts from fold 0 of its Task 1 model.
 RECIPE = (
     ModelSpec("pretrain", "foundation", "nnUNetTrainer_ZooFoundation", ("all",), None),
-    ModelSpec("t1", "all-rounder", "nnUNetTrainer_ZooAllRounder", (0, 1, 2), "checkpoint_best.pth",
-              pretrained_from=FOUNDATION),
-    ModelSpec("t1", "volume", "nnUNetTrainer_ZooVolumeDA5", (0, 1), "checkpoint_final.pth",
-              pretrained_from=FOUNDATION),
-    ModelSpec("t1", "boundary", "nnUNetTrainer_ZooBoundaryDA5ord0", (0,), "checkpoint_final.pth",
-              pretrained_from=FOUNDATION),
-    ModelSpec("t2", "all-rounder", "nnUNetTrainer_ZooT2AllRounderDA5", (0,), "checkpoint_best.pth",
-              pretrained_from=("t1", "nnUNetTrainer_ZooVolumeDA5", 0)),
-    ModelSpec("t2", "volume", "nnUNetTrainer_ZooT2VolumeDA5Segord0", (0, 1, 2, 3), "checkpoint_final.pth",
-              pretrained_from=("t1", "nnUNetTrainer_ZooAllRounder", 0)),
+    ModelSpec(
+        "t1", "all-rounder", "nnUNetTrainer_ZooAllRounder", (0, 1, 2), "checkpoint_best.pth", pretrained_from=FOUNDATION
+    ),
+    ModelSpec("t1", "volume", "nnUNetTrainer_ZooVolumeDA5", (0, 1), "checkpoint_final.pth", pretrained_from=FOUNDATION),
+    ModelSpec(
+        "t1", "boundary", "nnUNetTrainer_ZooBoundaryDA5ord0", (0,), "checkpoint_final.pth", pretrained_from=FOUNDATION
+    ),
+    ModelSpec(
+        "t2",
+        "all-rounder",
+        "nnUNetTrainer_ZooT2AllRounderDA5",
+        (0,),
+        "checkpoint_best.pth",
+        pretrained_from=("t1", "nnUNetTrainer_ZooVolumeDA5", 0),
+    ),
+    ModelSpec(
+        "t2",
+        "volume",
+        "nnUNetTrainer_ZooT2VolumeDA5Segord0",
+        (0, 1, 2, 3),
+        "checkpoint_final.pth",
+        pretrained_from=("t1", "nnUNetTrainer_ZooAllRounder", 0),
+    ),
 )
 TOKEN_SEEDS = {"pretrain": [500, 501, 502], "t1": [0, 1, 2], "t2": [0, 1, 2]}
 TOKEN_VOXEL_SCALE = 2.5
@@ -104,17 +117,23 @@ def stage_data(paths: dict[str, Path], token: bool) -> None:
     import datasets
     import phantoms
 
-    full = {"pretrain": phantoms.PRETRAIN_SEEDS["t1"], "t1": phantoms.TRAIN_SEEDS["t1"], "t2": phantoms.TRAIN_SEEDS["t2"]}
+    full = {
+        "pretrain": phantoms.PRETRAIN_SEEDS["t1"],
+        "t1": phantoms.TRAIN_SEEDS["t1"],
+        "t2": phantoms.TRAIN_SEEDS["t2"],
+    }
     for key in datasets.DATASETS:
         seeds = TOKEN_SEEDS[key] if token else list(full[key])
-        datasets.write_raw_dataset(key, seeds, paths["nnUNet_raw"], num_processes=NUM_THREADS,
-                                   voxel_scale=TOKEN_VOXEL_SCALE if token else 1.0)
+        datasets.write_raw_dataset(
+            key, seeds, paths["nnUNet_raw"], num_processes=NUM_THREADS, voxel_scale=TOKEN_VOXEL_SCALE if token else 1.0
+        )
 
 
 def _write_token_splits(preprocessed: Path, names: list[str]) -> None:
     """Five folds over three cases (nnU-Net's own 5-fold split needs at least five)."""
-    splits = [{"train": [n for n in names if n != names[i % len(names)]], "val": [names[i % len(names)]]}
-              for i in range(5)]
+    splits = [
+        {"train": [n for n in names if n != names[i % len(names)]], "val": [names[i % len(names)]]} for i in range(5)
+    ]
     (preprocessed / "splits_final.json").write_text(json.dumps(splits, indent=2))
 
 
@@ -131,13 +150,16 @@ def stage_plan(paths: dict[str, Path], token: bool) -> None:
     )
 
     t1_id, t1_name = datasets.DATASETS["t1"]
-    extract_fingerprints([i for i, _ in datasets.DATASETS.values()], num_processes=NUM_THREADS,
-                         check_dataset_integrity=False, clean=True)
+    extract_fingerprints(
+        [i for i, _ in datasets.DATASETS.values()], num_processes=NUM_THREADS, check_dataset_integrity=False, clean=True
+    )
     plan_experiments([t1_id])
 
     pre = paths["nnUNet_preprocessed"]
-    fingerprint = {k: json.loads((pre / name / "dataset_fingerprint.json").read_text())
-                   for k, (_, name) in datasets.DATASETS.items()}
+    fingerprint = {
+        k: json.loads((pre / name / "dataset_fingerprint.json").read_text())
+        for k, (_, name) in datasets.DATASETS.items()
+    }
     planned = json.loads((pre / t1_name / "nnUNetPlans.json").read_text())
     small = zoo_plans.shrink_plans(planned, "t1", fingerprint["t1"])
     (pre / t1_name / f"{zoo_plans.PLANS_NAME}.json").write_text(json.dumps(small, indent=2))
@@ -148,13 +170,18 @@ def stage_plan(paths: dict[str, Path], token: bool) -> None:
         move_plans_between_datasets(t1_id, dataset_id, zoo_plans.PLANS_NAME, zoo_plans.PLANS_NAME)
         shutil.copyfile(paths["nnUNet_raw"] / name / "dataset.json", pre / name / "dataset.json")
         moved_file = pre / name / f"{zoo_plans.PLANS_NAME}.json"
-        moved = zoo_plans.retarget_spacing(json.loads(moved_file.read_text()), datasets.PHANTOM_TASK[key],
-                                           fingerprint[key])
+        moved = zoo_plans.retarget_spacing(
+            json.loads(moved_file.read_text()), datasets.PHANTOM_TASK[key], fingerprint[key]
+        )
         moved_file.write_text(json.dumps(moved, indent=2))
 
     for dataset_id, name in datasets.DATASETS.values():
-        preprocess_dataset(dataset_id, plans_identifier=zoo_plans.PLANS_NAME,
-                           configurations=(zoo_plans.CONFIGURATION,), num_processes=(NUM_THREADS,))
+        preprocess_dataset(
+            dataset_id,
+            plans_identifier=zoo_plans.PLANS_NAME,
+            configurations=(zoo_plans.CONFIGURATION,),
+            num_processes=(NUM_THREADS,),
+        )
         if token:
             cases = sorted(p.name[: -len("_0000.mha")] for p in (paths["nnUNet_raw"] / name / "imagesTr").iterdir())
             _write_token_splits(pre / name, cases)
@@ -172,8 +199,13 @@ def _train_fold(spec: ModelSpec, fold: int | str, paths: dict[str, Path], token:
     plans = json.loads((pre / f"{zoo_plans.PLANS_NAME}.json").read_text())
     plans["continue_training"] = False
     dataset_json = json.loads((pre / "dataset.json").read_text())
-    trainer = trainers.TRAINERS[spec.trainer](plans=plans, configuration=zoo_plans.CONFIGURATION, fold=fold,
-                                              dataset_json=dataset_json, device=torch.device("cpu"))
+    trainer = trainers.TRAINERS[spec.trainer](
+        plans=plans,
+        configuration=zoo_plans.CONFIGURATION,
+        fold=fold,
+        dataset_json=dataset_json,
+        device=torch.device("cpu"),
+    )
     if token:
         trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch = 1, 2, 1
     start = time.time()
@@ -207,8 +239,11 @@ def _results_folder(paths: dict[str, Path], task: str, trainer: str) -> Path:
     import datasets
     import plans as zoo_plans
 
-    return (paths["nnUNet_results"] / datasets.DATASETS[task][1]
-            / f"{trainer}__{zoo_plans.PLANS_NAME}__{zoo_plans.CONFIGURATION}")
+    return (
+        paths["nnUNet_results"]
+        / datasets.DATASETS[task][1]
+        / f"{trainer}__{zoo_plans.PLANS_NAME}__{zoo_plans.CONFIGURATION}"
+    )
 
 
 def stage_train(paths: dict[str, Path], token: bool, only: set[str] | None) -> None:
@@ -237,10 +272,21 @@ def members() -> list:
     import plans as zoo_plans
     from ship import Member
 
-    return [Member(task=s.task, role=s.role, dataset=datasets.DATASETS[s.task][1], trainer=s.trainer,
-                   plans=zoo_plans.PLANS_NAME, configuration=zoo_plans.CONFIGURATION, fold=fold,
-                   checkpoint=s.checkpoint)
-            for s in RECIPE if s.checkpoint is not None for fold in s.folds]
+    return [
+        Member(
+            task=s.task,
+            role=s.role,
+            dataset=datasets.DATASETS[s.task][1],
+            trainer=s.trainer,
+            plans=zoo_plans.PLANS_NAME,
+            configuration=zoo_plans.CONFIGURATION,
+            fold=fold,
+            checkpoint=s.checkpoint,
+        )
+        for s in RECIPE
+        if s.checkpoint is not None
+        for fold in s.folds
+    ]
 
 
 def export_openvino(weights: Path, config: Path) -> None:
@@ -249,11 +295,16 @@ def export_openvino(weights: Path, config: Path) -> None:
     import subprocess
 
     if importlib.util.find_spec("openvino") is None:
-        logger.warning("openvino is not installed: the zoo ships without OpenVINO IR (the CPU route converts "
-                       "on first use); install pantherseg[openvino] and run `pantherseg export-openvino`")
+        logger.warning(
+            "openvino is not installed: the zoo ships without OpenVINO IR (the CPU route converts "
+            "on first use); install pantherseg[openvino] and run `pantherseg export-openvino`"
+        )
         return
-    subprocess.run([sys.executable, "-m", "pantherseg", "export-openvino", "--config", str(config),
-                    "--weights", str(weights)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "pantherseg", "export-openvino", "--config", str(config), "--weights", str(weights)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def stage_ship(paths: dict[str, Path], weights: Path, config: Path) -> None:
@@ -269,17 +320,24 @@ def stage_ship(paths: dict[str, Path], weights: Path, config: Path) -> None:
         if summary.exists():
             per_class = json.loads(summary.read_text())["mean"]
             table[f"{m.model_folder}/fold_{m.fold}"] = {
-                "tumour_dice": round(per_class["1"]["Dice"], 4), "pancreas_dice": round(per_class["2"]["Dice"], 4)}
+                "tumour_dice": round(per_class["1"]["Dice"], 4),
+                "pancreas_dice": round(per_class["2"]["Dice"], 4),
+            }
     (paths["nnUNet_results"].parent / "validation_dice.json").write_text(json.dumps(table, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scratch", type=Path, default=REPO / "work" / "zoo",
-                        help="folder for nnUNet_raw/_preprocessed/_results (default: work/zoo)")
+    parser.add_argument(
+        "--scratch",
+        type=Path,
+        default=REPO / "work" / "zoo",
+        help="folder for nnUNet_raw/_preprocessed/_results (default: work/zoo)",
+    )
     parser.add_argument("--weights", type=Path, default=REPO / "weights", help="where to ship the zoo")
-    parser.add_argument("--config", type=Path, default=REPO / "ensemble_config.json",
-                        help="ensemble_config.json to write")
+    parser.add_argument(
+        "--config", type=Path, default=REPO / "ensemble_config.json", help="ensemble_config.json to write"
+    )
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
     parser.add_argument("--only", default="", help="comma-separated trainer names to train (default: all)")
     parser.add_argument("--token", action="store_true", help="smoke run: 3 tiny phantoms, 2 iterations per fold")

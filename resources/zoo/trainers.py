@@ -58,8 +58,9 @@ class _ZooSchedule:
     INITIAL_LR = 1e-3  # fine-tuning from pretrained weights; the foundation uses more
     WEIGHT_DECAY = 3e-5
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cpu")):
+    def __init__(
+        self, plans: dict, configuration: str, fold: int, dataset_json: dict, device: torch.device = torch.device("cpu")
+    ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = self.EPOCHS
         self.num_iterations_per_epoch = self.ITERATIONS_PER_EPOCH
@@ -70,8 +71,7 @@ class _ZooSchedule:
         self.weight_decay = self.WEIGHT_DECAY
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr,
-                                      weight_decay=self.weight_decay)
+        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:

@@ -65,14 +65,40 @@ print(sys.version.split()[0], torch.__version__, torch.version.cuda, len(list(m.
 
 def content(tag: str) -> dict:
     python, torch, cuda, distributions, cuda_libs = in_image(tag, CONTENT_PROBE).split()
-    return {"python": python, "torch": torch, "torch_cuda": cuda, "python_distributions": int(distributions),
-            "libcudart_files": int(cuda_libs)}
+    return {
+        "python": python,
+        "torch": torch,
+        "torch_cuda": cuda,
+        "python_distributions": int(distributions),
+        "libcudart_files": int(cuda_libs),
+    }
 
 
 def sandbox(cpus: str, output: Path, model: Path) -> list[str]:
-    return ["run", "--rm", "--platform=linux/amd64", "--network", "none", "--read-only", "--tmpfs", "/tmp",
-            "--memory", "16g", "--memory-swap", "16g", "--cpus", cpus, "--shm-size", "8g",
-            "--volume", f"{SAMPLE}:/input:ro", "--volume", f"{output}:/output", "--volume", f"{model}:/opt/ml/model:ro"]
+    return [
+        "run",
+        "--rm",
+        "--platform=linux/amd64",
+        "--network",
+        "none",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--memory",
+        "16g",
+        "--memory-swap",
+        "16g",
+        "--cpus",
+        cpus,
+        "--shm-size",
+        "8g",
+        "--volume",
+        f"{SAMPLE}:/input:ro",
+        "--volume",
+        f"{output}:/output",
+        "--volume",
+        f"{model}:/opt/ml/model:ro",
+    ]
 
 
 def container_start_s(tag: str, repeats: int = 3) -> float:
@@ -104,18 +130,37 @@ def cold_start(tag: str, cpus: str) -> dict:
         output.mkdir()
         output.chmod(0o777)
         started = time.perf_counter()
-        run = subprocess.run([ENGINE, *sandbox(cpus, output, model), "--entrypoint", "python", tag,
-                              "-X", "importtime", "inference.py", "--report", "/output/report.json"],
-                             capture_output=True, text=True)
+        run = subprocess.run(
+            [
+                ENGINE,
+                *sandbox(cpus, output, model),
+                "--entrypoint",
+                "python",
+                tag,
+                "-X",
+                "importtime",
+                "inference.py",
+                "--report",
+                "/output/report.json",
+            ],
+            capture_output=True,
+            text=True,
+        )
         total_s = time.perf_counter() - started
         if run.returncode != 0:
             raise SystemExit(f"measure.py: error: the timed run failed: {run.stderr.strip().splitlines()[-1]}")
         timings = json.loads((output / "report.json").read_text())["timings_s"]
     load_s = timings.pop("load")
     case_s = sum(timings.values())
-    return {"total_s": total_s, "container_start_s": start_s, "load_members_s": load_s, "case_s": case_s,
-            "case_stages_s": timings, "start_imports_and_rest_s": total_s - start_s - load_s - case_s,
-            "all_python_imports_s": top_level_import_s(run.stderr)}
+    return {
+        "total_s": total_s,
+        "container_start_s": start_s,
+        "load_members_s": load_s,
+        "case_s": case_s,
+        "case_stages_s": timings,
+        "start_imports_and_rest_s": total_s - start_s - load_s - case_s,
+        "all_python_imports_s": top_level_import_s(run.stderr),
+    }
 
 
 def main() -> int:
@@ -129,22 +174,33 @@ def main() -> int:
     unpacked, base = image_size(args.image), image_size(args.standin)
     upload, save_s = upload_size(args.image)
     figures = {
-        "engine": ENGINE, "image": args.image, "base": args.standin, "cpus": args.cpus,
-        "image_unpacked_bytes": unpacked, "base_unpacked_bytes": base, "added_by_dockerfile_bytes": unpacked - base,
-        "upload_gzip_bytes": upload, "save_gzip_s": save_s,
-        "image_content": content(args.image), "cold_start": cold_start(args.image, args.cpus),
+        "engine": ENGINE,
+        "image": args.image,
+        "base": args.standin,
+        "cpus": args.cpus,
+        "image_unpacked_bytes": unpacked,
+        "base_unpacked_bytes": base,
+        "added_by_dockerfile_bytes": unpacked - base,
+        "upload_gzip_bytes": upload,
+        "save_gzip_s": save_s,
+        "image_content": content(args.image),
+        "cold_start": cold_start(args.image, args.cpus),
     }
     gb = 1e9
-    print(f"image {args.image}: {unpacked / gb:.2f} GB unpacked ({base / gb:.2f} GB stand-in base + "
-          f"{(unpacked - base) / gb:.2f} GB from the Dockerfile); upload (save | gzip) {upload / gb:.2f} GB "
-          f"in {save_s:.0f} s")
+    print(
+        f"image {args.image}: {unpacked / gb:.2f} GB unpacked ({base / gb:.2f} GB stand-in base + "
+        f"{(unpacked - base) / gb:.2f} GB from the Dockerfile); upload (save | gzip) {upload / gb:.2f} GB "
+        f"in {save_s:.0f} s"
+    )
     print(f"content: {figures['image_content']}")
     cold = figures["cold_start"]
-    print(f"cold start, Task 1 phantom, --cpus {args.cpus}: {cold['total_s']:.1f} s = container start "
-          f"{cold['container_start_s']:.1f} + loading members {cold['load_members_s']:.1f} + the case "
-          f"{cold['case_s']:.1f} + Python start, entry-point imports and teardown "
-          f"{cold['start_imports_and_rest_s']:.1f}; all imports of the run (overlapping) "
-          f"{cold['all_python_imports_s']:.1f}")
+    print(
+        f"cold start, Task 1 phantom, --cpus {args.cpus}: {cold['total_s']:.1f} s = container start "
+        f"{cold['container_start_s']:.1f} + loading members {cold['load_members_s']:.1f} + the case "
+        f"{cold['case_s']:.1f} + Python start, entry-point imports and teardown "
+        f"{cold['start_imports_and_rest_s']:.1f}; all imports of the run (overlapping) "
+        f"{cold['all_python_imports_s']:.1f}"
+    )
     print("  the case: " + ", ".join(f"{k} {v:.1f}" for k, v in cold["case_stages_s"].items()))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

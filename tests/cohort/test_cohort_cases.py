@@ -17,8 +17,7 @@ def touch(path):
 
 
 def test_folders_are_searched_recursively_and_names_encode_subfolders(tmp_path):
-    for name in ("z.mha", "a/same.mha", "b/same.nii.gz", "b/c/deep.nrrd", ".hidden.mha", "notes.txt",
-                 ".cache/x.mha"):
+    for name in ("z.mha", "a/same.mha", "b/same.nii.gz", "b/c/deep.nrrd", ".hidden.mha", "notes.txt", ".cache/x.mha"):
         touch(tmp_path / name)
     cases = list_cases(tmp_path)
     assert [c.name for c in cases] == ["a__same", "b__c__deep", "b__same", "z"]
@@ -41,7 +40,10 @@ def test_a_folder_of_dicom_files_is_one_case_named_by_its_path(tmp_path):
     (tmp_path / "empty").mkdir()
     cases = list_cases(tmp_path)
     assert [(c.name, c.path.relative_to(tmp_path).as_posix()) for c in cases] == [
-        ("mixed__mask", "mixed/mask.mha"), ("site_a__patient7", "site_a/patient7"), ("site_a__scan", "site_a/scan.mha")]
+        ("mixed__mask", "mixed/mask.mha"),
+        ("site_a__patient7", "site_a/patient7"),
+        ("site_a__scan", "site_a/scan.mha"),
+    ]
     series = tmp_path / "site_a" / "patient7"
     assert [(c.name, c.path) for c in list_cases(series)] == [("patient7", series)]
 
@@ -100,9 +102,14 @@ def test_parts_are_disjoint_cover_the_list_and_are_balanced(count, num_parts):
     assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
-@pytest.mark.parametrize("num_parts,part_id,message", [(0, 0, "--num-parts must be at least 1"),
-                                                       (3, 3, r"--part-id must be in \[0, 2\]"),
-                                                       (2, -1, r"--part-id must be in \[0, 1\]")])
+@pytest.mark.parametrize(
+    "num_parts,part_id,message",
+    [
+        (0, 0, "--num-parts must be at least 1"),
+        (3, 3, r"--part-id must be in \[0, 2\]"),
+        (2, -1, r"--part-id must be in \[0, 1\]"),
+    ],
+)
 def test_impossible_parts_are_refused(num_parts, part_id, message):
     with pytest.raises(InputError, match=message):
         split_cases([Case("a", None)], num_parts, part_id)

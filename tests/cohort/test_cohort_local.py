@@ -32,8 +32,15 @@ def cohort(tmp_path_factory):
 def first_run(cohort, tmp_path_factory):
     cases, config = cohort
     out = tmp_path_factory.mktemp("local") / "masks"
-    report = run_cohort(cases, output_dir=out, config=config, weights=default_weights(), device="cpu",
-                        backend="torch", time_budget_s=float("inf"))
+    report = run_cohort(
+        cases,
+        output_dir=out,
+        config=config,
+        weights=default_weights(),
+        device="cpu",
+        backend="torch",
+        time_budget_s=float("inf"),
+    )
     return out, report
 
 
@@ -64,8 +71,15 @@ def test_a_rerun_skips_every_finished_case_and_retries_only_the_failed(first_run
     out, first = first_run
     cases, config = cohort
     stamps = {name: (out / f"{name}.mha").stat().st_mtime_ns for name in GOOD}
-    again = run_cohort(cases, output_dir=out, config=config, weights=default_weights(), device="cpu",
-                       backend="torch", time_budget_s=float("inf"))
+    again = run_cohort(
+        cases,
+        output_dir=out,
+        config=config,
+        weights=default_weights(),
+        device="cpu",
+        backend="torch",
+        time_budget_s=float("inf"),
+    )
     assert {row.name for row in again.rows if row.status == "skipped"} == set(GOOD)
     assert {row.name for row in again.rows if row.status == "error"} == set(BAD)
     assert again.run_hash == first.run_hash
@@ -77,8 +91,26 @@ def test_parts_from_the_command_line_cover_the_cohort_exactly_once(first_run, co
     cases, config = cohort
     seen = []
     for part in range(3):
-        code = main(["predict", "-i", str(cases), "-o", str(out), "--config", str(config), "--device", "cpu",
-                     "--backend", "torch", "--num-parts", "3", "--part-id", str(part), "-q"])
+        code = main(
+            [
+                "predict",
+                "-i",
+                str(cases),
+                "-o",
+                str(out),
+                "--config",
+                str(config),
+                "--device",
+                "cpu",
+                "--backend",
+                "torch",
+                "--num-parts",
+                "3",
+                "--part-id",
+                str(part),
+                "-q",
+            ]
+        )
         report = json.loads((out / f"cohort_report.part-{part}-of-3.json").read_text())
         names = [row["name"] for row in report["cases"]]
         seen += names
@@ -92,15 +124,19 @@ def test_parts_from_the_command_line_cover_the_cohort_exactly_once(first_run, co
 def test_cohort_flags_that_cannot_work_are_refused(cohort, tmp_path, capsys):
     cases, config = cohort
     assert main(["predict", "-i", str(cases), "-o", str(tmp_path), "--num-parts", "2", "--part-id", "2"]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == \
-        "pantherseg error: --part-id must be in [0, 1] for --num-parts 2, found 2."
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == "pantherseg error: --part-id must be in [0, 1] for --num-parts 2, found 2."
+    )
     assert main(["predict", "-i", str(cases), "-o", str(tmp_path), "--resume", "--no-report"]) == 2
     assert "--no-report cannot be used" in capsys.readouterr().err
     assert main(["predict", "-i", str(cases), "-o", str(tmp_path), "--part-id", "1"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == "pantherseg error: --part-id needs --num-parts."
     # Out-of-range numbers are usage errors of the flag's own type (tests/test_options.py): exit 2, one line.
-    for flags, message in [(["--ray", "--ray-workers", "0"], "argument --ray-workers: must be an integer of at least 1, found '0'"),
-                           (["--ray", "--max-retries", "-1"], "argument --max-retries: must be an integer in [0, 1000], found '-1'")]:
+    for flags, message in [
+        (["--ray", "--ray-workers", "0"], "argument --ray-workers: must be an integer of at least 1, found '0'"),
+        (["--ray", "--max-retries", "-1"], "argument --max-retries: must be an integer in [0, 1000], found '-1'"),
+    ]:
         with pytest.raises(SystemExit) as caught:
             main(["predict", "-i", str(cases), "-o", str(tmp_path), *flags])
         assert caught.value.code == 2
@@ -116,8 +152,15 @@ def test_an_interrupted_run_still_writes_the_cohort_report_with_the_finished_cas
     cases, config = cohort
     files = [cases / "case0.mha", cases / "case1.mha"]
     with pytest.raises(KeyboardInterrupt):
-        run_cohort(files, output_dir=tmp_path, config=config, weights=default_weights(), device="cpu",
-                   backend="torch", progress=StopAfterFirstCase())
+        run_cohort(
+            files,
+            output_dir=tmp_path,
+            config=config,
+            weights=default_weights(),
+            device="cpu",
+            backend="torch",
+            progress=StopAfterFirstCase(),
+        )
     report = json.loads((tmp_path / "cohort_report.json").read_text())
     assert [(row["name"], row["status"]) for row in report["cases"]] == [("case0", "done")]
     assert (tmp_path / "case0.mha").is_file() and not (tmp_path / "case1.mha").exists()
@@ -131,9 +174,18 @@ def test_an_interrupted_cohort_says_how_many_cases_finished(cohort, tmp_path, ca
     monkeypatch.setattr(run_state, "_cohort_summary", [])
     cases, config = cohort
     files = [cases / "case0.mha", cases / "case1.mha"]
-    code = run_guarded(run_cohort, files, output_dir=tmp_path, config=config, weights=default_weights(),
-                       device="cpu", backend="torch", progress=StopAfterFirstCase())
+    code = run_guarded(
+        run_cohort,
+        files,
+        output_dir=tmp_path,
+        config=config,
+        weights=default_weights(),
+        device="cpu",
+        backend="torch",
+        progress=StopAfterFirstCase(),
+    )
     assert code == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"pantherseg error: interrupted: 1 of 2 case(s) finished with mask and report "
-        f"(see {tmp_path.absolute() / 'cohort_report'}.csv); the same command again does the rest.")
+        f"(see {tmp_path.absolute() / 'cohort_report'}.csv); the same command again does the rest."
+    )

@@ -39,9 +39,17 @@ def run_on_ray(cohort, out, progress=None, max_retries=2):
     from pantherseg.cohort.ray_runner import RayOptions
 
     cases, config = cohort
-    return run_cohort(cases, output_dir=out, config=config, weights=default_weights(), device="cpu", backend="torch",
-                      time_budget_s=float("inf"), ray=RayOptions(cpus_per_worker=1, max_retries=max_retries),
-                      progress=progress)
+    return run_cohort(
+        cases,
+        output_dir=out,
+        config=config,
+        weights=default_weights(),
+        device="cpu",
+        backend="torch",
+        time_budget_s=float("inf"),
+        ray=RayOptions(cpus_per_worker=1, max_retries=max_retries),
+        progress=progress,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +60,10 @@ def first_run(cohort, tmp_path_factory):
 
 def test_two_workers_share_the_cohort_and_bad_cases_are_error_rows(first_run):
     out, report = first_run
-    assert {row.name: row.status for row in report.rows} == {**dict.fromkeys(GOOD, "done"), **dict.fromkeys(BAD, "error")}
+    assert {row.name: row.status for row in report.rows} == {
+        **dict.fromkeys(GOOD, "done"),
+        **dict.fromkeys(BAD, "error"),
+    }
     assert all(BAD[row.name] in row.error for row in report.failed)
     assert len(report.workers) == 2 and all("cpu" in w["device"] for w in report.workers)
     assert {row.worker for row in report.rows} <= {w["worker"] for w in report.workers}
@@ -134,11 +145,28 @@ def test_a_worker_that_cannot_load_the_ensemble_stops_the_cohort_with_its_one_li
     from pantherseg.cli import main
 
     cases, config = cohort
-    code = main(["predict", "-i", str(cases), "-o", str(tmp_path), "--config", str(config), "--device", "tpu",
-                 "--ray", "--ray-cpus-per-worker", "1", "-q"])
+    code = main(
+        [
+            "predict",
+            "-i",
+            str(cases),
+            "-o",
+            str(tmp_path),
+            "--config",
+            str(config),
+            "--device",
+            "tpu",
+            "--ray",
+            "--ray-cpus-per-worker",
+            "1",
+            "-q",
+        ]
+    )
     assert code == 4  # a device mistake is a ConfigError (docs/robustness.md)
-    assert capsys.readouterr().err.strip().splitlines()[-1] == \
-        "pantherseg error: Device must be auto, cpu or cuda[:N], found 'tpu'."
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == "pantherseg error: Device must be auto, cpu or cuda[:N], found 'tpu'."
+    )
     assert not list(tmp_path.glob("*.mha"))
 
 
@@ -149,7 +177,8 @@ def test_a_worker_constructor_that_crashes_is_not_restarted_forever(tmp_path):
     from pantherseg.cohort.worker import CohortSettings
     from pantherseg.errors import ResourceError
 
-    broken = CohortSettings(config=None, task="t1", weights=str(default_weights()), output_dir=str(tmp_path),
-                            run_hash="h", device="cpu")  # config None: AttributeError in the constructor
+    broken = CohortSettings(
+        config=None, task="t1", weights=str(default_weights()), output_dir=str(tmp_path), run_hash="h", device="cpu"
+    )  # config None: AttributeError in the constructor
     with pytest.raises(ResourceError, match="A Ray worker could not load the ensemble: AttributeError: 'NoneType'"):
         run_ray([Case("a", tmp_path / "a.mha")], broken, RayOptions(cpus_per_worker=1), CohortProgress(), [])

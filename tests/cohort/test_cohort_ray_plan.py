@@ -14,8 +14,9 @@ from pantherseg.options import RunOptions
 
 
 def settings(device="auto") -> CohortSettings:
-    return CohortSettings(options=RunOptions(config=EnsembleConfig(tasks={}), weights="/w", device=device),
-                          output_dir="/o", run_hash="h")
+    return CohortSettings(
+        options=RunOptions(config=EnsembleConfig(tasks={}), weights="/w", device=device), output_dir="/o", run_hash="h"
+    )
 
 
 def test_one_worker_per_gpu_with_the_node_cpus_shared_and_cuda_as_its_device():
@@ -26,8 +27,9 @@ def test_one_worker_per_gpu_with_the_node_cpus_shared_and_cuda_as_its_device():
 
 
 def test_half_a_gpu_per_worker_puts_two_workers_on_each_gpu():
-    plan = plan_workers({"GPU": 2, "CPU": 16}, {"GPU": 2, "CPU": 16}, settings(), RayOptions(gpus_per_worker=0.5),
-                        cases=100)
+    plan = plan_workers(
+        {"GPU": 2, "CPU": 16}, {"GPU": 2, "CPU": 16}, settings(), RayOptions(gpus_per_worker=0.5), cases=100
+    )
     assert plan.workers == 4 and plan.actor_options["num_gpus"] == 0.5 and plan.actor_options["num_cpus"] == 4
 
 
@@ -59,5 +61,7 @@ def test_without_ray_installed_the_flag_says_how_to_install_it(monkeypatch):
     from pantherseg.cohort import ray_runner
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    with pytest.raises(ResourceError, match=r"--ray needs Ray, which is not installed: pip install 'pantherseg\[ray\]'"):
+    with pytest.raises(
+        ResourceError, match=r"--ray needs Ray, which is not installed: pip install 'pantherseg\[ray\]'"
+    ):
         ray_runner._import_ray()

@@ -11,13 +11,40 @@ from fakes import run_report
 
 
 def sample_report() -> CohortReport:
-    report = CohortReport(run_hash="abc", task="t1", output_dir="/out", runner="ray", part=(1, 3), wall_s=7200.0,
-                          worker_deaths=1, workers=[{"worker": "node:1", "device": "cuda:0"}])
+    report = CohortReport(
+        run_hash="abc",
+        task="t1",
+        output_dir="/out",
+        runner="ray",
+        part=(1, 3),
+        wall_s=7200.0,
+        worker_deaths=1,
+        workers=[{"worker": "node:1", "device": "cuda:0"}],
+    )
     report.rows = [
-        CaseRow("b", "/in/b.mha", "done", output="/out/b.mha", seconds=10.0, attempts=2,
-                stages_s={"read": 1.0, "network": 8.0}, members_used=["m0", "m1"], device="cuda:0", worker="node:1"),
-        CaseRow("a", "/in/a.mha", "done", output="/out/a.mha", seconds=20.0,
-                stages_s={"read": 2.0, "network": 16.0}, members_used=["m0"], device="cuda:0", worker="node:2"),
+        CaseRow(
+            "b",
+            "/in/b.mha",
+            "done",
+            output="/out/b.mha",
+            seconds=10.0,
+            attempts=2,
+            stages_s={"read": 1.0, "network": 8.0},
+            members_used=["m0", "m1"],
+            device="cuda:0",
+            worker="node:1",
+        ),
+        CaseRow(
+            "a",
+            "/in/a.mha",
+            "done",
+            output="/out/a.mha",
+            seconds=20.0,
+            stages_s={"read": 2.0, "network": 16.0},
+            members_used=["m0"],
+            device="cuda:0",
+            worker="node:2",
+        ),
         CaseRow("c", "/in/c.mha", "error", error="c.mha: expected a 3D volume, found a 2D image of size [4, 4]."),
         CaseRow("d", "/in/d.mha", "skipped", attempts=0, output="/out/d.mha"),
         CaseRow("e", "/in/e.mha", "worker-died", attempts=3, error="the worker died on each of 3 attempts"),
@@ -58,14 +85,18 @@ def test_a_whole_cohort_has_one_report_name_and_an_empty_one_reports_zero_throug
 
 def test_the_quality_score_review_flag_and_reasons_are_sortable_columns(tmp_path):
     report = sample_report()
-    report.rows[0].take_report(run_report(quality={"score": 0.3125, "review": True,
-                                                   "reasons": ["members disagree", "noisy"]}))
+    report.rows[0].take_report(
+        run_report(quality={"score": 0.3125, "review": True, "reasons": ["members disagree", "noisy"]})
+    )
     report.rows[1].take_report(run_report(quality={"score": 0.9, "review": False, "reasons": []}))
     report.rows[3].take_report(run_report(quality=None))  # a report from before quality control: no score
     csv_path, json_path = report.write(report_stem(tmp_path, (0, 1)))
     rows = {row["name"]: row for row in csv.DictReader(csv_path.open())}
-    assert (rows["b"]["quality_score"], rows["b"]["review"], rows["b"]["review_reasons"]) == \
-        ("0.3125", "true", "members disagree;noisy")
+    assert (rows["b"]["quality_score"], rows["b"]["review"], rows["b"]["review_reasons"]) == (
+        "0.3125",
+        "true",
+        "members disagree;noisy",
+    )
     assert (rows["a"]["quality_score"], rows["a"]["review"]) == ("0.9000", "false")
     assert rows["d"]["quality_score"] == "" and rows["c"]["review"] == ""
     by_score = sorted((r for r in rows.values() if r["quality_score"]), key=lambda r: float(r["quality_score"]))

@@ -56,8 +56,11 @@ def write_finished(out, case, run_hash_value, *, input_path=None, mask=True):
     if mask:
         (out / f"{case.name}.mha").write_bytes(b"mask")
     mask_file = str(out / f"{case.name}.mha")
-    report = run_report(input={"path": str(input_path or case.path)}, run_hash=run_hash_value,
-                        output=OutputRecord(path=mask_file, paths=(mask_file,), tumor_voxels=1, tumor_volume_mm3=1.0))
+    report = run_report(
+        input={"path": str(input_path or case.path)},
+        run_hash=run_hash_value,
+        output=OutputRecord(path=mask_file, paths=(mask_file,), tumor_voxels=1, tumor_volume_mm3=1.0),
+    )
     report.write(out / f"{case.name}.report.json")
 
 
@@ -81,16 +84,20 @@ def test_a_case_is_finished_only_with_mask_report_same_hash_and_same_input(tmp_p
 
 # --- issue 20: a tampered report is a case to run again, never a traceback ------------------------------
 
-@pytest.mark.parametrize("content", [
-    '{"run_hash": "H", "input": "not an object", "output": {"path": "c.mha"}}',
-    '{"run_hash": "H", "input": {"path": 7}, "output": {"path": "c.mha"}}',
-    '{"run_hash": "H", "input": {"path": "IN"}, "output": {"path": ["c.mha"]}}',
-    '{"run_hash": "H", "input": {"path": "IN"}, "output": {"path": "c.mha"}, "members_used": 5}',
-    '{"run_hash": "H", "input": {"path": "IN"}, "output": {"path": "c.mha"}, "device": {"x": 1}}',
-    "[" * 100_000,
-    '{"run_hash": ' + "9" * 5000 + "}",
-    "[1, 2, 3]",
-])
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"run_hash": "H", "input": "not an object", "output": {"path": "c.mha"}}',
+        '{"run_hash": "H", "input": {"path": 7}, "output": {"path": "c.mha"}}',
+        '{"run_hash": "H", "input": {"path": "IN"}, "output": {"path": ["c.mha"]}}',
+        '{"run_hash": "H", "input": {"path": "IN"}, "output": {"path": "c.mha"}, "members_used": 5}',
+        '{"run_hash": "H", "input": {"path": "IN"}, "output": {"path": "c.mha"}, "device": {"x": 1}}',
+        "[" * 100_000,
+        '{"run_hash": ' + "9" * 5000 + "}",
+        "[1, 2, 3]",
+    ],
+)
 def test_a_tampered_report_means_the_case_runs_again(tmp_path, content):
     from pantherseg.cohort.cases import Case
     from pantherseg.cohort.resume import finished_report, report_path

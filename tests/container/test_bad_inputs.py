@@ -45,6 +45,7 @@ OBLIQUE_LEFT_HANDED = (0.99619, 0, 0.08716, 0, -1, 0, -0.08716, 0, 0.99619)  # d
 
 # --- running inference.py -------------------------------------------------------------------------
 
+
 def _load_inference_module():
     spec = importlib.util.spec_from_file_location("pantherseg_inference_entry", REPO / "inference.py")
     module = importlib.util.module_from_spec(spec)
@@ -53,14 +54,28 @@ def _load_inference_module():
 
 
 def _arguments(input_dir: Path, output_dir: Path, weights: Path, config: Path) -> list[str]:
-    return ["--input", str(input_dir), "--output", str(output_dir), "--weights", str(weights),
-            "--config", str(config), "--device", "cpu"]
+    return [
+        "--input",
+        str(input_dir),
+        "--output",
+        str(output_dir),
+        "--weights",
+        str(weights),
+        "--config",
+        str(config),
+        "--device",
+        "cpu",
+    ]
 
 
 def run_subprocess(input_dir, output_dir, weights, config) -> tuple[int, str]:
-    result = subprocess.run([sys.executable, str(REPO / "inference.py"),
-                             *_arguments(input_dir, output_dir, weights, config)],
-                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "inference.py"), *_arguments(input_dir, output_dir, weights, config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     return result.returncode, result.stderr
 
 
@@ -104,8 +119,10 @@ def assert_refused(code: int, stderr: str, output_dir: Path, *, exit_code: int, 
 
 # --- building bad inputs ---------------------------------------------------------------------------
 
-def write_mha_header(path: Path, *, size, spacing, element_type="MET_FLOAT", voxels: bytes | None = b"",
-                     data_file="LOCAL") -> Path:
+
+def write_mha_header(
+    path: Path, *, size, spacing, element_type="MET_FLOAT", voxels: bytes | None = b"", data_file="LOCAL"
+) -> Path:
     """A MetaImage written by hand, for headers SimpleITK refuses to write (zero/negative spacing)."""
     header = (
         "ObjectType = Image\n"
@@ -125,9 +142,16 @@ def write_mha_header(path: Path, *, size, spacing, element_type="MET_FLOAT", vox
 def _image_folder(root: Path, slug="abdominal-t1-mri") -> Path:
     folder = root / "input" / "images" / slug
     folder.mkdir(parents=True, exist_ok=True)
-    (root / "input" / "inputs.json").write_text(json.dumps(
-        [{"interface": {"slug": slug, "kind": "Image", "relative_path": f"images/{slug}"},
-          "image": {"name": "scan.mha"}}]))
+    (root / "input" / "inputs.json").write_text(
+        json.dumps(
+            [
+                {
+                    "interface": {"slug": slug, "kind": "Image", "relative_path": f"images/{slug}"},
+                    "image": {"name": "scan.mha"},
+                }
+            ]
+        )
+    )
     return folder
 
 
@@ -135,6 +159,7 @@ def _with_image(image):
     def build(root: Path) -> Path:
         sitk.WriteImage(image, str(_image_folder(root) / "scan.mha"))
         return root / "input"
+
     return build
 
 
@@ -142,6 +167,7 @@ def _with_bytes(make_bytes):
     def build(root: Path) -> Path:
         (_image_folder(root) / "scan.mha").write_bytes(make_bytes())
         return root / "input"
+
     return build
 
 
@@ -149,6 +175,7 @@ def _with_header(**kwargs):
     def build(root: Path) -> Path:
         write_mha_header(_image_folder(root) / "scan.mha", **kwargs)
         return root / "input"
+
     return build
 
 
@@ -205,29 +232,47 @@ LAYOUT_CASES = [
     ("inputs-json-unknown-slug", _unknown_slug, 2, "['abdominal-ct']"),
 ]
 IMAGE_CASES = [
-    ("text-with-mha-suffix", _with_bytes(lambda: b"not an image, only text\n" * 20), 2,
-     "cannot be read as a medical image"),
+    (
+        "text-with-mha-suffix",
+        _with_bytes(lambda: b"not an image, only text\n" * 20),
+        2,
+        "cannot be read as a medical image",
+    ),
     ("truncated-mha", _with_bytes(_truncated_mha), 2, "truncated: the header promises"),
     ("2d", _with_image(sitk.Image(32, 32, sitk.sitkFloat32)), 2, "expected a 3D volume, found a 2D image"),
     ("4d", _with_image(_four_d()), 2, "expected a 3D volume, found a 4D image"),
-    ("vector-pixels", _with_image(sitk.Image([12, 12, 8], sitk.sitkVectorFloat32, 3)), 2,
-     "found 3 components per voxel"),
-    ("axis-of-3-voxels", _with_image(sitk.Image([32, 32, 3], sitk.sitkFloat32)), 2,
-     "at least 4 voxels on every axis"),
-    ("zero-spacing", _with_header(size=(8, 8, 8), spacing=(1, 0, 1), voxels=np.ones(512, "<f4").tobytes()), 2,
-     "voxel spacing must be positive, found [1.0, 0.0, 1.0]"),
-    ("negative-spacing", _with_header(size=(8, 8, 8), spacing=(1, -2, 1), voxels=np.ones(512, "<f4").tobytes()),
-     2, "voxel spacing must be positive, found [1.0, -2.0, 1.0]"),
+    (
+        "vector-pixels",
+        _with_image(sitk.Image([12, 12, 8], sitk.sitkVectorFloat32, 3)),
+        2,
+        "found 3 components per voxel",
+    ),
+    ("axis-of-3-voxels", _with_image(sitk.Image([32, 32, 3], sitk.sitkFloat32)), 2, "at least 4 voxels on every axis"),
+    (
+        "zero-spacing",
+        _with_header(size=(8, 8, 8), spacing=(1, 0, 1), voxels=np.ones(512, "<f4").tobytes()),
+        2,
+        "voxel spacing must be positive, found [1.0, 0.0, 1.0]",
+    ),
+    (
+        "negative-spacing",
+        _with_header(size=(8, 8, 8), spacing=(1, -2, 1), voxels=np.ones(512, "<f4").tobytes()),
+        2,
+        "voxel spacing must be positive, found [1.0, -2.0, 1.0]",
+    ),
     ("all-nan", _with_image(_all_nan()), 2, "every voxel is NaN or infinite"),
     # 9 TB of voxels: more than any machine has, so the real available memory can be used.
-    ("huge-header-only", _with_header(size=(10000, 10000, 10000), spacing=(1, 1, 1), data_file="missing.raw"), 5,
-     "too large for this machine"),
+    (
+        "huge-header-only",
+        _with_header(size=(10000, 10000, 10000), spacing=(1, 1, 1), data_file="missing.raw"),
+        5,
+        "too large for this machine",
+    ),
 ]
 SUBPROCESS_IN_DEFAULT_RUN = {"text-with-mha-suffix", "huge-header-only"}
 
 
-@pytest.mark.parametrize("build, exit_code, mentions", [c[1:] for c in LAYOUT_CASES],
-                         ids=[c[0] for c in LAYOUT_CASES])
+@pytest.mark.parametrize("build, exit_code, mentions", [c[1:] for c in LAYOUT_CASES], ids=[c[0] for c in LAYOUT_CASES])
 def test_bad_layout_is_refused_in_one_line(tmp_path, tiny_weights, tiny_config, build, exit_code, mentions):
     output = tmp_path / "output"
     code, stderr = run_subprocess(build(tmp_path), output, tiny_weights, tiny_config)
@@ -236,16 +281,18 @@ def test_bad_layout_is_refused_in_one_line(tmp_path, tiny_weights, tiny_config, 
 
 @pytest.mark.parametrize(
     "build, exit_code, mentions",
-    [pytest.param(*c[1:], id=c[0], marks=[] if c[0] in SUBPROCESS_IN_DEFAULT_RUN else [pytest.mark.slow])
-     for c in IMAGE_CASES])
+    [
+        pytest.param(*c[1:], id=c[0], marks=[] if c[0] in SUBPROCESS_IN_DEFAULT_RUN else [pytest.mark.slow])
+        for c in IMAGE_CASES
+    ],
+)
 def test_bad_image_is_refused_by_the_process(tmp_path, tiny_weights, tiny_config, build, exit_code, mentions):
     output = tmp_path / "output"
     code, stderr = run_subprocess(build(tmp_path), output, tiny_weights, tiny_config)
     assert_refused(code, stderr, output, exit_code=exit_code, mentions=mentions)
 
 
-@pytest.mark.parametrize("build, exit_code, mentions", [c[1:] for c in IMAGE_CASES],
-                         ids=[c[0] for c in IMAGE_CASES])
+@pytest.mark.parametrize("build, exit_code, mentions", [c[1:] for c in IMAGE_CASES], ids=[c[0] for c in IMAGE_CASES])
 def test_bad_image_is_refused_in_one_line(tmp_path, run_in_process, build, exit_code, mentions):
     output = tmp_path / "output"
     code, stderr = run_in_process(build(tmp_path), output)
@@ -258,14 +305,14 @@ def test_huge_image_is_refused_from_its_header_without_reading_voxels(tmp_path, 
     from pantherseg.io import host_memory
 
     monkeypatch.setattr(host_memory, "available_bytes", lambda: 16 * 1024**3)
-    path = write_mha_header(tmp_path / "huge.mha", size=(2000, 2000, 2000), spacing=(1, 1, 1),
-                            data_file="missing.raw")
+    path = write_mha_header(tmp_path / "huge.mha", size=(2000, 2000, 2000), spacing=(1, 1, 1), data_file="missing.raw")
     with pytest.raises(ResourceError, match=r"needs about 67\.1 GB just to be read, but only 16\.0 GB"):
         read_volume(path)
 
 
-@pytest.mark.parametrize("array", [np.full((8, 8, 8), 1e30, np.float32), np.full((8, 8, 8), 1e300)],
-                         ids=["float32-1e30", "float64-1e300"])
+@pytest.mark.parametrize(
+    "array", [np.full((8, 8, 8), 1e30, np.float32), np.full((8, 8, 8), 1e300)], ids=["float32-1e30", "float64-1e300"]
+)
 def test_intensities_that_overflow_float32_normalisation_are_refused(array):
     array[0, 0, 0] = 0
     with pytest.raises(InputError, match="intensities reach"):
@@ -286,6 +333,7 @@ def test_itk_error_keeps_no_object_address(tmp_path):
 
 
 # --- inputs that must be segmented -----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def micro_ensemble(micro_weights):
@@ -409,8 +457,9 @@ def test_the_check_runs_before_anything_is_read_or_allocated(tmp_path, monkeypat
     path = tmp_path / "case.mha"
     sitk.WriteImage(synthetic_image((24, 64, 72)), str(path))
     with pytest.raises(ResourceError, match=r"needs about \d+\.\d+ GB, but only 0\.06\d* GB is available"):
-        api.segment(path, output_dir=tmp_path / "out", task="t1", config=tiny_config, weights=tiny_weights,
-                    device="cpu")
+        api.segment(
+            path, output_dir=tmp_path / "out", task="t1", config=tiny_config, weights=tiny_weights, device="cpu"
+        )
     assert files_under(tmp_path / "out") == []
 
 
@@ -429,6 +478,7 @@ def test_image_whose_content_is_thinner_than_a_target_voxel_is_refused(micro_ens
 
 # --- memory ----------------------------------------------------------------------------------------
 
+
 def _fake_proc(tmp_path, monkeypatch, *, cgroup_line: str, files: dict[str, str], mem_available_kb: int):
     from pantherseg.io import host_memory as memory
 
@@ -446,19 +496,34 @@ def _fake_proc(tmp_path, monkeypatch, *, cgroup_line: str, files: dict[str, str]
 
 def test_available_memory_under_a_cgroup_v2_limit(tmp_path, monkeypatch):
     gib = 1024**3
-    memory = _fake_proc(tmp_path, monkeypatch, cgroup_line="0::/job", mem_available_kb=10 * 1024**2, files={
-        "job/memory.max": str(2 * gib), "job/memory.current": str(int(1.5 * gib)),
-        "job/memory.stat": f"anon 1\ninactive_file {gib // 2}\n",
-        "memory.max": "max"})
+    memory = _fake_proc(
+        tmp_path,
+        monkeypatch,
+        cgroup_line="0::/job",
+        mem_available_kb=10 * 1024**2,
+        files={
+            "job/memory.max": str(2 * gib),
+            "job/memory.current": str(int(1.5 * gib)),
+            "job/memory.stat": f"anon 1\ninactive_file {gib // 2}\n",
+            "memory.max": "max",
+        },
+    )
     assert memory.available_bytes() == gib  # 2 GB limit - (1.5 GB used - 0.5 GB reclaimable cache)
 
 
 def test_available_memory_under_a_cgroup_v1_limit(tmp_path, monkeypatch):
     gib = 1024**3
-    memory = _fake_proc(tmp_path, monkeypatch, cgroup_line="4:memory:/docker/abc", mem_available_kb=10 * 1024**2,
-                        files={"memory/docker/abc/memory.limit_in_bytes": str(4 * gib),
-                               "memory/docker/abc/memory.usage_in_bytes": str(gib),
-                               "memory/memory.limit_in_bytes": "9223372036854771712"})
+    memory = _fake_proc(
+        tmp_path,
+        monkeypatch,
+        cgroup_line="4:memory:/docker/abc",
+        mem_available_kb=10 * 1024**2,
+        files={
+            "memory/docker/abc/memory.limit_in_bytes": str(4 * gib),
+            "memory/docker/abc/memory.usage_in_bytes": str(gib),
+            "memory/memory.limit_in_bytes": "9223372036854771712",
+        },
+    )
     assert memory.available_bytes() == 3 * gib
 
 
@@ -467,15 +532,18 @@ def test_cgroup_v1_host_path_absent_inside_the_container_uses_the_mount_root(tmp
     does not exist in the container; the container's own limit is at the mount root (as for the CPU quota,
     through the same folder list)."""
     gib = 1024**3
-    memory = _fake_proc(tmp_path, monkeypatch, cgroup_line="4:memory:/docker/0123abcd", mem_available_kb=10 * 1024**2,
-                        files={"memory/memory.limit_in_bytes": str(2 * gib),
-                               "memory/memory.usage_in_bytes": str(gib // 2)})
+    memory = _fake_proc(
+        tmp_path,
+        monkeypatch,
+        cgroup_line="4:memory:/docker/0123abcd",
+        mem_available_kb=10 * 1024**2,
+        files={"memory/memory.limit_in_bytes": str(2 * gib), "memory/memory.usage_in_bytes": str(gib // 2)},
+    )
     assert memory.available_bytes() == gib + gib // 2
 
 
 def test_available_memory_without_a_limit_is_meminfo(tmp_path, monkeypatch):
-    memory = _fake_proc(tmp_path, monkeypatch, cgroup_line="0::/", mem_available_kb=1234,
-                        files={"memory.max": "max"})
+    memory = _fake_proc(tmp_path, monkeypatch, cgroup_line="0::/", mem_available_kb=1234, files={"memory.max": "max"})
     assert memory.available_bytes() == 1234 * 1024
 
 
@@ -493,13 +561,23 @@ def test_real_cases_are_far_from_the_limit():
     plans = copy.deepcopy(load_plans("task1"))
     configuration = plans["configurations"]["3d_fullres"]
     configuration.update(spacing=[1.0, 1.0, 1.0], patch_size=[192, 192, 192])
-    configuration["architecture"]["arch_kwargs"].update(features_per_stage=[32, 64, 128, 256, 320, 320, 320],
-                                                        strides=[[1, 1, 1]] + [[2, 2, 2]] * 6)
+    configuration["architecture"]["arch_kwargs"].update(
+        features_per_stage=[32, 64, 128, 256, 320, 320, 320], strides=[[1, 1, 1]] + [[2, 2, 2]] * 6
+    )
     manager = PlansManager(plans)
-    winner = SimpleNamespace(plans_manager=manager, configuration_manager=manager.get_configuration("3d_fullres"),
-                             patch_size=(192, 192, 192), preprocessing_key="winner")
+    winner = SimpleNamespace(
+        plans_manager=manager,
+        configuration_manager=manager.get_configuration("3d_fullres"),
+        patch_size=(192, 192, 192),
+        preprocessing_key="winner",
+    )
     for device, ceiling in (("cuda", 6), ("cpu", 10)):
-        estimate = estimate_prediction(shape_zyx=(88, 466, 570), spacing_zyx=(3.5, 0.9, 0.9),
-                                       source_bytes_per_voxel=4, members=[winner] * 6, num_classes=3,
-                                       device_type=device)
+        estimate = estimate_prediction(
+            shape_zyx=(88, 466, 570),
+            spacing_zyx=(3.5, 0.9, 0.9),
+            source_bytes_per_voxel=4,
+            members=[winner] * 6,
+            num_classes=3,
+            device_type=device,
+        )
         assert 1 * GB < estimate.total < ceiling * GB, (device, estimate.describe())

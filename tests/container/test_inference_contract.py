@@ -29,8 +29,9 @@ def all_files(folder: Path) -> list[Path]:
 @pytest.mark.parametrize("task,slug", [("t1", "abdominal-t1-mri"), ("t2", "abdominal-t2-mri")])
 def test_one_mask_with_input_geometry(task, slug, tiny_weights, tiny_config, tmp_path):
     image = synthetic_image(shape_zyx=(20, 60, 64), seed=11)
-    input_dir = write_gc_input(tmp_path / "in", image, slug=slug, file_name="1.2.840-scan.mha",
-                               uploaded_name="patient 7 baseline.nii.gz")
+    input_dir = write_gc_input(
+        tmp_path / "in", image, slug=slug, file_name="1.2.840-scan.mha", uploaded_name="patient 7 baseline.nii.gz"
+    )
     process, output_dir, tmp_dir = run_like_grand_challenge(tmp_path, input_dir, tiny_weights, tiny_config)
 
     assert process.returncode == 0, process.stderr[-2000:]

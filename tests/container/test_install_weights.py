@@ -110,8 +110,11 @@ def test_a_failed_move_restores_the_replaced_folders(replica, tmp_path, monkeypa
 
 # --- hostile archives: each built from a valid minimal model folder plus one bad entry -----------------
 
-BASE = [(f"{MODEL}/plans.json", b"{}"), (f"{MODEL}/dataset.json", b"{}"),
-        (f"{MODEL}/fold_0/checkpoint_best.pth", b"weights" * 100)]
+BASE = [
+    (f"{MODEL}/plans.json", b"{}"),
+    (f"{MODEL}/dataset.json", b"{}"),
+    (f"{MODEL}/fold_0/checkpoint_best.pth", b"weights" * 100),
+]
 
 
 def _zip(path: Path, entries, *, compression=zipfile.ZIP_DEFLATED) -> Path:
@@ -184,7 +187,7 @@ def _understated_size(path: Path) -> Path:
     _zip(path, BASE, compression=zipfile.ZIP_STORED)
     data = bytearray(path.read_bytes())
     central = data.rindex(b"PK\x01\x02")  # the last central-directory record: the checkpoint
-    data[central + 24:central + 28] = (10).to_bytes(4, "little")
+    data[central + 24 : central + 28] = (10).to_bytes(4, "little")
     path.write_bytes(bytes(data))
     return path
 
@@ -202,8 +205,10 @@ HOSTILE = {
     "tar-device": (lambda p: _tar(p, [*BASE, _tar_info(f"{MODEL}/dev", tarfile.CHRTYPE)]), "special file"),
     "tar-fifo": (lambda p: _tar(p, [*BASE, _tar_info(f"{MODEL}/fifo", tarfile.FIFOTYPE)]), "special file"),
     "duplicate-name": (lambda p: _tar(p, [*BASE, BASE[2]]), "twice"),
-    "file-where-a-folder-is-needed": (lambda p: _zip(p, [*BASE, (f"{MODEL}/fold_0/checkpoint_best.pth/x", b"x")]),
-                                      "to be a folder"),
+    "file-where-a-folder-is-needed": (
+        lambda p: _zip(p, [*BASE, (f"{MODEL}/fold_0/checkpoint_best.pth/x", b"x")]),
+        "to be a folder",
+    ),
     "outside-a-dataset-folder": (lambda p: _zip(p, [*BASE, ("README.txt", b"x")]), "DatasetNNN_Name"),
     "no-model-folder": (lambda p: _zip(p, [("Dataset777_Test/notes.txt", b"x")]), "no nnU-Net model folder"),
     "no-checkpoint": (lambda p: _zip(p, BASE[:2]), "no fold_N/checkpoint"),
@@ -243,9 +248,14 @@ def test_a_hostile_second_archive_stops_the_first_too(replica, tmp_path):
     _refused([replica["t1"], _corrupt_crc(tmp_path / "bad.zip")], tmp_path, "CRC")
 
 
-@pytest.mark.parametrize("bound,value,pattern", [("MAX_ENTRIES", 3, "more than 3 entries"),
-                                                 ("MAX_FILE_BYTES", 100, "declares 700 bytes"),
-                                                 ("MAX_TOTAL_BYTES", 100, "unpack to")])
+@pytest.mark.parametrize(
+    "bound,value,pattern",
+    [
+        ("MAX_ENTRIES", 3, "more than 3 entries"),
+        ("MAX_FILE_BYTES", 100, "declares 700 bytes"),
+        ("MAX_TOTAL_BYTES", 100, "unpack to"),
+    ],
+)
 def test_counts_and_sizes_are_bounded_before_anything_is_written(bound, value, pattern, tmp_path, monkeypatch):
     monkeypatch.setattr(install_weights, bound, value)
     _refused([_zip(tmp_path / "big.zip", [*BASE, (f"{MODEL}/fold_0/debug.json", b"{}")])], tmp_path, pattern)
@@ -280,5 +290,9 @@ def test_a_folder_the_presets_do_not_name_gets_member_lines(tmp_path, capsys):
     assert main(["install-weights", str(archive), "--to", str(tmp_path / "weights")]) == 0
     printed = capsys.readouterr().out
     assert "no shipped preset names these folders" in printed
-    assert json.loads(printed.splitlines()[-1].strip()) == {"name": "fold0", "model": MODEL, "fold": 0,
-                                                             "checkpoint": "checkpoint_best.pth"}
+    assert json.loads(printed.splitlines()[-1].strip()) == {
+        "name": "fold0",
+        "model": MODEL,
+        "fold": 0,
+        "checkpoint": "checkpoint_best.pth",
+    }

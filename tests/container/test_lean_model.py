@@ -58,8 +58,10 @@ def test_the_lean_tarball_holds_the_task_alone_and_gives_the_full_checkpoints_ma
     with tarfile.open(report.tarball) as archive:
         archive.extractall(extracted, filter="data")
     assert sorted(p.relative_to(extracted).as_posix() for p in extracted.rglob("*") if p.is_file()) == sorted(
-        [f"{model.folder}/{n}" for n in ("plans.json", "dataset.json")] + ["ensemble_config.json"]
-        + [f"{model.folder}/fold_{f}/{CHECKPOINT}" for f in model.folds])
+        [f"{model.folder}/{n}" for n in ("plans.json", "dataset.json")]
+        + ["ensemble_config.json"]
+        + [f"{model.folder}/fold_{f}/{CHECKPOINT}" for f in model.folds]
+    )
     for fold in model.folds:
         full = torch.load(replica / model.folder / f"fold_{fold}" / CHECKPOINT, weights_only=False)
         lean = torch.load(extracted / model.folder / f"fold_{fold}" / CHECKPOINT, weights_only=True)
@@ -69,8 +71,9 @@ def test_the_lean_tarball_holds_the_task_alone_and_gives_the_full_checkpoints_ma
         assert lean["inference_allowed_mirroring_axes"] == full["inference_allowed_mirroring_axes"]
     assert list(json.loads((extracted / "ensemble_config.json").read_text())["tasks"]) == ["t2"]
 
-    input_dir = write_gc_input(tmp_path, synthetic_image((20, 50, 50), spacing_xyz=(1.1, 1.1, 2.0), seed=6),
-                               slug="abdominal-t2-mri")
+    input_dir = write_gc_input(
+        tmp_path, synthetic_image((20, 50, 50), spacing_xyz=(1.1, 1.1, 2.0), seed=6), slug="abdominal-t2-mri"
+    )
     lean_mask, lean_report = _run(input_dir, tmp_path / "lean-out", extracted)
     full_mask, _ = _run(input_dir, tmp_path / "full-out", replica, PRESET)
     assert lean_report["config"] == str(extracted / "ensemble_config.json")
@@ -89,9 +92,24 @@ def test_a_missing_member_checkpoint_is_named_and_nothing_is_written(replica, tm
 
 
 def test_export_sh_packs_a_lean_task_tarball(replica, tmp_path):
-    process = subprocess.run(["bash", str(ROOT / "export.sh"), "--model-only", "--task", "t2", "--config", str(PRESET),
-                              "--weights", str(replica), "--output", str(tmp_path)], capture_output=True, text=True,
-                             env={**os.environ, "PYTHON": sys.executable})
+    process = subprocess.run(
+        [
+            "bash",
+            str(ROOT / "export.sh"),
+            "--model-only",
+            "--task",
+            "t2",
+            "--config",
+            str(PRESET),
+            "--weights",
+            str(replica),
+            "--output",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
     assert process.returncode == 0, process.stderr[-2000:]
     assert "model-t2.tar.gz" in process.stdout and (tmp_path / "model-t2.tar.gz").is_file()
     assert not (tmp_path / "model.tar.gz").exists()

@@ -200,7 +200,11 @@ def test_command_line_exit_codes(tmp_path, capsys):
 
 def test_human_size():
     assert [human_size(n) for n in (0, 1023, 1536, 5 * 1024**2, 3 * 1024**3)] == [
-        "0 B", "1023 B", "1.5 KiB", "5.0 MiB", "3.0 GiB",
+        "0 B",
+        "1023 B",
+        "1.5 KiB",
+        "5.0 MiB",
+        "3.0 GiB",
     ]
 
 
@@ -234,7 +238,9 @@ def test_export_skip_image_variable_is_the_same_as_model_only(tmp_path):
 def test_export_refuses_a_symlink_out_of_the_weights_folder(tmp_path):
     make_weights(tmp_path / "weights")
     (tmp_path / "weights" / "stolen").symlink_to("/etc/hostname")
-    result = run_export("--model-only", "--weights", str(tmp_path / "weights"), "--output", str(tmp_path / "up"), cwd=tmp_path)
+    result = run_export(
+        "--model-only", "--weights", str(tmp_path / "weights"), "--output", str(tmp_path / "up"), cwd=tmp_path
+    )
     assert result.returncode != 0
     assert "stolen" in result.stderr and "symlink to /etc/hostname (OUTSIDE the weights folder)" in result.stderr
     assert not (tmp_path / "up" / "model.tar.gz").exists()
@@ -260,7 +266,9 @@ def test_export_with_docker_saves_the_image_next_to_the_model(tmp_path):
     docker.chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{path_without_docker(tmp_path / 'bin')}")
     env.pop("SKIP_IMAGE", None)
-    result = run_export("my/tag:1", "--weights", str(tmp_path / "weights"), "--output", str(tmp_path / "up"), cwd=tmp_path, env=env)
+    result = run_export(
+        "my/tag:1", "--weights", str(tmp_path / "weights"), "--output", str(tmp_path / "up"), cwd=tmp_path, env=env
+    )
     assert result.returncode == 0, result.stderr
     images = sorted((tmp_path / "up").glob("my_tag_1_*.tar.gz"))
     assert len(images) == 1, sorted(p.name for p in (tmp_path / "up").iterdir())

@@ -31,7 +31,7 @@ def test_a_tarball_with_bytes_flipped_mid_stream_is_refused(tmp_path):
     tarball = build_model_tarball(weights_folder(tmp_path), tmp_path / "model.tar.gz").path
     data = bytearray(tarball.read_bytes())
     middle = len(data) // 2
-    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
     tarball.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="corrupt or truncated"):
         verify_model_tarball(tarball)
@@ -58,8 +58,13 @@ def test_a_decompression_bomb_is_refused_before_extraction(tmp_path, monkeypatch
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pantherseg.container.model_tarball", *args], capture_output=True,
-                          text=True, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pantherseg.container.model_tarball", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
 
 
 def test_command_line_errors_are_one_prefixed_line(tmp_path):
@@ -85,6 +90,7 @@ def test_check_errors_carry_the_prefix(tmp_path, capsys):
 
 
 # --- issue 20: bounded in depth and in what extraction writes ------------------------------------------
+
 
 def _gnu_sparse_tarball(path: Path, realsize: int) -> Path:
     """A GNU sparse member of ``realsize`` bytes holding no data: a hundred-odd bytes once gzipped."""
@@ -150,8 +156,13 @@ def test_build_refuses_a_symlink_loop_with_a_line(tmp_path):
 
 def test_verify_command_line_refuses_the_sparse_tarball_with_one_line(tmp_path):
     tarball = _gnu_sparse_tarball(tmp_path / "sparse.tar.gz", 40 << 30)
-    result = subprocess.run([sys.executable, "-m", "pantherseg.container.model_tarball", "verify", str(tarball)],
-                            capture_output=True, text=True, cwd=REPO, timeout=60,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [sys.executable, "-m", "pantherseg.container.model_tarball", "verify", str(tarball)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 3, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("pantherseg error: ")

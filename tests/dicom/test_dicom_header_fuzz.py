@@ -37,14 +37,32 @@ from dicom_factory import orient, phantom_case, set_element, write_series  # noq
 
 # tag -> its VR in the data dictionary
 TAGS = {
-    0x00280010: "US", 0x00280011: "US", 0x00200032: "DS", 0x00200037: "DS", 0x00280030: "DS",
-    0x00280008: "IS", 0x00281053: "DS", 0x00281052: "DS", 0x00280100: "US", 0x00280101: "US",
-    0x00280102: "US", 0x00280103: "US", 0x00280002: "US", 0x00280004: "CS", 0x0020000E: "UI",
-    0x00080016: "UI", 0x00080060: "CS", 0x00080005: "CS", 0x7FE00010: "OW",
+    0x00280010: "US",
+    0x00280011: "US",
+    0x00200032: "DS",
+    0x00200037: "DS",
+    0x00280030: "DS",
+    0x00280008: "IS",
+    0x00281053: "DS",
+    0x00281052: "DS",
+    0x00280100: "US",
+    0x00280101: "US",
+    0x00280102: "US",
+    0x00280103: "US",
+    0x00280002: "US",
+    0x00280004: "CS",
+    0x0020000E: "UI",
+    0x00080016: "UI",
+    0x00080060: "CS",
+    0x00080005: "CS",
+    0x7FE00010: "OW",
 }
 OTHER_VRS = ["US", "SS", "UL", "FD", "FL", "DS", "IS", "LO", "CS", "UN", "OB", "SQ", "UI"]
-NUMBERS = st.one_of(st.integers(-2**40, 2**40).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                    st.sampled_from(["", "abc", "1e300", "-0", "nan", "0x10", " 1 ", "1,5", "3.4e38"]))
+NUMBERS = st.one_of(
+    st.integers(-(2**40), 2**40).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["", "abc", "1e300", "-0", "nan", "0x10", " 1 ", "1,5", "3.4e38"]),
+)
 MAX_GROWTH_BYTES = 1 << 30
 SECONDS_PER_EXAMPLE = 10
 
@@ -67,8 +85,13 @@ def values(draw, vr: str) -> bytes | None:
         return draw(st.binary(max_size=64))
     if kind == "typed" and vr in ("US", "SS", "UL", "FD", "FL"):
         fmt = {"US": "H", "SS": "h", "UL": "I", "FD": "d", "FL": "f"}[vr]
-        element = {"H": st.integers(0, 2**16 - 1), "h": st.integers(-2**15, 2**15 - 1), "I": st.integers(0, 2**32 - 1),
-                   "d": st.floats(width=64), "f": st.floats(width=32)}[fmt]
+        element = {
+            "H": st.integers(0, 2**16 - 1),
+            "h": st.integers(-(2**15), 2**15 - 1),
+            "I": st.integers(0, 2**32 - 1),
+            "d": st.floats(width=64),
+            "f": st.floats(width=32),
+        }[fmt]
         return struct.pack("<" + fmt * count, *draw(st.lists(element, min_size=count, max_size=count)))
     tokens = draw(st.lists(NUMBERS if kind == "typed" else st.text(max_size=12), min_size=count, max_size=count))
     return "\\".join(tokens).encode("utf-8", "surrogatepass")
@@ -105,8 +128,11 @@ def check_contract(folder, base_series) -> None:
 
 
 def _property(examples: int):
-    return settings(max_examples=examples, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
 
 
 def _run(base_series, tmp_path, changes) -> None:

@@ -60,8 +60,9 @@ def test_seg_reads_back_voxel_for_voxel_and_validates(kind, oriented_series, tmp
 
     seg = hd.seg.segread(path)
     uids = [str(d.SOPInstanceUID) for d in series.datasets]
-    back = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1],
-                                             assert_missing_frames_are_empty=True)[..., 0]
+    back = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=[1], assert_missing_frames_are_empty=True
+    )[..., 0]
     assert np.array_equal(back.astype(np.uint8), mask)
     assert seg.SegmentationType == "BINARY" and seg.FrameOfReferenceUID == series.datasets[0].FrameOfReferenceUID
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series.uid
@@ -81,8 +82,9 @@ def test_rtstruct_contours_rasterise_back_onto_the_mask(kind, oriented_series, t
     import pydicom
 
     series, mask = oriented_series[kind]
-    path, _ = write_dicom_output("rtstruct", mask, series.datasets, tmp_path / "case.rtstruct.dcm",
-                                 algorithm=ALGORITHM, roi_name="GTV_panc_auto")
+    path, _ = write_dicom_output(
+        "rtstruct", mask, series.datasets, tmp_path / "case.rtstruct.dcm", algorithm=ALGORITHM, roi_name="GTV_panc_auto"
+    )
     assert dciodvfy_errors(path) == []
     rt = pydicom.dcmread(path)
     assert dice(rasterise_rtstruct(rt, series.datasets), mask) == 1.0
@@ -121,8 +123,9 @@ def test_an_empty_mask_writes_a_valid_empty_object_and_says_so(output_format, or
     import pydicom
 
     series, mask = oriented_series["axial"]
-    path, notes = write_dicom_output(output_format, np.zeros_like(mask), series.datasets, tmp_path / "e.dcm",
-                                     algorithm=ALGORITHM)
+    path, notes = write_dicom_output(
+        output_format, np.zeros_like(mask), series.datasets, tmp_path / "e.dcm", algorithm=ALGORITHM
+    )
     assert dciodvfy_errors(path) == [] and len(notes) == 1 and "empty mask" in notes[0]
     dataset = pydicom.dcmread(path)
     if output_format == "rtstruct":
@@ -178,8 +181,16 @@ def test_a_failing_format_removes_the_formats_already_written(oriented_series, t
 
     monkeypatch.setattr(pantherseg.dicom.rtstruct, "build_rtstruct", broken)
     with pytest.raises(OSError, match="no space left"), outputs_all_or_none() as written:
-        write_outputs(("mha", "dicom-seg", "rtstruct"), mask, series.volume.sitk_image, tmp_path, "case",
-                      written=written, dicom_series=series, algorithm=ALGORITHM)
+        write_outputs(
+            ("mha", "dicom-seg", "rtstruct"),
+            mask,
+            series.volume.sitk_image,
+            tmp_path,
+            "case",
+            written=written,
+            dicom_series=series,
+            algorithm=ALGORITHM,
+        )
     assert [p.name for p in written.paths] == ["case.mha", "case.seg.dcm", "case.rtstruct.dcm"]
     assert os.listdir(tmp_path) == []
 
@@ -284,18 +295,25 @@ def test_a_non_ascii_roi_name_is_written_in_a_declared_utf8(tmp_path):
 
     series, mask = _small_series(tmp_path)
     name = "GTV_Pankreas-Tumör_膵臓"
-    path, _ = write_dicom_output("rtstruct", mask, series.datasets, tmp_path / "out.dcm", algorithm=ALGORITHM,
-                                 roi_name=name)
+    path, _ = write_dicom_output(
+        "rtstruct", mask, series.datasets, tmp_path / "out.dcm", algorithm=ALGORITHM, roi_name=name
+    )
     assert b"\x1b" not in path.read_bytes() and name.encode("utf-8") in path.read_bytes()
     written = pydicom.dcmread(path)
     assert written.SpecificCharacterSet == "ISO_IR 192" and written.StructureSetROISequence[0].ROIName == name
     assert dciodvfy_errors(path) == []
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("GTV_\udcff", "not valid text"), ("GTV\\auto", "backslashes"), ("GTV\x07", "control"), ("  ", "empty"),
-    ("x" * 65, "at most 64"),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("GTV_\udcff", "not valid text"),
+        ("GTV\\auto", "backslashes"),
+        ("GTV\x07", "control"),
+        ("  ", "empty"),
+        ("x" * 65, "at most 64"),
+    ],
+)
 def test_roi_names_that_cannot_be_an_lo_value_are_refused_before_the_prediction(tmp_path, name, expected):
     from pantherseg.dicom.series import check_dicom_sources
 

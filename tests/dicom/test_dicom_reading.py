@@ -36,6 +36,7 @@ def small():
 @pytest.fixture
 def no_decoding(monkeypatch):
     """Fail the test if any pixel data is decoded."""
+
     def refuse(self):
         raise AssertionError("pixel data was decoded")
 
@@ -49,6 +50,7 @@ def _one_line(error) -> str:
 
 
 # --- which files -----------------------------------------------------------------------------------
+
 
 def test_a_slice_linked_from_outside_the_folder_is_refused(small, tmp_path):
     files = write_series(small, tmp_path / "s")
@@ -92,6 +94,7 @@ def test_a_walk_deeper_than_the_bound_is_refused(tmp_path):
 
 # --- how many bytes --------------------------------------------------------------------------------
 
+
 def test_a_file_with_a_3_gb_element_is_refused_before_reading(small, tmp_path, no_decoding):
     """A private OB element of 3 GB after the pixel data; the file is sparse, so the test writes 2 KB."""
     files = write_series(small, tmp_path / "s")
@@ -129,8 +132,10 @@ def _deflated_file(path, inflated_mb: int) -> None:
     del template.PixelData
     write_dataset(body, template)
     deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    chunks = [deflate.compress(body.getvalue()),
-              deflate.compress(struct.pack("<HH2sHI", 0x7FE1, 0x0010, b"OB", 0, inflated_mb << 20))]
+    chunks = [
+        deflate.compress(body.getvalue()),
+        deflate.compress(struct.pack("<HH2sHI", 0x7FE1, 0x0010, b"OB", 0, inflated_mb << 20)),
+    ]
     block = bytes(1 << 20)
     chunks += [deflate.compress(block) for _ in range(inflated_mb)]
     path.write_bytes(b"\0" * 128 + b"DICM" + meta.getvalue() + b"".join(chunks) + deflate.flush())
@@ -161,6 +166,7 @@ def test_a_deflated_series_within_bounds_reads_exactly(small, tmp_path):
 
 # --- how big a decoded frame -----------------------------------------------------------------------
 
+
 def test_five_jpeg_ls_slices_of_8192_squared_are_refused_before_decoding(small, tmp_path, no_decoding):
     """21 KB on disk claiming 5 x 8192^2 voxels: the voxel cap (2^28, as for .mha) refuses it from the headers."""
     image = small[:, :, :5]
@@ -174,16 +180,17 @@ def test_five_jpeg_ls_slices_of_8192_squared_are_refused_before_decoding(small, 
 
 
 @pytest.mark.parametrize("syntax, marker", [(JPEG_LS, b"\xff\xf7"), (JPEG_2000, b"\xff\x4f\xff\x51")])
-def test_a_codestream_claiming_more_than_rows_and_columns_is_refused_before_decoding(small, tmp_path, no_decoding,
-                                                                                     syntax, marker):
+def test_a_codestream_claiming_more_than_rows_and_columns_is_refused_before_decoding(
+    small, tmp_path, no_decoding, syntax, marker
+):
     """Rows and Columns stay 64 x 80; every codestream's own header says 8192 x 8192 (what a decoder allocates)."""
     for path in write_series(small, tmp_path / "s", transfer_syntax=syntax):
         data = bytearray(path.read_bytes())
         at = data.index(marker, data.index(struct.pack("<HH", 0x7FE0, 0x0010)))
         if syntax == JPEG_LS:  # SOF55: length, precision, then rows and columns
-            data[at + 5: at + 9] = struct.pack(">HH", 8192, 8192)
+            data[at + 5 : at + 9] = struct.pack(">HH", 8192, 8192)
         else:  # SIZ: Lsiz, Rsiz, then Xsiz and Ysiz
-            data[at + 8: at + 16] = struct.pack(">II", 8192, 8192)
+            data[at + 8 : at + 16] = struct.pack(">II", 8192, 8192)
         path.write_bytes(bytes(data))
     with pytest.raises(InputError, match="declares 8192 x 8192 x 1") as caught:
         read_series(tmp_path / "s")

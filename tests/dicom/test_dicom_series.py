@@ -39,26 +39,34 @@ def test_geometry_is_exact_for_axial_oblique_and_flipped(kind, phantom, tmp_path
     # The volume is right-handed along the DICOM slice normal: a flipped image comes back z-reversed.
     direction = np.array(got.GetDirection()).reshape(3, 3)
     assert np.isclose(np.linalg.det(direction), 1.0)
-    corners = [tuple(int(c) for c in np.array(bits) * (np.array(got.GetSize()) - 1))
-               for bits in np.ndindex(2, 2, 2)]
+    corners = [tuple(int(c) for c in np.array(bits) * (np.array(got.GetSize()) - 1)) for bits in np.ndindex(2, 2, 2)]
     physical = {tuple(np.round(expected.TransformIndexToPhysicalPoint(c), 4)) for c in corners}
     assert {tuple(np.round(got.TransformIndexToPhysicalPoint(c), 4)) for c in corners} == physical
     assert _same_voxels(got, expected)
-    assert [str(d.SOPInstanceUID) for d in series.datasets] == [str(d.SOPInstanceUID) for d in
-                                                              sorted(series.datasets, key=lambda d: float(
-                                                                  np.dot(d.ImagePositionPatient, direction[:, 2])))]
+    assert [str(d.SOPInstanceUID) for d in series.datasets] == [
+        str(d.SOPInstanceUID)
+        for d in sorted(series.datasets, key=lambda d: float(np.dot(d.ImagePositionPatient, direction[:, 2])))
+    ]
 
 
 def test_several_series_need_a_choice_and_the_error_lists_them(phantom, tmp_path):
     image = orient(phantom[0], "axial")
     write_series(image, tmp_path / "study" / "a", series_description="t2_haste_tra", series_uid="1.2.826.0.1.1")
-    write_series(image[:, :, :12], tmp_path / "study" / "b", series_description="t2_haste_cor", series_number=4,
-                 series_uid="1.2.826.0.1.2")
+    write_series(
+        image[:, :, :12],
+        tmp_path / "study" / "b",
+        series_description="t2_haste_cor",
+        series_number=4,
+        series_uid="1.2.826.0.1.2",
+    )
     with pytest.raises(InputError, match="2 image series") as error:
         read_series(tmp_path / "study")
     message = str(error.value)
     assert "--series-uid" in message
-    assert "1.2.826.0.1.1 't2_haste_tra' (MR, 25 files)" in message and "1.2.826.0.1.2 't2_haste_cor' (MR, 12 files)" in message
+    assert (
+        "1.2.826.0.1.1 't2_haste_tra' (MR, 25 files)" in message
+        and "1.2.826.0.1.2 't2_haste_cor' (MR, 12 files)" in message
+    )
     chosen = read_series(tmp_path / "study", series_uid="1.2.826.0.1.2")
     assert chosen.volume.sitk_image.GetSize()[2] == 12 and chosen.description == "t2_haste_cor"
     with pytest.raises(InputError, match="No image series with SeriesInstanceUID 9.9"):
@@ -116,18 +124,32 @@ def _shift(k_bad, vector):
     def tweak(k, ds):
         if k >= k_bad:
             ds.ImagePositionPatient = [f"{float(v) + d:.6f}" for v, d in zip(ds.ImagePositionPatient, vector)]
+
     return tweak
 
 
-@pytest.mark.parametrize("tweak, message", [
-    (_shift(10, (0, 0, 2.0)), "irregular slice spacing: steps between slices range from 5.000 to 7.000 mm"),
-    (_shift(10, (0, 0, 5.0)), "missing slices: the step is 5.000 mm but 1 gap"),
-    (lambda k, ds: setattr(ds, "ImagePositionPatient", [f"{float(ds.ImagePositionPatient[0]) + 0.8 * k:.4f}",
-                                                        *ds.ImagePositionPatient[1:]]), "gantry tilt"),
-    (lambda k, ds: k == 3 and setattr(ds, "ImageOrientationPatient", [0, 1, 0, 0, 0, -1]), "mixed orientations"),
-    (lambda k, ds: k == 3 and setattr(ds, "ImagePositionPatient", [f"{float(v):.4f}" for v in ds.ImagePositionPatient])
-     or (k == 4 and setattr(ds, "InstanceNumber", 4)), None),
-])
+@pytest.mark.parametrize(
+    "tweak, message",
+    [
+        (_shift(10, (0, 0, 2.0)), "irregular slice spacing: steps between slices range from 5.000 to 7.000 mm"),
+        (_shift(10, (0, 0, 5.0)), "missing slices: the step is 5.000 mm but 1 gap"),
+        (
+            lambda k, ds: setattr(
+                ds,
+                "ImagePositionPatient",
+                [f"{float(ds.ImagePositionPatient[0]) + 0.8 * k:.4f}", *ds.ImagePositionPatient[1:]],
+            ),
+            "gantry tilt",
+        ),
+        (lambda k, ds: k == 3 and setattr(ds, "ImageOrientationPatient", [0, 1, 0, 0, 0, -1]), "mixed orientations"),
+        (
+            lambda k, ds: k == 3
+            and setattr(ds, "ImagePositionPatient", [f"{float(v):.4f}" for v in ds.ImagePositionPatient])
+            or (k == 4 and setattr(ds, "InstanceNumber", 4)),
+            None,
+        ),
+    ],
+)
 def test_irregular_stacks_are_refused_saying_what_was_found(phantom, tmp_path, tweak, message):
     image = orient(phantom[0], "axial")
     write_series(image, tmp_path / "s", tweak=tweak)
@@ -193,6 +215,7 @@ def test_a_truncated_slice_is_refused_naming_the_file(phantom, tmp_path):
 
 # --- the attribute table (pantherseg.dicom.attributes) --------------------------------------------
 
+
 def _rewrite(path, keyword: str, text: str) -> None:
     """Replace an element's value in the file's bytes (explicit VR little endian, short form), as a broken
     exporter writes it: pydicom itself refuses to write an IS of "abc"."""
@@ -204,21 +227,24 @@ def _rewrite(path, keyword: str, text: str) -> None:
     data = path.read_bytes()
     head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + dictionary_VR(tag).encode()
     at = data.index(head, 132 + 200)  # past the file meta
-    length = struct.unpack("<H", data[at + 6: at + 8])[0]
+    length = struct.unpack("<H", data[at + 6 : at + 8])[0]
     value = text.encode() + (b" " if len(text) % 2 else b"")
-    path.write_bytes(data[: at + 6] + struct.pack("<H", len(value)) + value + data[at + 8 + length:])
+    path.write_bytes(data[: at + 6] + struct.pack("<H", len(value)) + value + data[at + 8 + length :])
 
 
-@pytest.mark.parametrize("name, text, expected", [
-    ("ImagePositionPatient", "0\\0", "has 2 value(s)"),
-    ("PixelSpacing", "1\\1\\1", "has 3 value(s)"),
-    ("ImageOrientationPatient", "1\\0\\0\\0\\1", "has 5 value(s)"),
-    ("NumberOfFrames", "abc", "not a number"),
-    ("RescaleSlope", "n/a", "not a number"),
-    ("RescaleIntercept", "inf", "expected one number"),
-    ("PixelSpacing", "0\\1", "expected 2 numbers in [0.0001, 10000]"),
-    ("ImagePositionPatient", "1e300\\0\\0", "expected 3 numbers in"),
-])
+@pytest.mark.parametrize(
+    "name, text, expected",
+    [
+        ("ImagePositionPatient", "0\\0", "has 2 value(s)"),
+        ("PixelSpacing", "1\\1\\1", "has 3 value(s)"),
+        ("ImageOrientationPatient", "1\\0\\0\\0\\1", "has 5 value(s)"),
+        ("NumberOfFrames", "abc", "not a number"),
+        ("RescaleSlope", "n/a", "not a number"),
+        ("RescaleIntercept", "inf", "expected one number"),
+        ("PixelSpacing", "0\\1", "expected 2 numbers in [0.0001, 10000]"),
+        ("ImagePositionPatient", "1e300\\0\\0", "expected 3 numbers in"),
+    ],
+)
 def test_header_values_outside_the_table_are_one_line_naming_the_attribute(phantom, tmp_path, name, text, expected):
     def placeholder(k, ds):
         if name not in ds:

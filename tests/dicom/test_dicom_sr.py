@@ -58,7 +58,10 @@ def test_the_sr_reads_back_as_a_measurement_report_referencing_the_seg_segment(o
     assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
     source = series.datasets[0]
     assert (sr.StudyInstanceUID, sr.PatientID, str(sr.PatientName)) == (
-        source.StudyInstanceUID, source.PatientID, str(source.PatientName))
+        source.StudyInstanceUID,
+        source.PatientID,
+        str(source.PatientName),
+    )
     assert sr.SeriesInstanceUID not in (source.SeriesInstanceUID, seg.SeriesInstanceUID)
     assert (sr.CompletionFlag, sr.VerificationFlag, sr.PreliminaryFlag) == ("COMPLETE", "UNVERIFIED", "PRELIMINARY")
 

@@ -98,11 +98,15 @@ def test_checkpoint_whose_weights_do_not_fit_its_plans(weights, tmp_path):
 
 
 def test_members_whose_label_maps_differ(weights, tmp_path):
-    make_model_folder(weights, "Dataset804_Labels/T__nnUNetPlans__3d_fullres",
-                      plans=shrink(load_plans("task1"), divisor=16),
-                      labels={"background": 0, "tumor": 1, "pancreas": 2})
-    message = refused(weights, member("a-f0", MODEL_A),
-                      member("three-labels", "Dataset804_Labels/T__nnUNetPlans__3d_fullres"))
+    make_model_folder(
+        weights,
+        "Dataset804_Labels/T__nnUNetPlans__3d_fullres",
+        plans=shrink(load_plans("task1"), divisor=16),
+        labels={"background": 0, "tumor": 1, "pancreas": 2},
+    )
+    message = refused(
+        weights, member("a-f0", MODEL_A), member("three-labels", "Dataset804_Labels/T__nnUNetPlans__3d_fullres")
+    )
     assert "member 'three-labels'" in message and "member 'a-f0'" in message
     assert "'pancreas': 2" in message and "label map" in message
 
@@ -150,8 +154,11 @@ def test_checkpoint_with_executable_pickle_is_refused_without_running_it(weights
     sentinel = tmp_path / "SENTINEL"
     path = checkpoint_of(weights)
     network_weights = {k: v.clone() for k, v in load_checkpoint(path, owner="test").state_dict.items()}
-    checkpoint = {"network_weights": network_weights, "trainer_name": "nnUNetTrainer",
-                  "payload": _RunsACommand(f"touch {sentinel}")}
+    checkpoint = {
+        "network_weights": network_weights,
+        "trainer_name": "nnUNetTrainer",
+        "payload": _RunsACommand(f"touch {sentinel}"),
+    }
     torch.save(checkpoint, path)
 
     message = refused(weights, member("a-f0", MODEL_A))
@@ -194,8 +201,8 @@ def test_symlink_inside_the_weights_is_accepted(weights):
 
 def test_checkpoint_naming_a_trainer_that_is_not_installed_loads(tiny_weights):
     """The winners' custom trainers are not in nnU-Net; networks come from plans.json instead."""
-    members = load_members(task_of(member("a-f0", MODEL_A),
-                                   member("b-f0", MODEL_B, checkpoint="checkpoint_best.pth")), tiny_weights)
-    assert [m.checkpoint.trainer_name for m in members] == ["nnUNetTrainer_DA5Segord0_150epochs",
-                                                             "nnUNetTrainer_Foo"]
+    members = load_members(
+        task_of(member("a-f0", MODEL_A), member("b-f0", MODEL_B, checkpoint="checkpoint_best.pth")), tiny_weights
+    )
+    assert [m.checkpoint.trainer_name for m in members] == ["nnUNetTrainer_DA5Segord0_150epochs", "nnUNetTrainer_Foo"]
     assert all(m.checkpoint.state_dict for m in members)

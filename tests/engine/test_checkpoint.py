@@ -88,7 +88,7 @@ def _patch_declared_size(path: Path, suffix: str, size: int) -> None:
         info = next(i for i in archive.infolist() if i.filename.endswith(suffix))
     struct.pack_into("<I", data, info.header_offset + 22, size)
     position = data.find(info.filename.encode(), data.find(b"PK\x01\x02"))
-    while position != -1 and data[position - 46: position - 42] != b"PK\x01\x02":
+    while position != -1 and data[position - 46 : position - 42] != b"PK\x01\x02":
         position = data.find(info.filename.encode(), position + 1)
     assert position != -1
     struct.pack_into("<I", data, position - 46 + 24, size)

@@ -21,10 +21,22 @@ SECONDS_PER_TILE = 10.0
 
 
 def _config(names_and_weights):
-    members = [member(name, MODEL_A, fold=1 if "f1" in name else 0, weight=weight) for name, weight in names_and_weights]
-    return parse_config({"version": 1, "tasks": {"t1": {"input_slug": "abdominal-t1-mri",
-                                                        "output_slug": "pancreatic-tumor-segmentation",
-                                                        "tumor_label": 1, "members": members}}})
+    members = [
+        member(name, MODEL_A, fold=1 if "f1" in name else 0, weight=weight) for name, weight in names_and_weights
+    ]
+    return parse_config(
+        {
+            "version": 1,
+            "tasks": {
+                "t1": {
+                    "input_slug": "abdominal-t1-mri",
+                    "output_slug": "pancreatic-tumor-segmentation",
+                    "tumor_label": 1,
+                    "members": members,
+                }
+            },
+        }
+    )
 
 
 MEMBERS = [("a-f0", 1.0), ("a-f1", 2.0), ("a-f0-copy", 1.0)]
@@ -38,11 +50,19 @@ def volume():
 
 def _ensemble(tiny_weights, names_and_weights, clock):
     # Different members see the intensity differently, so which ones ran changes the mask.
-    networks = GivenNetworks({name: EchoNetwork(scale=1.0 + index, shift=-0.5 * index, clock=clock,
-                                                seconds_per_tile=SECONDS_PER_TILE)
-                              for index, (name, _) in enumerate(names_and_weights)})
-    return Ensemble.load(config=_config(names_and_weights), task="t1", weights=tiny_weights,
-                         engine=EngineOptions(device="cpu"), backend=networks)
+    networks = GivenNetworks(
+        {
+            name: EchoNetwork(scale=1.0 + index, shift=-0.5 * index, clock=clock, seconds_per_tile=SECONDS_PER_TILE)
+            for index, (name, _) in enumerate(names_and_weights)
+        }
+    )
+    return Ensemble.load(
+        config=_config(names_and_weights),
+        task="t1",
+        weights=tiny_weights,
+        engine=EngineOptions(device="cpu"),
+        backend=networks,
+    )
 
 
 def _run(tiny_weights, volume, budget, reserve, names_and_weights=MEMBERS):
@@ -138,7 +158,10 @@ def small_patch_weights(tmp_path_factory):
     from model_factory import load_plans, make_model_folder, shrink
 
     root = tmp_path_factory.mktemp("small-patch-weights")
-    for name, patch in (("Dataset811_Small/T__P__3d_fullres", [16, 32, 32]), ("Dataset812_Wide/T__P__3d_fullres", [16, 32, 96])):
+    for name, patch in (
+        ("Dataset811_Small/T__P__3d_fullres", [16, 32, 32]),
+        ("Dataset812_Wide/T__P__3d_fullres", [16, 32, 96]),
+    ):
         plans = shrink(load_plans("task1"), divisor=16)
         plans["configurations"]["3d_fullres"]["patch_size"] = patch
         make_model_folder(root, name, plans=plans)
@@ -153,22 +176,46 @@ def test_voxels_a_partial_member_never_reached_carry_no_weight(small_patch_weigh
     # where A looked the mean is (sigmoid(-5) + sigmoid(0.6)) / 2 -> background; elsewhere only B counts
     # -> tumour with p = 0.646. The old rule gave A's unvisited voxels logits (1, 0), p(tumour) 0.27,
     # which outvoted B there: (0.27 + 0.646) / 2 < 0.5, background everywhere.
-    config = parse_config({"version": 1, "tasks": {"t1": {
-        "input_slug": "abdominal-t1-mri", "output_slug": "pancreatic-tumor-segmentation", "tumor_label": 1,
-        "members": [member("a", "Dataset811_Small/T__P__3d_fullres"), member("b", "Dataset812_Wide/T__P__3d_fullres")]}}})
+    config = parse_config(
+        {
+            "version": 1,
+            "tasks": {
+                "t1": {
+                    "input_slug": "abdominal-t1-mri",
+                    "output_slug": "pancreatic-tumor-segmentation",
+                    "tumor_label": 1,
+                    "members": [
+                        member("a", "Dataset811_Small/T__P__3d_fullres"),
+                        member("b", "Dataset812_Wide/T__P__3d_fullres"),
+                    ],
+                }
+            },
+        }
+    )
     clock = FakeClock()
-    networks = GivenNetworks({"a": EchoNetwork(scale=0.0, shift=-5.0, clock=clock, seconds_per_tile=10.0),
-                              "b": EchoNetwork(scale=0.0, shift=0.6, clock=clock, seconds_per_tile=30.0)})
-    ensemble = Ensemble.load(config=config, task="t1", weights=small_patch_weights, engine=EngineOptions(device="cpu"),
-                             backend=networks)
-    volume = volume_from_image(synthetic_image(shape_zyx=(16, 32, 96), spacing_xyz=(1.1875, 1.1875, 3.0), seed=2,
-                                               direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    networks = GivenNetworks(
+        {
+            "a": EchoNetwork(scale=0.0, shift=-5.0, clock=clock, seconds_per_tile=10.0),
+            "b": EchoNetwork(scale=0.0, shift=0.6, clock=clock, seconds_per_tile=30.0),
+        }
+    )
+    ensemble = Ensemble.load(
+        config=config, task="t1", weights=small_patch_weights, engine=EngineOptions(device="cpu"), backend=networks
+    )
+    volume = volume_from_image(
+        synthetic_image(
+            shape_zyx=(16, 32, 96), spacing_xyz=(1.1875, 1.1875, 3.0), seed=2, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)
+        )
+    )
     assert float(np.abs(volume.data).min()) > 0  # no crop
 
     # After A's first tile (t = 10): 4 more tiles would need 40 s, only 35 s are left -> A stops.
     # B's projected 30 s (A's cost per voxel x B's patch) fit -> B runs.
-    prediction = ensemble.predict(volume, deadline=Deadline(budget_s=55, reserve_s=10, clock=clock, started_at=0.0),
-                                  keep_member_probabilities=True)
+    prediction = ensemble.predict(
+        volume,
+        deadline=Deadline(budget_s=55, reserve_s=10, clock=clock, started_at=0.0),
+        keep_member_probabilities=True,
+    )
     assert [(o.status, o.tiles_done, o.tiles_total) for o in prediction.outcomes] == [("partial", 1, 5), ("ran", 1, 1)]
 
     def sigmoid(v):
@@ -185,15 +232,29 @@ def test_voxels_a_partial_member_never_reached_carry_no_weight(small_patch_weigh
 
 
 def test_a_lone_partial_member_leaves_background_where_it_never_looked(small_patch_weights):
-    config = parse_config({"version": 1, "tasks": {"t1": {
-        "input_slug": "abdominal-t1-mri", "output_slug": "pancreatic-tumor-segmentation", "tumor_label": 1,
-        "members": [member("a", "Dataset811_Small/T__P__3d_fullres")]}}})
+    config = parse_config(
+        {
+            "version": 1,
+            "tasks": {
+                "t1": {
+                    "input_slug": "abdominal-t1-mri",
+                    "output_slug": "pancreatic-tumor-segmentation",
+                    "tumor_label": 1,
+                    "members": [member("a", "Dataset811_Small/T__P__3d_fullres")],
+                }
+            },
+        }
+    )
     clock = FakeClock()
     networks = GivenNetworks({"a": EchoNetwork(scale=0.0, shift=3.0, clock=clock, seconds_per_tile=10.0)})
-    ensemble = Ensemble.load(config=config, task="t1", weights=small_patch_weights, engine=EngineOptions(device="cpu"),
-                             backend=networks)
-    volume = volume_from_image(synthetic_image(shape_zyx=(16, 32, 96), spacing_xyz=(1.1875, 1.1875, 3.0), seed=2,
-                                               direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    ensemble = Ensemble.load(
+        config=config, task="t1", weights=small_patch_weights, engine=EngineOptions(device="cpu"), backend=networks
+    )
+    volume = volume_from_image(
+        synthetic_image(
+            shape_zyx=(16, 32, 96), spacing_xyz=(1.1875, 1.1875, 3.0), seed=2, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)
+        )
+    )
     prediction = ensemble.predict(volume, deadline=Deadline(budget_s=40, reserve_s=10, clock=clock, started_at=0.0))
     assert prediction.outcomes[0].status == "partial" and prediction.outcomes[0].tiles_done == 1
     assert np.all(prediction.mask[:, :, :32] == 1) and np.all(prediction.mask[:, :, 32:] == 0)
@@ -202,7 +263,8 @@ def test_a_lone_partial_member_leaves_background_where_it_never_looked(small_pat
 
 @pytest.mark.parametrize("from_process_start", [False, True])
 def test_segment_counts_from_the_call_unless_the_entry_point_says_process_start(
-        tiny_weights, tiny_config, tmp_path, monkeypatch, from_process_start):
+    tiny_weights, tiny_config, tmp_path, monkeypatch, from_process_start
+):
     # A process that has lived for an hour (a notebook, a server, a long test session): a library call
     # gets its whole budget; the entry points (fresh processes, timed by grand-challenge from container
     # start) count the interpreter's life too, and here that is already past the budget.
@@ -214,8 +276,16 @@ def test_segment_counts_from_the_call_unless_the_entry_point_says_process_start(
     monkeypatch.setattr(deadline_module, "seconds_since_process_start", lambda: 3600.0)
     path = tmp_path / "case.mha"
     sitk.WriteImage(synthetic_image(seed=3), str(path))
-    result = segment(path, output_dir=tmp_path / "out", config=tiny_config, weights=tiny_weights, device="cpu",
-                     report_dir=tmp_path / "out", time_budget_s=300, budget_from_process_start=from_process_start)[0]
+    result = segment(
+        path,
+        output_dir=tmp_path / "out",
+        config=tiny_config,
+        weights=tiny_weights,
+        device="cpu",
+        report_dir=tmp_path / "out",
+        time_budget_s=300,
+        budget_from_process_start=from_process_start,
+    )[0]
     statuses = [m.status for m in result.report.members]
     if from_process_start:
         assert "skipped" in statuses, statuses

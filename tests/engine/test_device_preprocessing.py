@@ -45,7 +45,12 @@ def _zoo(task: str, device: str = "cpu"):
     from pantherseg.engine.ensemble import Ensemble
     from pantherseg.engine.runtime import EngineOptions
 
-    return Ensemble.load(config=load_config(default_config()), task=task, weights=default_weights(), engine=EngineOptions(device=device, backend="torch"))
+    return Ensemble.load(
+        config=load_config(default_config()),
+        task=task,
+        weights=default_weights(),
+        engine=EngineOptions(device=device, backend="torch"),
+    )
 
 
 def _assert_same_preprocessing(volume, member, atol=1e-4):
@@ -53,8 +58,9 @@ def _assert_same_preprocessing(volume, member, atol=1e-4):
     data, properties = preprocess_on_device(volume, member, CPU)
     ours = types.SimpleNamespace(data=data, properties=properties)
     for key in ("shape_before_cropping", "bbox_used_for_cropping", "shape_after_cropping_and_before_resampling"):
-        assert [list(map(int, np.ravel(v))) for v in [ours.properties[key]]] == \
-               [list(map(int, np.ravel(v))) for v in [reference.properties[key]]], key
+        assert [list(map(int, np.ravel(v))) for v in [ours.properties[key]]] == [
+            list(map(int, np.ravel(v))) for v in [reference.properties[key]]
+        ], key
     assert ours.data.shape == reference.data.shape and ours.data.dtype == torch.float32
     difference = float((ours.data - reference.data).abs().max())
     assert difference <= atol * max(1.0, float(reference.data.abs().max())), difference
@@ -85,8 +91,11 @@ def _member_with(member, **changes):
         plans["transpose_backward"] = [transpose.index(i) for i in range(3)]
     configuration.update(changes)
     plans_manager = PlansManager(plans)
-    return types.SimpleNamespace(plans_manager=plans_manager, dataset_json=member.dataset_json,
-                                 configuration_manager=plans_manager.get_configuration("3d_fullres"))
+    return types.SimpleNamespace(
+        plans_manager=plans_manager,
+        dataset_json=member.dataset_json,
+        configuration_manager=plans_manager.get_configuration("3d_fullres"),
+    )
 
 
 def _holey_volume(tmp_path, shape=(20, 40, 44), spacing_xyz=(0.8, 0.9, 2.4)):
@@ -110,20 +119,25 @@ def plans_member(tiny_weights):
 
     from model_factory import config_dict, member
 
-    config = parse_config(config_dict([member("a-f0", MODEL_A), member("b-f0", MODEL_B,
-                                                                       checkpoint="checkpoint_best.pth")]))
+    config = parse_config(
+        config_dict([member("a-f0", MODEL_A), member("b-f0", MODEL_B, checkpoint="checkpoint_best.pth")])
+    )
     return load_members(config.task("t1"), tiny_weights)
 
 
-@pytest.mark.parametrize("changes", [
-    {"use_mask_for_norm": [True]},
-    {"normalization_schemes": ["CTNormalization"]},
-    {"normalization_schemes": ["RescaleTo01Normalization"], "transpose": [2, 0, 1]},
-    {"normalization_schemes": ["NoNormalization"], "spacing": [1.0, 1.0, 1.0]},
-    {"spacing": [3.5, 0.6, 0.7]},  # anisotropic target: separate-z along z
-    {"transpose": [1, 2, 0], "spacing": [0.7, 3.1, 0.9]},  # low-resolution axis in the middle after transposing
-    {"use_mask_for_norm": [True], "transpose": [2, 1, 0], "spacing": [0.9, 0.6, 3.0]},
-], ids=lambda changes: ",".join(changes))
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"use_mask_for_norm": [True]},
+        {"normalization_schemes": ["CTNormalization"]},
+        {"normalization_schemes": ["RescaleTo01Normalization"], "transpose": [2, 0, 1]},
+        {"normalization_schemes": ["NoNormalization"], "spacing": [1.0, 1.0, 1.0]},
+        {"spacing": [3.5, 0.6, 0.7]},  # anisotropic target: separate-z along z
+        {"transpose": [1, 2, 0], "spacing": [0.7, 3.1, 0.9]},  # low-resolution axis in the middle after transposing
+        {"use_mask_for_norm": [True], "transpose": [2, 1, 0], "spacing": [0.9, 0.6, 3.0]},
+    ],
+    ids=lambda changes: ",".join(changes),
+)
 def test_edited_plans_reach_every_branch_like_nnunet(plans_member, changes, tmp_path):
     member = _member_with(plans_member[0], **copy.deepcopy(changes))
     assert device_preprocessing.applies(member)
@@ -190,6 +204,7 @@ def test_the_route_is_chosen_by_device_and_environment(plans_member, monkeypatch
 
 # --- masks through the whole engine ---------------------------------------------------------------
 
+
 def _mask_agreement(ensemble, volume, monkeypatch) -> tuple[float, float]:
     masks = {}
     for route in ("off", "on"):
@@ -222,6 +237,11 @@ def test_random_weights_give_nnunets_masks(tiny_weights, tiny_config, monkeypatc
 
     path = tmp_path / "synthetic.mha"
     sitk.WriteImage(synthetic_image(shape_zyx=(30, 90, 100), seed=3), str(path))
-    ensemble = Ensemble.load(config=load_config(tiny_config), task="t1", weights=tiny_weights, engine=EngineOptions(device="cpu", backend="torch"))
+    ensemble = Ensemble.load(
+        config=load_config(tiny_config),
+        task="t1",
+        weights=tiny_weights,
+        engine=EngineOptions(device="cpu", backend="torch"),
+    )
     agreement, tumour = _mask_agreement(ensemble, read_volume(path), monkeypatch)
     assert 0.01 < tumour < 0.99 and agreement >= RANDOM_WEIGHT_AGREEMENT, agreement

@@ -30,8 +30,10 @@ def test_nan_weights_that_pass_the_load_check_never_make_a_mask(micro_weights, m
     ensemble = Ensemble.load(config=load_config(config), task="t1", weights=weights, engine=EngineOptions(device="cpu"))
     member = ensemble.members[0]
     monkeypatch.setattr(members_module, "check_finite", lambda *a, **k: None)  # the load-time check, bypassed
-    state = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
-             for k, v in member.checkpoint.state_dict.items()}
+    state = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+        for k, v in member.checkpoint.state_dict.items()
+    }
     monkeypatch.setattr(member.checkpoint, "state_dict", state)
     volume = volume_from_image(synthetic_image(shape_zyx=(12, 24, 24)))
     with pytest.raises(ModelError, match="non-finite probabilities"):

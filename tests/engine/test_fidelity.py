@@ -43,15 +43,25 @@ REFERENCE_MEMBERS = {  # name in tiny_members_t1() -> (model, fold, checkpoint, 
 
 
 def _reference(image_path, weights, names, work):
-    members = [(weights / model, fold, checkpoint, weight) for model, fold, checkpoint, weight in
-               (REFERENCE_MEMBERS[name] for name in names)]
+    members = [
+        (weights / model, fold, checkpoint, weight)
+        for model, fold, checkpoint, weight in (REFERENCE_MEMBERS[name] for name in names)
+    ]
     return reference_tumour_mask(members, image_path, work)
 
 
 def _ours(image_path, weights, config_path, out, names, backend=None):
     # No deadline: the budget counts from process start, and a long test session is past 300 s.
-    [result] = segment(image_path, output_dir=out, task="t1", config=config_path, weights=weights, device="cpu",
-                       backend=backend, time_budget_s=float("inf"))
+    [result] = segment(
+        image_path,
+        output_dir=out,
+        task="t1",
+        config=config_path,
+        weights=weights,
+        device="cpu",
+        backend=backend,
+        time_budget_s=float("inf"),
+    )
     assert result.report.members_used == names
     return sitk.GetArrayFromImage(sitk.ReadImage(str(result.output))), result.report
 
@@ -116,8 +126,9 @@ def test_trained_folds_of_one_folder_match_nnunet_predictor_over_its_folds(tmp_p
     config_path.write_text(json.dumps(config_dict(members)))
     image_path = next((AMOS_INPUT / "images" / "abdominal-t1-mri").glob("*.mha"))
     ours, _ = _ours(image_path, weights, config_path, tmp_path / "ours", [m["name"] for m in members], "torch")
-    reference = reference_tumour_mask([(weights / model.folder, f, CHECKPOINT, 1) for f in model.folds],
-                                      image_path, tmp_path / "reference")
+    reference = reference_tumour_mask(
+        [(weights / model.folder, f, CHECKPOINT, 1) for f in model.folds], image_path, tmp_path / "reference"
+    )
     assert reference.sum() > 100  # the comparison needs a tumour to compare
     assert float((ours == reference).mean()) >= TRAINED_AGREEMENT
     assert _dice(ours.astype(bool), reference.astype(bool)) >= TRAINED_TUMOUR_DICE
@@ -133,7 +144,8 @@ def test_the_release_preset_on_a_random_replica_matches_nnunet_predictor_over_it
     image_path = tmp_path / "case.mha"
     sitk.WriteImage(synthetic_image(shape_zyx=(22, 54, 54), spacing_xyz=(1.1, 1.1, 2.8), seed=4), str(image_path))
     ours, report = _ours(image_path, weights, PRESET, tmp_path / "ours", [f"fold{f}" for f in model.folds], "torch")
-    reference = reference_tumour_mask([(weights / model.folder, f, CHECKPOINT, 1) for f in model.folds],
-                                      image_path, tmp_path / "reference")
+    reference = reference_tumour_mask(
+        [(weights / model.folder, f, CHECKPOINT, 1) for f in model.folds], image_path, tmp_path / "reference"
+    )
     assert reference.sum() > 0
     assert float((ours == reference).mean()) >= RANDOM_WEIGHT_AGREEMENT

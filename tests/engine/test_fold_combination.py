@@ -43,17 +43,36 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def volume():
-    return volume_from_image(synthetic_image(shape_zyx=(16, 32, 96), spacing_xyz=(1.1875, 1.1875, 3.0), seed=2,
-                                             direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    return volume_from_image(
+        synthetic_image(
+            shape_zyx=(16, 32, 96), spacing_xyz=(1.1875, 1.1875, 3.0), seed=2, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)
+        )
+    )
 
 
 def _ensemble(weights, members_and_shifts, clock=None, seconds_per_tile=0.0):
-    config = parse_config({"version": 1, "tasks": {"t1": {
-        "input_slug": "abdominal-t1-mri", "output_slug": "pancreatic-tumor-segmentation", "tumor_label": 1,
-        "members": [m for m, _ in members_and_shifts]}}})
-    networks = GivenNetworks({spec["name"]: EchoNetwork(scale=0.0, shift=shift, clock=clock, seconds_per_tile=seconds_per_tile)
-                              for spec, shift in members_and_shifts})
-    return Ensemble.load(config=config, task="t1", weights=weights, engine=EngineOptions(device="cpu"), backend=networks)
+    config = parse_config(
+        {
+            "version": 1,
+            "tasks": {
+                "t1": {
+                    "input_slug": "abdominal-t1-mri",
+                    "output_slug": "pancreatic-tumor-segmentation",
+                    "tumor_label": 1,
+                    "members": [m for m, _ in members_and_shifts],
+                }
+            },
+        }
+    )
+    networks = GivenNetworks(
+        {
+            spec["name"]: EchoNetwork(scale=0.0, shift=shift, clock=clock, seconds_per_tile=seconds_per_tile)
+            for spec, shift in members_and_shifts
+        }
+    )
+    return Ensemble.load(
+        config=config, task="t1", weights=weights, engine=EngineOptions(device="cpu"), backend=networks
+    )
 
 
 @pytest.fixture
@@ -61,14 +80,23 @@ def exports(monkeypatch):
     """Counts the exports (logits -> image-space probabilities) of one prediction."""
     calls = []
     real = to_image_space.logits_to_probabilities
-    monkeypatch.setattr(to_image_space, "logits_to_probabilities",
-                        lambda logits, m, properties: calls.append(m.name) or real(logits, m, properties))
+    monkeypatch.setattr(
+        to_image_space,
+        "logits_to_probabilities",
+        lambda logits, m, properties: calls.append(m.name) or real(logits, m, properties),
+    )
     return calls
 
 
 def test_folds_of_one_folder_average_logits_and_folders_average_probabilities(weights, volume, exports):
-    ensemble = _ensemble(weights, [(member("f0", FOLDS, weight=1.0), -8.0), (member("f1", FOLDS, fold=1, weight=2.0), 3.0),
-                                   (member("other", OTHER), 0.6)])
+    ensemble = _ensemble(
+        weights,
+        [
+            (member("f0", FOLDS, weight=1.0), -8.0),
+            (member("f1", FOLDS, fold=1, weight=2.0), 3.0),
+            (member("other", OTHER), 0.6),
+        ],
+    )
     prediction = ensemble.predict(volume)
     tumour = prediction.probabilities[1]
     # The folder weighs 3 (its members' weights), the other folder 1.
@@ -87,8 +115,10 @@ def test_the_rule_decides_a_mask_that_the_probability_mean_would_decide_otherwis
 
 
 def test_member_outputs_are_each_members_own_probabilities(weights, volume, exports):
-    ensemble = _ensemble(weights, [(member("f0", FOLDS), -8.0), (member("f1", FOLDS, fold=1, weight=2.0), 3.0),
-                                   (member("other", OTHER), 0.6)])
+    ensemble = _ensemble(
+        weights,
+        [(member("f0", FOLDS), -8.0), (member("f1", FOLDS, fold=1, weight=2.0), 3.0), (member("other", OTHER), 0.6)],
+    )
     prediction = ensemble.predict(volume, keep_member_probabilities=True)
     own = prediction.member_probabilities
     assert sorted(own) == ["f0", "f1", "other"]
@@ -102,10 +132,17 @@ def test_member_outputs_are_each_members_own_probabilities(weights, volume, expo
 def test_a_skipped_fold_leaves_its_folders_mean(weights, volume):
     # 5 tiles of 10 s each: f0 ends at 50 s; f1 (same network, so 50 s projected) does not fit in 70 - 10 - 50.
     clock = FakeClock()
-    ensemble = _ensemble(weights, [(member("f0", FOLDS), -8.0), (member("f1", FOLDS, fold=1, weight=2.0), 3.0)],
-                         clock=clock, seconds_per_tile=10.0)
-    prediction = ensemble.predict(volume, deadline=Deadline(budget_s=70, reserve_s=10, clock=clock, started_at=0.0),
-                                  keep_member_probabilities=True)
+    ensemble = _ensemble(
+        weights,
+        [(member("f0", FOLDS), -8.0), (member("f1", FOLDS, fold=1, weight=2.0), 3.0)],
+        clock=clock,
+        seconds_per_tile=10.0,
+    )
+    prediction = ensemble.predict(
+        volume,
+        deadline=Deadline(budget_s=70, reserve_s=10, clock=clock, started_at=0.0),
+        keep_member_probabilities=True,
+    )
     assert [o.status for o in prediction.outcomes] == ["ran", "skipped"]
     np.testing.assert_allclose(prediction.probabilities[1], sigmoid(-8), rtol=1e-5)
     assert sorted(prediction.member_probabilities) == ["f0"]
@@ -116,8 +153,9 @@ def test_a_partial_fold_counts_only_where_its_tiles_reached(weights, volume):
     # f0 is stopped after 1 of 5 tiles (x < 32) with nothing else finished: kept as partial; f1 (the same
     # network, 50 s projected) is then skipped. Where f0 looked: its logit; elsewhere nobody: background.
     clock = FakeClock()
-    ensemble = _ensemble(weights, [(member("f0", FOLDS), 3.0), (member("f1", FOLDS, fold=1), -8.0)],
-                         clock=clock, seconds_per_tile=10.0)
+    ensemble = _ensemble(
+        weights, [(member("f0", FOLDS), 3.0), (member("f1", FOLDS, fold=1), -8.0)], clock=clock, seconds_per_tile=10.0
+    )
     prediction = ensemble.predict(volume, deadline=Deadline(budget_s=40, reserve_s=10, clock=clock, started_at=0.0))
     assert [o.status for o in prediction.outcomes] == ["partial", "skipped"]
     np.testing.assert_allclose(prediction.probabilities[1, :, :, :32], sigmoid(3), rtol=1e-5)

@@ -57,8 +57,16 @@ def test_a_function_named_as_the_architecture_is_never_called(weights, tmp_path)
     assert victim.read_text() == "keep me"
 
 
-@pytest.mark.parametrize("name", ["os.system", "dynamic_network_architectures.architectures.unet.os",
-                                  "dynamic_network_architectures.architectures.primus.Primus", "", 7])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "os.system",
+        "dynamic_network_architectures.architectures.unet.os",
+        "dynamic_network_architectures.architectures.primus.Primus",
+        "",
+        7,
+    ],
+)
 def test_architectures_outside_the_allow_list_are_refused(weights, name):
     edit_plans(weights, lambda c, _p: c["architecture"].update(network_class_name=name))
     assert "not an allowed network" in refused(weights)
@@ -90,8 +98,12 @@ def test_requires_import_must_be_a_torch_layer_class(weights, layer):
 
 
 def test_a_short_class_name_as_nnunet_accepts_it_still_loads(weights):
-    edit_plans(weights, lambda c, _p: c["architecture"].update(network_class_name=c["architecture"]
-                                                              ["network_class_name"].rsplit(".", 1)[-1]))
+    edit_plans(
+        weights,
+        lambda c, _p: c["architecture"].update(
+            network_class_name=c["architecture"]["network_class_name"].rsplit(".", 1)[-1]
+        ),
+    )
     members = load_members(parse_config(config_dict([member("a-f0", MODEL_A)])).task("t1"), weights)
     assert members[0].name == "a-f0"
 

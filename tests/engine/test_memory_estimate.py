@@ -43,8 +43,11 @@ def _with_plans(ensemble, **changes):
     plans["configurations"]["3d_fullres"].update(changes)
     manager = PlansManager(plans)
     edited = copy.copy(ensemble)
-    edited.members = [dataclasses.replace(member, plans_manager=manager,
-                                          configuration_manager=manager.get_configuration("3d_fullres"))]
+    edited.members = [
+        dataclasses.replace(
+            member, plans_manager=manager, configuration_manager=manager.get_configuration("3d_fullres")
+        )
+    ]
     return edited
 
 
@@ -52,8 +55,10 @@ def _volume(shape=(24, 64, 72)):
     return volume_from_image(synthetic_image(shape), source="case.mha")
 
 
-@pytest.mark.parametrize("changes,fault", [({"spacing": [0.002, 0.002, 0.002]}, "target spacing"),
-                                           ({"patch_size": [1024, 2048, 2048]}, "patch")])
+@pytest.mark.parametrize(
+    "changes,fault",
+    [({"spacing": [0.002, 0.002, 0.002]}, "target spacing"), ({"patch_size": [1024, 2048, 2048]}, "patch")],
+)
 def test_absurd_model_plans_blame_the_member_not_the_image(micro_ensemble, monkeypatch, changes, fault):
     monkeypatch.setattr(host_memory, "available_bytes", lambda: 8 * 1024**3)
     with pytest.raises(ModelError, match=rf"micro.*{fault}.* even for a typical PANTHER image.*plans\.json") as error:
@@ -79,12 +84,15 @@ def test_a_large_image_for_a_sound_model_says_crop_with_figures_that_differ(micr
     assert needed_text != usable_text, message
 
 
-@pytest.mark.parametrize("values,expected", [
-    ((0.33 * 1024**3, 0.31 * 1024**3), ["0.33 GB", "0.31 GB"]),
-    ((5 * 1024**3, 2 * 1024**3), ["5.0 GB", "2.0 GB"]),
-    ((1024**3, 1024**3 + 3 * 1024**2, 1024**3), ["1.000 GB", "1.003 GB", "1.000 GB"]),
-    ((1024**3, 1024**3 + 300 * 1024), ["1024.0 MB", "1024.3 MB"]),
-])
+@pytest.mark.parametrize(
+    "values,expected",
+    [
+        ((0.33 * 1024**3, 0.31 * 1024**3), ["0.33 GB", "0.31 GB"]),
+        ((5 * 1024**3, 2 * 1024**3), ["5.0 GB", "2.0 GB"]),
+        ((1024**3, 1024**3 + 3 * 1024**2, 1024**3), ["1.000 GB", "1.003 GB", "1.000 GB"]),
+        ((1024**3, 1024**3 + 300 * 1024), ["1024.0 MB", "1024.3 MB"]),
+    ],
+)
 def test_distinct_sizes_use_the_fewest_digits_that_tell_them_apart(values, expected):
     assert host_memory.distinct_sizes(*values) == expected
 
@@ -97,19 +105,33 @@ def test_winners_configuration_fits_a_16_gb_t4_with_margin():
 
     plans, dataset = winners.load_winner_plans()
     manager = PlansManager(plans)
-    member = SimpleNamespace(plans_manager=manager, configuration_manager=manager.get_configuration("3d_fullres"),
-                             patch_size=(192, 192, 192), preprocessing_key="winner", describe=lambda: "winner",
-                             label_manager=manager.get_label_manager(dataset))
+    member = SimpleNamespace(
+        plans_manager=manager,
+        configuration_manager=manager.get_configuration("3d_fullres"),
+        patch_size=(192, 192, 192),
+        preprocessing_key="winner",
+        describe=lambda: "winner",
+        label_manager=manager.get_label_manager(dataset),
+    )
     weights = parameter_bytes(member)
     assert 300e6 < weights < 500e6  # ResEnc-L: about 100 M parameters
-    estimate = estimate_device_prediction(shape_zyx=winners.LARGEST_T1_ZYX, spacing_zyx=winners.LARGEST_T1_SPACING_ZYX,
-                                          members=[member] * 6, num_classes=len(dataset["labels"]),
-                                          weight_bytes=weights)
+    estimate = estimate_device_prediction(
+        shape_zyx=winners.LARGEST_T1_ZYX,
+        spacing_zyx=winners.LARGEST_T1_SPACING_ZYX,
+        members=[member] * 6,
+        num_classes=len(dataset["labels"]),
+        weight_bytes=weights,
+    )
     assert estimate.total < T4_BYTES * DEVICE_USABLE_FRACTION, estimate.describe()
     # An upper bound of what the H200 measured for this case (docs/speed.md: 4.21 GB allocated at batch 1,
     # 7.65 GB at batch 2, with preprocessing still on the CPU).
     assert estimate.total > 4.21 * 1024**3
-    batched = estimate_device_prediction(shape_zyx=winners.LARGEST_T1_ZYX, spacing_zyx=winners.LARGEST_T1_SPACING_ZYX,
-                                         members=[member] * 6, num_classes=len(dataset["labels"]),
-                                         weight_bytes=weights, tile_batch_size=4)
+    batched = estimate_device_prediction(
+        shape_zyx=winners.LARGEST_T1_ZYX,
+        spacing_zyx=winners.LARGEST_T1_SPACING_ZYX,
+        members=[member] * 6,
+        num_classes=len(dataset["labels"]),
+        weight_bytes=weights,
+        tile_batch_size=4,
+    )
     assert batched.total > 7.65 * 1024**3

@@ -45,8 +45,11 @@ def folders(tiny_weights, tmp_path_factory) -> Path:
     return root
 
 
-MEMBERS = {MODEL_A: member("m", MODEL_A), MODEL_B: member("m", MODEL_B, checkpoint="checkpoint_best.pth"),
-           ZOO_MODEL: member("m", ZOO_MODEL, checkpoint="checkpoint_best.pth")}
+MEMBERS = {
+    MODEL_A: member("m", MODEL_A),
+    MODEL_B: member("m", MODEL_B, checkpoint="checkpoint_best.pth"),
+    ZOO_MODEL: member("m", ZOO_MODEL, checkpoint="checkpoint_best.pth"),
+}
 
 
 def contract(root: Path, model: str) -> None:
@@ -93,8 +96,19 @@ def _numbers_case(folders, data):
         plans = json.loads(mutated.original)
         configuration = plans["configurations"]["3d_fullres"]
         arch = configuration["architecture"]["arch_kwargs"]
-        key = data.draw(st.sampled_from(["n_conv_per_stage", "n_conv_per_stage_decoder", "features_per_stage",
-                                         "strides", "kernel_sizes", "n_stages"]), label="key")
+        key = data.draw(
+            st.sampled_from(
+                [
+                    "n_conv_per_stage",
+                    "n_conv_per_stage_decoder",
+                    "features_per_stage",
+                    "strides",
+                    "kernel_sizes",
+                    "n_stages",
+                ]
+            ),
+            label="key",
+        )
         target = arch if key in arch else configuration
         value = copy.deepcopy(target.get(key, 1))
         number = st.integers(min_value=-3, max_value=300_000)
@@ -177,4 +191,3 @@ def test_many_mutated_model_files(folders, data):
         _plans_case(folders, data, "dataset.json")
     else:
         _checkpoint_case(folders, data)
-

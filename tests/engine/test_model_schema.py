@@ -118,6 +118,7 @@ def test_the_recorder_catches_an_undeclared_key(recording, micro_weights):
 
 # --- each broken field: one line, exit 3, naming file and key -------------------------------------------
 
+
 @pytest.fixture
 def weights(tiny_weights, tmp_path) -> Path:
     return Path(shutil.copytree(tiny_weights, tmp_path / "weights"))
@@ -149,40 +150,60 @@ def _arch(c):
 
 
 PLANS_CASES = {
-    "inherits_from loop": (lambda c, p: (p["configurations"].update(
-        loop_a={"inherits_from": "loop_b"}, loop_b={"inherits_from": "loop_a"}), c.update(inherits_from="loop_a")),
-        "inherits_from"),
+    "inherits_from loop": (
+        lambda c, p: (
+            p["configurations"].update(loop_a={"inherits_from": "loop_b"}, loop_b={"inherits_from": "loop_a"}),
+            c.update(inherits_from="loop_a"),
+        ),
+        "inherits_from",
+    ),
     "inherits_from missing": (lambda c, p: c.update(inherits_from="nowhere"), "'nowhere'"),
     "transpose [0,0,0]": (lambda c, p: p.update(transpose_forward=[0, 0, 0]), "transpose_forward"),
     "transpose [5,1,2]": (lambda c, p: p.update(transpose_forward=[5, 1, 2]), "transpose_forward[0]"),
     "transpose string": (lambda c, p: p.update(transpose_forward="012"), "transpose_forward"),
-    "transpose not inverse": (lambda c, p: p.update(transpose_forward=[1, 2, 0], transpose_backward=[1, 2, 0]),
-                              "transpose_backward"),
+    "transpose not inverse": (
+        lambda c, p: p.update(transpose_forward=[1, 2, 0], transpose_backward=[1, 2, 0]),
+        "transpose_backward",
+    ),
     "preprocessor unknown": (lambda c, p: c.update(preprocessor_name="EvilPreprocessor"), "preprocessor_name"),
     "preprocessor other class": (lambda c, p: c.update(preprocessor_name="ResEncUNetPlanner"), "preprocessor_name"),
     "normalisation unknown": (lambda c, p: c.update(normalization_schemes=["os.system"]), "normalization_schemes[0]"),
-    "normalisation two channels": (lambda c, p: c.update(normalization_schemes=["ZScoreNormalization"] * 2),
-                                   "normalization_schemes"),
+    "normalisation two channels": (
+        lambda c, p: c.update(normalization_schemes=["ZScoreNormalization"] * 2),
+        "normalization_schemes",
+    ),
     "resampling fn unknown": (lambda c, p: c.update(resampling_fn_data="resample_evil"), "resampling_fn_data"),
-    "resampling kwargs unknown": (lambda c, p: c["resampling_fn_data_kwargs"].update(device="cuda"),
-                                  "resampling_fn_data_kwargs.device"),
-    "resampling order 99": (lambda c, p: c["resampling_fn_probabilities_kwargs"].update(order=99),
-                            "resampling_fn_probabilities_kwargs.order"),
-    "CTNormalization without properties": (lambda c, p: (
-        c.update(normalization_schemes=["CTNormalization"]),
-        p["foreground_intensity_properties_per_channel"]["0"].pop("percentile_99_5")), "percentile_99_5"),
+    "resampling kwargs unknown": (
+        lambda c, p: c["resampling_fn_data_kwargs"].update(device="cuda"),
+        "resampling_fn_data_kwargs.device",
+    ),
+    "resampling order 99": (
+        lambda c, p: c["resampling_fn_probabilities_kwargs"].update(order=99),
+        "resampling_fn_probabilities_kwargs.order",
+    ),
+    "CTNormalization without properties": (
+        lambda c, p: (
+            c.update(normalization_schemes=["CTNormalization"]),
+            p["foreground_intensity_properties_per_channel"]["0"].pop("percentile_99_5"),
+        ),
+        "percentile_99_5",
+    ),
     "use_mask_for_norm yes": (lambda c, p: c.update(use_mask_for_norm=["yes"]), "use_mask_for_norm[0]"),
     "n_conv_per_stage 200000": (lambda c, p: _arch(c).update(n_conv_per_stage=[200000] * 6), "n_conv_per_stage"),
     "n_conv_per_stage wrong count": (lambda c, p: _arch(c).update(n_conv_per_stage=[2] * 5), "n_conv_per_stage"),
-    "features huge": (lambda c, p: _arch(c).update(features_per_stage=[4096] * 6, n_conv_per_stage=[64] * 6),
-                      "parameters"),
+    "features huge": (
+        lambda c, p: _arch(c).update(features_per_stage=[4096] * 6, n_conv_per_stage=[64] * 6),
+        "parameters",
+    ),
     "kernel 2D": (lambda c, p: _arch(c).update(kernel_sizes=[[3, 3]] * 6), "kernel_sizes[0]"),
     "unknown arch kwarg": (lambda c, p: _arch(c).update(block="os.system"), "arch_kwargs.block"),
     "layer kwargs nested": (lambda c, p: _arch(c).update(nonlin_kwargs={"inplace": {"deep": 1}}), "nonlin_kwargs"),
     "cascade": (lambda c, p: c.update(previous_stage="3d_lowres"), "previous_stage"),
     "label manager class": (lambda c, p: p.update(label_manager="os.system"), "label_manager"),
-    "two channels of statistics": (lambda c, p: p["foreground_intensity_properties_per_channel"].update(
-        {"1": {"mean": 1}}), "foreground_intensity_properties_per_channel"),
+    "two channels of statistics": (
+        lambda c, p: p["foreground_intensity_properties_per_channel"].update({"1": {"mean": 1}}),
+        "foreground_intensity_properties_per_channel",
+    ),
 }
 
 
@@ -194,8 +215,10 @@ def test_plans_field_is_refused_naming_file_and_key(weights, case):
 
 
 DATASET_CASES = {
-    "labels not consecutive (tumor 5)": (lambda d: d.update(labels={"background": 0, "tumor": 5, "pancreas": 2}),
-                                         "consecutive"),
+    "labels not consecutive (tumor 5)": (
+        lambda d: d.update(labels={"background": 0, "tumor": 5, "pancreas": 2}),
+        "consecutive",
+    ),
     "labels regions": (lambda d: d.update(labels={"background": 0, "tumor": [1, 2]}), "labels.tumor"),
     "background not 0": (lambda d: d.update(labels={"background": 1, "tumor": 0}), "labels.background"),
     "two channels": (lambda d: d.update(channel_names={"0": "T1", "1": "T2"}), "channel_names"),
@@ -211,13 +234,16 @@ def test_dataset_field_is_refused_naming_file_and_key(weights, case):
     refused(weights, "dataset.json", key)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
-    ('{"configurations": ' + "7" * 5000 + "}", "5000 digits"),
-    ("[1, 2]", "must hold a JSON object"),
-    ("{\"a\": 1", "not valid JSON"),
-    (b"\xff\xfe{}", "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"configurations": ' + "7" * 5000 + "}", "5000 digits"),
+        ("[1, 2]", "must hold a JSON object"),
+        ('{"a": 1', "not valid JSON"),
+        (b"\xff\xfe{}", "not UTF-8"),
+    ],
+)
 def test_plans_json_that_the_config_reader_also_refuses(weights, text, expected):
     path = weights / MODEL_A / "plans.json"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())

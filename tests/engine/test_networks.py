@@ -68,8 +68,13 @@ def test_the_ensemble_builds_each_network_once_sets_its_threads_and_releases_it(
         calls.append(("build", m.name))
         return Recording(EchoNetwork())
 
-    ensemble = Ensemble.load(config=load_config(tiny_config), task="t2", weights=tiny_weights,
-                             engine=EngineOptions(device="cpu", cpu_threads=3), backend=GivenNetworks(build))
+    ensemble = Ensemble.load(
+        config=load_config(tiny_config),
+        task="t2",
+        weights=tiny_weights,
+        engine=EngineOptions(device="cpu", cpu_threads=3),
+        backend=GivenNetworks(build),
+    )
     [only] = ensemble.members
     assert ensemble.network(only) is ensemble.network(only)
     assert calls == [("build", only.name), ("threads", 3)]

@@ -20,8 +20,12 @@ def test_onnx_logits_and_masks_match_torch(tiny_weights, tiny_config, tmp_path):
     weights = tmp_path / "weights"
     shutil.copytree(tiny_weights, weights)
     config = load_config(tiny_config)
-    torch_ensemble = Ensemble.load(config=config, task="t1", weights=weights, engine=EngineOptions(device="cpu", backend="torch"))
-    ort_ensemble = Ensemble.load(config=config, task="t1", weights=weights, engine=EngineOptions(device="cpu", backend="onnxruntime"))
+    torch_ensemble = Ensemble.load(
+        config=config, task="t1", weights=weights, engine=EngineOptions(device="cpu", backend="torch")
+    )
+    ort_ensemble = Ensemble.load(
+        config=config, task="t1", weights=weights, engine=EngineOptions(device="cpu", backend="onnxruntime")
+    )
     assert all(isinstance(ort_ensemble.network(m), OrtNetwork) for m in ort_ensemble.members)
     assert onnx_path(ort_ensemble.members[0]).is_file()  # written beside the checkpoint
 
@@ -42,7 +46,9 @@ def test_stale_export_is_replaced_and_read_only_weights_use_the_cache(tiny_weigh
 
     weights = tmp_path / "weights"
     shutil.copytree(tiny_weights, weights)
-    ensemble = Ensemble.load(config=load_config(tiny_config), task="t1", weights=weights, engine=EngineOptions(device="cpu"))
+    ensemble = Ensemble.load(
+        config=load_config(tiny_config), task="t1", weights=weights, engine=EngineOptions(device="cpu")
+    )
     member = next(m for m in ensemble.members if m.spec.model == MODEL_A)
     path = find_or_export(member)
     model = onnx.load(str(path))

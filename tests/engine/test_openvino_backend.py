@@ -44,7 +44,9 @@ def converted(tiny_weights, tmp_path_factory):
     config = root / "config.json"
     config.write_text(json.dumps(config_dict([member("a-f0", MODEL_A)])))
     assert main(["export-openvino", "--config", str(config), "--weights", str(weights)]) == 0
-    ensemble = Ensemble.load(config=load_config(config), task="t1", weights=weights, engine=EngineOptions(device="cpu", backend="openvino"))
+    ensemble = Ensemble.load(
+        config=load_config(config), task="t1", weights=weights, engine=EngineOptions(device="cpu", backend="openvino")
+    )
     return weights, config, ensemble
 
 
@@ -53,7 +55,9 @@ def test_export_command_writes_beside_the_checkpoint_and_masks_match_torch(conve
     [network] = [ov_ensemble.network(m) for m in ov_ensemble.members]
     assert isinstance(network, OpenVinoNetwork) and network.path == ir_path(ov_ensemble.members[0])
     assert network.path.with_suffix(".bin").stat().st_size > 0
-    torch_ensemble = Ensemble.load(config=load_config(config), task="t1", weights=weights, engine=EngineOptions(device="cpu", backend="torch"))
+    torch_ensemble = Ensemble.load(
+        config=load_config(config), task="t1", weights=weights, engine=EngineOptions(device="cpu", backend="torch")
+    )
 
     tiles = torch.randn((2, 1, *torch_ensemble.members[0].patch_size))
     with torch.inference_mode():
@@ -106,6 +110,7 @@ def test_stale_conversion_is_detected_and_read_only_weights_use_the_cache(conver
     import openvino as ov
 
     from pantherseg.engine import openvino_backend
+
     _, _, ensemble = converted
     [member] = ensemble.members
     path = ir_path(member)
@@ -149,7 +154,9 @@ def test_auto_backend_rule(converted, tiny_weights, monkeypatch, caplog):
     assert resolve_backend("auto", cuda, ensemble.members) == "torch"
     # Members without a current conversion: auto does not convert inside a case's budget.
     _, config, _ = converted
-    unconverted = Ensemble.load(config=load_config(config), task="t1", weights=tiny_weights, engine=EngineOptions(device="cpu", backend="torch")).members
+    unconverted = Ensemble.load(
+        config=load_config(config), task="t1", weights=tiny_weights, engine=EngineOptions(device="cpu", backend="torch")
+    ).members
     with caplog.at_level(logging.INFO, logger="pantherseg.engine.runtime"):
         assert resolve_backend("auto", cpu, unconverted) == "torch"
     assert "export-openvino" in caplog.text

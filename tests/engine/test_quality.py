@@ -63,8 +63,15 @@ def test_dice_of_known_overlaps():
 
 def test_identical_members_score_one():
     masks = {f"m{i}": TUMOUR.copy() for i in range(4)}
-    result = assess(masks, one_hot(TUMOUR, PANCREAS), TUMOUR.astype(np.uint8), image_with_noise(2.0),
-                    spacing_zyx=SPACING, members_total=4, review_below=0.5)
+    result = assess(
+        masks,
+        one_hot(TUMOUR, PANCREAS),
+        TUMOUR.astype(np.uint8),
+        image_with_noise(2.0),
+        spacing_zyx=SPACING,
+        members_total=4,
+        review_below=0.5,
+    )
     measures = result["measures"]
     assert measures["mean_pairwise_dice"] == 1.0 and measures["volume_cv"] == 0.0
     assert measures["majority_disagreement"] == 0.0
@@ -76,8 +83,15 @@ def test_identical_members_score_one():
 def test_disjoint_members_score_zero_and_are_flagged():
     a, b = box(0, 2, 0, 3, 0, 3), box(4, 6, 6, 9, 8, 11)
     ensemble = a | b
-    result = assess({"a": a, "b": b}, one_hot(ensemble, PANCREAS), ensemble, image_with_noise(2.0),
-                    spacing_zyx=SPACING, members_total=2, review_below=0.5)
+    result = assess(
+        {"a": a, "b": b},
+        one_hot(ensemble, PANCREAS),
+        ensemble,
+        image_with_noise(2.0),
+        spacing_zyx=SPACING,
+        members_total=2,
+        review_below=0.5,
+    )
     assert result["measures"]["mean_pairwise_dice"] == 0.0
     # Majority = more than half of 2 = both: empty; the ensemble says a | b: they differ everywhere.
     assert result["measures"]["majority_disagreement"] == 1.0
@@ -93,10 +107,15 @@ def test_one_dissenting_member():
     spread = volume_spread(list(masks.values()), voxel_ml=0.002)
     volumes = np.array([0.288, 0.288, 0.288, 0.0])
     assert spread["volume_cv"] == pytest.approx(volumes.std() / volumes.mean())
-    full = assess(masks, one_hot(TUMOUR, PANCREAS), TUMOUR, image_with_noise(2.0), spacing_zyx=SPACING,
-                  members_total=4)
-    identical = assess({k: TUMOUR for k in masks}, one_hot(TUMOUR, PANCREAS), TUMOUR, image_with_noise(2.0),
-                       spacing_zyx=SPACING, members_total=4)
+    full = assess(masks, one_hot(TUMOUR, PANCREAS), TUMOUR, image_with_noise(2.0), spacing_zyx=SPACING, members_total=4)
+    identical = assess(
+        {k: TUMOUR for k in masks},
+        one_hot(TUMOUR, PANCREAS),
+        TUMOUR,
+        image_with_noise(2.0),
+        spacing_zyx=SPACING,
+        members_total=4,
+    )
     assert 0 < full["score"] < identical["score"] == 1.0
 
 
@@ -154,8 +173,15 @@ def test_noise_ratio_measures_the_noise_over_the_foreground_signal():
 
 def test_a_noisy_input_lowers_the_score_even_when_members_agree():
     masks = {f"m{i}": TUMOUR for i in range(3)}
-    result = assess(masks, one_hot(TUMOUR, PANCREAS), TUMOUR, image_with_noise(40.0), spacing_zyx=SPACING,
-                    members_total=3, review_below=0.5)
+    result = assess(
+        masks,
+        one_hot(TUMOUR, PANCREAS),
+        TUMOUR,
+        image_with_noise(40.0),
+        spacing_zyx=SPACING,
+        members_total=3,
+        review_below=0.5,
+    )
     assert result["measures"]["mean_pairwise_dice"] == 1.0
     assert result["score"] < 0.5 and result["review"]
     assert any("noisier" in reason for reason in result["reasons"])
@@ -174,14 +200,27 @@ def test_outside_training_range_only_for_fixed_unit_plans():
 
 def test_all_members_empty_and_nothing_found_is_full_agreement():
     empty = np.zeros(SHAPE, bool)
-    result = assess({"a": empty, "b": empty}, one_hot(empty, PANCREAS), empty, image_with_noise(1.0),
-                    spacing_zyx=SPACING, members_total=2)
+    result = assess(
+        {"a": empty, "b": empty},
+        one_hot(empty, PANCREAS),
+        empty,
+        image_with_noise(1.0),
+        spacing_zyx=SPACING,
+        members_total=2,
+    )
     assert result["measures"]["mean_pairwise_dice"] == 1.0 and result["score"] == 1.0 and not result["review"]
 
 
 def test_fewer_than_two_members_leaves_agreement_undefined_and_flags_the_case():
-    result = assess({"a": TUMOUR}, one_hot(TUMOUR, PANCREAS), TUMOUR, image_with_noise(1.0), spacing_zyx=SPACING,
-                    members_total=6, skipped={f"m{i}": "projected 400 s but only 20 s left" for i in range(5)})
+    result = assess(
+        {"a": TUMOUR},
+        one_hot(TUMOUR, PANCREAS),
+        TUMOUR,
+        image_with_noise(1.0),
+        spacing_zyx=SPACING,
+        members_total=6,
+        skipped={f"m{i}": "projected 400 s but only 20 s left" for i in range(5)},
+    )
     assert result["measures"]["mean_pairwise_dice"] is None and result["measures"]["volume_cv"] is None
     assert result["review"] is True
     assert any("only 1 of 6" in reason and "undefined" in reason for reason in result["reasons"])
@@ -192,25 +231,46 @@ def test_fewer_than_two_members_leaves_agreement_undefined_and_flags_the_case():
 
 def test_no_member_ran_scores_zero():
     empty = np.zeros(SHAPE, bool)
-    result = assess({}, None, empty, image_with_noise(1.0), spacing_zyx=SPACING, members_total=3,
-                    skipped={"a": "constant image", "b": "constant image", "c": "constant image"})
+    result = assess(
+        {},
+        None,
+        empty,
+        image_with_noise(1.0),
+        spacing_zyx=SPACING,
+        members_total=3,
+        skipped={"a": "constant image", "b": "constant image", "c": "constant image"},
+    )
     assert result["score"] == 0.0 and result["review"] is True
 
 
 def test_no_pancreas_nor_tumour_found_is_flagged():
     empty = np.zeros(SHAPE, bool)
-    result = assess({"a": empty, "b": empty}, one_hot(empty), empty, image_with_noise(1.0), spacing_zyx=SPACING,
-                    members_total=2)
+    result = assess(
+        {"a": empty, "b": empty}, one_hot(empty), empty, image_with_noise(1.0), spacing_zyx=SPACING, members_total=2
+    )
     assert result["review"] is True and any("neither pancreas nor tumour" in r for r in result["reasons"])
 
 
 def test_score_is_in_the_unit_interval_and_falls_with_each_kind_of_doubt():
-    base = {"mean_pairwise_dice": 1.0, "volume_cv": 0.0, "majority_disagreement": 0.0, "entropy_inside": 0.0,
-            "entropy_boundary": 0.0, "noise_ratio": 0.05, "outside_training_range": None}
+    base = {
+        "mean_pairwise_dice": 1.0,
+        "volume_cv": 0.0,
+        "majority_disagreement": 0.0,
+        "entropy_inside": 0.0,
+        "entropy_boundary": 0.0,
+        "noise_ratio": 0.05,
+        "outside_training_range": None,
+    }
     assert score(base) == 1.0
-    for key, doubtful in [("mean_pairwise_dice", 0.3), ("volume_cv", 0.9), ("majority_disagreement", 0.6),
-                          ("entropy_inside", 0.7), ("entropy_boundary", 0.7), ("noise_ratio", 0.4),
-                          ("outside_training_range", 0.3)]:
+    for key, doubtful in [
+        ("mean_pairwise_dice", 0.3),
+        ("volume_cv", 0.9),
+        ("majority_disagreement", 0.6),
+        ("entropy_inside", 0.7),
+        ("entropy_boundary", 0.7),
+        ("noise_ratio", 0.4),
+        ("outside_training_range", 0.3),
+    ]:
         lowered = score({**base, key: doubtful})
         assert 0 <= lowered < 1, key
     assert score({**base, "volume_cv": 7.0, "noise_ratio": 3.0}) == 0.0

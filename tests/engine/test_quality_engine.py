@@ -29,14 +29,29 @@ def volume():
 
 def _predict(tiny_weights, volume, budget, **keywords):
     members = [member(name, MODEL_A, fold=1 if "f1" in name else 0) for name in NAMES]
-    config = parse_config({"version": 1, "tasks": {"t1": {"input_slug": "abdominal-t1-mri",
-                                                          "output_slug": "pancreatic-tumor-segmentation",
-                                                          "tumor_label": 1, "members": members}}})
+    config = parse_config(
+        {
+            "version": 1,
+            "tasks": {
+                "t1": {
+                    "input_slug": "abdominal-t1-mri",
+                    "output_slug": "pancreatic-tumor-segmentation",
+                    "tumor_label": 1,
+                    "members": members,
+                }
+            },
+        }
+    )
     clock = FakeClock()
-    networks = GivenNetworks({name: EchoNetwork(scale=1.0 + index, shift=-0.5 * index, clock=clock,
-                                                seconds_per_tile=SECONDS_PER_TILE) for index, name in enumerate(NAMES)})
-    ensemble = Ensemble.load(config=config, task="t1", weights=tiny_weights, engine=EngineOptions(device="cpu"),
-                             backend=networks)
+    networks = GivenNetworks(
+        {
+            name: EchoNetwork(scale=1.0 + index, shift=-0.5 * index, clock=clock, seconds_per_tile=SECONDS_PER_TILE)
+            for index, name in enumerate(NAMES)
+        }
+    )
+    ensemble = Ensemble.load(
+        config=config, task="t1", weights=tiny_weights, engine=EngineOptions(device="cpu"), backend=networks
+    )
     deadline = Deadline(budget_s=budget, reserve_s=10.0, clock=clock, started_at=0.0)
     return ensemble, ensemble.predict(volume, deadline=deadline, **keywords)
 
@@ -47,8 +62,9 @@ def test_each_members_mask_is_its_own_argmax_kept_as_bool(tiny_weights, volume):
     for name, mask in prediction.member_tumour_masks.items():
         assert mask.dtype == bool and mask.shape == volume.shape_zyx
         np.testing.assert_array_equal(mask, prediction.member_probabilities[name].argmax(0) == 1)
-    quality = assess_prediction(prediction, members=ensemble.members, image_zyx=volume.data[0],
-                                spacing_zyx=volume.spacing_zyx)
+    quality = assess_prediction(
+        prediction, members=ensemble.members, image_zyx=volume.data[0], spacing_zyx=volume.spacing_zyx
+    )
     assert quality["measures"]["members_used"] == 3 and "weakened_by" not in quality
     assert quality["measures"]["mean_pairwise_dice"] < 1  # the echo networks differ on purpose
 
@@ -66,16 +82,18 @@ def test_folds_sharing_one_export_still_get_their_own_masks(tiny_weights, volume
         assert 2 * (mask & exact).sum() / (mask.sum() + exact.sum()) >= 0.98
     masks = list(prediction.member_tumour_masks.values())
     assert not np.array_equal(masks[0], masks[1])
-    quality = assess_prediction(prediction, members=ensemble.members, image_zyx=volume.data[0],
-                                spacing_zyx=volume.spacing_zyx)
+    quality = assess_prediction(
+        prediction, members=ensemble.members, image_zyx=volume.data[0], spacing_zyx=volume.spacing_zyx
+    )
     assert quality["measures"]["mean_pairwise_dice"] < 1
 
 
 def test_a_deadline_that_leaves_one_member_flags_the_case_and_says_why(tiny_weights, volume):
     ensemble, prediction = _predict(tiny_weights, volume, budget=100.0)  # one member's 8 tiles fit, not two
     assert prediction.members_used() == ["a-f0"]
-    quality = assess_prediction(prediction, members=ensemble.members, image_zyx=volume.data[0],
-                                spacing_zyx=volume.spacing_zyx)
+    quality = assess_prediction(
+        prediction, members=ensemble.members, image_zyx=volume.data[0], spacing_zyx=volume.spacing_zyx
+    )
     assert quality["measures"]["members_used"] == 1 and quality["measures"]["members_total"] == 3
     assert quality["measures"]["mean_pairwise_dice"] is None
     assert quality["review"] and any("only 1 of 3" in r and "undefined" in r for r in quality["reasons"])
@@ -88,6 +106,7 @@ def test_a_constant_image_runs_nothing_and_scores_zero(tiny_weights):
     image = synthetic_image(shape_zyx=(8, 16, 16), seed=0) * 0 + 7
     volume = make(image)
     ensemble, prediction = _predict(tiny_weights, volume, float("inf"))
-    quality = assess_prediction(prediction, members=ensemble.members, image_zyx=volume.data[0],
-                                spacing_zyx=volume.spacing_zyx)
+    quality = assess_prediction(
+        prediction, members=ensemble.members, image_zyx=volume.data[0], spacing_zyx=volume.spacing_zyx
+    )
     assert quality["score"] == 0.0 and quality["review"] and "constant image" in quality["weakened_by"]

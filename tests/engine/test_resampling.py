@@ -12,15 +12,19 @@ from pantherseg.engine.resampling import resample_linear
 def _nnunet(data, new_shape, separate_z, axis):
     from nnunetv2.preprocessing.resampling.default_resampling import resample_data_or_seg
 
-    return resample_data_or_seg(data.astype(np.float64), new_shape, is_seg=False, axis=axis, order=1,
-                                do_separate_z=separate_z, order_z=0)
+    return resample_data_or_seg(
+        data.astype(np.float64), new_shape, is_seg=False, axis=axis, order=1, do_separate_z=separate_z, order_z=0
+    )
 
 
-@pytest.mark.parametrize("shape,new_shape", [
-    ((3, 20, 40, 50), (30, 55, 41)),  # up in z and y, down in x
-    ((2, 33, 17, 29), (12, 40, 29)),
-    ((3, 10, 12, 14), (10, 12, 14)),  # unchanged
-])
+@pytest.mark.parametrize(
+    "shape,new_shape",
+    [
+        ((3, 20, 40, 50), (30, 55, 41)),  # up in z and y, down in x
+        ((2, 33, 17, 29), (12, 40, 29)),
+        ((3, 10, 12, 14), (10, 12, 14)),  # unchanged
+    ],
+)
 def test_trilinear_matches_nnunet(shape, new_shape):
     data = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     ours = resample_linear(torch.from_numpy(data), new_shape).numpy()

@@ -49,8 +49,14 @@ def test_a_bad_precision_through_the_api_is_one_line(tiny_weights, tiny_config, 
     synthetic_case = tmp_path / "case.mha"
     sitk.WriteImage(synthetic_image(), str(synthetic_case))
     with pytest.raises(ConfigError, match=r"Precision must be one of .* found 'fp64'"):
-        segment(synthetic_case, output_dir=tmp_path / "out", config=tiny_config, weights=tiny_weights,
-                device="cpu", precision="fp64")
+        segment(
+            synthetic_case,
+            output_dir=tmp_path / "out",
+            config=tiny_config,
+            weights=tiny_weights,
+            device="cpu",
+            precision="fp64",
+        )
 
 
 @pytest.mark.parametrize("name", ["tpu", "gpu", "cuda0", ""])

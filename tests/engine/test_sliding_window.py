@@ -18,8 +18,9 @@ def test_echo_network_is_reproduced_exactly(shape, batch):
     # Every tile says "tumour logit = intensity", so any Gaussian-weighted mean of overlapping tiles,
     # with any padding, must give back the intensity itself.
     data = torch.randn((1, *shape))
-    logits = predict_logits(EchoNetwork(), data, patch_size=(16, 32, 48), num_classes=2, step_size=0.5,
-                            tile_batch_size=batch)
+    logits = predict_logits(
+        EchoNetwork(), data, patch_size=(16, 32, 48), num_classes=2, step_size=0.5, tile_batch_size=batch
+    )
     assert logits.shape == (2, *shape) and logits.dtype == torch.float32
     torch.testing.assert_close(logits[1], data[0], atol=1e-5, rtol=1e-5)
     assert torch.all(logits[0] == 0)
@@ -48,8 +49,9 @@ def test_stopping_early_leaves_no_evidence_where_no_tile_reached():
         calls.append((done, total))
         return False
 
-    logits = predict_logits(EchoNetwork(), data, patch_size=(16, 32, 32), num_classes=2, step_size=1.0,
-                            on_batch=stop_after_first)
+    logits = predict_logits(
+        EchoNetwork(), data, patch_size=(16, 32, 32), num_classes=2, step_size=1.0, on_batch=stop_after_first
+    )
     assert calls == [(1, 3)]
     torch.testing.assert_close(logits[1, :, :, :32], data[0, :, :, :32])  # the visited tile, exactly
     assert torch.all(logits[0, :, :, :32] == 0)
@@ -74,8 +76,7 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="C, z, y, x"):
         predict_logits(EchoNetwork(), torch.zeros((8, 8, 8)), patch_size=(8, 8, 8), num_classes=2)
     with pytest.raises(ValueError, match="tile_batch_size"):
-        predict_logits(EchoNetwork(), torch.zeros((1, 8, 8, 8)), patch_size=(8, 8, 8), num_classes=2,
-                       tile_batch_size=0)
+        predict_logits(EchoNetwork(), torch.zeros((1, 8, 8, 8)), patch_size=(8, 8, 8), num_classes=2, tile_batch_size=0)
 
 
 class StorageRecorder(EchoNetwork):
@@ -101,13 +102,27 @@ def test_single_tiles_are_views_of_the_case_not_copies():
 def test_check_interval_calls_back_at_checks_and_after_the_last_batch():
     data = torch.randn((1, 16, 32, 96))
     calls = []
-    logits = predict_logits(EchoNetwork(), data, patch_size=(16, 32, 32), num_classes=2, step_size=1.0,
-                            on_batch=lambda done, total: calls.append((done, total)), check_interval_s=3600)
+    logits = predict_logits(
+        EchoNetwork(),
+        data,
+        patch_size=(16, 32, 32),
+        num_classes=2,
+        step_size=1.0,
+        on_batch=lambda done, total: calls.append((done, total)),
+        check_interval_s=3600,
+    )
     assert calls == [(3, 3)]  # no check was due before the end; the end is always reported
     torch.testing.assert_close(logits[1], data[0])
     calls.clear()
-    predict_logits(EchoNetwork(), data, patch_size=(16, 32, 32), num_classes=2, step_size=1.0,
-                   on_batch=lambda done, total: calls.append((done, total)), check_interval_s=0)
+    predict_logits(
+        EchoNetwork(),
+        data,
+        patch_size=(16, 32, 32),
+        num_classes=2,
+        step_size=1.0,
+        on_batch=lambda done, total: calls.append((done, total)),
+        check_interval_s=0,
+    )
     assert calls == [(1, 3), (2, 3), (3, 3)]
 
 
@@ -119,8 +134,9 @@ def test_cpu_default_checks_every_batch_and_a_stop_at_a_check_keeps_what_ran():
         seen.append(done)
         return done < 2
 
-    logits = predict_logits(EchoNetwork(), data, patch_size=(16, 32, 32), num_classes=2, step_size=1.0,
-                            on_batch=stop_at_second)
+    logits = predict_logits(
+        EchoNetwork(), data, patch_size=(16, 32, 32), num_classes=2, step_size=1.0, on_batch=stop_at_second
+    )
     assert seen == [1, 2]
     torch.testing.assert_close(logits[1, :, :, :64], data[0, :, :, :64])
     assert torch.all(torch.isnan(logits[:, :, :, 64:]))
@@ -128,8 +144,15 @@ def test_cpu_default_checks_every_batch_and_a_stop_at_a_check_keeps_what_ran():
 
 def test_timeline_marks_every_batch_on_the_cpu_clock():
     timeline = BatchTimeline(torch.device("cpu"))
-    predict_logits(EchoNetwork(), torch.randn((1, 16, 32, 96)), patch_size=(16, 32, 32), num_classes=2,
-                   step_size=1.0, tile_batch_size=2, timeline=timeline)
+    predict_logits(
+        EchoNetwork(),
+        torch.randn((1, 16, 32, 96)),
+        patch_size=(16, 32, 32),
+        num_classes=2,
+        step_size=1.0,
+        tile_batch_size=2,
+        timeline=timeline,
+    )
     assert timeline.batches == 2 and timeline.busy_s() > 0
 
 

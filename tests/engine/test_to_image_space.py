@@ -33,12 +33,20 @@ def test_device_route_equals_nnunets_export(member):
     from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 
     logits = torch.randn((member.label_manager.num_segmentation_heads, 11, 20, 17))
-    properties = {"spacing": [3.3, 0.8, 0.75], "shape_before_cropping": (16, 40, 36),
-                  "bbox_used_for_cropping": [[1, 15], [4, 36], [0, 30]],
-                  "shape_after_cropping_and_before_resampling": (14, 32, 30)}
+    properties = {
+        "spacing": [3.3, 0.8, 0.75],
+        "shape_before_cropping": (16, 40, 36),
+        "bbox_used_for_cropping": [[1, 15], [4, 36], [0, 30]],
+        "shape_after_cropping_and_before_resampling": (14, 32, 30),
+    }
     _, reference = convert_predicted_logits_to_segmentation_with_correct_shape(
-        logits.clone(), member.plans_manager, member.configuration_manager, member.label_manager, properties,
-        return_probabilities=True)
+        logits.clone(),
+        member.plans_manager,
+        member.configuration_manager,
+        member.label_manager,
+        properties,
+        return_probabilities=True,
+    )
     ours = logits_to_probabilities(logits, member, properties)
     on_device = logits_to_probabilities(logits, member, properties, keep_on_device=True)
     assert isinstance(ours, np.ndarray) and isinstance(on_device, torch.Tensor)

@@ -43,10 +43,11 @@ def test_voxels_no_member_reached_are_background():
 
 def test_a_group_is_preprocessed_once_and_dropped_after_its_last_member(monkeypatch):
     calls = []
-    monkeypatch.setattr("pantherseg.engine.preprocessing.preprocess",
-                        lambda volume, member, device=None: calls.append(member.name) or SimpleNamespace(group=member.key))
-    members = [SimpleNamespace(name=n, preprocessing_key=k, key=k) for n, k in
-               [("a1", "A"), ("b1", "B"), ("a2", "A")]]
+    monkeypatch.setattr(
+        "pantherseg.engine.preprocessing.preprocess",
+        lambda volume, member, device=None: calls.append(member.name) or SimpleNamespace(group=member.key),
+    )
+    members = [SimpleNamespace(name=n, preprocessing_key=k, key=k) for n, k in [("a1", "A"), ("b1", "B"), ("a2", "A")]]
     ticks = iter([0.0, 2.0, 10.0, 13.0])  # two preprocessings: 2 s and 3 s
     timer = StageTimer(clock=lambda: next(ticks))
     shared = SharedPreprocessing(members, volume=None, timer=timer)
@@ -100,8 +101,9 @@ def test_model_folders_are_ready_after_their_last_member_and_only_if_one_contrib
     from pantherseg.engine.weighted_mean import ModelFolders
 
     def fold(name, folder, weight=1.0):
-        return SimpleNamespace(name=name, folder=Path(folder), spec=SimpleNamespace(configuration="3d_fullres",
-                                                                                   weight=weight))
+        return SimpleNamespace(
+            name=name, folder=Path(folder), spec=SimpleNamespace(configuration="3d_fullres", weight=weight)
+        )
 
     a0, b0, a1, c0 = fold("a0", "A"), fold("b0", "B"), fold("a1", "A", 2.0), fold("c0", "C")
     folders = ModelFolders([a0, b0, a1, c0])

@@ -38,9 +38,9 @@ def folders(tmp_path):
     write(gt, "case_001.nii.gz", cube())
     write(gt, "case_002.mha", cube())
     write(gt, "case_003.mha", cube())
-    write(pred, "case_001.mha", cube(start=(3, 2, 2)))   # shifted one slice (3 mm) along z
+    write(pred, "case_001.mha", cube(start=(3, 2, 2)))  # shifted one slice (3 mm) along z
     write(pred, "case_002.mha", np.zeros(SHAPE_ZYX, np.uint8))  # empty prediction
-    write(pred, "case_004.mha", cube())                  # no truth for this one
+    write(pred, "case_004.mha", cube())  # no truth for this one
     (pred / "notes.txt").write_text("not an image")
     return pred, gt
 
@@ -64,7 +64,7 @@ def test_spacing_is_applied_in_array_order(folders):
     assert shifted.metrics.hd95 == pytest.approx(3.0)  # one 3 mm slice
     assert shifted.metrics.dice == pytest.approx(0.75)
     assert shifted.metrics.truth_volume == pytest.approx(64 * 3.0)
-    diagonal = math.sqrt((8 * 3.0) ** 2 + 10 ** 2 + 12 ** 2)
+    diagonal = math.sqrt((8 * 3.0) ** 2 + 10**2 + 12**2)
     assert empty.metrics.hd95 == empty.metrics.masd == pytest.approx(diagonal)
     assert (empty.metrics.dice, empty.metrics.surface_dice) == (0.0, 0.0)
 
@@ -77,7 +77,7 @@ def test_xyz_flag_reproduces_the_public_scripts_swapped_spacing(folders):
     truth = cube().astype(bool)
     swapped = case_metrics(cube(start=(3, 2, 2)).astype(bool), truth, SPACING_XYZ)
     assert shifted.metrics == swapped
-    assert empty.metrics.hd95 == pytest.approx(math.sqrt(8 ** 2 + 10 ** 2 + (12 * 3.0) ** 2))
+    assert empty.metrics.hd95 == pytest.approx(math.sqrt(8**2 + 10**2 + (12 * 3.0) ** 2))
     assert shifted.metrics.truth_volume == pytest.approx(64 * 3.0)  # volume does not depend on it
 
 
@@ -157,10 +157,14 @@ def test_leaderboard_json_and_csv(folders, tmp_path):
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0]) == CSV_COLUMNS
     assert [(r["prediction_folder"] == str(pred), r["case"], r["status"]) for r in rows] == [
-        (True, "case_001", "scored"), (True, "case_002", "scored"),
-        (True, "case_003", "missing_prediction"), (True, "case_004", "missing_truth"),
-        (False, "case_001", "scored"), (False, "case_002", "scored"),
-        (False, "case_003", "missing_prediction")]
+        (True, "case_001", "scored"),
+        (True, "case_002", "scored"),
+        (True, "case_003", "missing_prediction"),
+        (True, "case_004", "missing_truth"),
+        (False, "case_001", "scored"),
+        (False, "case_002", "scored"),
+        (False, "case_003", "missing_prediction"),
+    ]
     assert float(rows[0]["hd95_mm"]) == pytest.approx(3.0)
 
     table = format_table(result)
@@ -179,6 +183,7 @@ def test_identical_folders_tie(folders, tmp_path):
 
 # --- the header checks of ``segment`` (pantherseg.io.images.checked_reader) ----------------------------
 
+
 def test_a_data_file_outside_the_folder_is_never_read(tmp_path):
     """An .mhd naming a file outside its folder: refused before ITK opens it, its bytes never printed."""
     secret = tmp_path / "secret.raw"
@@ -188,7 +193,8 @@ def test_a_data_file_outside_the_folder_is_never_read(tmp_path):
     pred.mkdir()
     (pred / "case_001.mhd").write_text(
         "ObjectType = Image\nNDims = 3\nDimSize = 12 10 8\nElementType = MET_UCHAR\n"
-        "ElementSpacing = 1 1 3\nElementDataFile = ../secret.raw\n")
+        "ElementSpacing = 1 1 3\nElementDataFile = ../secret.raw\n"
+    )
     with pytest.raises(InputError, match="outside the image's folder"):
         evaluate(pred, tmp_path / "gt")
 
@@ -205,7 +211,9 @@ def test_a_zlib_bomb_is_refused_before_decompressing(tmp_path, monkeypatch):
     (pred / "case_001.mha").write_bytes(
         b"ObjectType = Image\nNDims = 3\nBinaryData = True\nCompressedData = True\n"
         + f"CompressedDataSize = {len(payload)}\nDimSize = 1100 1100 1100\nElementType = MET_UCHAR\n".encode()
-        + b"ElementSpacing = 1 1 3\nElementDataFile = LOCAL\n" + payload)
+        + b"ElementSpacing = 1 1 3\nElementDataFile = LOCAL\n"
+        + payload
+    )
     from pantherseg.errors import ResourceError
 
     with pytest.raises(ResourceError, match="before reading or decompressing"):

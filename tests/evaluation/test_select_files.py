@@ -10,13 +10,16 @@ from pantherseg.errors import InputError
 from pantherseg.evaluation.select_files import costs_from_json, costs_from_reports, load_validation_cases
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json", r"is not valid JSON .*; expected a JSON object of member -> seconds"),
-    ("[1, 2]", r"must be a JSON object of member -> seconds per case, found list"),
-    ('{"a": 1.5}', r"for every member; missing \['b'\]"),
-    ('{"a": 1.5, "b": true}', r"missing \['b'\]"),
-    ('{"a": 1.5, "b": -3}', r"missing \['b'\]"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", r"is not valid JSON .*; expected a JSON object of member -> seconds"),
+        ("[1, 2]", r"must be a JSON object of member -> seconds per case, found list"),
+        ('{"a": 1.5}', r"for every member; missing \['b'\]"),
+        ('{"a": 1.5, "b": true}', r"missing \['b'\]"),
+        ('{"a": 1.5, "b": -3}', r"missing \['b'\]"),
+    ],
+)
 def test_bad_costs_file(tmp_path, text, message):
     path = tmp_path / "costs.json"
     path.write_text(text)
@@ -30,12 +33,18 @@ def test_costs_file_that_cannot_be_read(tmp_path):
     assert costs_from_json(_write(tmp_path / "ok.json", '{"a": 2, "b": 0.5}'), ["a", "b"]) == {"a": 2.0, "b": 0.5}
 
 
-@pytest.mark.parametrize("report, message", [
-    ("{truncated", r"case\.report\.json is not valid JSON"),
-    (json.dumps({"task": "t1"}), r"is not a pantherseg run report"),
-    (json.dumps({"members": [1, 2]}), r"is not a pantherseg run report"),
-    (json.dumps({"members": [{"name": "a", "status": "ran", "network_s": "fast"}]}), r"member 'a' has no network_s"),
-])
+@pytest.mark.parametrize(
+    "report, message",
+    [
+        ("{truncated", r"case\.report\.json is not valid JSON"),
+        (json.dumps({"task": "t1"}), r"is not a pantherseg run report"),
+        (json.dumps({"members": [1, 2]}), r"is not a pantherseg run report"),
+        (
+            json.dumps({"members": [{"name": "a", "status": "ran", "network_s": "fast"}]}),
+            r"member 'a' has no network_s",
+        ),
+    ],
+)
 def test_bad_run_report(tmp_path, report, message):
     _write(tmp_path / "case.report.json", report)
     with pytest.raises(InputError, match=message):
@@ -44,8 +53,12 @@ def test_bad_run_report(tmp_path, report, message):
 
 def test_good_run_reports_give_the_median(tmp_path):
     for index, seconds in enumerate((1.0, 3.0, 2.0)):
-        _write(tmp_path / f"c{index}.report.json", json.dumps({"members": [
-            {"name": "a", "status": "ran", "network_s": seconds}, {"name": "a2", "status": "skipped"}]}))
+        _write(
+            tmp_path / f"c{index}.report.json",
+            json.dumps(
+                {"members": [{"name": "a", "status": "ran", "network_s": seconds}, {"name": "a2", "status": "skipped"}]}
+            ),
+        )
     assert costs_from_reports(tmp_path, ["a"]) == {"a": 2.0}
 
 

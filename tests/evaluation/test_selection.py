@@ -17,9 +17,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # scipy.n
 
 SHAPE = (12, 12, 12)
 SPACING = (1.0, 1.0, 1.0)
-A = (slice(1, 4), slice(1, 4), slice(1, 4))      # tumour
-B = (slice(1, 4), slice(7, 10), slice(7, 10))    # tumour
-C = (slice(8, 11), slice(1, 4), slice(7, 10))    # not tumour
+A = (slice(1, 4), slice(1, 4), slice(1, 4))  # tumour
+B = (slice(1, 4), slice(7, 10), slice(7, 10))  # tumour
+C = (slice(8, 11), slice(1, 4), slice(7, 10))  # not tumour
 
 
 def truth(*regions):
@@ -78,17 +78,24 @@ def test_selection_with_replacement_finds_weight_two():
     # m1 finds A, half-believes B; m2 finds B but has a false positive C.
     # 1:1 keeps C (0.55); 2:1 drops it (0.4) and keeps A (0.67) and B (0.6).
     members = {"m1": prob(A=0.9, B=0.4, C=0.1), "m2": prob(A=0.2, B=1.0, C=1.0)}
-    result = select_ensemble([case(members, A, B)], {"m1": 1.0, "m2": 1.0}, budget_s=5.0,
-                             objective=weighted_objective({"dice": 1.0}), max_steps=5)
+    result = select_ensemble(
+        [case(members, A, B)],
+        {"m1": 1.0, "m2": 1.0},
+        budget_s=5.0,
+        objective=weighted_objective({"dice": 1.0}),
+        max_steps=5,
+    )
     assert result.weights == {"m1": 2, "m2": 1}
     assert result.aggregate.dice == 1.0
     assert result.cost_s == 2.0  # a member chosen twice is run once
 
 
 def test_several_cases_are_aggregated():
-    cases = [case({"x": prob(A=0.9), "y": prob(B=0.9)}, A, name="1"),
-             case({"x": prob(A=0.9), "y": prob(B=0.9)}, A, name="2"),
-             case({"x": prob(A=0.9), "y": prob(B=0.9)}, B, name="3")]
+    cases = [
+        case({"x": prob(A=0.9), "y": prob(B=0.9)}, A, name="1"),
+        case({"x": prob(A=0.9), "y": prob(B=0.9)}, A, name="2"),
+        case({"x": prob(A=0.9), "y": prob(B=0.9)}, B, name="3"),
+    ]
     result = select_ensemble(cases, {"x": 1.0, "y": 1.0}, budget_s=1.0)
     # x is right on two of three cases, y on one; the budget allows one member.
     assert result.weights == {"x": 1}
@@ -96,14 +103,16 @@ def test_several_cases_are_aggregated():
 
 
 def aggregate(dice, hd95):
-    return Aggregate(dice=dice, surface_dice=dice, hd95=hd95, masd=hd95, volume_rmse=hd95,
-                     n_cases=1)
+    return Aggregate(dice=dice, surface_dice=dice, hd95=hd95, masd=hd95, volume_rmse=hd95, n_cases=1)
 
 
 def test_objectives():
     pool = {"p": aggregate(0.8, 2.0), "q": aggregate(0.6, 4.0), "r": aggregate(0.8, 6.0)}
-    assert ranking_objective(pool) == {"p": 1.0, "q": pytest.approx((3 + 3 + 2 + 2 + 2) / 5),
-                                       "r": pytest.approx((1 + 1 + 3 + 3 + 3) / 5)}
+    assert ranking_objective(pool) == {
+        "p": 1.0,
+        "q": pytest.approx((3 + 3 + 2 + 2 + 2) / 5),
+        "r": pytest.approx((1 + 1 + 3 + 3 + 3) / 5),
+    }
     scores = weighted_objective({"dice": 2.0, "hd95": 1.0})(pool)
     assert scores == {"p": 0.0, "q": pytest.approx(2.0 + 0.5), "r": pytest.approx(1.0)}
 
@@ -119,8 +128,7 @@ def test_input_errors():
     with pytest.raises(InputError, match=r"\[0, 1\]"):
         select_ensemble([case({"m": prob(A=1.5)}, A)], {"m": 1.0}, 1.0)
     with pytest.raises(InputError, match="expected"):
-        select_ensemble([case(good, A, name="1"), case({"n": prob(A=0.9)}, A, name="2")],
-                        {"m": 1.0, "n": 1.0}, 1.0)
+        select_ensemble([case(good, A, name="1"), case({"n": prob(A=0.9)}, A, name="2")], {"m": 1.0, "n": 1.0}, 1.0)
     with pytest.raises(InputError, match="metrics from"):
         weighted_objective({"accuracy": 1.0})
 
@@ -147,5 +155,6 @@ def test_per_class_maps_are_scored_by_argmax_like_the_engine():
 def test_per_class_maps_of_mismatched_shapes_are_refused():
     members = {"m1": per_class(0.9, 0.0, A), "m2": per_class(0.9, 0.0, A)[:2]}
     with pytest.raises(InputError, match="per-class maps"):
-        select_ensemble([ValidationCase("c", members, truth(A), SPACING, tumor_label=1)],
-                        {"m1": 1.0, "m2": 1.0}, budget_s=10.0)
+        select_ensemble(
+            [ValidationCase("c", members, truth(A), SPACING, tumor_label=1)], {"m1": 1.0, "m2": 1.0}, budget_s=10.0
+        )

@@ -9,12 +9,17 @@ from pantherseg.io.cgroup import cgroup_entries, controller_folders
 
 def test_v1_and_v2_lines_and_their_ancestors(tmp_path):
     proc = tmp_path / "cgroup"
-    proc.write_text("12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n1:name=systemd:/init.scope\n0::/job/step\n"
-                    "not a cgroup line\n")
+    proc.write_text(
+        "12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n1:name=systemd:/init.scope\n0::/job/step\n"
+        "not a cgroup line\n"
+    )
     entries = cgroup_entries(proc)
     assert [(e.hierarchy, e.controllers, e.unified) for e in entries] == [
-        ("12", ("memory",), False), ("4", ("cpu", "cpuacct"), False), ("1", ("name=systemd",), False),
-        ("0", (), True)]
+        ("12", ("memory",), False),
+        ("4", ("cpu", "cpuacct"), False),
+        ("1", ("name=systemd",), False),
+        ("0", (), True),
+    ]
     assert entries[3].with_ancestors() == [Path("job/step"), Path("job"), Path(".")]
     assert entries[0].path == Path("docker/abc")
 
@@ -31,4 +36,8 @@ def test_controller_folders_cover_ancestors_mounts_and_roots(tmp_path):
     assert (root / "cpu,cpuacct" / "docker" / "abc", 1) in cpu and (root / "cpu" / "docker", 1) in cpu
     # Own cgroup, ancestors, then the roots (where a container without a cgroup namespace has its own), once each.
     assert controller_folders("memory", root, proc) == [
-        (root / "memory" / "docker" / "abc", 1), (root / "memory" / "docker", 1), (root / "memory", 1), (root, 2)]
+        (root / "memory" / "docker" / "abc", 1),
+        (root / "memory" / "docker", 1),
+        (root / "memory", 1),
+        (root, 2),
+    ]

@@ -46,8 +46,11 @@ def test_the_rlimit_the_platforms_shim_sets_counts_too(plain_machine):
 
 def test_an_image_too_large_for_the_job_is_refused_with_distinct_figures(plain_machine):
     plain_machine.setenv(host_memory.PLATFORM_MEMORY_VARIABLE, "700")
-    with pytest.raises(ResourceError, match=r"needs about 0\.37 GB just to be read, but only 0\.39 GB is available "
-                                            r"\(90% of it, 0\.35 GB, is planned for\)"):
+    with pytest.raises(
+        ResourceError,
+        match=r"needs about 0\.37 GB just to be read, but only 0\.39 GB is available "
+        r"\(90% of it, 0\.35 GB, is planned for\)",
+    ):
         host_memory.check_image_fits((320, 320, 560), 2, source="big.mha")  # 57 M voxels x 7 bytes
 
 

@@ -45,8 +45,11 @@ CUTS = st.one_of(st.none(), st.floats(0.0, 0.999))
 
 
 def _property(examples: int):
-    return settings(max_examples=examples, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
 
 
 def check_contract(path: Path, *, type_kept: bool) -> None:
@@ -72,6 +75,7 @@ def check_contract(path: Path, *, type_kept: bool) -> None:
 
 # --- MetaImage -------------------------------------------------------------------------------------
 
+
 @st.composite
 def metaimages(draw) -> tuple[bytes, bool]:
     """(file bytes, element type kept) of a mutated .mha."""
@@ -80,28 +84,50 @@ def metaimages(draw) -> tuple[bytes, bool]:
     if compressed:
         payload = zlib.compress(payload, draw(st.integers(1, 9)))
     fields = {
-        "ObjectType": "Image", "NDims": "3", "BinaryData": "True", "BinaryDataByteOrderMSB": "False",
+        "ObjectType": "Image",
+        "NDims": "3",
+        "BinaryData": "True",
+        "BinaryDataByteOrderMSB": "False",
         "CompressedData": str(compressed),
-        "TransformMatrix": "1 0 0 0 1 0 0 0 1", "Offset": "0 0 0", "ElementSpacing": "1 1 2",
-        "DimSize": " ".join(map(str, SIZE_XYZ)), "ElementType": "MET_FLOAT",
+        "TransformMatrix": "1 0 0 0 1 0 0 0 1",
+        "Offset": "0 0 0",
+        "ElementSpacing": "1 1 2",
+        "DimSize": " ".join(map(str, SIZE_XYZ)),
+        "ElementType": "MET_FLOAT",
     }
     if compressed:
         fields["CompressedDataSize"] = str(len(payload))
     for _ in range(draw(st.integers(0, 3))):
-        key = draw(st.sampled_from(["NDims", "ElementSpacing", "DimSize", "ElementType", "CompressedDataSize",
-                                    "ElementNumberOfChannels", "TransformMatrix", "HeaderSize"]))
+        key = draw(
+            st.sampled_from(
+                [
+                    "NDims",
+                    "ElementSpacing",
+                    "DimSize",
+                    "ElementType",
+                    "CompressedDataSize",
+                    "ElementNumberOfChannels",
+                    "TransformMatrix",
+                    "HeaderSize",
+                ]
+            )
+        )
         if key in ("ElementSpacing", "TransformMatrix"):
             count = 9 if key == "TransformMatrix" else draw(st.integers(1, 4))
             fields[key] = " ".join(repr(draw(SPACINGS)) for _ in range(count))
         elif key == "DimSize":
             fields[key] = " ".join(str(draw(DIMS)) for _ in range(draw(st.integers(1, 4))))
         elif key == "ElementType":
-            fields[key] = draw(st.sampled_from(["MET_UCHAR", "MET_SHORT", "MET_DOUBLE", "MET_LONG_LONG", "MET_NONE",
-                                                "MET_FLOAT_ARRAY", "bogus"]))
+            fields[key] = draw(
+                st.sampled_from(
+                    ["MET_UCHAR", "MET_SHORT", "MET_DOUBLE", "MET_LONG_LONG", "MET_NONE", "MET_FLOAT_ARRAY", "bogus"]
+                )
+            )
         else:
             fields[key] = str(draw(DIMS))
-    fields["ElementDataFile"] = draw(st.sampled_from(["LOCAL"] * 6 + ["../outside.raw", "/dev/zero", "missing.raw",
-                                                                       "LIST", "x%03d.raw 1 3 1"]))
+    fields["ElementDataFile"] = draw(
+        st.sampled_from(["LOCAL"] * 6 + ["../outside.raw", "/dev/zero", "missing.raw", "LIST", "x%03d.raw 1 3 1"])
+    )
     header = "".join(f"{k} = {v}\n" for k, v in fields.items()).encode()
     data = header + payload
     cut = draw(CUTS)
@@ -139,8 +165,15 @@ def test_many_mutated_metaimage_headers_are_read_or_refused_in_one_line(tmp_path
 
 # (offset, struct format) of the NIfTI-1 header fields a reader trusts (little endian).
 NIFTI_FIELDS = {
-    "dim": (40, "8h"), "datatype": (70, "h"), "bitpix": (72, "h"), "pixdim": (76, "8f"), "vox_offset": (108, "f"),
-    "scl_slope": (112, "f"), "qform_code": (252, "h"), "sform_code": (254, "h"), "srow_x": (280, "4f"),
+    "dim": (40, "8h"),
+    "datatype": (70, "h"),
+    "bitpix": (72, "h"),
+    "pixdim": (76, "8f"),
+    "vox_offset": (108, "f"),
+    "scl_slope": (112, "f"),
+    "qform_code": (252, "h"),
+    "sform_code": (254, "h"),
+    "srow_x": (280, "4f"),
     "sizeof_hdr": (0, "i"),
 }
 
@@ -166,12 +199,14 @@ def niftis(draw, base: bytes) -> tuple[bytes, bool, bool]:
         if fmt[-1] == "f":
             values = [draw(FLOAT32S) for _ in range(count)]
         elif name == "dim":
-            values = [draw(st.integers(-3, 8))] + [max(-2**15, min(2**15 - 1, draw(DIMS))) for _ in range(count - 1)]
+            values = [draw(st.integers(-3, 8))] + [max(-(2**15), min(2**15 - 1, draw(DIMS))) for _ in range(count - 1)]
         else:
-            values = [draw(st.sampled_from([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 348, 512, 540, 1024, 2304, -1]))
-                      for _ in range(count)]
+            values = [
+                draw(st.sampled_from([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 348, 512, 540, 1024, 2304, -1]))
+                for _ in range(count)
+            ]
         type_kept &= name not in ("datatype", "bitpix", "vox_offset", "scl_slope")  # these change the values read
-        data[offset: offset + struct.calcsize("<" + fmt)] = struct.pack("<" + fmt, *values)
+        data[offset : offset + struct.calcsize("<" + fmt)] = struct.pack("<" + fmt, *values)
     cut = draw(CUTS)
     if cut is not None:
         data = data[: 352 + int(cut * (len(data) - 352))]

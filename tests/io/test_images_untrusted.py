@@ -25,8 +25,18 @@ from pantherseg.io.images import read_volume, volume_from_image
 VOXELS_8 = np.arange(512, dtype="<f4").tobytes()
 
 
-def header(path: Path, *, data_file="LOCAL", size=(8, 8, 8), element_type="MET_FLOAT", matrix="1 0 0 0 1 0 0 0 1",
-           offset="0 0 0", spacing="1 1 1", compressed=False, extra="") -> Path:
+def header(
+    path: Path,
+    *,
+    data_file="LOCAL",
+    size=(8, 8, 8),
+    element_type="MET_FLOAT",
+    matrix="1 0 0 0 1 0 0 0 1",
+    offset="0 0 0",
+    spacing="1 1 1",
+    compressed=False,
+    extra="",
+) -> Path:
     text = (
         "ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDataByteOrderMSB = False\n"
         f"CompressedData = {compressed}\n{extra}TransformMatrix = {matrix}\nOffset = {offset}\n"
@@ -103,8 +113,9 @@ def test_nrrd_detached_data_file_outside_is_refused(tmp_path):
     (tmp_path / "secret.raw").write_bytes(VOXELS_8)
     path = tmp_path / "images" / "case.nrrd"
     path.parent.mkdir()
-    path.write_text("NRRD0004\ntype: float\ndimension: 3\nsizes: 8 8 8\nencoding: raw\nendian: little\n"
-                    "data file: ../secret.raw\n\n")
+    path.write_text(
+        "NRRD0004\ntype: float\ndimension: 3\nsizes: 8 8 8\nencoding: raw\nendian: little\ndata file: ../secret.raw\n\n"
+    )
     assert "outside the image's folder" in refused(path)
 
 
@@ -114,8 +125,13 @@ def test_zlib_bomb_is_refused_from_its_header_without_decompressing(tmp_path, mo
     executed = []
     monkeypatch.setattr(sitk.ImageFileReader, "Execute", lambda self: executed.append(1))
     payload = zlib.compress(bytes(1 << 20), 9)
-    path = header(tmp_path / "bomb.mha", size=(1100, 1100, 1100), element_type="MET_UCHAR", compressed=True,
-                  extra=f"CompressedDataSize = {len(payload)}\n")
+    path = header(
+        tmp_path / "bomb.mha",
+        size=(1100, 1100, 1100),
+        element_type="MET_UCHAR",
+        compressed=True,
+        extra=f"CompressedDataSize = {len(payload)}\n",
+    )
     path.write_bytes(path.read_bytes() + payload)
     message = refused(path, ResourceError)
     assert "claims 1.33e+09 voxels" in message and "before reading or decompressing" in message
@@ -166,8 +182,13 @@ def test_absurd_spacing_gives_a_short_memory_message(tiny_weights, monkeypatch):
     image = sitk.Image([8, 8, 8], sitk.sitkFloat32) + 1
     image.SetSpacing((1e300, 1e300, 1e300))
     volume = volume_from_image(image, source="absurd.mha")
-    ensemble = SimpleNamespace(members=members, num_classes=2, device=SimpleNamespace(type="cpu"),
-                               tile_batch_size=1, config=SimpleNamespace(tile_step_size=0.5))
+    ensemble = SimpleNamespace(
+        members=members,
+        num_classes=2,
+        device=SimpleNamespace(type="cpu"),
+        tile_batch_size=1,
+        config=SimpleNamespace(tile_step_size=0.5),
+    )
     monkeypatch.setattr(host_memory, "available_bytes", lambda: 16 * 1024**3)
     with pytest.raises(ResourceError) as caught:
         memory_estimate.check_prediction_fits(volume, ensemble)
@@ -180,8 +201,11 @@ def test_tile_count_matches_nnunet_and_enters_the_estimate(tiny_weights):
 
     from pantherseg.engine.sliding_window import count_tiles
 
-    for shape, patch, step in [((90, 200, 240), (64, 112, 160), 0.5), ((64, 64, 64), (64, 64, 64), 0.1),
-                               ((300, 420, 420), (192, 192, 192), 0.1)]:
+    for shape, patch, step in [
+        ((90, 200, 240), (64, 112, 160), 0.5),
+        ((64, 64, 64), (64, 64, 64), 0.1),
+        ((300, 420, 420), (192, 192, 192), 0.1),
+    ]:
         steps = compute_steps_for_sliding_window(shape, patch, step)
         assert count_tiles(shape, patch, step) == int(np.prod([len(s) for s in steps]))
     from pantherseg.config import parse_config
@@ -191,14 +215,16 @@ def test_tile_count_matches_nnunet_and_enters_the_estimate(tiny_weights):
     from model_factory import config_dict, member
 
     members = load_members(parse_config(config_dict([member("a-f0", MODEL_A)])).task("t1"), tiny_weights)
-    kwargs = dict(shape_zyx=(80, 300, 300), spacing_zyx=(3.0, 1.0, 1.0), source_bytes_per_voxel=4, members=members,
-                  num_classes=2)
+    kwargs = dict(
+        shape_zyx=(80, 300, 300), spacing_zyx=(3.0, 1.0, 1.0), source_bytes_per_voxel=4, members=members, num_classes=2
+    )
     coarse = memory_estimate.estimate_prediction(**kwargs, tile_step_size=0.5).total
     fine = memory_estimate.estimate_prediction(**kwargs, tile_step_size=1e-4).total
     assert fine > coarse + 1e9  # a tiny step means millions of tiles: counted, not ignored
 
 
 # --- every promised voxel byte present (pantherseg.io.voxel_bytes) ----------------------------------
+
 
 def _nifti(tmp_path: Path, suffix: str) -> tuple[Path, np.ndarray]:
     array = (np.arange(16 * 16 * 16, dtype=np.float32).reshape(16, 16, 16) % 97) + 1
@@ -226,7 +252,7 @@ def test_a_whole_nifti_reads_exactly(tmp_path, suffix):
 def test_a_damaged_gzip_stream_is_refused(tmp_path):
     path, _ = _nifti(tmp_path, ".nii.gz")
     data = bytearray(path.read_bytes())
-    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)  # inside the deflate stream
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # inside the deflate stream
     path.write_bytes(bytes(data))
     assert "gzip stream" in refused(path) or "truncated" in refused(path)
 

@@ -34,6 +34,8 @@ from conftest import synthetic_image, write_gc_input
 REPO = Path(__file__).resolve().parents[2]
 SLUG = "pancreatic-tumor-segmentation"
 DiskUsage = namedtuple("DiskUsage", "total used free")
+
+
 def mask() -> sitk.Image:
     return sitk.GetImageFromArray(np.ones((4, 5, 6), np.uint8))
 
@@ -48,6 +50,7 @@ def one_line(error: Exception) -> str:
 
 
 # --- the atomic writers ----------------------------------------------------------------------------
+
 
 def test_mask_path_that_is_a_folder_is_one_line(tmp_path):
     (tmp_path / "case.mha").mkdir()
@@ -68,8 +71,10 @@ def test_full_disk_while_itk_writes_is_one_line_and_leaves_nothing(tmp_path, mon
 
     def write_then_run_out_of_space(image, path, *args, **kwargs):
         real_write(image, path, *args, **kwargs)
-        raise RuntimeError("Exception thrown in SimpleITK WriteImage: ITK ERROR: MetaImageIO(0x55d): "
-                           "File cannot be written: No space left on device")
+        raise RuntimeError(
+            "Exception thrown in SimpleITK WriteImage: ITK ERROR: MetaImageIO(0x55d): "
+            "File cannot be written: No space left on device"
+        )
 
     monkeypatch.setattr(sitk, "WriteImage", write_then_run_out_of_space)
     with pytest.raises(OutputError) as caught:
@@ -132,9 +137,23 @@ def test_read_only_output_folder_is_refused_by_the_probe():
         for parent in tmp_path.parents:  # the path down to the folder must be traversable by 'nobody'
             if parent.stat().st_mode & 0o001 == 0:
                 pytest.skip(f"{parent} is not traversable by other users")
-        child = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
-                                "-c", PROBE_AS_NOBODY, str(folder)], capture_output=True, text=True,
-                               cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+        child = subprocess.run(
+            [
+                setpriv,
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                sys.executable,
+                "-c",
+                PROBE_AS_NOBODY,
+                str(folder),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=120,
+        )
         assert child.returncode == 3, child.stderr[-2000:]
         assert "is not writable" in child.stdout
     finally:
@@ -158,8 +177,11 @@ def inference(capsys, monkeypatch):
     spec = importlib.util.spec_from_file_location("pantherseg_inference_writes", REPO / "inference.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    handlers, level, sigterm = logging.getLogger().handlers[:], logging.getLogger().level, signal.getsignal(
-        signal.SIGTERM)
+    handlers, level, sigterm = (
+        logging.getLogger().handlers[:],
+        logging.getLogger().level,
+        signal.getsignal(signal.SIGTERM),
+    )
 
     def call(*argv: str) -> tuple[int, str]:
         capsys.readouterr()
@@ -179,31 +201,50 @@ def models_must_not_load(monkeypatch):
     monkeypatch.setattr("pantherseg.engine.ensemble.Ensemble.load", refuse)
 
 
-def test_output_folder_already_holding_an_image_is_refused_first(tmp_path, inference, monkeypatch, tiny_weights,
-                                                                tiny_config):
+def test_output_folder_already_holding_an_image_is_refused_first(
+    tmp_path, inference, monkeypatch, tiny_weights, tiny_config
+):
     models_must_not_load(monkeypatch)
     input_dir = write_gc_input(tmp_path, synthetic_image((8, 16, 16)))
     stale = tmp_path / "output" / "images" / SLUG / "older-case.mha"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"a previous run's mask")
-    code, stderr = inference("--input", str(input_dir), "--output", str(tmp_path / "output"),
-                             "--weights", str(tiny_weights), "--config", str(tiny_config))
+    code, stderr = inference(
+        "--input",
+        str(input_dir),
+        "--output",
+        str(tmp_path / "output"),
+        "--weights",
+        str(tiny_weights),
+        "--config",
+        str(tiny_config),
+    )
     last = stderr.strip().splitlines()[-1]
     assert code == 1 and last.startswith("pantherseg error: Output folder") and "older-case.mha" in last
     assert files_under(tmp_path / "output") == [stale]
 
 
-def test_mask_path_that_is_a_folder_is_refused_before_the_networks_run(tmp_path, inference, monkeypatch,
-                                                                      tiny_weights, tiny_config):
+def test_mask_path_that_is_a_folder_is_refused_before_the_networks_run(
+    tmp_path, inference, monkeypatch, tiny_weights, tiny_config
+):
     models_must_not_load(monkeypatch)
     input_dir = write_gc_input(tmp_path, synthetic_image((8, 16, 16)))
     (tmp_path / "output" / "images" / SLUG / "9a1c-image.mha").mkdir(parents=True)
-    code, stderr = inference("--input", str(input_dir), "--output", str(tmp_path / "output"),
-                             "--weights", str(tiny_weights), "--config", str(tiny_config))
+    code, stderr = inference(
+        "--input",
+        str(input_dir),
+        "--output",
+        str(tmp_path / "output"),
+        "--weights",
+        str(tiny_weights),
+        "--config",
+        str(tiny_config),
+    )
     assert code == 1 and "is a folder" in stderr.strip().splitlines()[-1]
 
 
 # --- a case that fails after its mask was written --------------------------------------------------
+
 
 @pytest.mark.parametrize("failure", [OutputError("Cannot write the run report: disk full"), KeyboardInterrupt()])
 def test_report_failure_or_sigterm_after_the_mask_leaves_neither(tmp_path, micro_weights, monkeypatch, failure):
@@ -217,8 +258,15 @@ def test_report_failure_or_sigterm_after_the_mask_leaves_neither(tmp_path, micro
 
     monkeypatch.setattr(RunReport, "write", fail)
     with pytest.raises(type(failure)):
-        api.segment(image_path, output_dir=tmp_path / "out", report_dir=tmp_path / "out", task="t2",
-                    config=micro_weights[1], weights=micro_weights[0], device="cpu")
+        api.segment(
+            image_path,
+            output_dir=tmp_path / "out",
+            report_dir=tmp_path / "out",
+            task="t2",
+            config=micro_weights[1],
+            weights=micro_weights[0],
+            device="cpu",
+        )
     assert files_under(tmp_path / "out") == []
 
 
@@ -233,6 +281,14 @@ def test_report_failure_after_member_outputs_removes_them_too(tmp_path, micro_we
 
     monkeypatch.setattr(RunReport, "write", fail)
     with pytest.raises(OutputError):
-        api.segment(image_path, output_dir=tmp_path / "out", report_dir=tmp_path / "out", task="t2",
-                    config=micro_weights[1], weights=micro_weights[0], device="cpu", member_outputs_dir=tmp_path / "members")
+        api.segment(
+            image_path,
+            output_dir=tmp_path / "out",
+            report_dir=tmp_path / "out",
+            task="t2",
+            config=micro_weights[1],
+            weights=micro_weights[0],
+            device="cpu",
+            member_outputs_dir=tmp_path / "members",
+        )
     assert files_under(tmp_path / "out") == [] and files_under(tmp_path / "members") == []

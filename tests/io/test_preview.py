@@ -26,8 +26,11 @@ def red_pixels(png: Path) -> np.ndarray:
 
 
 def panel_of(column: float) -> int:
-    return next(i for i, (left, _, width, _) in enumerate(_PANEL_RECTS)
-                if left * PREVIEW_SIZE_PX[0] <= column < (left + width) * PREVIEW_SIZE_PX[0])
+    return next(
+        i
+        for i, (left, _, width, _) in enumerate(_PANEL_RECTS)
+        if left * PREVIEW_SIZE_PX[0] <= column < (left + width) * PREVIEW_SIZE_PX[0]
+    )
 
 
 def panel_centre(index: int) -> tuple[float, float]:
@@ -98,7 +101,7 @@ def test_bundled_sample_preview(tmp_path):
     volume = read_volume(images[0])
     mask = np.zeros(volume.shape_zyx, np.uint8)
     z, y, x = (s // 2 for s in volume.shape_zyx)
-    mask[z - 3:z + 3, y - 8:y + 8, x - 8:x + 8] = 1
+    mask[z - 3 : z + 3, y - 8 : y + 8, x - 8 : x + 8] = 1
     path = write_preview(volume, mask, tmp_path / "nested" / "amos.preview.png")
     assert path.is_file()
     assert len(red_pixels(path)) > 100
@@ -130,8 +133,15 @@ def test_segment_writes_the_preview(tmp_path, tiny_weights, tiny_config):
     image = sitk.Image([24, 20, 10], sitk.sitkFloat32) + 5.0
     path = tmp_path / "case.mha"
     sitk.WriteImage(image, str(path))
-    results = segment(path, output_dir=tmp_path / "out", config=tiny_config, weights=tiny_weights, device="cpu",
-                      preview_dir=tmp_path / "previews", report_dir=tmp_path / "out")
+    results = segment(
+        path,
+        output_dir=tmp_path / "out",
+        config=tiny_config,
+        weights=tiny_weights,
+        device="cpu",
+        preview_dir=tmp_path / "previews",
+        report_dir=tmp_path / "out",
+    )
     assert results[0].preview_path == tmp_path / "previews" / "case.preview.png"
     assert results[0].preview_path.is_file()
     assert json.loads(results[0].report_path.read_text())["output"]["tumor_voxels"] == 0

@@ -26,8 +26,9 @@ def test_volume_components_and_the_largest_box_in_patient_coordinates():
     assert stats["volume_ml"] == 10 * 6.0 / 1000 and stats["components"] == 2 and stats["connectivity"] == 26
     largest = stats["largest_component"]
     assert largest["voxels"] == 9 and largest["volume_ml"] == 9 * 6.0 / 1000
-    corners = np.array([reference.TransformIndexToPhysicalPoint((x, y, z))
-                        for x in (4, 6) for y in (3, 5) for z in (2, 4)])
+    corners = np.array(
+        [reference.TransformIndexToPhysicalPoint((x, y, z)) for x in (4, 6) for y in (3, 5) for z in (2, 4)]
+    )
     # The direction's columns send index x to patient +y, y to patient -x, z to patient -z.
     assert largest["bounding_box_mm"]["min_xyz"] == [round(v, 3) for v in corners.min(0)] == [95.0, -42.0, 8.0]
     assert largest["bounding_box_mm"]["max_xyz"] == [round(v, 3) for v in corners.max(0)] == [97.0, -38.0, 14.0]

@@ -34,8 +34,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def tiny_series(folder: Path, *, slices: int = 4, modality: str = "MR", sop_class: str | None = None,
-                series_uid: str | None = None, tweak=None) -> list[Path]:
+def tiny_series(
+    folder: Path,
+    *,
+    slices: int = 4,
+    modality: str = "MR",
+    sop_class: str | None = None,
+    series_uid: str | None = None,
+    tweak=None,
+) -> list[Path]:
     """A few 8 x 8 MR slices (enough for the SCP; not for the networks)."""
     image = sitk.GetImageFromArray(np.arange(slices * 64, dtype=np.float32).reshape(slices, 8, 8))
     image.SetSpacing((1.0, 1.0, 2.0))
@@ -57,18 +64,43 @@ def phantom_series(folder: Path, *, seed: int = 1000, kind: str = "axial", **kwa
     return write_series(image, folder, **kwargs), image, orient(tumour, kind)
 
 
-def storescu(port: int, paths, *, calling: str = "SCANNER", called: str = "PANTHERSEG", timeout: float = 120,
-             extra=()) -> subprocess.CompletedProcess:
+def storescu(
+    port: int, paths, *, calling: str = "SCANNER", called: str = "PANTHERSEG", timeout: float = 120, extra=()
+) -> subprocess.CompletedProcess:
     """dcmtk's storescu sending ``paths`` (files or folders) in one association."""
     files = [str(p) for p in paths]
-    return subprocess.run(["storescu", "-aet", calling, "-aec", called, "-to", "30", "-ta", "30", "-td", "30",
-                           *extra, "+sd", "127.0.0.1", str(port), *files], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [
+            "storescu",
+            "-aet",
+            calling,
+            "-aec",
+            called,
+            "-to",
+            "30",
+            "-ta",
+            "30",
+            "-td",
+            "30",
+            *extra,
+            "+sd",
+            "127.0.0.1",
+            str(port),
+            *files,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def echoscu(port: int, *, calling: str = "SCANNER", called: str = "PANTHERSEG") -> subprocess.CompletedProcess:
-    return subprocess.run(["echoscu", "-aet", calling, "-aec", called, "-to", "10", "127.0.0.1", str(port)],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["echoscu", "-aet", calling, "-aec", called, "-to", "10", "127.0.0.1", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
@@ -105,9 +137,27 @@ class NodeProcess:
         env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="2")
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "pantherseg", "serve-dicom", "--spool", str(self.spool), "--port", str(self.port),
-                 "--bind", "127.0.0.1", "--device", "cpu", *self.args],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "pantherseg",
+                    "serve-dicom",
+                    "--spool",
+                    str(self.spool),
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--device",
+                    "cpu",
+                    *self.args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
         status = self.spool / "node.json"
 
         def listening():

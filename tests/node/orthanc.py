@@ -51,8 +51,15 @@ def free_port() -> int:
 class OrthancServer:
     """One Orthanc process with its own configuration, storage and log under ``folder``."""
 
-    def __init__(self, folder: Path, *, modalities: dict[str, str] | None = None, dicomweb: bool = True,
-                 tls: tuple[Path, Path, Path] | None = None, lua: str | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        modalities: dict[str, str] | None = None,
+        dicomweb: bool = True,
+        tls: tuple[Path, Path, Path] | None = None,
+        lua: str | None = None,
+    ):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.dicom_port = free_port()
@@ -108,9 +115,15 @@ class OrthancServer:
             config["LuaScripts"] = [str(script)]
         if self.tls is not None:
             certificate, key, trusted = self.tls
-            config.update({"DicomTlsEnabled": True, "DicomTlsCertificate": str(certificate),
-                           "DicomTlsPrivateKey": str(key), "DicomTlsTrustedCertificates": str(trusted),
-                           "DicomTlsRemoteCertificateRequired": False})
+            config.update(
+                {
+                    "DicomTlsEnabled": True,
+                    "DicomTlsCertificate": str(certificate),
+                    "DicomTlsPrivateKey": str(key),
+                    "DicomTlsTrustedCertificates": str(trusted),
+                    "DicomTlsRemoteCertificateRequired": False,
+                }
+            )
         return config
 
     # --- life -------------------------------------------------------------------------------------------
@@ -122,9 +135,14 @@ class OrthancServer:
         if self.process is not None and self.process.poll() is None:
             return self
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([str(ORTHANC), "--no-jobs", str(self.config_path)], stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.folder,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [str(ORTHANC), "--no-jobs", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.folder,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

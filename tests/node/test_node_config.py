@@ -31,10 +31,32 @@ def test_defaults_and_every_key_has_a_parser():
 
 def test_the_file_and_the_flags_have_the_same_keys_and_flags_win(tmp_path):
     path = tmp_path / "node.json"
-    path.write_text(json.dumps({**BASE, "ae_title": "FROMFILE", "port": 104, "series_timeout_s": 7,
-                                "allow_ae": ["A", "B@127.0.0.1"], "task": "t2", "retries": 1}))
-    config = node_config_from_args(_args("--node-config", str(path), "--port", "11113", "--allow-ae", "C",
-                                         "--series-timeout", "2.5", "--keep-received"))
+    path.write_text(
+        json.dumps(
+            {
+                **BASE,
+                "ae_title": "FROMFILE",
+                "port": 104,
+                "series_timeout_s": 7,
+                "allow_ae": ["A", "B@127.0.0.1"],
+                "task": "t2",
+                "retries": 1,
+            }
+        )
+    )
+    config = node_config_from_args(
+        _args(
+            "--node-config",
+            str(path),
+            "--port",
+            "11113",
+            "--allow-ae",
+            "C",
+            "--series-timeout",
+            "2.5",
+            "--keep-received",
+        )
+    )
     assert config.ae_title == "FROMFILE" and config.task == "t2" and config.retries == 1  # from the file
     assert config.port == 11113 and config.series_timeout_s == 2.5 and config.keep_received  # the flags'
     assert [entry.text() for entry in config.allow_ae] == ["C"]  # a list flag replaces the file's list
@@ -46,9 +68,21 @@ def test_the_file_and_the_flags_have_the_same_keys_and_flags_win(tmp_path):
 
 
 def test_flags_alone_make_a_config():
-    config = node_config_from_args(_args("--spool", "/tmp/s", "--allow-ae", "MR1", "--allow-ae", "PACS@10.0.0.5",
-                                         "--send-to", "PACS@10.0.0.5:104?outputs=seg", "--send-to",
-                                         "TPS@10.0.0.9:11112?outputs=rtstruct", "--no-complete-on-release"))
+    config = node_config_from_args(
+        _args(
+            "--spool",
+            "/tmp/s",
+            "--allow-ae",
+            "MR1",
+            "--allow-ae",
+            "PACS@10.0.0.5",
+            "--send-to",
+            "PACS@10.0.0.5:104?outputs=seg",
+            "--send-to",
+            "TPS@10.0.0.9:11112?outputs=rtstruct",
+            "--no-complete-on-release",
+        )
+    )
     assert [e.text() for e in config.allow_ae] == ["MR1", "PACS@10.0.0.5"]
     assert [d.outputs for d in config.send_to] == [("seg",), ("rtstruct",)]
     assert config.complete_on_release is False
@@ -56,28 +90,35 @@ def test_flags_alone_make_a_config():
     assert not config.allows("PACS", "10.0.0.6") and not config.allows("OTHER", "10.0.0.5")
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("port", 70000, "Node config key 'port' must be an integer in [1, 65535], found 70000"),
-    ("port", "104", "Node config key 'port' must be an integer in [1, 65535], found '104'"),
-    ("port", True, "found True"),
-    ("ae_title", "A" * 17, "Node config key 'ae_title' must be an AE title of 1-16 ASCII characters"),
-    ("ae_title", "BAD\\AE", "without backslash"),
-    ("allow_ae", ["OK", "X@"], "Node config key 'allow_ae' must be AE or AE@HOST with HOST an IP address"),
-    ("allow_ae", ["OK", 5], "a list of AE or AE@HOST strings, found 5"),
-    ("send_to", ["nonsense"], "Node config key 'send_to': Destination 'nonsense': expected AE@HOST:PORT"),
-    ("series_timeout_s", 0, "Node config key 'series_timeout_s' must be a number in (0, 86400], found 0"),
-    ("series_timeout_s", math.nan, "found nan"),
-    ("outputs", ["mha"], "Node config key 'outputs' must be a non-empty list of distinct formats"),
-    ("outputs", ["rtstruct", "rtstruct"], "distinct formats"),
-    ("bind", "no spaces allowed", "Node config key 'bind' must be an IP address or a DNS name"),
-    ("device", "gpu", "Node config key 'device' must be auto, cpu or cuda[:N], found 'gpu'"),
-    ("max_disk_use_percent", 101, "must be a number in [1, 100], found 101"),
-    ("retries", -1, "Node config key 'retries' must be an integer in [0, 100], found -1"),
-    ("keep_received", "yes", "Node config key 'keep_received' must be true or false, found 'yes'"),
-    ("weights", "/no/such/weights", "Node config key 'weights' must be an existing folder, found '/no/such/weights'"),
-    ("tls_cert", "/no/cert.pem", "'tls_cert' and 'tls_key' go together"),
-    ("backoff_max_s", 1, "Node config key 'backoff_max_s' must be at least backoff_s (2), found 1"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("port", 70000, "Node config key 'port' must be an integer in [1, 65535], found 70000"),
+        ("port", "104", "Node config key 'port' must be an integer in [1, 65535], found '104'"),
+        ("port", True, "found True"),
+        ("ae_title", "A" * 17, "Node config key 'ae_title' must be an AE title of 1-16 ASCII characters"),
+        ("ae_title", "BAD\\AE", "without backslash"),
+        ("allow_ae", ["OK", "X@"], "Node config key 'allow_ae' must be AE or AE@HOST with HOST an IP address"),
+        ("allow_ae", ["OK", 5], "a list of AE or AE@HOST strings, found 5"),
+        ("send_to", ["nonsense"], "Node config key 'send_to': Destination 'nonsense': expected AE@HOST:PORT"),
+        ("series_timeout_s", 0, "Node config key 'series_timeout_s' must be a number in (0, 86400], found 0"),
+        ("series_timeout_s", math.nan, "found nan"),
+        ("outputs", ["mha"], "Node config key 'outputs' must be a non-empty list of distinct formats"),
+        ("outputs", ["rtstruct", "rtstruct"], "distinct formats"),
+        ("bind", "no spaces allowed", "Node config key 'bind' must be an IP address or a DNS name"),
+        ("device", "gpu", "Node config key 'device' must be auto, cpu or cuda[:N], found 'gpu'"),
+        ("max_disk_use_percent", 101, "must be a number in [1, 100], found 101"),
+        ("retries", -1, "Node config key 'retries' must be an integer in [0, 100], found -1"),
+        ("keep_received", "yes", "Node config key 'keep_received' must be true or false, found 'yes'"),
+        (
+            "weights",
+            "/no/such/weights",
+            "Node config key 'weights' must be an existing folder, found '/no/such/weights'",
+        ),
+        ("tls_cert", "/no/cert.pem", "'tls_cert' and 'tls_key' go together"),
+        ("backoff_max_s", 1, "Node config key 'backoff_max_s' must be at least backoff_s (2), found 1"),
+    ],
+)
 def test_each_bad_key_is_one_line_naming_key_rule_and_value(key, value, expected):
     with pytest.raises(ConfigError) as caught:
         parse_node_config({**BASE, key: value})
@@ -127,11 +168,23 @@ def test_tls_files_must_exist_and_pair(tmp_path):
 def test_serve_dicom_refuses_a_bad_config_with_exit_code_4_before_listening(tmp_path, capsys):
     from pantherseg.cli import main
 
-    code = main(["serve-dicom", "--spool", str(tmp_path / "spool"), "--allow-ae", "A", "--send-to", "P@127.0.0.1:1",
-                 "--port", "0"])
+    code = main(
+        [
+            "serve-dicom",
+            "--spool",
+            str(tmp_path / "spool"),
+            "--allow-ae",
+            "A",
+            "--send-to",
+            "P@127.0.0.1:1",
+            "--port",
+            "0",
+        ]
+    )
     assert code == 4
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "pantherseg error: Node config key 'port' must be an integer in [1, 65535], found 0.")
+        "pantherseg error: Node config key 'port' must be an integer in [1, 65535], found 0."
+    )
     assert not (tmp_path / "spool").exists()
 
 

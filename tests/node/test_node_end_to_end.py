@@ -24,11 +24,21 @@ import SimpleITK as sitk
 pytest.importorskip("pynetdicom")
 hd = pytest.importorskip("highdicom")
 
-from dicom_factory import dice, rasterise_rtstruct, stored_image  # noqa: E402
-from node_harness import (RTSTRUCT_STORAGE, ROOT, SEG_STORAGE, NodeProcess, free_port, jobs, phantom_series,  # noqa: E402
-                          storescu, wait_for)
-from orthanc import ORTHANC, OrthancServer  # noqa: E402
 from pantherseg.io.outputs import OUTPUT_FORMATS  # noqa: E402
+
+from dicom_factory import dice, rasterise_rtstruct, stored_image  # noqa: E402
+from node_harness import (  # noqa: E402
+    ROOT,
+    RTSTRUCT_STORAGE,
+    SEG_STORAGE,
+    NodeProcess,
+    free_port,
+    jobs,
+    phantom_series,
+    storescu,
+    wait_for,
+)
+from orthanc import ORTHANC, OrthancServer  # noqa: E402
 
 pytestmark = [
     pytest.mark.skipif(not ORTHANC.exists(), reason="Debian's orthanc is not installed (apt-get install orthanc)"),
@@ -63,10 +73,34 @@ def nodes():
     started = []
 
     def make(tmp_path: Path, pacs: OrthancServer, *, config: Path = ZOO_CONFIG, extra=(), name="node") -> NodeProcess:
-        node = NodeProcess(tmp_path / name / "spool", free_port(), [
-            "--ae-title", "PANTHERSEG", "--allow-ae", "SCANNER", "--send-to", f"ORTHANC@127.0.0.1:{pacs.dicom_port}",
-            "--task", "t2", "--weights", str(WEIGHTS), "--config", str(config), "--series-timeout", "20",
-            "--outputs", *OUTPUTS, "--backoff", "1", "--backoff-max", "2", *extra], tmp_path / f"{name}.log")
+        node = NodeProcess(
+            tmp_path / name / "spool",
+            free_port(),
+            [
+                "--ae-title",
+                "PANTHERSEG",
+                "--allow-ae",
+                "SCANNER",
+                "--send-to",
+                f"ORTHANC@127.0.0.1:{pacs.dicom_port}",
+                "--task",
+                "t2",
+                "--weights",
+                str(WEIGHTS),
+                "--config",
+                str(config),
+                "--series-timeout",
+                "20",
+                "--outputs",
+                *OUTPUTS,
+                "--backoff",
+                "1",
+                "--backoff-max",
+                "2",
+                *extra,
+            ],
+            tmp_path / f"{name}.log",
+        )
         (tmp_path / name).mkdir(exist_ok=True)
         started.append(node)
         return node
@@ -82,8 +116,12 @@ def _job_of(spool: Path, series_uid: str, states=("sent", "failed")):
 
 
 def _wait_done(node: NodeProcess, series_uid: str, timeout: float = 240) -> dict:
-    return wait_for(lambda: _job_of(node.spool, series_uid) or (node.process.poll() is not None and pytest.fail(
-        f"the node exited: {node.log_tail()}")), timeout, f"the job of series {series_uid}")
+    return wait_for(
+        lambda: _job_of(node.spool, series_uid)
+        or (node.process.poll() is not None and pytest.fail(f"the node exited: {node.log_tail()}")),
+        timeout,
+        f"the job of series {series_uid}",
+    )
 
 
 def _results(pacs: OrthancServer, series_uid: str) -> dict[str, list]:
@@ -126,8 +164,9 @@ def _mha_route_mask(image, tmp_path: Path) -> np.ndarray:
     (tmp_path / "mha").mkdir()
     path = tmp_path / "mha" / "same.mha"
     sitk.WriteImage(stored_image(image), str(path))
-    (result,) = segment(path, output_dir=tmp_path / "mha-out", task="t2", config=ZOO_CONFIG, weights=WEIGHTS,
-                        device="cpu")
+    (result,) = segment(
+        path, output_dir=tmp_path / "mha-out", task="t2", config=ZOO_CONFIG, weights=WEIGHTS, device="cpu"
+    )
     return sitk.GetArrayFromImage(sitk.ReadImage(str(result.output)))
 
 
@@ -143,21 +182,25 @@ def test_a_series_sent_by_storescu_comes_back_to_the_pacs_as_seg_and_rtstruct(tm
     job = _wait_done(node, series_uid)
     assert job["state"] == "sent", job["reason"]
     assert job["instances"] == len(files)
-    results = wait_for(lambda: (lambda r: r if len(r) == len(OUTPUTS) else None)(_results(pacs, series_uid)), 30,
-                       "the results in Orthanc")
+    results = wait_for(
+        lambda: (lambda r: r if len(r) == len(OUTPUTS) else None)(_results(pacs, series_uid)),
+        30,
+        "the results in Orthanc",
+    )
     latency = time.time() - stored_at
     assert {SEG_STORAGE, RTSTRUCT_STORAGE} <= set(results)
     assert all(len(objects) == 1 for objects in results.values())  # one of each, nothing sent twice
-    (seg_id, seg), = results[SEG_STORAGE]
-    (rt_id, rtstruct), = results[RTSTRUCT_STORAGE]
+    ((seg_id, seg),) = results[SEG_STORAGE]
+    ((rt_id, rtstruct),) = results[RTSTRUCT_STORAGE]
     assert pacs.remote_aet(seg_id) == pacs.remote_aet(rt_id) == "PANTHERSEG"
 
     # The SEG, read back from the PACS, equals the .mha route's mask voxel for voxel (series order = z order).
     by_position = sorted(series, key=lambda ds: float(ds.ImagePositionPatient[2]))
     uids = [str(ds.SOPInstanceUID) for ds in by_position]
     seg_object = hd.seg.segread(pydicom.filebase.DicomBytesIO(pacs.instance_file(seg_id)))
-    seg_mask = seg_object.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1],
-                                                        assert_missing_frames_are_empty=True)[..., 0]
+    seg_mask = seg_object.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=[1], assert_missing_frames_are_empty=True
+    )[..., 0]
     reference = _mha_route_mask(image, tmp_path)
     assert 0 < reference.sum() and np.array_equal(seg_mask.astype(np.uint8), reference)
 
@@ -170,27 +213,39 @@ def test_a_series_sent_by_storescu_comes_back_to_the_pacs_as_seg_and_rtstruct(tm
     (rt_series,) = frame.RTReferencedStudySequence[0].RTReferencedSeriesSequence
     assert rt_series.SeriesInstanceUID == series_uid
     assert {str(item.ReferencedSOPInstanceUID) for item in rt_series.ContourImageSequence} == set(uids)
-    contour_images = {str(c.ContourImageSequence[0].ReferencedSOPInstanceUID)
-                      for roi in rtstruct.ROIContourSequence for c in roi.ContourSequence}
+    contour_images = {
+        str(c.ContourImageSequence[0].ReferencedSOPInstanceUID)
+        for roi in rtstruct.ROIContourSequence
+        for c in roi.ContourSequence
+    }
     assert contour_images and contour_images <= set(uids)
     assert dice(rasterise_rtstruct(rtstruct, by_position), reference) >= 0.99
 
     report = json.loads((node.spool / "jobs" / str(job["id"]) / "output" / f"{series_uid}.report.json").read_text())
     if HAS_SR:  # the SR's tumour volume is the report's
         sr_class = next(uid for uid in results if uid not in (SEG_STORAGE, RTSTRUCT_STORAGE))
-        (_, sr), = results[sr_class]
-        volumes = [float(item.MeasuredValueSequence[0].NumericValue) for item in _walk(sr)
-                   if "MeasuredValueSequence" in item and item.ConceptNameCodeSequence[0].CodeMeaning == "Volume"]
+        ((_, sr),) = results[sr_class]
+        volumes = [
+            float(item.MeasuredValueSequence[0].NumericValue)
+            for item in _walk(sr)
+            if "MeasuredValueSequence" in item and item.ConceptNameCodeSequence[0].CodeMeaning == "Volume"
+        ]
         assert volumes and math.isclose(volumes[0], report["output"]["tumor_statistics"]["volume_ml"], rel_tol=1e-3)
 
-    for name, (instance, _) in [("seg.dcm", results[SEG_STORAGE][0]), ("rtstruct.dcm", results[RTSTRUCT_STORAGE][0]),
-                                *[(f"{uid}.dcm", objects[0]) for uid, objects in results.items()
-                                  if uid not in (SEG_STORAGE, RTSTRUCT_STORAGE)]]:
+    for name, (instance, _) in [
+        ("seg.dcm", results[SEG_STORAGE][0]),
+        ("rtstruct.dcm", results[RTSTRUCT_STORAGE][0]),
+        *[(f"{uid}.dcm", objects[0]) for uid, objects in results.items() if uid not in (SEG_STORAGE, RTSTRUCT_STORAGE)],
+    ]:
         assert _dciodvfy_errors(pacs.instance_file(instance), tmp_path, name) == [], name
 
-    status = subprocess.run([sys.executable, "-m", "pantherseg", "node-status", "--spool", str(node.spool), "--json"],
-                            capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-                            timeout=60)
+    status = subprocess.run(
+        [sys.executable, "-m", "pantherseg", "node-status", "--spool", str(node.spool), "--json"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     assert status.returncode == 0, status.stderr
     summary = json.loads(status.stdout)
     assert summary["jobs"]["sent"] == 1 and summary["node"]["state"] == "running"
@@ -226,13 +281,20 @@ def test_refusals_and_bad_series_fail_while_the_next_series_succeeds(tmp_path, p
         assert storescu(node.port, [tmp_path / name]).returncode == 0
     done = {name: _wait_done(node, uid) for name, uid in uids.items()}
     assert done["not-mr"]["state"] == "failed" and "has Modality 'CT', not MR" in done["not-mr"]["reason"]
-    assert done["corrupt"]["state"] == "failed" and "cannot be decoded (truncated or corrupt?)" in done["corrupt"]["reason"]
+    assert (
+        done["corrupt"]["state"] == "failed"
+        and "cannot be decoded (truncated or corrupt?)" in done["corrupt"]["reason"]
+    )
     assert done["good"]["state"] == "sent" and done["good"]["id"] > done["corrupt"]["id"]
     assert len(_results(pacs, uids["good"])) == len(OUTPUTS) and not _results(pacs, uids["corrupt"])
     assert (node.spool / "jobs" / str(done["corrupt"]["id"]) / "input").is_dir()  # kept to look at
-    table = subprocess.run([sys.executable, "-m", "pantherseg", "node-status", "--spool", str(node.spool)],
-                           capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-                           timeout=60).stdout
+    table = subprocess.run(
+        [sys.executable, "-m", "pantherseg", "node-status", "--spool", str(node.spool)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    ).stdout
     assert "sent 1, failed 2" in table and "INTRUDER" in table and "not MR" in table
     assert node.terminate() == 0
 
@@ -258,8 +320,10 @@ def test_the_node_killed_mid_series_and_restarted_still_delivers(tmp_path, pacs,
     job = _wait_done(node, series_uid)
     assert job["state"] == "sent" and job["instances"] == len(files) and len(jobs(node.spool)) == 1
     results = _results(pacs, series_uid)
-    (_, seg), = results[SEG_STORAGE]
-    referenced = {str(item.ReferencedSOPInstanceUID) for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    ((_, seg),) = results[SEG_STORAGE]
+    referenced = {
+        str(item.ReferencedSOPInstanceUID) for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    }
     assert referenced <= {str(pydicom.dcmread(path).SOPInstanceUID) for path in files}
     assert node.terminate() == 0
 
@@ -318,17 +382,21 @@ def test_a_worker_that_dies_is_restarted_and_its_job_retried(tmp_path, pacs, nod
     assert node.terminate() == 0
 
 
-def test_results_no_destination_takes_are_dead_lettered_and_the_job_fails_with_the_reason(tmp_path, pacs, nodes,
-                                                                                          one_member_config):
-    node = nodes(tmp_path, pacs, config=one_member_config,
-                 extra=["--retries", "1", "--backoff", "0.2", "--backoff-max", "0.2"]).start()  # Orthanc never starts
+def test_results_no_destination_takes_are_dead_lettered_and_the_job_fails_with_the_reason(
+    tmp_path, pacs, nodes, one_member_config
+):
+    node = nodes(
+        tmp_path, pacs, config=one_member_config, extra=["--retries", "1", "--backoff", "0.2", "--backoff-max", "0.2"]
+    ).start()  # Orthanc never starts
     files, _, _ = phantom_series(tmp_path / "scanner")
     series_uid = str(pydicom.dcmread(files[0]).SeriesInstanceUID)
     assert storescu(node.port, [tmp_path / "scanner"]).returncode == 0
     job = _wait_done(node, series_uid)
     assert job["state"] == "failed"
-    assert job["reason"].startswith(f"not delivered to C-STORE to ORTHANC@127.0.0.1:{pacs.dicom_port} (all outputs) "
-                                    f"after 2 attempt(s): no association with ORTHANC")
+    assert job["reason"].startswith(
+        f"not delivered to C-STORE to ORTHANC@127.0.0.1:{pacs.dicom_port} (all outputs) "
+        f"after 2 attempt(s): no association with ORTHANC"
+    )
     (letter,) = (node.spool / "dead-letter" / str(job["id"])).iterdir()
     assert f"dead letter: {letter}" in job["reason"]
     reason = json.loads((letter / "reason.json").read_text())

@@ -3,8 +3,8 @@ dcmtk (storescu, echoscu) as the callers."""
 
 from __future__ import annotations
 
-import ssl
 import shutil
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -14,13 +14,23 @@ import pytest
 
 pytest.importorskip("pynetdicom")
 
-from node_harness import (CT_IMAGE_STORAGE, DCMTK, MR_IMAGE_STORAGE, echoscu, free_port, jobs, storescu,  # noqa: E402
-                          tiny_series, wait_for)
 from pantherseg.node.completion import Completer  # noqa: E402
 from pantherseg.node.config import parse_node_config  # noqa: E402
 from pantherseg.node.journal import Journal  # noqa: E402
 from pantherseg.node.scp import StoreSCP  # noqa: E402
 from pantherseg.node.spool import Spool  # noqa: E402
+
+from node_harness import (  # noqa: E402
+    CT_IMAGE_STORAGE,
+    DCMTK,
+    MR_IMAGE_STORAGE,
+    echoscu,
+    free_port,
+    jobs,
+    storescu,
+    tiny_series,
+    wait_for,
+)
 
 needs_dcmtk = pytest.mark.skipif(not DCMTK, reason="dcmtk's storescu/echoscu are not installed (apt-get install dcmtk)")
 
@@ -29,12 +39,21 @@ class Node:
     """An SCP with its spool, journal and completion timer, on a free loopback port."""
 
     def __init__(self, folder: Path, **settings):
-        raw = {"spool": str(folder / "spool"), "allow_ae": ["SCANNER", "PACS@127.0.0.1", "FARAWAY@10.99.99.99"],
-               "send_to": ["ORTHANC@127.0.0.1:4242"], "bind": "127.0.0.1", "port": free_port(),
-               "series_timeout_s": 30, **settings}
+        raw = {
+            "spool": str(folder / "spool"),
+            "allow_ae": ["SCANNER", "PACS@127.0.0.1", "FARAWAY@10.99.99.99"],
+            "send_to": ["ORTHANC@127.0.0.1:4242"],
+            "bind": "127.0.0.1",
+            "port": free_port(),
+            "series_timeout_s": 30,
+            **settings,
+        }
         self.config = parse_node_config(raw)
-        self.spool = Spool(self.config.spool, max_disk_use_percent=self.config.max_disk_use_percent,
-                           min_free_bytes=self.config.min_free_bytes).create()
+        self.spool = Spool(
+            self.config.spool,
+            max_disk_use_percent=self.config.max_disk_use_percent,
+            min_free_bytes=self.config.min_free_bytes,
+        ).create()
         self.journal = Journal(self.spool.journal_path)
         self.completer = Completer(self.spool, self.journal, series_timeout_s=self.config.series_timeout_s)
         self.scp = StoreSCP(self.config, self.spool, self.journal, self.completer)
@@ -61,8 +80,9 @@ def node(tmp_path):
         item.stop()
 
 
-def _associate(port, calling="SCANNER", called="PANTHERSEG", contexts=(MR_IMAGE_STORAGE, CT_IMAGE_STORAGE),
-               tls_args=None):
+def _associate(
+    port, calling="SCANNER", called="PANTHERSEG", contexts=(MR_IMAGE_STORAGE, CT_IMAGE_STORAGE), tls_args=None
+):
     from pynetdicom import AE
 
     ae = AE(ae_title=calling)
@@ -93,7 +113,8 @@ def test_mr_instances_are_on_disk_and_journaled_before_success_and_release_queue
     assoc.release()
     wait_for(lambda: node.jobs()[0]["state"] == "queued", 10, "the release to queue the series")
     assert sorted(p.name for p in node.spool.job_input(job["id"]).iterdir()) == sorted(
-        f"{pydicom.dcmread(p).SOPInstanceUID}.dcm" for p in paths)
+        f"{pydicom.dcmread(p).SOPInstanceUID}.dcm" for p in paths
+    )
     assert not stored.parent.exists()
 
 
@@ -109,11 +130,14 @@ def test_other_sop_classes_are_refused_with_a_status_not_dropped(node, tmp_path)
     assert "is not MR image storage" in refusal["reason"]
 
 
-@pytest.mark.parametrize("settings, slices, expected, reason", [
-    ({"max_instances_per_association": 3}, 5, [0, 0, 0, 0xA700, 0xA700], "max_instances_per_association"),
-    ({"max_series_bytes": 2500}, 3, [0, 0xA700, 0xA700], "max_series_bytes"),
-    ({"max_disk_use_percent": 1}, 2, [0xA700, 0xA700], "max_disk_use_percent"),
-])
+@pytest.mark.parametrize(
+    "settings, slices, expected, reason",
+    [
+        ({"max_instances_per_association": 3}, 5, [0, 0, 0, 0xA700, 0xA700], "max_instances_per_association"),
+        ({"max_series_bytes": 2500}, 3, [0, 0xA700, 0xA700], "max_series_bytes"),
+        ({"max_disk_use_percent": 1}, 2, [0xA700, 0xA700], "max_disk_use_percent"),
+    ],
+)
 def test_limits_are_answered_out_of_resources_and_logged(node, tmp_path, settings, slices, expected, reason, caplog):
     node = node(**settings)
     assoc = _associate(node.port)
@@ -214,9 +238,28 @@ def test_release_leaves_a_series_that_another_open_association_still_sends(node,
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_tls_associations(node, tmp_path):
     cert, key = tmp_path / "node.pem", tmp_path / "node.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     node = node(tls_cert=str(cert), tls_key=str(key))
     client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
     assoc = _associate(node.port, tls_args=(client, "127.0.0.1"))

@@ -19,8 +19,6 @@ import pytest
 pytest.importorskip("pynetdicom")
 pytest.importorskip("highdicom")
 
-from dicom_factory import orient, phantom_case, write_series  # noqa: E402
-from orthanc import DICOMWEB_PLUGIN, ORTHANC, OrthancServer, orthanc, orthanc_server  # noqa: E402,F401
 from pantherseg.dicom.seg import Algorithm  # noqa: E402
 from pantherseg.dicom.series import read_series  # noqa: E402
 from pantherseg.dicom.writing import write_dicom_output  # noqa: E402
@@ -28,9 +26,15 @@ from pantherseg.errors import ConfigError  # noqa: E402
 from pantherseg.node.destinations import parse_destination  # noqa: E402
 from pantherseg.node.sender import REASON_FILE, RetryPolicy, Sender  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not ORTHANC.exists(), reason="Debian's orthanc is not installed (apt-get install orthanc)")
-needs_dicomweb = pytest.mark.skipif(not DICOMWEB_PLUGIN.exists(),
-                                    reason="Orthanc's DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)")
+from dicom_factory import orient, phantom_case, write_series  # noqa: E402
+from orthanc import DICOMWEB_PLUGIN, ORTHANC, OrthancServer, orthanc, orthanc_server  # noqa: E402,F401
+
+pytestmark = pytest.mark.skipif(
+    not ORTHANC.exists(), reason="Debian's orthanc is not installed (apt-get install orthanc)"
+)
+needs_dicomweb = pytest.mark.skipif(
+    not DICOMWEB_PLUGIN.exists(), reason="Orthanc's DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)"
+)
 
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 RTSTRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -51,19 +55,37 @@ def _sr(series, seg_path: Path, path: Path) -> Path:
 
     seg = pydicom.dcmread(seg_path)
     source = series.datasets[0]
-    observer = hd.sr.ObserverContext(observer_type=codes.DCM.Device,
-                                     observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(uid=hd.UID()))
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(uid=hd.UID()),
+    )
     context = hd.sr.ObservationContext(observer_person_context=None, observer_device_context=observer)
-    region = hd.sr.ReferencedSegment(sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
-                                     segment_number=1, source_series=hd.sr.SourceSeriesForSegmentation(series.uid))
+    region = hd.sr.ReferencedSegment(
+        sop_class_uid=seg.SOPClassUID,
+        sop_instance_uid=seg.SOPInstanceUID,
+        segment_number=1,
+        source_series=hd.sr.SourceSeriesForSegmentation(series.uid),
+    )
     volume = hd.sr.Measurement(name=codes.SCT.Volume, value=4.0, unit=hd.sr.CodedConcept("ml", "UCUM", "milliliter"))
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="tumour"),
-        referenced_segment=region, measurements=[volume])
-    report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=codes.cid100.MRIUnspecifiedBodyRegion,
-                                     imaging_measurements=[group])
-    sr = hd.sr.Comprehensive3DSR(evidence=[source, seg], content=report, series_instance_uid=hd.UID(), series_number=90,
-                                 sop_instance_uid=hd.UID(), instance_number=1, manufacturer="pantherseg-tests")
+        referenced_segment=region,
+        measurements=[volume],
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=context,
+        procedure_reported=codes.cid100.MRIUnspecifiedBodyRegion,
+        imaging_measurements=[group],
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[source, seg],
+        content=report,
+        series_instance_uid=hd.UID(),
+        series_number=90,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="pantherseg-tests",
+    )
     sr.save_as(path)
     return path
 
@@ -79,7 +101,9 @@ def results(tmp_path_factory):
     mask[2:5, 20:30, 20:34] = 1
     algorithm = Algorithm(task="t2", members=("allrounder-f0",))
     seg, _ = write_dicom_output("dicom-seg", mask, series.datasets, folder / "case.seg.dcm", algorithm=algorithm)
-    rtstruct, _ = write_dicom_output("rtstruct", mask, series.datasets, folder / "case.rtstruct.dcm", algorithm=algorithm)
+    rtstruct, _ = write_dicom_output(
+        "rtstruct", mask, series.datasets, folder / "case.rtstruct.dcm", algorithm=algorithm
+    )
     return {"seg": Path(seg), "rtstruct": Path(rtstruct), "sr": _sr(series, Path(seg), folder / "case.sr.dcm")}
 
 
@@ -121,6 +145,7 @@ def _destination(server: OrthancServer, outputs: str | None = None, ae: str = "O
 
 # --- C-STORE ---------------------------------------------------------------------------------------------
 
+
 def test_c_store_delivers_seg_rtstruct_and_sr_unchanged(orthanc, results, tmp_path):
     sender = Sender([_destination(orthanc)], tmp_path / "dead", RetryPolicy(attempts=1))
     files = list(results.values())
@@ -143,8 +168,11 @@ def test_outputs_route_each_kind_to_its_destination(orthanc, results, tmp_path):
     planning = OrthancServer(tmp_path / "planning")
     try:
         planning.start()
-        sender = Sender([_destination(orthanc, "seg,sr"), _destination(planning, "rtstruct")], tmp_path / "dead",
-                        RetryPolicy(attempts=1))
+        sender = Sender(
+            [_destination(orthanc, "seg,sr"), _destination(planning, "rtstruct")],
+            tmp_path / "dead",
+            RetryPolicy(attempts=1),
+        )
         kinds = {path: kind for kind, path in results.items()}
         pacs, tps = sender.deliver("job-2", list(results.values()), kinds)
         assert pacs.ok and tps.ok, (pacs.error, tps.error)
@@ -169,11 +197,16 @@ def test_a_destination_that_takes_none_of_the_files_is_not_contacted(results, tm
     assert delivery.ok and delivery.attempts == 0 and delivery.files == ()
 
 
-@pytest.mark.parametrize("calling, called, reason", [
-    ("INTRUDER", "ORTHANC", "Calling AE title not recognised"),
-    ("PANTHERSEG", "NOTORTHANC", "Called AE title not recognised"),
-])
-def test_a_refused_association_is_retried_with_backoff_then_dead_lettered(orthanc, results, tmp_path, calling, called, reason):
+@pytest.mark.parametrize(
+    "calling, called, reason",
+    [
+        ("INTRUDER", "ORTHANC", "Calling AE title not recognised"),
+        ("PANTHERSEG", "NOTORTHANC", "Called AE title not recognised"),
+    ],
+)
+def test_a_refused_association_is_retried_with_backoff_then_dead_lettered(
+    orthanc, results, tmp_path, calling, called, reason
+):
     sleeps = Sleeps()
     policy = RetryPolicy(attempts=3, first_delay_s=1.5, factor=2.0, max_delay_s=60)
     sender = Sender([_destination(orthanc, ae=called)], tmp_path / "dead", policy, calling_ae=calling, sleep=sleeps)
@@ -196,8 +229,12 @@ def test_a_refused_association_is_retried_with_backoff_then_dead_lettered(orthan
 
 def test_orthanc_down_at_first_then_up_delivers_after_a_retry(orthanc_server, results, tmp_path):
     sleeps = Sleeps(on_first=orthanc_server.start)
-    sender = Sender([_destination(orthanc_server)], tmp_path / "dead",
-                    RetryPolicy(attempts=4, first_delay_s=2, timeout_s=5), sleep=sleeps)
+    sender = Sender(
+        [_destination(orthanc_server)],
+        tmp_path / "dead",
+        RetryPolicy(attempts=4, first_delay_s=2, timeout_s=5),
+        sleep=sleeps,
+    )
     [delivery] = sender.deliver("job-6", list(results.values()))
     assert delivery.ok, delivery.errors
     assert delivery.attempts == 2 and sleeps.waits == [2.0]
@@ -211,11 +248,16 @@ def test_a_failure_status_fails_only_that_instance_and_the_retry_sends_only_what
     try:
         server.start()
         sleeps = Sleeps()
-        sender = Sender([_destination(server)], tmp_path / "dead", RetryPolicy(attempts=2, first_delay_s=0), sleep=sleeps)
+        sender = Sender(
+            [_destination(server)], tmp_path / "dead", RetryPolicy(attempts=2, first_delay_s=0), sleep=sleeps
+        )
         [delivery] = sender.deliver("job-7", [results["seg"], results["rtstruct"]])
         assert not delivery.ok and delivery.attempts == 2
         assert delivery.delivered == (_uid(results["seg"]),)
-        assert "case.rtstruct.dcm: C-STORE status 0xA700 (Failure" in delivery.error and "1 of 1 not stored" in delivery.error
+        assert (
+            "case.rtstruct.dcm: C-STORE status 0xA700 (Failure" in delivery.error
+            and "1 of 1 not stored" in delivery.error
+        )
         assert "1 of 2 not stored" in delivery.errors[0]  # the retry sent the RTSTRUCT alone
         assert set(_stored(server)) == {_uid(results["seg"])}
         assert sorted(p.name for p in delivery.dead_letter.iterdir()) == sorted([REASON_FILE, results["rtstruct"].name])
@@ -225,8 +267,7 @@ def test_a_failure_status_fails_only_that_instance_and_the_retry_sends_only_what
 
 
 def test_a_second_dead_letter_for_one_job_keeps_the_first(results, tmp_path):
-    sender = Sender([parse_destination("NOBODY@127.0.0.1:9")], tmp_path / "dead",
-                    RetryPolicy(attempts=1, timeout_s=2))
+    sender = Sender([parse_destination("NOBODY@127.0.0.1:9")], tmp_path / "dead", RetryPolicy(attempts=1, timeout_s=2))
     first = sender.deliver("job-8", [results["seg"]])[0].dead_letter
     second = sender.deliver("job-8", [results["seg"]])[0].dead_letter
     assert first != second and second.name == first.name + "-2"
@@ -241,13 +282,20 @@ def test_an_unreadable_result_file_fails_at_once_with_its_reason(results, tmp_pa
     [delivery] = sender.deliver("job-9", [results["sr"], broken])
     assert not delivery.ok and delivery.attempts == 0 and sleeps.waits == []
     assert f"result file {broken} cannot be read" in delivery.error
-    assert sorted(p.name for p in delivery.dead_letter.iterdir()) == sorted([REASON_FILE, "broken.seg.dcm", results["sr"].name])
+    assert sorted(p.name for p in delivery.dead_letter.iterdir()) == sorted(
+        [REASON_FILE, "broken.seg.dcm", results["sr"].name]
+    )
 
 
 def test_a_stop_event_ends_the_backoff_and_leaves_the_job_to_requeue(results, tmp_path):
     stop = threading.Event()
-    sender = Sender([parse_destination("NOBODY@127.0.0.1:9")], tmp_path / "dead",
-                    RetryPolicy(attempts=5, first_delay_s=3600, timeout_s=2), sleep=lambda s: stop.set(), stop=stop)
+    sender = Sender(
+        [parse_destination("NOBODY@127.0.0.1:9")],
+        tmp_path / "dead",
+        RetryPolicy(attempts=5, first_delay_s=3600, timeout_s=2),
+        sleep=lambda s: stop.set(),
+        stop=stop,
+    )
     [delivery] = sender.deliver("job-10", [results["seg"]])
     assert not delivery.ok and delivery.interrupted and delivery.attempts == 1
     assert delivery.dead_letter is None and not (tmp_path / "dead").exists()
@@ -256,8 +304,12 @@ def test_a_stop_event_ends_the_backoff_and_leaves_the_job_to_requeue(results, tm
 def test_the_real_wait_returns_when_stop_is_set(results, tmp_path):
     stop = threading.Event()
     timer = threading.Timer(0.3, stop.set)
-    sender = Sender([parse_destination("NOBODY@127.0.0.1:9")], tmp_path / "dead",
-                    RetryPolicy(attempts=2, first_delay_s=600, timeout_s=2), stop=stop)
+    sender = Sender(
+        [parse_destination("NOBODY@127.0.0.1:9")],
+        tmp_path / "dead",
+        RetryPolicy(attempts=2, first_delay_s=600, timeout_s=2),
+        stop=stop,
+    )
     timer.start()
     try:
         [delivery] = sender.deliver("job-11", [results["seg"]])
@@ -267,6 +319,7 @@ def test_the_real_wait_returns_when_stop_is_set(results, tmp_path):
 
 
 # --- STOW-RS ---------------------------------------------------------------------------------------------
+
 
 @needs_dicomweb
 def test_stow_rs_delivers_to_orthanc_dicomweb(orthanc, results, tmp_path):
@@ -284,8 +337,12 @@ def test_stow_rs_failed_instances_in_the_response_are_not_delivered(tmp_path, re
     server = OrthancServer(tmp_path / "strict", lua=REFUSE_RTSTRUCT)
     try:
         server.start()
-        sender = Sender([parse_destination(server.dicomweb_url)], tmp_path / "dead", RetryPolicy(attempts=2, first_delay_s=0),
-                        sleep=Sleeps())
+        sender = Sender(
+            [parse_destination(server.dicomweb_url)],
+            tmp_path / "dead",
+            RetryPolicy(attempts=2, first_delay_s=0),
+            sleep=Sleeps(),
+        )
         [delivery] = sender.deliver("job-13", [results["seg"], results["rtstruct"]])
         assert not delivery.ok and delivery.attempts == 2
         # Only what the response lists as stored counts: Orthanc's plugin (1.7) lists nothing when one fails.
@@ -300,8 +357,12 @@ def test_stow_rs_failed_instances_in_the_response_are_not_delivered(tmp_path, re
 @needs_dicomweb
 def test_stow_rs_to_a_server_down_at_first_then_up(orthanc_server, results, tmp_path):
     sleeps = Sleeps(on_first=orthanc_server.start)
-    sender = Sender([parse_destination(orthanc_server.dicomweb_url)], tmp_path / "dead",
-                    RetryPolicy(attempts=3, first_delay_s=1, timeout_s=5), sleep=sleeps)
+    sender = Sender(
+        [parse_destination(orthanc_server.dicomweb_url)],
+        tmp_path / "dead",
+        RetryPolicy(attempts=3, first_delay_s=1, timeout_s=5),
+        sleep=sleeps,
+    )
     [delivery] = sender.deliver("job-14", [results["sr"]])
     assert delivery.ok and delivery.attempts == 2, delivery.errors
     assert "ConnectionError" in delivery.errors[0] and orthanc_server.dicomweb_url in delivery.errors[0]
@@ -317,18 +378,47 @@ def test_an_http_error_is_a_failed_attempt_with_its_status(orthanc, results, tmp
 
 # --- TLS -------------------------------------------------------------------------------------------------
 
+
 def _certificates(folder: Path) -> tuple[Path, Path, Path]:
     """A throw-away CA and a server certificate for 127.0.0.1 signed by it (openssl)."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
     folder.mkdir()
     run = lambda *args: subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=60)  # noqa: E731
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=pantherseg test CA",
-        "-keyout", "ca.key", "-out", "ca.pem")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=pantherseg test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
     run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr")
     (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-        "-extfile", "san.cnf", "-out", "server.pem")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.cnf",
+        "-out",
+        "server.pem",
+    )
     return folder / "server.pem", folder / "server.key", folder / "ca.pem"
 
 
@@ -343,10 +433,14 @@ def test_c_store_over_tls_checks_the_server_certificate(tmp_path, results):
         assert set(_stored(server)) == {_uid(results["seg"])}
         # The same server with the system's CAs only: its certificate is not trusted, nothing is sent.
         untrusted = parse_destination(f"ORTHANC@127.0.0.1:{server.dicom_port}?tls=yes")
-        [refused] = Sender([untrusted], tmp_path / "dead", RetryPolicy(attempts=1, timeout_s=5)).deliver("job-17", [results["rtstruct"]])
+        [refused] = Sender([untrusted], tmp_path / "dead", RetryPolicy(attempts=1, timeout_s=5)).deliver(
+            "job-17", [results["rtstruct"]]
+        )
         assert not refused.ok and refused.dead_letter is not None
         plain = parse_destination(f"ORTHANC@127.0.0.1:{server.dicom_port}")
-        [cleartext] = Sender([plain], tmp_path / "dead", RetryPolicy(attempts=1, timeout_s=5)).deliver("job-18", [results["rtstruct"]])
+        [cleartext] = Sender([plain], tmp_path / "dead", RetryPolicy(attempts=1, timeout_s=5)).deliver(
+            "job-18", [results["rtstruct"]]
+        )
         assert not cleartext.ok
         assert set(_stored(server)) == {_uid(results["seg"])}
     finally:
@@ -355,18 +449,22 @@ def test_c_store_over_tls_checks_the_server_certificate(tmp_path, results):
 
 # --- policy and programming errors -------------------------------------------------------------------------
 
+
 def test_retry_delays_grow_and_are_bounded():
     policy = RetryPolicy(attempts=8, first_delay_s=2, factor=3, max_delay_s=100)
     assert [policy.delay(k) for k in range(1, 8)] == [2, 6, 18, 54, 100, 100, 100]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"attempts": 0}, "attempts must be an integer 1-100, not 0"),
-    ({"attempts": 2.5}, "attempts must be an integer"),
-    ({"first_delay_s": -1}, "first_delay_s must be a number of seconds 0-86400, not -1"),
-    ({"factor": 0.5}, "factor must be a number 1-10, not 0.5"),
-    ({"timeout_s": 0}, "timeout_s must be above 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"attempts": 0}, "attempts must be an integer 1-100, not 0"),
+        ({"attempts": 2.5}, "attempts must be an integer"),
+        ({"first_delay_s": -1}, "first_delay_s must be a number of seconds 0-86400, not -1"),
+        ({"factor": 0.5}, "factor must be a number 1-10, not 0.5"),
+        ({"timeout_s": 0}, "timeout_s must be above 0"),
+    ],
+)
 def test_a_bad_retry_policy_is_refused_in_one_line(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         RetryPolicy(**kwargs)
@@ -386,10 +484,13 @@ def test_programming_errors_raise(results, tmp_path):
 
 # --- the harness itself --------------------------------------------------------------------------------------
 
+
 def test_the_harness_stops_cleanly_and_restarts_on_its_storage(orthanc_server, results, tmp_path):
     assert not orthanc_server.running and orthanc_server.instances_or_none() is None
     orthanc_server.start()
-    [delivery] = Sender([_destination(orthanc_server)], tmp_path / "dead", RetryPolicy(attempts=1)).deliver("job-19", [results["seg"]])
+    [delivery] = Sender([_destination(orthanc_server)], tmp_path / "dead", RetryPolicy(attempts=1)).deliver(
+        "job-19", [results["seg"]]
+    )
     assert delivery.ok
     orthanc_server.stop()
     assert not orthanc_server.running and orthanc_server.process.returncode == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pantherseg.errors import InputError, ResourceError
-from pantherseg.node.journal import Journal, STATES
+from pantherseg.node.journal import STATES, Journal
 from pantherseg.node.spool import Spool, check_uid
 
 STUDY, SERIES = "1.2.826.0.1.3680043.2.1", "1.2.826.0.1.3680043.2.1.7"
@@ -21,8 +21,25 @@ def test_valid_uids_pass(uid):
     assert check_uid(uid, "SeriesInstanceUID") == uid.rstrip("\0")
 
 
-@pytest.mark.parametrize("uid", ["", "1", "../../etc", "1.2/3", "1.2.03", "1..2", ".1.2", "1.2.", "1.2 3", "1.2.a",
-                                 "1." + "2" * 63, None, 12, "1.2\0.3"])
+@pytest.mark.parametrize(
+    "uid",
+    [
+        "",
+        "1",
+        "../../etc",
+        "1.2/3",
+        "1.2.03",
+        "1..2",
+        ".1.2",
+        "1.2.",
+        "1.2 3",
+        "1.2.a",
+        "1." + "2" * 63,
+        None,
+        12,
+        "1.2\0.3",
+    ],
+)
 def test_uids_that_could_not_or_must_not_name_a_path_are_refused(uid):
     with pytest.raises(InputError, match="SeriesInstanceUID must be a DICOM UID"):
         check_uid(uid, "SeriesInstanceUID")
@@ -67,8 +84,9 @@ def test_the_watermark_refuses_by_percent_and_by_free_bytes(tmp_path):
 
 
 def _instance(journal, sop, size=100, series=SERIES):
-    return journal.record_instance(study_uid=STUDY, series_uid=series, sop_uid=sop, size=size, calling_ae="SCANNER",
-                                   modality="MR", patient_id="P1")
+    return journal.record_instance(
+        study_uid=STUDY, series_uid=series, sop_uid=sop, size=size, calling_ae="SCANNER", modality="MR", patient_id="P1"
+    )
 
 
 def test_a_job_goes_through_its_states_with_timings(tmp_path):
@@ -152,8 +170,13 @@ def test_node_status_reads_the_journal_and_refuses_a_folder_without_one(tmp_path
     journal.queue(job.id)
     journal.claim_next()
     journal.mark_failed(job.id, "series 1.2 is not MR")
-    journal.record_refusal(calling_ae="INTRUDER", address="10.0.0.9", what="association", status="A-ASSOCIATE-RJ",
-                           reason="not on the allow-list")
+    journal.record_refusal(
+        calling_ae="INTRUDER",
+        address="10.0.0.9",
+        what="association",
+        status="A-ASSOCIATE-RJ",
+        reason="not on the allow-list",
+    )
     status = node_status(tmp_path)
     assert status["jobs"]["failed"] == 1 and status["node"]["state"] == "unknown (no node.json)"
     table = format_status(status)
