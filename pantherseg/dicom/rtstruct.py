@@ -30,9 +30,9 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage
 
-from pantherseg.dicom.seg import MANUFACTURER, MODEL_NAME, Algorithm
+from pantherseg.dicom.seg import Algorithm, new_instance
 from pantherseg.dicom.sources import OUTPUT_CHARACTER_SET, check_roi_name, writer_sources
 
 log = logging.getLogger(__name__)
@@ -99,13 +99,9 @@ class RTStructureSet(hd.SOPClass):
         source = writer_sources(source_images[:1])[0]  # type 2 patient/study attributes present, maybe empty
         super().__init__(
             study_instance_uid=source.StudyInstanceUID,
-            series_instance_uid=generate_uid(),
-            series_number=series_number,
-            sop_instance_uid=generate_uid(),
+            **new_instance(algorithm, series_number),
             sop_class_uid=RTStructureSetStorage,
-            instance_number=1,
             modality="RTSTRUCT",
-            manufacturer=MANUFACTURER,
             transfer_syntax_uid=ExplicitVRLittleEndian,
             patient_id=source.PatientID,
             patient_name=source.PatientName,
@@ -117,8 +113,6 @@ class RTStructureSet(hd.SOPClass):
             study_time=source.StudyTime,
             referring_physician_name=source.ReferringPhysicianName,
             series_description=f"{roi_name} ({algorithm.name} {algorithm.version})"[:64],
-            manufacturer_model_name=MODEL_NAME,
-            software_versions=algorithm.version,
             specific_character_set=OUTPUT_CHARACTER_SET,  # UTF-8: source values decoded by pydicom, names any text
         )
         self.copy_patient_and_study_information(source)

@@ -49,6 +49,23 @@ class Algorithm:
         return parameters
 
 
+def new_instance(algorithm: Algorithm, series_number: int) -> dict:
+    """What every object this product writes says of itself (highdicom's keywords): new series and instance
+    UIDs, and the equipment (manufacturer, model, the algorithm's version)."""
+    from pydicom.uid import generate_uid
+
+    return {
+        "series_instance_uid": generate_uid(),
+        "series_number": series_number,
+        "sop_instance_uid": generate_uid(),
+        "instance_number": 1,
+        "manufacturer": MANUFACTURER,
+        "manufacturer_model_name": MODEL_NAME,
+        "software_versions": algorithm.version,
+        "device_serial_number": "1",
+    }
+
+
 def build_seg(mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm, series_number: int = 901):
     """A highdicom ``Segmentation`` of ``mask_zyx`` (z index k = ``datasets[k]``, sorted along the normal)."""
     import highdicom as hd
@@ -93,14 +110,7 @@ def build_seg(mask_zyx: np.ndarray, datasets: list, *, algorithm: Algorithm, ser
         pixel_array=np.ascontiguousarray(mask_zyx, dtype=bool),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment],
-        series_instance_uid=generate_uid(),
-        series_number=series_number,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=MODEL_NAME,
-        software_versions=algorithm.version,
-        device_serial_number="1",
+        **new_instance(algorithm, series_number),
         series_description=f"{SEGMENT_LABEL} ({algorithm.name} {algorithm.version})"[:64],
         content_label="TUMOUR",
         content_description=f"{algorithm.name} {algorithm.task} ensemble"[:64],

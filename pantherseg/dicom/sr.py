@@ -37,7 +37,7 @@ from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from pantherseg.dicom.seg import MANUFACTURER, MODEL_NAME, SEGMENT_LABEL, Algorithm
+from pantherseg.dicom.seg import MANUFACTURER, MODEL_NAME, SEGMENT_LABEL, Algorithm, new_instance
 from pantherseg.dicom.sources import OUTPUT_CHARACTER_SET, slice_step, writer_sources
 
 log = logging.getLogger(__name__)
@@ -92,14 +92,7 @@ def build_sr(
     sr = hd.sr.Comprehensive3DSR(
         evidence=[*sources, segmentation],
         content=report[0],
-        series_instance_uid=generate_uid(),
-        series_number=series_number,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=MODEL_NAME,
-        software_versions=algorithm.version,
-        device_serial_number="1",
+        **new_instance(algorithm, series_number),
         series_description=f"{SEGMENT_LABEL} volume ({algorithm.name} {algorithm.version})"[:64],
         is_complete=True,
         is_final=False,

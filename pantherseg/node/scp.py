@@ -24,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from pantherseg.dicom.series import DECODABLE_TRANSFER_SYNTAXES
 from pantherseg.errors import InputError, ResourceError
 from pantherseg.node.completion import Completer
 from pantherseg.node.config import NodeConfig
@@ -32,25 +33,16 @@ from pantherseg.node.spool import Spool, check_uid
 
 log = logging.getLogger(__name__)
 
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+
 MR_STORAGE = {
     "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
     "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
 }
-# What pantherseg.dicom decodes (docs/dicom.md); offered for the MR classes only.
+# What pantherseg.dicom decodes (docs/dicom.md), Explicit VR Little Endian first; offered for the MR classes only.
 MR_TRANSFER_SYNTAXES = (
-    "1.2.840.10008.1.2.1",
-    "1.2.840.10008.1.2",
-    "1.2.840.10008.1.2.1.99",
-    "1.2.840.10008.1.2.2",
-    "1.2.840.10008.1.2.5",
-    "1.2.840.10008.1.2.4.50",
-    "1.2.840.10008.1.2.4.51",
-    "1.2.840.10008.1.2.4.57",
-    "1.2.840.10008.1.2.4.70",
-    "1.2.840.10008.1.2.4.80",
-    "1.2.840.10008.1.2.4.81",
-    "1.2.840.10008.1.2.4.90",
-    "1.2.840.10008.1.2.4.91",
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    *(uid for uid in DECODABLE_TRANSFER_SYNTAXES if uid != EXPLICIT_VR_LITTLE_ENDIAN),
 )
 SUCCESS = 0x0000
 SOP_CLASS_NOT_SUPPORTED = 0x0122
