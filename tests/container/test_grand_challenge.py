@@ -54,7 +54,8 @@ def test_inputs_json_with_extra_non_image_inputs_is_fine(tmp_path):
     [
         (lambda d: None, None),
         (lambda d: (d / "inputs.json").write_text("[{"), "is not valid JSON"),
-        (lambda d: (d / "inputs.json").write_text('{"slug": 1}'), "must be a list of objects with interface.slug"),
+        (lambda d: (d / "inputs.json").write_text('{"slug": 1}'), "must hold a JSON list, found dict"),
+        (lambda d: (d / "inputs.json").write_text('[{"slug": 1}]'), "must be a list of objects with interface.slug"),
         (
             lambda d: (d / "inputs.json").write_text('[{"interface": {"slug": "ct-scan"}}]'),
             "names interface(s) ['ct-scan']; this algorithm takes one of ['abdominal-t1-mri', 'abdominal-t2-mri']",

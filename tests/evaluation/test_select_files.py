@@ -13,7 +13,7 @@ from pantherseg.evaluation.select_files import costs_from_json, costs_from_repor
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("{not json", r"is not valid JSON .*; expected a JSON object of member -> seconds"),
+        ("{not json", r"Member costs \(member -> seconds per case\) .*costs\.json is not valid JSON"),
         ("[1, 2]", r"must be a JSON object of member -> seconds per case, found list"),
         ('{"a": 1.5}', r"for every member; missing \['b'\]"),
         ('{"a": 1.5, "b": true}', r"missing \['b'\]"),
@@ -28,7 +28,7 @@ def test_bad_costs_file(tmp_path, text, message):
 
 
 def test_costs_file_that_cannot_be_read(tmp_path):
-    with pytest.raises(InputError, match=r"cannot be read"):
+    with pytest.raises(InputError, match=r"not found: expected a JSON file at .*missing\.json"):
         costs_from_json(tmp_path / "missing.json", ["a"])
     assert costs_from_json(_write(tmp_path / "ok.json", '{"a": 2, "b": 0.5}'), ["a", "b"]) == {"a": 2.0, "b": 0.5}
 
