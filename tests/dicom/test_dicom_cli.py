@@ -120,6 +120,7 @@ def test_several_series_need_series_uid_then_seg_and_rtstruct_are_written(tiny_w
                 "--output-format",
                 "dicom-seg",
                 "rtstruct",
+                "sr",
                 "--series-uid",
                 "1.2.826.0.1.12",
                 "--roi-name",
@@ -131,13 +132,28 @@ def test_several_series_need_series_uid_then_seg_and_rtstruct_are_written(tiny_w
         == 0
     )
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["study.report.json", "study.rtstruct.dcm", "study.seg.dcm"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "study.report.json",
+        "study.rtstruct.dcm",
+        "study.seg.dcm",
+        "study.sr.dcm",
+    ]
     report = json.loads((out / "study.report.json").read_text())
-    assert report["output"]["paths"] == [str(out / "study.seg.dcm"), str(out / "study.rtstruct.dcm")]
+    assert report["output"]["paths"] == [
+        str(out / f"study.{kind}.dcm") for kind in ("seg", "sr", "rtstruct")
+    ]  # the SR right after its SEG
 
     import pydicom
 
     rt, seg = pydicom.dcmread(out / "study.rtstruct.dcm"), pydicom.dcmread(out / "study.seg.dcm")
+    sr = pydicom.dcmread(out / "study.sr.dcm")
+    evidence = {
+        item.ReferencedSOPInstanceUID
+        for study in sr.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
+    assert seg.SOPInstanceUID in evidence  # the SR's evidence is the SEG written beside it
     assert rt.StructureSetROISequence[0].ROIName == "GTV_auto"
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == "1.2.826.0.1.12"
     members = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmParameters
