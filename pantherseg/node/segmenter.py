@@ -31,28 +31,12 @@ class Segmented:
 class Segmenter:
     """Holds the loaded ensemble; :meth:`segment` writes one series' DICOM outputs into a folder."""
 
-    def __init__(
-        self,
-        *,
-        task: str,
-        outputs: tuple[str, ...],
-        weights: Path | None = None,
-        config: Path | None = None,
-        device: str = "auto",
-        time_budget_s: float | None = None,
-        roi_name: str | None = None,
-    ):
+    def __init__(self, options: RunOptions):
+        """``options``: the node's run options (task, config, weights, device, time budget, ROI name, and the
+        output formats it sends)."""
         from pantherseg.api import load_ensemble
 
-        self.options = RunOptions(
-            task=task,
-            config=config,
-            weights=weights,
-            device=device,
-            time_budget_s=time_budget_s,
-            roi_name=roi_name,
-            output_formats=tuple(outputs),
-        )
+        self.options = options
         self.ensemble = load_ensemble(self.options, keep_networks=True)  # series after series: built once
 
     @property

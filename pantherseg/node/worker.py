@@ -22,6 +22,7 @@ from pantherseg.errors import PantherError
 from pantherseg.node.config import OUTPUT_KIND, NodeConfig
 from pantherseg.node.journal import Job, Journal
 from pantherseg.node.spool import Spool
+from pantherseg.options import RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +137,15 @@ def build_segmenter(config: NodeConfig):
     from pantherseg.node.segmenter import Segmenter
 
     return Segmenter(
-        task=config.task,
-        outputs=config.outputs,
-        weights=config.weights,
-        config=config.config,
-        device=config.device,
-        time_budget_s=config.time_budget_s,
-        roi_name=config.roi_name,
+        RunOptions(
+            task=config.task,
+            output_formats=tuple(config.outputs),
+            weights=config.weights,
+            config=config.config,
+            device=config.device,
+            time_budget_s=config.time_budget_s,
+            roi_name=config.roi_name,
+        )
     )
 
 
