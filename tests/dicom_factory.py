@@ -80,6 +80,11 @@ def stored_image(image):
     return out
 
 
+# High-Throughput JPEG 2000: lossless, lossless with RPCL progression, and possibly lossy (what AWS HealthImaging,
+# grand-challenge's image store, serves); encoded here with OpenJPH (imagecodecs, test-only), decoded by openjpeg.
+HTJ2K_SYNTAXES = ("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203")
+
+
 def write_series(
     image,
     folder: Path,
@@ -173,7 +178,14 @@ def write_series(
         ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
         if tweak is not None:
             tweak(k, ds)
-        if transfer_syntax is not None and transfer_syntax != ExplicitVRLittleEndian:
+        if transfer_syntax in HTJ2K_SYNTAXES:  # pydicom has no HTJ2K encoder: OpenJPH's, through imagecodecs
+            import imagecodecs
+            from pydicom.encaps import encapsulate
+
+            ds.PixelData = encapsulate([imagecodecs.htj2k_encode(np.ascontiguousarray(stored[k]))])
+            ds["PixelData"].VR = "OB"
+            ds.file_meta.TransferSyntaxUID = transfer_syntax
+        elif transfer_syntax is not None and transfer_syntax != ExplicitVRLittleEndian:
             ds.compress(transfer_syntax)
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

@@ -43,7 +43,14 @@ ENCAPSULATED_JPEG = (
     "1.2.840.10008.1.2.4.80",
     "1.2.840.10008.1.2.4.81",
 )
-ENCAPSULATED_J2K = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
+# JPEG 2000 and High-Throughput JPEG 2000: both codestreams start with SOC and the SIZ header the size check reads.
+ENCAPSULATED_J2K = (
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.203",
+)
 # JPEG start-of-frame markers (ITU T.81 B.1.1.3): C0-CF but C4 (DHT), C8 (JPG) and CC (DAC); F7: JPEG-LS SOF55.
 _SOF_MARKERS = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7}
 

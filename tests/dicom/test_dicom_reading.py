@@ -26,6 +26,7 @@ from dicom_factory import orient, phantom_case, write_series  # noqa: E402
 
 JPEG_LS = "1.2.840.10008.1.2.4.80"
 JPEG_2000 = "1.2.840.10008.1.2.4.90"
+HTJ2K = "1.2.840.10008.1.2.4.202"  # lossless with RPCL progression: what AWS HealthImaging stores
 
 
 @pytest.fixture(scope="module")
@@ -179,11 +180,15 @@ def test_five_jpeg_ls_slices_of_8192_squared_are_refused_before_decoding(small, 
     assert "3.36e+08 voxels" in _one_line(caught)
 
 
-@pytest.mark.parametrize("syntax, marker", [(JPEG_LS, b"\xff\xf7"), (JPEG_2000, b"\xff\x4f\xff\x51")])
+@pytest.mark.parametrize(
+    "syntax, marker", [(JPEG_LS, b"\xff\xf7"), (JPEG_2000, b"\xff\x4f\xff\x51"), (HTJ2K, b"\xff\x4f\xff\x51")]
+)
 def test_a_codestream_claiming_more_than_rows_and_columns_is_refused_before_decoding(
     small, tmp_path, no_decoding, syntax, marker
 ):
     """Rows and Columns stay 64 x 80; every codestream's own header says 8192 x 8192 (what a decoder allocates)."""
+    if syntax == HTJ2K:
+        pytest.importorskip("imagecodecs", reason="HTJ2K test series are encoded with imagecodecs (OpenJPH)")
     for path in write_series(small, tmp_path / "s", transfer_syntax=syntax):
         data = bytearray(path.read_bytes())
         at = data.index(marker, data.index(struct.pack("<HH", 0x7FE0, 0x0010)))
@@ -197,8 +202,10 @@ def test_a_codestream_claiming_more_than_rows_and_columns_is_refused_before_deco
     assert "refused before decoding" in _one_line(caught)
 
 
-@pytest.mark.parametrize("syntax", [JPEG_LS, JPEG_2000])
+@pytest.mark.parametrize("syntax", [JPEG_LS, JPEG_2000, HTJ2K])
 def test_the_declared_frame_size_of_real_codestreams_is_accepted(small, tmp_path, syntax):
+    if syntax == HTJ2K:
+        pytest.importorskip("imagecodecs", reason="HTJ2K test series are encoded with imagecodecs (OpenJPH)")
     files = write_series(small, tmp_path / "s", transfer_syntax=syntax)
     ds = pydicom.dcmread(files[0])
     reading.check_declared_frame(ds, files[0], "s")

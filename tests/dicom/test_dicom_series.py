@@ -14,7 +14,7 @@ from pantherseg.api import collect_inputs  # noqa: E402
 from pantherseg.dicom.series import read_series  # noqa: E402
 from pantherseg.errors import InputError  # noqa: E402
 
-from dicom_factory import ORIENTATIONS, orient, phantom_case, stored_image, write_series  # noqa: E402
+from dicom_factory import HTJ2K_SYNTAXES, ORIENTATIONS, orient, phantom_case, stored_image, write_series  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +168,12 @@ def test_duplicate_positions_are_refused(phantom, tmp_path):
         read_series(tmp_path / "s")
 
 
-@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5"])
-def test_jpeg_ls_jpeg_2000_and_rle_decode_losslessly(phantom, tmp_path, syntax):
+@pytest.mark.parametrize(
+    "syntax", ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5", *HTJ2K_SYNTAXES]
+)
+def test_jpeg_ls_jpeg_2000_htj2k_and_rle_decode_losslessly(phantom, tmp_path, syntax):
+    if syntax in HTJ2K_SYNTAXES:
+        pytest.importorskip("imagecodecs", reason="HTJ2K test series are encoded with imagecodecs (OpenJPH)")
     image = orient(phantom[0], "axial")[:, :, :6]
     write_series(image, tmp_path / "s", transfer_syntax=syntax)
     import pydicom
