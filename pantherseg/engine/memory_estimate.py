@@ -10,8 +10,9 @@ header itself was checked when it was read (:mod:`pantherseg.io.host_memory`).
 
 The estimate is an upper bound of the arrays the engine holds at its peak (see
 :func:`estimate_prediction`), in bytes, for the engine's data flow: the image (as read and as
-float32), each preprocessing group's resampled input, the image-space probability accumulator, and
-the largest member's own peak: either its sliding window (padded input, float32 logits and tile
+float32), each preprocessing group's resampled input, the image-space probability accumulator, the
+running logit sum of each model folder with several folds, each member's own tumour mask (bool, kept for
+quality control), and the largest member's own peak: either its sliding window (padded input, float32 logits and tile
 weights; plus the network's activations for one tile batch when running on the CPU) or its export
 (the logits, a float64 copy of them should nnU-Net's own resampling run instead of the torch one,
 and the resampled, softmaxed, uncropped and transposed probabilities in image space). Network
@@ -129,6 +130,7 @@ def estimate_prediction(
         "probability accumulator": num_classes * image_voxels * FLOAT32,
     }
     groups: dict[str, int] = {}
+    folds: dict[str, list[int]] = {}  # per model folder: its members' logit sums, held until its last fold ran
     member_peak = 0
     for member in members:
         cm = member.configuration_manager
@@ -136,6 +138,7 @@ def estimate_prediction(
         preprocessed_voxels = math.prod(max(1, s) for s in preprocessed)
         padded_voxels = math.prod(max(max(1, s), int(p)) for s, p in zip(preprocessed, member.patch_size))
         groups[member.preprocessing_key] = preprocessed_voxels * FLOAT32
+        folds.setdefault(str(member.folder), []).append(num_classes * preprocessed_voxels * FLOAT32)
         network = (num_classes + 2) * padded_voxels * FLOAT32
         network += count_tiles(preprocessed, member.patch_size, tile_step_size) * TILE_BOOKKEEPING_BYTES
         if device_type == "cpu":
@@ -147,6 +150,11 @@ def estimate_prediction(
         )
         member_peak = max(member_peak, network, export)
     parts["preprocessed input"] = sum(groups.values())
+    # A folder of several folds keeps one running sum of their logits from its first fold to its last; every
+    # folder may be open at once (members run in priority order, not folder by folder).
+    parts["fold logit sums"] = sum(max(sums) for sums in folds.values() if len(sums) > 1)
+    # Quality control keeps each member's own tumour mask (bool, image space) until the case's score is made.
+    parts["members' tumour masks"] = len(members) * image_voxels
     parts["largest member (sliding window or export)"] = member_peak
     return MemoryEstimate(parts)
 

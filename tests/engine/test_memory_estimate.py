@@ -135,3 +135,27 @@ def test_winners_configuration_fits_a_16_gb_t4_with_margin():
         tile_batch_size=4,
     )
     assert batched.total > 7.65 * 1024**3
+
+
+def test_folds_of_one_folder_add_their_logit_sum_and_every_member_its_tumour_mask(micro_ensemble):
+    """Two folds of one model folder hold a running logit sum while the second runs; two folders do not;
+    quality control keeps one bool mask per member in image space."""
+    from pantherseg.engine.memory_estimate import estimate_prediction
+
+    [member] = micro_ensemble.members
+    shape, spacing = (40, 120, 130), (3.0, 1.0, 1.0)
+    kwargs = dict(shape_zyx=shape, spacing_zyx=spacing, source_bytes_per_voxel=4, num_classes=3)
+    one_folder = estimate_prediction(members=[member, dataclasses.replace(member)], **kwargs)
+    two_folders = estimate_prediction(
+        members=[member, dataclasses.replace(member, folder=member.folder.with_name("other"))], **kwargs
+    )
+    alone = estimate_prediction(members=[member], **kwargs)
+    from pantherseg.engine.memory_estimate import resampled_shape
+
+    preprocessed = 1
+    for size in resampled_shape(shape, spacing, member):
+        preprocessed *= size
+    assert one_folder.parts["fold logit sums"] == 3 * preprocessed * 4
+    assert two_folders.parts["fold logit sums"] == alone.parts["fold logit sums"] == 0
+    assert one_folder.parts["members' tumour masks"] == 2 * 40 * 120 * 130
+    assert one_folder.total - two_folders.total == 3 * preprocessed * 4
