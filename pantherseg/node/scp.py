@@ -50,6 +50,7 @@ OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 VERIFICATION = "1.2.840.10008.1.1"
+CLOSED_KEPT = 64  # closed connections remembered for a release handled after the close
 
 
 @dataclass
@@ -72,6 +73,10 @@ class StoreSCP:
         self.clock = clock
         self.resolved = resolve_hosts(config)
         self._associations: dict[int, _Association] = {}
+        # Closed connections whose EVT_RELEASED may still come: pynetdicom fires EVT_CONN_CLOSE from its DUL
+        # thread and EVT_RELEASED from the association's, in either order; kept (with the association, so an
+        # id reused later cannot match) until the release or the bound drops them.
+        self._closed: dict[int, tuple[object, _Association]] = {}
         self._lock = threading.Lock()
         self._server = None
         self.ae = None
@@ -205,11 +210,23 @@ class StoreSCP:
         )
 
     def _on_closed(self, event) -> None:
-        self._forget(event.assoc)  # a connection that ended without release or abort (network timeout)
+        """The connection ended: its series are no longer being sent. Its release may still be handled after
+        this (another thread), so the state waits for it; a connection that ended without release or abort
+        (a network timeout) leaves its series to the timeout."""
+        with self._lock:
+            state = self._associations.pop(id(event.assoc), None)
+            if state is not None:
+                self._closed[id(event.assoc)] = (event.assoc, state)
+                while len(self._closed) > CLOSED_KEPT:
+                    self._closed.pop(next(iter(self._closed)))
 
     def _forget(self, assoc) -> _Association | None:
         with self._lock:
-            return self._associations.pop(id(assoc), None)
+            state = self._associations.pop(id(assoc), None)
+            closed = self._closed.pop(id(assoc), None)
+            if state is None and closed is not None and closed[0] is assoc:
+                state = closed[1]
+            return state
 
     def _on_store(self, event) -> int:
         with self._lock:

@@ -281,3 +281,24 @@ def test_the_timeout_waits_while_an_open_association_still_sends_the_series(node
     assoc.release()
     wait_for(lambda: node.jobs()[0]["state"] == "queued", 10, "the timeout once the association ended")
     assert node.jobs()[0]["instances"] == 3
+
+
+def test_a_release_handled_after_the_connection_closed_still_queues_the_series(node, tmp_path, monkeypatch):
+    """pynetdicom fires EVT_CONN_CLOSE (its DUL thread) and EVT_RELEASED (the association's thread) in either
+    order; a close handled first must not make the release forget the series it sent (a 1-in-many CI flake)."""
+    from types import SimpleNamespace
+
+    from pantherseg.node.scp import _Association
+
+    node = node()
+    queued = []
+    monkeypatch.setattr(node.completer, "complete", lambda job_id, why: queued.append(job_id))
+    assoc = SimpleNamespace()
+    node.scp._associations[id(assoc)] = _Association(calling_ae="SCANNER", address="127.0.0.1", jobs={7})
+    event = SimpleNamespace(assoc=assoc)
+    node.scp._on_closed(event)
+    assert node.scp.busy_jobs() == set()  # closed: no longer being sent
+    node.scp._on_released(event)
+    assert queued == [7]
+    node.scp._on_released(event)  # a second event for it finds nothing left
+    assert queued == [7] and node.scp._closed == {}
