@@ -17,12 +17,10 @@ import sys
 from pathlib import Path
 
 from pantherseg import __version__
+from pantherseg.io.formats import OUTPUT_FORMATS
 from pantherseg.options import Parser, add_run_options, integer, number
 
 log = logging.getLogger("pantherseg")
-
-# pantherseg.io.outputs.OUTPUT_FORMATS, spelt out here so that --help imports no numpy (tests/test_cli_help.py)
-OUTPUT_FORMATS = ("mha", "nii.gz", "dicom-seg", "rtstruct", "sr", "uncertainty")
 
 
 class _CurrentStderrHandler(logging.StreamHandler):

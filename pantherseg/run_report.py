@@ -10,6 +10,7 @@ by string keys). A report read from disk is untrusted: ``from_json`` checks ever
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import platform
@@ -26,14 +27,19 @@ class ReportError(PantherError):
     """A run report read back from disk does not have the shape this version writes."""
 
 
-def software_versions() -> dict[str, str]:
+@functools.cache  # the installed versions do not change while the process runs; asked once per case
+def _installed_versions() -> tuple[tuple[str, str], ...]:
     versions = {"pantherseg": __version__, "python": platform.python_version()}
     for package in ("torch", "nnunetv2", "SimpleITK", "numpy", "onnxruntime", "onnxruntime-gpu"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             continue
-    return versions
+    return tuple(versions.items())
+
+
+def software_versions() -> dict[str, str]:
+    return dict(_installed_versions())
 
 
 @dataclass(frozen=True)

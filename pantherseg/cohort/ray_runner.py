@@ -175,7 +175,17 @@ class _Dispatcher:
         """Returns the workers' descriptions and the number of worker deaths."""
         while self.queue or any(case is not None for _, case in self.pending.values()):
             if not self.pending and not self.resting:
-                _fail_remaining(self.queue, self.rows, self.progress, "no Ray worker left (each died repeatedly)")
+                while self.queue:
+                    case = self.queue.popleft()
+                    self.finish(
+                        CaseRow(
+                            name=case.name,
+                            input=str(case.path),
+                            status="worker-died",
+                            attempts=0,
+                            error="no Ray worker left (each died repeatedly)",
+                        )
+                    )
                 break
             self.wake_rested()
             timeout = min([WAIT_LOG_S, *(max(0.0, t - time.monotonic()) for t, _ in self.resting)])
@@ -215,10 +225,7 @@ class _Dispatcher:
             if error.actor_init_failed:  # the constructor raised: every replacement would too
                 raise ResourceError(f"A Ray worker could not load the ensemble: {_init_error(error)}") from error
             if case is not None:
-                self.deaths += 1
-                _case_failed(
-                    case, slot, error, self.attempts, self.options.max_retries, self.queue, self.rows, self.progress
-                )
+                self.case_failed(case, slot, error)
             if isinstance(error, ActorDiedError):  # not ActorUnavailableError: that one may come back as it is
                 slot.deaths += 1
                 if slot.deaths > self.options.max_retries + 1:  # Ray's restarts used up: dead for good
@@ -242,9 +249,33 @@ class _Dispatcher:
             slot.worker = value["worker"]
         else:
             value.attempts = self.attempts[case.name] + 1
-            self.rows.append(value)
-            self.progress.case_finished(value)
+            self.finish(value)
         self.dispatch(slot)
+
+    def case_failed(self, case: Case, slot: _Slot, error: Exception) -> None:
+        """The worker died under ``case``: back to the front of the queue, or a worker-died row."""
+        self.deaths += 1
+        reason = _death_reason(error)
+        self.attempts[case.name] += 1
+        tries = self.attempts[case.name]
+        if tries <= self.options.max_retries:
+            self.progress.case_retried(case, slot.worker, tries + 1, reason)
+            self.queue.appendleft(case)
+            return
+        self.finish(
+            CaseRow(
+                name=case.name,
+                input=str(case.path),
+                status="worker-died",
+                worker=slot.worker,
+                attempts=tries,
+                error=f"the worker died on each of {tries} attempts ({reason})",
+            )
+        )
+
+    def finish(self, row: CaseRow) -> None:
+        self.rows.append(row)
+        self.progress.case_finished(row)
 
     def replace(self, slot: _Slot) -> None:
         """A new actor for a slot whose actor is dead for good (restarts used up, node lost), within bounds."""
@@ -255,46 +286,9 @@ class _Dispatcher:
         self.probe(slot)
 
 
-def _case_failed(
-    case: Case,
-    slot: _Slot,
-    error: Exception,
-    attempts: Counter,
-    max_retries: int,
-    queue: deque,
-    rows: list[CaseRow],
-    progress: CohortProgress,
-) -> None:
-    """The worker died under ``case``: back to the front of the queue, or a worker-died row."""
-    reason = _death_reason(error)
-    attempts[case.name] += 1
-    if attempts[case.name] <= max_retries:
-        progress.case_retried(case, slot.worker, attempts[case.name] + 1, reason)
-        queue.appendleft(case)
-        return
-    row = CaseRow(
-        name=case.name,
-        input=str(case.path),
-        status="worker-died",
-        worker=slot.worker,
-        attempts=attempts[case.name],
-        error=f"the worker died on each of {attempts[case.name]} attempts ({reason})",
-    )
-    rows.append(row)
-    progress.case_finished(row)
-
-
 def _init_error(error: Exception) -> str:
     """The last line of the constructor's traceback (``RuntimeError: ...``), not Ray's preamble."""
     return one_line(str(error), last=True, default=type(error).__name__)
-
-
-def _fail_remaining(queue: deque, rows: list[CaseRow], progress: CohortProgress, reason: str) -> None:
-    while queue:
-        case = queue.popleft()
-        row = CaseRow(name=case.name, input=str(case.path), status="worker-died", attempts=0, error=reason)
-        rows.append(row)
-        progress.case_finished(row)
 
 
 def _death_reason(error: Exception) -> str:

@@ -22,7 +22,6 @@ import stat
 from pathlib import Path
 
 MAX_QUICK_DEPTH = 16
-DICOM_OUTPUT_FORMATS = ("dicom-seg", "rtstruct", "sr")
 INSTALL_HINT = "pip install 'pantherseg[dicom]' (pydicom, highdicom, pylibjpeg, pyjpegls)"
 
 

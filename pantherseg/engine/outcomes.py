@@ -55,16 +55,3 @@ class MemberOutcome:
             "tiles_total": self.tiles_total,
             "network_s": self.network_s,
         }
-
-    @classmethod
-    def from_dict(cls, entry: dict) -> "MemberOutcome":
-        return cls(
-            name=entry["name"],
-            role=entry["role"],
-            weight=float(entry["weight"]),
-            status=MemberStatus(entry["status"]),
-            reason=entry.get("reason", ""),
-            tiles_done=int(entry.get("tiles_done", 0)),
-            tiles_total=int(entry.get("tiles_total", 0)),
-            network_s=float(entry.get("network_s", 0.0)),
-        )

@@ -20,23 +20,12 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from pantherseg.errors import InputError
+from pantherseg.io.formats import DICOM_FORMATS, MAP_FORMATS, OUTPUT_FORMATS, SUFFIXES
 from pantherseg.io.images import mask_image, write_image_atomically
-
-OUTPUT_FORMATS = ("mha", "nii.gz", "dicom-seg", "rtstruct", "sr", "uncertainty")
-DICOM_FORMATS = ("dicom-seg", "rtstruct", "sr")
-MAP_FORMATS = ("uncertainty",)  # not a mask: written beside one, after the masks
-_SUFFIXES = {
-    "mha": ".mha",
-    "nii.gz": ".nii.gz",
-    "dicom-seg": ".seg.dcm",
-    "rtstruct": ".rtstruct.dcm",
-    "sr": ".sr.dcm",
-    "uncertainty": ".uncertainty.mha",
-}
 
 
 def output_path(output_dir: Path, stem: str, output_format: str) -> Path:
-    return Path(output_dir) / f"{stem}{_SUFFIXES[output_format]}"
+    return Path(output_dir) / f"{stem}{SUFFIXES[output_format]}"
 
 
 def output_paths(output_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pantherseg.errors import ConfigError
+from pantherseg.io.formats import DICOM_FORMATS
 
 AE_TITLE_MAX = 16
-# Result formats the node can send (the API's output format names).
-NODE_OUTPUTS = ("dicom-seg", "rtstruct", "sr")
+# Result formats the node can send: the DICOM ones (pantherseg.io.formats).
+NODE_OUTPUTS = DICOM_FORMATS
 # The Destination kinds (pantherseg.node.destinations) each output format goes to.
 OUTPUT_KIND = {"dicom-seg": "seg", "rtstruct": "rtstruct", "sr": "sr"}
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
@@ -309,8 +310,6 @@ def _boolean(key, value, fail) -> bool:
 
 
 def _outputs(key, value, fail) -> tuple[str, ...]:
-    from pantherseg.io.outputs import OUTPUT_FORMATS
-
     if isinstance(value, str):
         value = [value]
     if (
@@ -320,14 +319,6 @@ def _outputs(key, value, fail) -> tuple[str, ...]:
         or any(item not in NODE_OUTPUTS for item in value)
     ):
         raise fail(key, f"a non-empty list of distinct formats among {', '.join(NODE_OUTPUTS)}", value)
-    missing = [item for item in value if item not in OUTPUT_FORMATS]
-    if missing:
-        raise fail(
-            key,
-            f"formats this build writes ({', '.join(f for f in NODE_OUTPUTS if f in OUTPUT_FORMATS)}; "
-            f"{', '.join(missing)} needs the SR writer, pantherseg.dicom.sr)",
-            value,
-        )
     return tuple(value)
 
 

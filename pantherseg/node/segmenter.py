@@ -57,22 +57,16 @@ class Segmenter:
         """Segment the one series in ``folder``; write ``<name>.<format>`` and ``<name>.report.json`` into
         ``output_dir``. Raises PantherError (one line) for a series that cannot be segmented."""
         from pantherseg.api import segment_case
-        from pantherseg.io.outputs import check_output_formats
+        from pantherseg.io.outputs import output_path
 
         started = time.perf_counter()
-        formats = check_output_formats(self.outputs, [folder])
         output_dir.mkdir(parents=True, exist_ok=True)
-        result = segment_case(
-            self.ensemble,
-            folder,
-            output_dir=output_dir,
-            name=name,
-            options=self.options.but(output_formats=formats, report_dir=output_dir),
+        result = segment_case(  # checks and orders the formats itself (the SR after its SEG)
+            self.ensemble, folder, output_dir=output_dir, name=name, options=self.options.but(report_dir=output_dir)
         )
-        written = [Path(p) for p in result.report.output.paths]
-        if len(written) != len(formats):
-            raise InputError(
-                f"series in {folder}: expected {len(formats)} output file(s) ({', '.join(formats)}), "
-                f"the run wrote {len(written)}"
-            )
-        return Segmented(paths=dict(zip(formats, written)), report=result.report, seconds=time.perf_counter() - started)
+        paths = {fmt: output_path(output_dir, name, fmt) for fmt in self.outputs}
+        written = {Path(p) for p in result.report.output.paths}
+        missing = [fmt for fmt, path in paths.items() if path not in written]
+        if missing:
+            raise InputError(f"series in {folder}: the run wrote no {', '.join(missing)} output")
+        return Segmented(paths=paths, report=result.report, seconds=time.perf_counter() - started)

@@ -15,7 +15,7 @@ from pantherseg.io.images import volume_from_image
 
 from conftest import MODEL_A, synthetic_image
 from fakes import EchoNetwork, FakeClock
-from model_factory import member
+from model_factory import config_dict, member
 
 SECONDS_PER_TILE = 10.0
 
@@ -24,19 +24,7 @@ def _config(names_and_weights):
     members = [
         member(name, MODEL_A, fold=1 if "f1" in name else 0, weight=weight) for name, weight in names_and_weights
     ]
-    return parse_config(
-        {
-            "version": 1,
-            "tasks": {
-                "t1": {
-                    "input_slug": "abdominal-t1-mri",
-                    "output_slug": "pancreatic-tumor-segmentation",
-                    "tumor_label": 1,
-                    "members": members,
-                }
-            },
-        }
-    )
+    return parse_config(config_dict(members))
 
 
 MEMBERS = [("a-f0", 1.0), ("a-f1", 2.0), ("a-f0-copy", 1.0)]
@@ -177,20 +165,12 @@ def test_voxels_a_partial_member_never_reached_carry_no_weight(small_patch_weigh
     # -> tumour with p = 0.646. The old rule gave A's unvisited voxels logits (1, 0), p(tumour) 0.27,
     # which outvoted B there: (0.27 + 0.646) / 2 < 0.5, background everywhere.
     config = parse_config(
-        {
-            "version": 1,
-            "tasks": {
-                "t1": {
-                    "input_slug": "abdominal-t1-mri",
-                    "output_slug": "pancreatic-tumor-segmentation",
-                    "tumor_label": 1,
-                    "members": [
-                        member("a", "Dataset811_Small/T__P__3d_fullres"),
-                        member("b", "Dataset812_Wide/T__P__3d_fullres"),
-                    ],
-                }
-            },
-        }
+        config_dict(
+            [
+                member("a", "Dataset811_Small/T__P__3d_fullres"),
+                member("b", "Dataset812_Wide/T__P__3d_fullres"),
+            ]
+        )
     )
     clock = FakeClock()
     networks = GivenNetworks(
@@ -232,19 +212,7 @@ def test_voxels_a_partial_member_never_reached_carry_no_weight(small_patch_weigh
 
 
 def test_a_lone_partial_member_leaves_background_where_it_never_looked(small_patch_weights):
-    config = parse_config(
-        {
-            "version": 1,
-            "tasks": {
-                "t1": {
-                    "input_slug": "abdominal-t1-mri",
-                    "output_slug": "pancreatic-tumor-segmentation",
-                    "tumor_label": 1,
-                    "members": [member("a", "Dataset811_Small/T__P__3d_fullres")],
-                }
-            },
-        }
-    )
+    config = parse_config(config_dict([member("a", "Dataset811_Small/T__P__3d_fullres")]))
     clock = FakeClock()
     networks = GivenNetworks({"a": EchoNetwork(scale=0.0, shift=3.0, clock=clock, seconds_per_tile=10.0)})
     ensemble = Ensemble.load(

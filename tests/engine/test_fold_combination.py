@@ -21,7 +21,7 @@ from pantherseg.io.images import volume_from_image
 
 from conftest import synthetic_image
 from fakes import EchoNetwork, FakeClock
-from model_factory import load_plans, make_model_folder, member, shrink
+from model_factory import config_dict, load_plans, make_model_folder, member, shrink
 
 FOLDS = "Dataset821_Folds/T__P__3d_fullres"
 OTHER = "Dataset822_Other/T__P__3d_fullres"
@@ -51,19 +51,7 @@ def volume():
 
 
 def _ensemble(weights, members_and_shifts, clock=None, seconds_per_tile=0.0):
-    config = parse_config(
-        {
-            "version": 1,
-            "tasks": {
-                "t1": {
-                    "input_slug": "abdominal-t1-mri",
-                    "output_slug": "pancreatic-tumor-segmentation",
-                    "tumor_label": 1,
-                    "members": [m for m, _ in members_and_shifts],
-                }
-            },
-        }
-    )
+    config = parse_config(config_dict([m for m, _ in members_and_shifts]))
     networks = GivenNetworks(
         {
             spec["name"]: EchoNetwork(scale=0.0, shift=shift, clock=clock, seconds_per_tile=seconds_per_tile)

@@ -15,7 +15,7 @@ from pantherseg.io.images import volume_from_image
 
 from conftest import MODEL_A, synthetic_image
 from fakes import EchoNetwork, FakeClock
-from model_factory import member
+from model_factory import config_dict, member
 
 SECONDS_PER_TILE = 10.0
 NAMES = ("a-f0", "a-f1", "a-f0-copy")
@@ -29,19 +29,7 @@ def volume():
 
 def _predict(tiny_weights, volume, budget, **keywords):
     members = [member(name, MODEL_A, fold=1 if "f1" in name else 0) for name in NAMES]
-    config = parse_config(
-        {
-            "version": 1,
-            "tasks": {
-                "t1": {
-                    "input_slug": "abdominal-t1-mri",
-                    "output_slug": "pancreatic-tumor-segmentation",
-                    "tumor_label": 1,
-                    "members": members,
-                }
-            },
-        }
-    )
+    config = parse_config(config_dict(members))
     clock = FakeClock()
     networks = GivenNetworks(
         {
