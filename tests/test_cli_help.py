@@ -51,10 +51,3 @@ def test_help_is_quick_and_imports_nothing_heavy(name):
     heavy = sorted(set(HEAVY) & imported_modules(result.stderr))
     assert heavy == [], f"{name} imported {heavy}"
     assert cpu < 2.0, f"{name} took {cpu:.1f} CPU seconds"
-
-
-def test_the_output_format_choices_are_the_writers_formats():
-    from pantherseg import cli
-    from pantherseg.io.outputs import OUTPUT_FORMATS
-
-    assert cli.OUTPUT_FORMATS == OUTPUT_FORMATS
